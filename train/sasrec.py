@@ -1,0 +1,156 @@
+"""SASRec: self-attentive sequential recommendation (Kang & McAuley, ICDM 2018).
+
+Causal self-attention over a user's last `max_len` items, learned positions, and item
+embeddings shared with the output layer, so an item's score is the dot product of the
+sequence state with that item's embedding. That shared space is also what the FAISS index
+serves: `item_vectors()` is the index, `predict()` gives the query.
+
+`forward` (training: every position's state) is kept apart from `predict` (serving: the
+last position only), as in SASRec.pytorch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class SASRecConfig:
+    num_items: int  # dense ids 1..num_items; 0 is padding
+    max_len: int = 50
+    hidden: int = 64
+    num_blocks: int = 2
+    num_heads: int = 2
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block with a causal mask (SASRec's layer order)."""
+
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(cfg.hidden, eps=1e-8)
+        self.attn = nn.MultiheadAttention(cfg.hidden, cfg.num_heads, dropout=cfg.dropout, batch_first=True)
+        self.ffn_norm = nn.LayerNorm(cfg.hidden, eps=1e-8)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x: torch.Tensor, causal: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        q = self.attn_norm(x)
+        # Queries are normalized, keys/values are not (the paper's order). Padding keys are
+        # zero vectors rather than masked: with left padding and a causal mask, masking them
+        # would leave the padding rows with no key at all (NaN).
+        attn, _ = self.attn(q, x, x, attn_mask=causal, need_weights=False)
+        x = q + attn
+        x = x + self.ffn(self.ffn_norm(x))
+        return x * pad
+
+
+class SASRec(nn.Module):
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.hidden, padding_idx=0)
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.num_blocks))
+        self.final_norm = nn.LayerNorm(cfg.hidden, eps=1e-8)
+        causal = torch.triu(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool), diagonal=1)
+        self.register_buffer("causal", causal, persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        """States for every position: (batch, max_len) item ids -> (batch, max_len, hidden)."""
+        length = seqs.shape[1]
+        pad = (seqs > 0).unsqueeze(-1).to(self.item_emb.weight.dtype)
+        positions = torch.arange(length, device=seqs.device).unsqueeze(0)
+        x = self.item_emb(seqs) * math.sqrt(self.cfg.hidden) + self.pos_emb(positions)
+        x = self.drop(x) * pad
+        causal = self.causal[:length, :length]
+        for block in self.blocks:
+            x = block(x, causal, pad)
+        return self.final_norm(x)
+
+    @torch.no_grad()
+    def predict(self, seqs: torch.Tensor) -> torch.Tensor:
+        """The user (query) vector: the state at the last position. (batch, hidden)."""
+        return self.forward(seqs)[:, -1, :]
+
+    def item_vectors(self) -> torch.Tensor:
+        """Output embeddings of items 1..num_items (row i-1 is item i)."""
+        return self.item_emb.weight[1:]
+
+    def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
+        """Scores of every item (column 0 = padding, set to -inf)."""
+        scores = self.predict(seqs) @ self.item_emb.weight.T
+        scores[:, 0] = float("-inf")
+        return scores
+
+
+def sequence_loss(
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    item_weight: torch.Tensor,
+    *,
+    loss: str,
+    num_negatives: int = 100,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next-item loss at every non-padding position.
+
+    `states` come from the (possibly DDP-wrapped) model's forward; `item_weight` is the shared
+    item-embedding matrix (row 0 = padding), used as the output layer.
+
+    - "bce": one uniformly sampled negative per position, binary cross-entropy (the paper).
+    - "ce": full softmax cross-entropy over all items (stronger; Klenitskiy & Vasilev 2023).
+    - "sampled_ce": softmax over the positive and `num_negatives` negatives shared by the
+      batch, for catalogs too large for a full softmax.
+    Sampled negatives may hit a positive by chance; with thousands of items that is rare,
+    and it is how the reference implementations do it.
+    """
+    mask = targets > 0
+    h = states[mask]  # (n, hidden)
+    pos = targets[mask]
+    if loss == "ce":
+        logits = h @ item_weight.T
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, pos)
+    num_items = item_weight.shape[0] - 1
+    if loss == "bce":
+        neg = torch.randint(1, num_items + 1, pos.shape, device=pos.device, generator=generator)
+        pos_logit = (h * item_weight[pos]).sum(-1)
+        neg_logit = (h * item_weight[neg]).sum(-1)
+        return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
+            neg_logit, torch.zeros_like(neg_logit)
+        )
+    if loss == "sampled_ce":
+        neg = torch.randint(1, num_items + 1, (num_negatives,), device=pos.device, generator=generator)
+        pos_logit = (h * item_weight[pos]).sum(-1, keepdim=True)
+        neg_logit = (h @ item_weight[neg].T).masked_fill(neg.unsqueeze(0) == pos.unsqueeze(1), float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+    raise ValueError(f"unknown loss {loss!r}; set --set train.recommender.loss to bce, ce or sampled_ce")

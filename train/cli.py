@@ -37,6 +37,23 @@ def recommender(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 @app.command()
+def ranker(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Train the second-stage ranker on the recommender's retrieval candidates with Ray Train.
+
+    Reports NDCG@10 of the ranker's order against the retrieval order on held-out test
+    targets and exports it (with the features' item table) under <artifacts>/models/ranker.
+    """
+    from train.ranker import train_ranker
+
+    cfg = load_or_exit(config, set_)
+    try:
+        meta = train_ranker(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps(meta["test"], indent=2))
+
+
+@app.command()
 def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Evaluate the exported recommender and its baselines; writes metrics.json + report.html.
 

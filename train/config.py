@@ -66,6 +66,20 @@ class RecommenderConfig(BaseModel):
         return self
 
 
+class RankerConfig(BaseModel):
+    """Second-stage ranker over the retriever's candidates (a small listwise MLP)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: int = Field(100, ge=2, description="Retrieval candidates per user that the ranker reorders (the Serve retriever's top-K).")
+    hidden: int = Field(32, ge=4, description="Hidden units of the ranker MLP.")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate.")
+    epochs: int = Field(10, ge=1, description="Epochs over the validation users' candidate lists.")
+    batch_size: int = Field(64, ge=1, description="Users (candidate lists) per step per worker.")
+    recent_items: int = Field(5, ge=1, description="Most recent history items behind the co-occurrence, text-similarity and 'because you...' evidence.")
+    cooccurrence_window: int = Field(3, ge=1, description="Steps ahead within which a later item counts as following an earlier one.")
+
+
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,4 +101,5 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="Seed for model init, sampling and data order.")
     scaling: ScalingSection = Field(default_factory=ScalingSection, description="Ray Train worker shape shared by all recipes.")
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig, description="Sequential recommender (SASRec) recipe.")
+    ranker: RankerConfig = Field(default_factory=RankerConfig, description="Second-stage ranker recipe.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Recommender evaluation protocols.")

@@ -3,7 +3,7 @@
     shopgraph train recommender --config configs/local.yaml
     python -m train.recommender --config configs/local.yaml          # ray job submit entry point
 
-Reads the leave-one-out split written by `shopgraph data split` (`<artifacts>/data/splits/loo`)
+Reads the leave-one-out split written by `shopgraph data split` (`<artifacts>/data/splits/loo.parquet`)
 through Ray Data, trains with `TorchTrainer` (DDP: gloo on CPU, NCCL on GPU), validates every
 `eval_every` epochs on full-ranking NDCG@10, checkpoints through Ray Train (best kept, resume
 after a worker failure), then evaluates the best checkpoint on the test items under both
@@ -153,7 +153,7 @@ def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None
     layout = ArtifactLayout(cfg.artifacts.root)
     hp = cfg.train.recommender
     scaling = cfg.train.scaling
-    loo_path = loo_path or f"{layout.splits}/loo"
+    loo_path = loo_path or f"{layout.splits}/loo.parquet"
     if not Path(loo_path).exists():
         raise FileNotFoundError(f"no leave-one-out split at {loo_path}; run `shopgraph data split` first (or set --set artifacts.root)")
     if num_items is None:
@@ -197,6 +197,10 @@ def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None
 
     with best.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)
+    curves = state["curves"]
+    if result.checkpoint is not None and result.checkpoint.path != best.path:
+        with result.checkpoint.as_directory() as d:  # the latest holds the whole training curve
+            curves = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=False)["curves"]
     model = SASRec(model_cfg)
     model.load_state_dict(state["model"])
     model.eval()
@@ -216,7 +220,7 @@ def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None
         torch.save(model.state_dict(), staging / "model.pt")
         (staging / "model_config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
         np.save(staging / "item_vectors.npy", model.item_vectors().detach().float().numpy())
-        write_report(staging, results, state["curves"], title="shopgraph recommender (SASRec) — test set")
+        write_report(staging, results, curves, title="shopgraph recommender (SASRec) — test set")
         write_manifest(staging, meta)
     return meta
 
@@ -272,7 +276,7 @@ def evaluate_exported(cfg, *, loo_path: str | None = None) -> dict[str, Any]:
     model_cfg = SASRecConfig(**json.loads((export / "model_config.json").read_text()))
     model = SASRec(model_cfg)
     model.load_state_dict(torch.load(export / "model.pt", map_location="cpu"))
-    loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo", model_cfg.num_items)
+    loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo.parquet", model_cfg.num_items)
     ev = cfg.train.evaluation
     results = evaluate_with_baselines(ModelScorer(model, model_cfg.max_len), loo, ks=tuple(ev.ks), num_negatives=ev.num_negatives, seed=cfg.train.seed, max_users=ev.max_users)
     write_report(Path(layout.reports) / "recommender", results, title="shopgraph recommender (SASRec) — test set")

@@ -7,55 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from cluster.config import ConfigError, load_config
 from data.manifest import verify_dir
-from data.schemas import LOO_SPLIT
+from tests.train.conftest import NUM_ITEMS, _cfg, _write_split
 
 pytestmark = pytest.mark.slow
-NUM_ITEMS = 120
-
-
-def _write_split(root: Path, users: int = 400, seed: int = 0) -> None:
-    """Users walk item chains (i -> i+1) with 15% noise: next-item structure a sequence model
-    recovers and popularity cannot."""
-    rng = np.random.default_rng(seed)
-    seqs = []
-    for _ in range(users):
-        item, seq = int(rng.integers(1, NUM_ITEMS + 1)), []
-        for _ in range(int(rng.integers(6, 16))):
-            seq.append(item)
-            item = item % NUM_ITEMS + 1 if rng.random() > 0.15 else int(rng.integers(1, NUM_ITEMS + 1))
-        seqs.append(seq)
-    table = pa.table(
-        {"user_idx": np.arange(1, users + 1), "train_items": [s[:-2] for s in seqs], "valid_item": [s[-2] for s in seqs], "test_item": [s[-1] for s in seqs]},
-        schema=LOO_SPLIT,
-    )
-    (root / "data" / "splits" / "loo").mkdir(parents=True)
-    pq.write_table(table, root / "data" / "splits" / "loo" / "part-00000.parquet")
-    (root / "data" / "id_maps").mkdir(parents=True)
-    pq.write_table(pa.table({"product_id": [f"p{i}" for i in range(1, NUM_ITEMS + 1)], "item_idx": np.arange(1, NUM_ITEMS + 1)}), root / "data" / "id_maps" / "items.parquet")
-
-
-def _cfg(root: Path, *extra: str):
-    return load_config(
-        overrides=[
-            f"artifacts.root={root}",
-            "train.recommender.epochs=6",
-            "train.recommender.hidden=32",
-            "train.recommender.batch_size=64",
-            "train.recommender.lr=0.005",
-            "train.recommender.eval_users=200",
-            "train.recommender.patience=10",
-            "train.evaluation.num_negatives=50",
-            *extra,
-        ]
-    )
-
-
 @pytest.fixture(scope="module")
 def ray_local():
     import ray
@@ -66,13 +24,8 @@ def ray_local():
 
 
 @pytest.fixture(scope="module")
-def trained(ray_local, tmp_path_factory):
-    from train.recommender import train_recommender
-
-    root = tmp_path_factory.mktemp("artifacts")
-    _write_split(root)
-    meta = train_recommender(_cfg(root), fail_once_at_epoch=2)
-    return root, meta
+def trained(trained_recommender):
+    return trained_recommender
 
 
 def test_two_worker_training_loss_falls_and_survives_a_worker_failure(trained):

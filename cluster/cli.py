@@ -19,7 +19,9 @@ import typer
 
 from cluster.cli_common import ConfigOpt, SetOpt, load_or_exit
 from cluster.config import dump_config
+from cluster.ops_cli import register as register_cluster_ops
 from data.cli import app as data_app
+from serve.cli import app as serve_app
 from train.cli import app as train_app
 
 app = typer.Typer(
@@ -31,8 +33,10 @@ models_app = typer.Typer(help="Embedded models: materialize, verify and try them
 cluster_app = typer.Typer(help="Operate shopgraph: config, local Ray, job submission, KubeRay manifests and deploys.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+app.add_typer(serve_app, name="serve")
 app.add_typer(models_app, name="models")
 app.add_typer(cluster_app, name="cluster")
+register_cluster_ops(cluster_app)  # up/down/status/submit/render/deploy/rollout-status: cluster/ops_cli.py
 
 
 def _dir_size_mb(path: Path) -> float:
@@ -132,35 +136,76 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    exit_after_requests: Annotated[bool, typer.Option("--exit-after-requests", help="Stop after printing the sample requests instead of serving until Ctrl-C.")] = False,
+    fresh: Annotated[bool, typer.Option(help="Rebuild every stage even if its committed output exists.")] = False,
+    engine: Annotated[str, typer.Option(help="Generator engine: vllm, or none for cached/template copy only.")] = "vllm",
 ) -> None:
-    """Run shopgraph end to end on the embedded defaults and print what it produced.
+    """Run shopgraph end to end on the embedded defaults, then serve it.
 
-    Today: prepare the embedded models, embed a small sample catalog and find each product's
-    nearest neighbour with the encoder, and write product copy for one item with vLLM.
+    models prepare -> sample data -> prepare/validate -> splits -> corpora -> embeddings ->
+    FAISS index -> train recommender -> train ranker -> Ray Serve app -> sample requests
+    printed -> keeps serving at the printed URL until Ctrl-C (unless --exit-after-requests).
     """
-    from data.encoder import TextEncoder, resolve_encoder_dir
-    from train.base_model import resolve_generator_dir
-    from train.llm import build_vllm, generate_vllm
+    from cluster.pipeline import run_pipeline
+    from serve.cli import print_endpoints, start_app
 
+    if engine not in ("vllm", "none"):
+        typer.echo(f"error: --engine must be 'vllm' or 'none', got {engine!r}", err=True)
+        raise typer.Exit(2)
     cfg = load_or_exit(config, set_)
+    typer.echo("1/3 embedded models")
     models_prepare(config=config, set_=set_, force=False)
-    titles = [
-        "Wooden train set with 40 pieces, beech wood",
-        "Magnetic wooden railway bridge",
-        "Plush teddy bear, 30 cm, washable",
-        "Soft cuddly bunny toy for babies",
-        "1000-piece jigsaw puzzle of a mountain lake",
-    ]
-    vectors = TextEncoder(resolve_encoder_dir(cfg.models.dir, cfg.models.encoder)).encode(titles)
-    sims = vectors @ vectors.T
-    typer.echo("\nnearest neighbour by MiniLM embedding:")
-    for i, title in enumerate(titles):
-        sims[i, i] = -1
-        typer.echo(f"  {title}  ->  {titles[int(sims[i].argmax())]}")
-    llm = build_vllm(resolve_generator_dir(cfg.models.dir, cfg.models.generator), cfg.models.engine)
-    prompt = "Write two sentences of product copy for: " + titles[0] + ". Only use these facts."
-    text = generate_vllm(llm, [[{"role": "user", "content": prompt}]], max_tokens=80)[0]
-    typer.echo(f"\nvLLM product copy for '{titles[0]}':\n  {text.strip()}")
+    typer.echo(f"2/3 data and training (artifacts under {cfg.artifacts.root})")
+    run_pipeline(cfg, fresh=fresh, echo=typer.echo)
+    typer.echo("3/3 serving")
+    url = start_app(cfg, str(config) if config else None, list(set_ or []), engine)
+    _sample_requests(url, cfg)
+    print_endpoints(url)
+    if exit_after_requests:
+        from ray import serve
+
+        serve.shutdown()
+        return
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+
+
+def _sample_requests(url: str, cfg) -> None:
+    """What a shop's front end would ask: a known user, an anonymous session, a product page."""
+    import json
+    import urllib.request
+
+    from serve.catalog import load_catalog
+
+    catalog = load_catalog(cfg)
+    user = sorted(catalog.user_history, key=lambda u: (-len(catalog.user_history[u]), u))[0]
+
+    def call(method: str, path: str, body: dict | None = None) -> dict:
+        req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None, headers={"content-type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as r:
+            return json.loads(r.read())
+
+    typer.echo(f"\nPOST /v1/recommendations  user_id={user}")
+    rec = call("POST", "/v1/recommendations", {"user_id": user, "k": 5})
+    for item in rec["items"]:
+        typer.echo(f"  {item['score']:7.3f}  {item['title']}  [{item['reason_source']}] {item['reason']}")
+    anon = [catalog.popular[3]]
+    typer.echo(f"\nPOST /v1/recommendations  anonymous session, recent_items={anon}")
+    for item in call("POST", "/v1/recommendations", {"recent_items": anon, "k": 3})["items"]:
+        typer.echo(f"  {item['title']}  [{item['reason_source']}] {item['reason']}")
+    pid = rec["items"][0]["product_id"]
+    typer.echo(f"\nGET /v1/products/{pid}/page?user_id={user}")
+    page = call("GET", f"/v1/products/{pid}/page?user_id={user}")
+    typer.echo(f"  title:       {page['sections']['title']}  [{page['sections_source']}]")
+    for h in page["sections"]["highlights"]:
+        typer.echo(f"  - {h}")
+    typer.echo(f"  description: {page['sections']['description']}")
+    typer.echo(f"  note:        {page['personalized_note']}  [{page['note_source']}]")
+    typer.echo(f"  also like:   {', '.join(i['title'] for i in page['also_like'][:3])}")
+    typer.echo(f"\ndemo page: {url}/shop/products/{pid}?user_id={user}")
 
 
 def main() -> None:

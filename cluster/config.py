@@ -17,6 +17,7 @@ import fsspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from cluster.k8s_config import K8sConfig
 from data.config import DataConfig
 from serve.config import ServeConfig
 from train.config import GeneratorEngineConfig, TrainConfig
@@ -78,8 +79,27 @@ class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts a local Ray instance.")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance; None = all cores.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance and of the head that `shopgraph cluster up` starts; None = all cores.")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of the head that `shopgraph cluster up` starts; None = what Ray detects.")
+    object_store_memory_mb: int | None = Field(None, ge=75, description="Object store size of the head that `shopgraph cluster up` starts, in MiB; None = Ray's default (30% of RAM).")
+    dashboard_host: str = Field("127.0.0.1", description="Address the dashboard (and job submission API) of `shopgraph cluster up` binds; 0.0.0.0 to reach it from other machines.")
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard / job submission port.")
+    gcs_port: int = Field(6379, ge=1, le=65535, description="GCS port of the head that `shopgraph cluster up` starts (the address workers and drivers join).")
+    client_server_port: int = Field(10001, ge=1, le=65535, description="Ray Client server port of the head that `shopgraph cluster up` starts (ray://host:port).")
+    dashboard_agent_listen_port: int = Field(52365, ge=1, le=65535, description="HTTP port of the head's dashboard agent; change it when two Ray heads share a machine.")
+    temp_dir: str | None = Field(None, description="Ray's session/log directory for `shopgraph cluster up` (keep it short: Ray puts sockets in it); None = Ray's default under the system temp dir.")
+
+
+class JobsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    working_dir_excludes: list[str] = Field(
+        [".venv", ".git", "models", "artifacts", "**/__pycache__", "*.egg-info"],
+        description="Paths left out of the working_dir that `shopgraph cluster submit` uploads (gitignore syntax); models and artifacts come from models.dir / artifacts.root instead.",
+    )
+    pip: list[str] = Field([], description="Extra pip requirements installed into the job's runtime_env; [] = use the cluster's environment as is.")
+    image_uri: str | None = Field(None, description="Container image the job runs in (runtime_env `image_uri`, needs podman on the nodes); None = the node's own environment.")
+    entrypoint_num_cpus: float = Field(0, ge=0, description="CPUs reserved for the job's driver process; 0 so the driver never blocks its own tasks on a small node.")
 
 
 class ClusterConfig(BaseModel):
@@ -87,6 +107,8 @@ class ClusterConfig(BaseModel):
 
     ray: RayConfig = Field(default_factory=RayConfig, description="How to reach (or start) Ray.")
     namespace: str = Field("shopgraph", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Kubernetes namespace and Ray namespace of the deployment.")
+    jobs: JobsConfig = Field(default_factory=JobsConfig, description="How `shopgraph cluster submit` packages batch stages as Ray jobs.")
+    k8s: K8sConfig = Field(default_factory=K8sConfig, description="KubeRay manifests (k8s/) and `shopgraph cluster deploy`.")
 
 
 class ShopgraphConfig(BaseModel):

@@ -41,3 +41,33 @@ def run_cli(*args: str, timeout: float = 600, env: dict[str, str] | None = None)
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+SMALL_PIPELINE = [
+    "data.sample.num_products=800",
+    "data.sample.num_users=400",
+    "data.sample.num_events=12000",
+    "train.recommender.epochs=6",
+    "train.recommender.eval_users=300",
+    "train.ranker.epochs=4",
+    "train.ranker.candidates=50",
+    "data.index.recall_sample=100",
+]
+
+
+@pytest.fixture(scope="session")
+def serving_artifacts(tmp_path_factory, models_dir) -> list[str]:
+    """A small but real artifact root (sample data -> shards -> splits -> embeddings -> index ->
+    recommender -> ranker), built once per session; returns the --set overrides that point at it."""
+    import ray
+
+    from cluster.config import load_config
+    from cluster.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("serving-artifacts")
+    overrides = [f"artifacts.root={root}", f"models.dir={models_dir}", *SMALL_PIPELINE]
+    started_here = not ray.is_initialized()
+    run_pipeline(load_config(overrides=overrides), echo=lambda _: None)
+    if started_here:
+        ray.shutdown()
+    return overrides

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import typer
 
@@ -69,3 +70,41 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     except (FileNotFoundError, ValueError, IncompleteDirError) as e:
         _fail(f"{e}; train one first with `shopgraph train recommender`")
     typer.echo(json.dumps(results, indent=2))
+
+
+@app.command()
+def generator(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Fine-tune the generator LM (SFT, DeepSpeed) on the PDP + reasons corpora; export under <artifacts>/models/generator.
+
+    Reads `shopgraph data corpus` output; base model = models.generator. Checks the base model
+    and train.generator (ZeRO stage, max_seq_len vs the model's context) before any worker starts.
+    """
+    from data.manifest import IncompleteDirError
+    from train.generator import train_generator
+
+    cfg = load_or_exit(config, set_)
+    try:
+        meta = train_generator(cfg)
+    except (FileNotFoundError, ValueError, IncompleteDirError) as e:
+        _fail(str(e))
+    typer.echo(json.dumps({"model_version": meta["model_version"], **{k: v for k, v in meta["metrics"].items() if k != "curves"}}, indent=2))
+
+
+@app.command("eval-generator")
+def eval_generator(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model_dir: Annotated[str | None, typer.Option("--model-dir", help="Fine-tuned model dir (default: <artifacts>/models/generator).")] = None,
+) -> None:
+    """Evaluate base vs fine-tuned generator on held-out products: BLEU, ROUGE-L, distinct-2,
+    JSON validity, unsupported-claim rate. Writes <artifacts>/reports/generator/eval.{json,md,html}."""
+    from data.manifest import IncompleteDirError
+    from train.eval_generator import evaluate_generator, summary_rows
+
+    cfg = load_or_exit(config, set_)
+    try:
+        report = evaluate_generator(cfg, model_dir=model_dir)
+    except (FileNotFoundError, ValueError, IncompleteDirError) as e:
+        _fail(f"{e}; train one first with `shopgraph train generator` (or pass --model-dir)")
+    for row in summary_rows(report):
+        typer.echo("  ".join(row))

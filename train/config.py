@@ -95,6 +95,95 @@ class EvaluationConfig(BaseModel):
         return sorted(set(ks))
 
 
+class LoraSection(BaseModel):
+    """Optional LoRA adapters (peft); merged into the base weights on export, so serving sees one plain model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights (a 135M model trains fully on CPU; LoRA pays off for 1B+ models on GPU).")
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+        description="Module names that get adapters (Llama-family names; SmolLM2 and Qwen use them too).",
+    )
+
+
+class GeneratorEvalSection(BaseModel):
+    """`shopgraph train eval-generator`: held-out products, base vs fine-tuned."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_examples: int = Field(200, ge=1, description="Held-out (split == 'eval') examples per task, in corpus order.")
+    max_new_tokens: int = Field(384, ge=8, description="Generation budget per output; the longest answer the PDP schema allows is ~380 tokens.")
+    compare_base: bool = Field(True, description="Also evaluate the base model (models.generator) in the same report.")
+    guided_json: bool = Field(True, description="Constrain PDP outputs to the PDP JSON schema with vLLM structured outputs.")
+
+
+class ContentSection(BaseModel):
+    """`shopgraph data generate-content`: PDP copy for the catalog with Ray Data + vLLM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(32, ge=1, description="Products per vLLM call (one `map_batches` batch).")
+    concurrency: int = Field(1, ge=1, description="vLLM engine actors (one model copy each).")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per engine actor; fractional on a 2-CPU node so it schedules beside the driver.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per engine actor (1 on GPU nodes).")
+    max_new_tokens: int = Field(384, ge=8, description="Generation budget per product; the longest answer the PDP schema allows is ~380 tokens.")
+    max_products: int | None = Field(None, ge=1, description="Only the first N products in id order (None = whole catalog).")
+    ground: bool = Field(True, description="Drop sentences with claims the facts do not support (train/grounding.py) before writing.")
+
+
+class GeneratorConfig(BaseModel):
+    """SFT of the generator LM (train/generator.py) with DeepSpeed; base model = models.generator.
+
+    Defaults are sized for a 2-core CPU smoke run of SmolLM2-135M; the GPU profile raises them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tasks: list[Literal["pdp", "reasons"]] = Field(["pdp", "reasons"], min_length=1, description="Corpora (data/corpora/<task>.jsonl) trained together; the task is stated in each prompt.")
+    max_seq_len: int = Field(512, ge=32, description="Longest prompt + answer in tokens; longer examples are dropped (checked against the base model's context before training).")
+    micro_batch_size: int = Field(2, ge=1, description="Examples per forward pass per worker.")
+    grad_accum_steps: int = Field(4, ge=1, description="Micro-batches accumulated per optimizer step.")
+    epochs: int = Field(1, ge=1, description="Passes over the training examples.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (None = run all epochs); for smoke runs.")
+    lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate (full fine-tune; use ~2e-4 with LoRA).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of optimizer steps with linear warm-up before the cosine decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clipping.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward: less memory, ~30% more compute.")
+    bucket_window: int = Field(64, ge=1, description="Length bucketing: examples are shuffled, then sorted by length within windows of this many micro-batches, so a batch pads little.")
+    zero_stage: int = Field(1, description="DeepSpeed ZeRO stage: 0 (plain data parallel), 1 (optimizer states sharded), 2 (+ gradients), 3 (+ parameters).")
+    offload_optimizer: bool = Field(False, description="ZeRO-Offload the optimizer states to CPU RAM (stage >= 1; JIT-builds DeepSpeed's CPU Adam).")
+    offload_params: bool = Field(False, description="Offload parameters to CPU RAM (ZeRO stage 3 only).")
+    bf16: bool = Field(True, description="bf16 weights/compute on GPU. Ignored on CPU, which trains in fp32 (this CPU has no AVX-512 bf16).")
+    cpu_shm_comm: bool = Field(False, description="On CPU, build DeepSpeed's shared-memory allreduce op (a one-time C++ JIT compile of minutes); False = plain gloo allreduce.")
+    eval_max_examples: int = Field(64, ge=0, description="Held-out examples for the eval loss after each epoch (0 = none).")
+    num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (lowest eval loss, else latest).")
+    max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from by resuming from the last checkpoint.")
+    lora: LoraSection = Field(default_factory=LoraSection, description="Optional LoRA adapters, merged on export.")
+    eval: GeneratorEvalSection = Field(default_factory=GeneratorEvalSection, description="Base vs fine-tuned evaluation on held-out products.")
+    content: ContentSection = Field(default_factory=ContentSection, description="Batch PDP content generation over the catalog.")
+
+    @field_validator("zero_stage")
+    @classmethod
+    def _zero_stage(cls, value: int) -> int:
+        if value not in (0, 1, 2, 3):
+            raise ValueError(f"DeepSpeed ZeRO stage must be 0, 1, 2 or 3, got {value}; change train.generator.zero_stage")
+        return value
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> GeneratorConfig:
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"offload_params needs ZeRO stage 3, got zero_stage={self.zero_stage}; set train.generator.zero_stage=3 or train.generator.offload_params=false")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs ZeRO stage 1, 2 or 3; set train.generator.zero_stage or train.generator.offload_optimizer=false")
+        return self
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,3 +192,4 @@ class TrainConfig(BaseModel):
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig, description="Sequential recommender (SASRec) recipe.")
     ranker: RankerConfig = Field(default_factory=RankerConfig, description="Second-stage ranker recipe.")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Recommender evaluation protocols.")
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="Generator LM fine-tuning (DeepSpeed), evaluation and batch content generation.")

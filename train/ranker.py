@@ -4,8 +4,8 @@
     python -m train.ranker --config configs/local.yaml               # ray job submit entry point
 
 Candidates are the top-K items of a FAISS inner-product index over the recommender's item
-vectors, queried with the recommender's user vector, the user's history excluded — exactly
-what the Serve retriever returns. Each (user, candidate) gets the request-time features of
+vectors, queried with the recommender's user vector — exactly what the Serve retriever
+returns (history items included: coming back to an item is common, the ranker decides). Each (user, candidate) gets the request-time features of
 `train.ranker_features`. A small MLP learns a listwise softmax over each user's K candidates
 on the **validation** targets (history = train items); it is evaluated on the **test** targets
 (history = train + validation items), against the retrieval order on the same candidates.
@@ -19,6 +19,7 @@ metrics.json, shopgraph-manifest.json.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -91,21 +92,18 @@ def build_item_table(layout, num_items: int, loo: LooData) -> ItemTable:
 
 
 def retrieve(model, item_index, histories: list[np.ndarray], k: int, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (ids, scores) per user from the FAISS index, the user's history excluded."""
+    """Top-k (ids, scores) per user from the FAISS index.
+
+    History items are *not* excluded here: in e-commerce logs users come back to items (view,
+    then cart, then purchase), and whether a seen item should be shown again is the ranker's
+    call (its `in_history` feature) and the business rules' (never what was purchased).
+    """
     import torch
 
     with torch.no_grad():
         queries = model.predict(torch.from_numpy(pad_left(histories, max_len))).float().numpy()
-    extra = max((len(h) for h in histories), default=0)
-    scores, ids = item_index.search(np.ascontiguousarray(queries), k + extra)
-    ids = ids + 1  # faiss row i = item i + 1
-    out_ids = np.zeros((len(histories), k), dtype=np.int64)
-    out_scores = np.zeros((len(histories), k), dtype=np.float32)
-    for i, h in enumerate(histories):
-        keep = ~np.isin(ids[i], h) & (ids[i] > 0)
-        out_ids[i] = ids[i][keep][:k]
-        out_scores[i] = scores[i][keep][:k]
-    return out_ids, out_scores
+    scores, rows = item_index.search(np.ascontiguousarray(queries), k)
+    return (rows + 1).astype(np.int64), scores.astype(np.float32)  # faiss row i = item i + 1
 
 
 def listwise_examples(featurizer: Featurizer, histories, targets, cand_ids, cand_scores) -> tuple[np.ndarray, np.ndarray]:
@@ -119,8 +117,7 @@ def ndcg_of_orders(orders: np.ndarray, labels: np.ndarray, k_total: int, ks=(5, 
     """Metrics where `orders[i]` ranks user i's candidates and `labels[i]` is the target's slot."""
     ranks = np.full(len(labels), k_total, dtype=np.int64)  # not retrieved: beyond every cut-off
     hit = labels >= 0
-    positions = np.argsort(orders, axis=1)  # rank of each slot
-    ranks[hit] = positions[hit, labels[hit]]
+    ranks[hit] = orders[hit, labels[hit]]  # orders[i, slot] = rank of that slot
     return metrics_from_ranks(ranks, ks)
 
 
@@ -167,9 +164,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def _mlp(num_features: int, hidden: int):
+    """Score = retrieval score + a learned correction from all features.
+
+    The correction's last layer starts at zero, so an untrained ranker reproduces the
+    retrieval order exactly, and training moves away from it only where the validation lists
+    say so: with a few hundred training lists a ranker must not start from random.
+    """
+    import torch
     from torch import nn
 
-    return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+    class ResidualRanker(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.correction = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            nn.init.zeros_(self.correction[-1].weight)
+            nn.init.zeros_(self.correction[-1].bias)
+            self.retrieval_weight = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):  # x: (..., F) normalized; feature 0 is the retrieval score
+            return self.retrieval_weight * x[..., :1] + self.correction(x)
+
+    return ResidualRanker()
 
 
 def _unwrap(model):
@@ -179,7 +194,7 @@ def _unwrap(model):
 # ----------------------------------------------------------------------------- driver
 
 
-def train_ranker(cfg, *, loo_path: str | None = None, run_name: str = "ranker") -> dict[str, Any]:
+def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = None) -> dict[str, Any]:
     import faiss
     import ray.data
     import torch
@@ -236,7 +251,9 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str = "ranker") 
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=False, resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": train_ds},
         run_config=RunConfig(
-            name=run_name,
+            # A fresh run each call: Ray Train resumes a run *name* from its storage, and a
+            # finished run of an older config must not be picked up as this run's state.
+            name=run_name or f"ranker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             storage_path=str(Path(f"{layout.reports}/ray-train").resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             failure_config=FailureConfig(max_failures=cfg.train.recommender.max_failures),

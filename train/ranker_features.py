@@ -29,6 +29,7 @@ FEATURES = (
     "text_sim_mean",  # cosine to the centroid of the recent history
     "price_distance",  # |log price - mean log price of the history|
     "has_metadata",  # 0 when the catalog lacks category/brand/price for the candidate
+    "in_history",  # 1/(1 + steps since the user last touched the candidate), 0 if never
 )
 
 
@@ -107,6 +108,9 @@ class Featurizer:
         if len(hist_price):
             out[:, 9] = np.where(np.isnan(cand_price), 0, np.abs(cand_price - hist_price.mean()))
         out[:, 10] = (cand_cat >= 0) | (cand_brand >= 0) | ~np.isnan(cand_price)
+        if len(history):
+            last_seen = {int(item): len(history) - 1 - pos for pos, item in enumerate(history)}  # later positions win
+            out[:, 11] = [1.0 / (1 + last_seen[int(c)]) if int(c) in last_seen else 0.0 for c in candidates]
         return out
 
     def evidence(self, history: np.ndarray, candidate: int, feats: np.ndarray) -> list[dict]:

@@ -21,6 +21,7 @@ protocols with baselines and exports:
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -140,7 +141,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None = None, run_name: str = "recommender", fail_once_at_epoch: int | None = None) -> dict[str, Any]:
+def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None = None, run_name: str | None = None, fail_once_at_epoch: int | None = None) -> dict[str, Any]:
     """Run the recipe with the root config `cfg`; returns the exported manifest's meta."""
     import ray
     import ray.data
@@ -184,7 +185,9 @@ def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": train_ds},
         run_config=RunConfig(
-            name=run_name,
+            # A fresh run each call: Ray Train resumes a run *name* from its storage, and a
+            # finished run of an older config must not be picked up as this run's state.
+            name=run_name or f"recommender-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             storage_path=storage,
             checkpoint_config=CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_ndcg@10", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=hp.max_failures),

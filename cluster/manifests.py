@@ -1,0 +1,300 @@
+"""Render the KubeRay manifests in k8s/ from the typed config.
+
+    shopgraph cluster render [--config configs/gpu-cluster.yaml] [--check]
+
+One RayService (Serve application `cluster.k8s.serve_app`), one RayJob per batch stage of
+`cluster.stages.STAGES`, a dev RayCluster, and the core objects they need: the Namespace,
+a ConfigMap holding the resolved shopgraph config (mounted at /etc/shopgraph in every Ray
+pod), and the PersistentVolumeClaim for artifacts and models. Output is deterministic
+(same config -> same bytes), so a test can compare it with the checked-in files.
+Secrets are only referenced (`secretKeyRef`), never written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cluster.config import ConfigError, ShopgraphConfig, dump_config
+from cluster.k8s_config import K8sConfig, WorkerGroupConfig
+from cluster.stages import REPO_ROOT, STAGES, Stage
+
+K8S_DIR = REPO_ROOT / "k8s"
+CONFIG_MOUNT = "/etc/shopgraph"
+CONFIG_FILE = "config.yaml"
+CONFIG_MAP = "shopgraph-config"
+# Ports Ray uses inside the pods (KubeRay's defaults; the head Service exposes them).
+GCS_PORT, DASHBOARD_PORT, CLIENT_PORT, AGENT_PORT = 6379, 8265, 10001, 52365
+
+Obj = dict[str, Any]
+
+
+def config_path_in_pod() -> str:
+    return f"{CONFIG_MOUNT}/{CONFIG_FILE}"
+
+
+def check_renderable(cfg: ShopgraphConfig) -> None:
+    """Pods read artifacts and models from the shared volume: the paths must lie under its mount."""
+    mount = cfg.cluster.k8s.storage.mount_path.rstrip("/") + "/"
+    problems = []
+    if not cfg.models.dir.startswith(mount):
+        problems.append(f"models.dir is {cfg.models.dir!r}; set it under cluster.k8s.storage.mount_path ({mount}models)")
+    if "://" not in cfg.artifacts.root and not cfg.artifacts.root.startswith(mount):
+        problems.append(f"artifacts.root is {cfg.artifacts.root!r}; set it under cluster.k8s.storage.mount_path ({mount}artifacts) or to a URI (s3://...)")
+    if problems:
+        raise ConfigError("cannot render Kubernetes manifests:\n  " + "\n  ".join(problems) + "\n  (use --config configs/gpu-cluster.yaml)")
+
+
+def _labels(cfg: ShopgraphConfig, component: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "shopgraph", "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": cfg.cluster.k8s.serve_app.name}
+
+
+def _meta(cfg: ShopgraphConfig, name: str, component: str) -> Obj:
+    return {"name": name, "namespace": cfg.cluster.namespace, "labels": _labels(cfg, component)}
+
+
+def _resources(cpu: str, memory: str, gpus: int = 0) -> Obj:
+    limits: dict[str, str] = {"cpu": cpu, "memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def _probe(path: str, port: int, period: int, failures: int) -> Obj:
+    return {"httpGet": {"path": path, "port": port}, "initialDelaySeconds": 10, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
+
+
+def _pod(cfg: ShopgraphConfig, name: str, resources: Obj, ports: list[Obj], probes: tuple[str, int], gpu: bool, component: str) -> Obj:
+    k8s = cfg.cluster.k8s
+    path, port = probes
+    container = {
+        "name": name,
+        "image": k8s.image,
+        "imagePullPolicy": k8s.image_pull_policy,
+        "workingDir": k8s.app_dir,
+        # Serve imports `serve.app:build_app` in Ray workers: put the repository on their path.
+        "env": [{"name": "PYTHONPATH", "value": k8s.app_dir}],
+        "resources": resources,
+        "volumeMounts": [
+            {"name": "shopgraph-data", "mountPath": k8s.storage.mount_path},
+            {"name": "shopgraph-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        ],
+        # Ray's own health endpoints (503 when unhealthy): raylet via the dashboard agent, GCS via the dashboard.
+        "livenessProbe": _probe("/api/local_raylet_healthz", AGENT_PORT, period=15, failures=5),
+        "readinessProbe": _probe(path, port, period=10, failures=3),
+    }
+    if ports:
+        container["ports"] = ports
+    spec: Obj = {
+        "containers": [container],
+        "volumes": [
+            {"name": "shopgraph-data", "persistentVolumeClaim": {"claimName": k8s.storage.claim_name}},
+            {"name": "shopgraph-config", "configMap": {"name": CONFIG_MAP}},
+        ],
+    }
+    if gpu:
+        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    return {"metadata": {"labels": _labels(cfg, component)}, "spec": spec}
+
+
+def _head(cfg: ShopgraphConfig, component: str, *, serve: bool, num_cpus_zero: bool = True) -> Obj:
+    k8s = cfg.cluster.k8s
+    ports = [
+        {"containerPort": GCS_PORT, "name": "gcs-server"},
+        {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
+        {"containerPort": CLIENT_PORT, "name": "client"},
+    ]
+    if serve:
+        ports.append({"containerPort": cfg.serve.http.port, "name": "serve"})
+    params = {"dashboard-host": "0.0.0.0"}
+    if num_cpus_zero:
+        params["num-cpus"] = "0"  # the head schedules, it does not run tasks or replicas
+    pod = _pod(cfg, "ray-head", _resources(k8s.head.cpu, k8s.head.memory), ports, ("/api/gcs_healthz", DASHBOARD_PORT), gpu=False, component=component)
+    return {"rayStartParams": params, "template": pod}
+
+
+def _worker_group(cfg: ShopgraphConfig, name: str, group: WorkerGroupConfig, component: str, replicas: int | None = None) -> Obj:
+    pod = _pod(cfg, "ray-worker", _resources(group.cpu, group.memory, group.gpus), [], ("/api/local_raylet_healthz", AGENT_PORT), gpu=group.gpus > 0, component=component)
+    return {
+        "groupName": name,
+        "replicas": group.replicas if replicas is None else replicas,
+        "minReplicas": group.min_replicas,
+        "maxReplicas": group.max_replicas,
+        "rayStartParams": {},
+        "template": pod,
+    }
+
+
+def _autoscaling(k8s: K8sConfig) -> Obj:
+    if not k8s.autoscaler.enabled:
+        return {"enableInTreeAutoscaling": False}
+    return {
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "upscalingMode": k8s.autoscaler.upscaling_mode,
+            "idleTimeoutSeconds": k8s.autoscaler.idle_timeout_seconds,
+            "imagePullPolicy": k8s.image_pull_policy,
+            "resources": _resources("500m", "512Mi"),
+        },
+    }
+
+
+def _gcs_ft(k8s: K8sConfig) -> Obj:
+    if not k8s.gcs_ft.enabled:
+        return {}
+    options: Obj = {"redisAddress": k8s.gcs_ft.redis_address}
+    if k8s.gcs_ft.password_secret:
+        options["redisPassword"] = {"valueFrom": {"secretKeyRef": {"name": k8s.gcs_ft.password_secret, "key": k8s.gcs_ft.password_key}}}
+    return {"gcsFaultToleranceOptions": options}
+
+
+def _cluster_spec(cfg: ShopgraphConfig, component: str, *, serve: bool, gpu: bool, gcs_ft: bool) -> Obj:
+    k8s = cfg.cluster.k8s
+    groups = [_worker_group(cfg, "cpu", k8s.cpu_workers, component)]
+    if gpu:
+        groups.append(_worker_group(cfg, "gpu", k8s.gpu_workers, component))
+    return {
+        "rayVersion": k8s.ray_version,
+        **_autoscaling(k8s),
+        **(_gcs_ft(k8s) if gcs_ft else {}),
+        "headGroupSpec": _head(cfg, component, serve=serve),
+        "workerGroupSpecs": groups,
+    }
+
+
+def serve_config(cfg: ShopgraphConfig) -> Obj:
+    """The Serve deploy config (what `serve deploy` takes) embedded as the RayService's serveConfigV2."""
+    app = cfg.cluster.k8s.serve_app
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": "0.0.0.0", "port": cfg.serve.http.port},
+        "applications": [
+            {
+                "name": app.name,
+                "route_prefix": app.route_prefix,
+                "import_path": app.import_path,
+                # The builder's args: it loads and validates the mounted shopgraph config itself.
+                "args": {"config_path": config_path_in_pod()},
+            }
+        ],
+    }
+
+
+def ray_service(cfg: ShopgraphConfig) -> Obj:
+    app = cfg.cluster.k8s.serve_app
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": _meta(cfg, app.name, "rayservice"),
+        "spec": {
+            "upgradeStrategy": {"type": "NewCluster"},
+            "serveConfigV2": yaml.safe_dump(serve_config(cfg), sort_keys=False),
+            "rayClusterConfig": _cluster_spec(cfg, "rayservice", serve=True, gpu=True, gcs_ft=True),
+        },
+    }
+
+
+def ray_job(cfg: ShopgraphConfig, stage: Stage) -> Obj:
+    name = f"{cfg.cluster.k8s.serve_app.name}-{stage.name}"
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": _meta(cfg, name, "rayjob"),
+        "spec": {
+            "entrypoint": " ".join(stage.entrypoint(config_path_in_pod())),
+            "shutdownAfterJobFinishes": True,
+            "ttlSecondsAfterFinished": 3600,
+            "backoffLimit": 0,
+            "rayClusterSpec": _cluster_spec(cfg, "rayjob", serve=False, gpu=stage.gpu, gcs_ft=False),
+        },
+    }
+
+
+def dev_cluster(cfg: ShopgraphConfig) -> Obj:
+    """A small long-lived RayCluster to `ray job submit` to while developing (CPU only, head runs tasks)."""
+    k8s = cfg.cluster.k8s
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": _meta(cfg, f"{k8s.serve_app.name}-dev", "raycluster-dev"),
+        "spec": {
+            "rayVersion": k8s.ray_version,
+            "headGroupSpec": _head(cfg, "raycluster-dev", serve=False, num_cpus_zero=False),
+            "workerGroupSpecs": [_worker_group(cfg, "cpu", k8s.cpu_workers, "raycluster-dev", replicas=k8s.cpu_workers.min_replicas)],
+        },
+    }
+
+
+def core_objects(cfg: ShopgraphConfig) -> list[Obj]:
+    storage = cfg.cluster.k8s.storage
+    pvc_spec: Obj = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": storage.size}}}
+    if storage.storage_class:
+        pvc_spec["storageClassName"] = storage.storage_class
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cfg.cluster.namespace, "labels": _labels(cfg, "namespace")}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(cfg, CONFIG_MAP, "config"), "data": {CONFIG_FILE: dump_config(cfg)}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(cfg, storage.claim_name, "storage"), "spec": pvc_spec},
+    ]
+
+
+def render(cfg: ShopgraphConfig) -> dict[str, list[Obj]]:
+    """File name under k8s/ -> the objects it holds, in apply order."""
+    check_renderable(cfg)
+    files = {
+        "00-core.yaml": core_objects(cfg),
+        "rayservice.yaml": [ray_service(cfg)],
+        "raycluster-dev.yaml": [dev_cluster(cfg)],
+    }
+    for stage in STAGES.values():
+        files[f"rayjob-{stage.name}.yaml"] = [ray_job(cfg, stage)]
+    return files
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the embedded config, serveConfigV2) as readable `|` blocks."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_text(objects: list[Obj], source: str) -> str:
+    header = f"# Rendered by `shopgraph cluster render --config {source}`; do not edit by hand.\n"
+    body = "---\n".join(yaml.dump(o, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120) for o in objects)
+    return header + body
+
+
+def render_texts(cfg: ShopgraphConfig, source: str) -> dict[str, str]:
+    return {name: to_text(objects, source) for name, objects in render(cfg).items()}
+
+
+def write(texts: dict[str, str], out: Path = K8S_DIR) -> list[str]:
+    """Write the files, remove stale rendered ones; return the names that changed."""
+    out.mkdir(parents=True, exist_ok=True)
+    changed = [name for name in diff(texts, out)]
+    for name, text in texts.items():
+        (out / name).write_text(text, encoding="utf-8")
+    for stale in set(_rendered(out)) - set(texts):
+        (out / stale).unlink()
+    return changed
+
+
+def _rendered(out: Path) -> list[str]:
+    return sorted(p.name for p in out.glob("*.yaml") if p.read_text(encoding="utf-8").startswith("# Rendered by `shopgraph cluster render"))
+
+
+def diff(texts: dict[str, str], out: Path = K8S_DIR) -> list[str]:
+    """Names of files that are missing, different or stale compared with `texts`."""
+    names = []
+    for name, text in texts.items():
+        path = out / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            names.append(name)
+    names += [stale for stale in _rendered(out) if stale not in texts] if out.is_dir() else []
+    return sorted(names)

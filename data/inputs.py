@@ -1,0 +1,87 @@
+"""Inputs of the derived-data stages (splits, corpora, embeddings, index): products and events.
+
+    python -m data.splits --config configs/local.yaml     # one of the stages that reads them
+
+`load_products(layout)` and `load_events(layout)` are the single place those stages read the
+prepared shard sets from; point them at the shard writer's own reader (with its completeness
+check) when it lands, and every stage follows. Until then they read every `*.parquet` under
+`layout.products` / `layout.events` in sorted path order (so row order, which breaks timestamp
+ties in the splits, is reproducible) and cast to the contract schemas.
+
+Also here: the local-directory rule for committed outputs, and how a stage joins Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.layout import ArtifactLayout
+from data.manifest import MANIFEST_NAME, verify_dir
+from data.schemas import EVENTS, PRODUCTS
+
+
+def local_dir(uri: str) -> Path:
+    """The local path of an artifact directory, or a clear error for remote roots.
+
+    Derived outputs are committed by renaming a staged directory into place (data.manifest),
+    which needs a POSIX filesystem: a local disk or a mounted volume.
+    """
+    protocol = fsspec.utils.get_protocol(uri)
+    if protocol not in ("file", "local"):
+        raise ValueError(
+            f"{uri}: derived data is committed with a local rename; set artifacts.root to a local "
+            f"or mounted path (e.g. /mnt/shopgraph/artifacts) instead of a {protocol}:// URI"
+        )
+    return Path(uri.removeprefix("file://"))
+
+
+def _read_shard_set(uri: str, schema: pa.Schema, what: str) -> pa.Table:
+    root = local_dir(uri)
+    if (root / MANIFEST_NAME).exists():
+        verify_dir(root)  # a committed shard set must still be whole
+    files = sorted(root.rglob("*.parquet")) if root.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no {what} shards (*.parquet) under {root}; run `shopgraph data prepare` first")
+    tables = [pq.read_table(f) for f in files]
+    try:
+        return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
+    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ValueError(f"{what} shards under {root} do not match the {what} schema ({e}); re-run `shopgraph data prepare`") from e
+
+
+def load_products(layout: ArtifactLayout) -> pa.Table:
+    """Every product row of the prepared shard set, as a `PRODUCTS` table."""
+    return _read_shard_set(layout.products, PRODUCTS, "products")
+
+
+def load_events(layout: ArtifactLayout) -> pa.Table:
+    """Every event row of the prepared shard set, as an `EVENTS` table, in shard order."""
+    return _read_shard_set(layout.events, EVENTS, "events")
+
+
+def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    """Select and cast `table` to `schema`, or say which column is missing or mistyped."""
+    missing = [n for n in schema.names if n not in table.column_names]
+    required = [f.name for f in schema if not f.nullable]
+    if any(n in required for n in missing):
+        raise ValueError(f"{what} table lacks required column(s) {missing}; it must follow data.schemas.{what.upper()}")
+    for name in missing:  # optional columns may be absent: fill with nulls
+        table = table.append_column(schema.field(name), pa.nulls(table.num_rows, schema.field(name).type))
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise ValueError(f"{what} table does not cast to data.schemas.{what.upper()}: {e}") from e
+
+
+def ensure_ray(config) -> None:
+    """Join the configured Ray cluster, or start a local one, unless already connected."""
+    import ray
+
+    if not ray.is_initialized():
+        ray_cfg = config.cluster.ray
+        kwargs = {"num_cpus": ray_cfg.num_cpus} if ray_cfg.address is None else {}
+        ray.init(address=ray_cfg.address, include_dashboard=False, ignore_reinit_error=True, **kwargs)

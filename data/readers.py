@@ -1,0 +1,360 @@
+"""Readers for real formats: one chunk of one raw file -> rows of the products/events contracts.
+
+Every input record becomes exactly one parsed row: either the contract columns filled, or
+`_reason` set (the quarantine reason) with `_raw` holding the record as text. `_src`, `_file`,
+`_line` (1-based) and `_sub` (position within a line, for files that hold several events per
+line) say where it came from; they fix the order of ties and are dropped before writing.
+
+Text is decoded line by line, so one line in a wrong encoding is quarantined instead of
+failing the file. Blank lines are not records and are not counted.
+
+Formats (`data.sources[].format`):
+
+- csv / jsonl / parquet: generic, columns named by `mapping` (contract column -> source column).
+- amazon_reviews / amazon_metadata: the 2014 and 2018 Amazon review dumps (JSON lines, gzip or
+  not; the 2014 metadata is Python-literal dicts, read with `ast.literal_eval` as a fallback).
+- user_item_pairs: "user item" per line, in time order; user_item_sequences: "user item item ...",
+  one user per line, items in time order (as the S3-Rec / SASRec data files). Neither format has
+  timestamps: they are synthesized, monotonically increasing in file order (one second apart,
+  from 2000-01-01 UTC), so that "sort by time" reproduces the file order.
+- retailrocket: `timestamp,visitorid,event,itemid[,transactionid]`, ms timestamps,
+  view / addtocart / transaction -> view / cart / purchase.
+- attribute_catalog: a delimited file whose attributes column holds `key#value*key#value`
+  (common in Chinese e-commerce data); other fields may come from it via `attributes.<key>`.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import csv
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+
+from data.ingest_config import SourceConfig
+from data.schemas import EVENTS, PRODUCTS
+from data.values import (
+    RowError,
+    as_attributes,
+    as_bool,
+    as_category,
+    as_event,
+    as_float,
+    as_id,
+    as_price,
+    as_text,
+    as_timestamp_ms,
+)
+
+csv.field_size_limit(1 << 30)  # product descriptions can be long
+
+SYNTH_TS_BASE_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: synthesized timestamps start here
+
+REQUIRED = {"products": ("product_id", "title"), "events": ("user_id", "product_id", "event", "ts")}
+
+DEFAULT_MAPPING: dict[str, dict[str, str]] = {
+    "amazon_reviews": {"user_id": "reviewerID", "product_id": "asin", "value": "overall", "ts": "unixReviewTime", "text": "reviewText"},
+    "amazon_metadata": {"product_id": "asin", "title": "title", "brand": "brand", "category": "categories", "price": "price", "description": "description"},
+    "retailrocket": {"ts": "timestamp", "user_id": "visitorid", "event": "event", "product_id": "itemid"},
+}
+DEFAULT_EVENT_MAP = {"retailrocket": {"view": "view", "addtocart": "cart", "transaction": "purchase"}}
+DEFAULT_EVENT = {"amazon_reviews": "rating", "user_item_pairs": "view", "user_item_sequences": "view"}
+DEFAULT_TS_UNIT = {"retailrocket": "ms", "amazon_reviews": "s"}
+DEFAULT_DELIMITER = {"csv": ",", "retailrocket": ",", "attribute_catalog": "\t"}
+HEADER_FORMATS = ("csv", "retailrocket", "attribute_catalog")
+JSON_FORMATS = ("jsonl", "amazon_reviews", "amazon_metadata")
+
+META_FIELDS = [
+    pa.field("_src", pa.int32()),
+    pa.field("_file", pa.string()),
+    pa.field("_line", pa.int64()),
+    pa.field("_sub", pa.int32()),
+    pa.field("_reason", pa.string()),
+    pa.field("_raw", pa.string()),
+]
+
+
+def parsed_schema(table: str) -> pa.Schema:
+    """Contract columns (all nullable: rejected rows leave them empty) plus provenance."""
+    base = PRODUCTS if table == "products" else EVENTS
+    return pa.schema([f.with_nullable(True) for f in base] + META_FIELDS)
+
+
+def mapping_for(src: SourceConfig) -> dict[str, str]:
+    columns = [f.name for f in (PRODUCTS if src.table == "products" else EVENTS)]
+    identity = {c: c for c in columns} if src.format not in DEFAULT_MAPPING else {}
+    return {**identity, **DEFAULT_MAPPING.get(src.format, {}), **src.mapping}
+
+
+def ts_unit(src: SourceConfig) -> str:
+    return DEFAULT_TS_UNIT.get(src.format, "auto") if src.timestamp_unit == "auto" else src.timestamp_unit
+
+
+def default_event(src: SourceConfig) -> str | None:
+    return src.default_event or DEFAULT_EVENT.get(src.format)
+
+
+def required_source_columns(src: SourceConfig) -> dict[str, str]:
+    """Contract column -> source column that must exist in the file (checked before any work).
+
+    The contract's required columns, plus every column the user mapped explicitly: a typo in
+    `mapping` should stop the run, not turn into a column of nulls.
+    """
+    mapping = mapping_for(src)
+    needed = {c: mapping[c] for c in REQUIRED[src.table] if c in mapping}
+    if src.table == "events" and default_event(src) and "event" not in src.mapping:
+        needed.pop("event", None)
+    needed.update(src.mapping)
+    return {c: s for c, s in needed.items() if not s.startswith("attributes.")}
+
+
+# ---------------------------------------------------------------------------------------------
+# rows
+
+
+class _Builder:
+    """Column lists for one chunk's parsed rows."""
+
+    def __init__(self, table: str, src_idx: int, file: str):
+        self.table, self.src_idx, self.file = table, src_idx, file
+        self.schema = parsed_schema(table)
+        self.cols: dict[str, list[Any]] = {f.name: [] for f in self.schema}
+
+    def ok(self, line: int, sub: int, values: dict[str, Any]) -> None:
+        for name, col in self.cols.items():
+            if not name.startswith("_"):
+                col.append(values.get(name))
+        self._meta(line, sub, None, None)
+
+    def bad(self, line: int, sub: int, reason: str, raw: str | None) -> None:
+        for name, col in self.cols.items():
+            if not name.startswith("_"):
+                col.append(None)
+        self._meta(line, sub, reason, raw)
+
+    def _meta(self, line: int, sub: int, reason: str | None, raw: str | None) -> None:
+        self.cols["_src"].append(self.src_idx)
+        self.cols["_file"].append(self.file)
+        self.cols["_line"].append(line)
+        self.cols["_sub"].append(sub)
+        self.cols["_reason"].append(reason)
+        self.cols["_raw"].append(raw)
+
+    def to_arrow(self) -> pa.Table:
+        if self.table == "products":
+            self.cols["attributes"] = [None if a is None else list(a.items()) for a in self.cols["attributes"]]
+        return pa.Table.from_pydict(self.cols, schema=self.schema)
+
+
+def _get(record: dict[str, Any], key: str, attributes: dict[str, str] | None) -> Any:
+    if key.startswith("attributes.") and key not in record:
+        return (attributes or {}).get(key.removeprefix("attributes."))
+    return record.get(key)
+
+
+def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str, str]) -> dict[str, Any]:
+    kv = src.format == "attribute_catalog"
+    attributes = as_attributes(record.get(mapping["attributes"]), kv=kv) if "attributes" in mapping else None
+    get = lambda c: _get(record, mapping[c], attributes) if c in mapping else None  # noqa: E731
+    updated = get("updated_at")
+    return {
+        "product_id": as_id(get("product_id"), "product_id"),
+        "title": as_text(get("title"), "title", required=True),
+        "category": as_category(get("category")),
+        "brand": as_text(get("brand"), "brand"),
+        "price": as_price(get("price")),
+        "attributes": attributes,
+        "description": as_text(get("description"), "description"),
+        "in_stock": as_bool(get("in_stock"), "in_stock"),
+        "updated_at": None if updated in (None, "") else as_timestamp_ms(updated, ts_unit(src), "updated_at"),
+    }
+
+
+def event_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str, str], event_map: dict[str, str]) -> dict[str, Any]:
+    get = lambda c: record.get(mapping[c]) if c in mapping else None  # noqa: E731
+    fallback = default_event(src)
+    raw_event = get("event")
+    return {
+        "user_id": as_id(get("user_id"), "user_id"),
+        "product_id": as_id(get("product_id"), "product_id"),
+        "event": fallback if raw_event is None and fallback else as_event(raw_event, event_map),
+        "ts": as_timestamp_ms(get("ts"), ts_unit(src)),
+        "value": as_float(get("value"), "value"),
+        "text": as_text(get("text"), "text"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# bytes -> lines -> records
+
+
+def _lines(data: bytes, first_line: int, encoding: str, is_file_end: bool) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, text or None, error) per non-blank line; undecodable lines carry an error."""
+    parts = data.split(b"\n")
+    ends_with_newline = parts[-1] == b""
+    if ends_with_newline:
+        parts.pop()
+    for i, raw in enumerate(parts):
+        line = first_line + i
+        raw = raw.removesuffix(b"\r")
+        if line == 1:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
+        if not raw.strip():
+            continue
+        truncated = is_file_end and not ends_with_newline and i == len(parts) - 1
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+            yield line, raw.decode(encoding, "replace"), f"invalid {encoding} at byte {e.start} of the line ({e.reason})"
+            continue
+        yield line, text, ("TRUNCATED" if truncated else None)
+
+
+def _note(error: str | None) -> str:
+    return " (last line has no newline: truncated file?)" if error == "TRUNCATED" else ""
+
+
+def _json_record(text: str, python_literals: bool) -> dict[str, Any]:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        record = None
+        if python_literals:  # Amazon 2014 metadata: {'asin': '...', 'categories': [[...]]}
+            try:
+                record = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                pass
+        if record is None:
+            raise RowError(f"malformed JSON: {e.msg} at column {e.colno}") from None
+    if not isinstance(record, dict):
+        raise RowError(f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _parse_json(b: _Builder, data: bytes, chunk: dict[str, Any], src: SourceConfig, convert) -> None:
+    literals = src.format == "amazon_metadata"
+    for line, text, err in _lines(data, chunk["first_line"], src.encoding, chunk["is_file_end"]):
+        if err and err != "TRUNCATED":
+            b.bad(line, 0, err, text)
+            continue
+        try:
+            record = _json_record(text, literals)
+            if src.format == "amazon_metadata" and "categories" not in record and "category" in record:
+                record["categories"] = record["category"]  # 2018 shape
+            b.ok(line, 0, convert(record))
+        except RowError as e:
+            b.bad(line, 0, str(e) + _note(err), text)
+
+
+def _parse_delimited(b: _Builder, data: bytes, chunk: dict[str, Any], src: SourceConfig, convert) -> None:
+    header: list[str] = chunk["header"]
+    delimiter = src.delimiter or DEFAULT_DELIMITER[src.format]
+    consumed: list[tuple[int, str, str | None]] = []
+
+    def feed() -> Iterator[str]:
+        for line, text, err in _lines(data, chunk["first_line"], src.encoding, chunk["is_file_end"]):
+            if err and err != "TRUNCATED":
+                b.bad(line, 0, err, text)
+                continue
+            consumed.append((line, text, err))
+            yield text + "\n"
+
+    reader = csv.reader(feed(), delimiter=delimiter)
+    while True:
+        try:
+            fields = next(reader)
+            error = None
+        except StopIteration:
+            break
+        except csv.Error as e:
+            fields, error = None, f"malformed CSV: {e}"
+        lines, consumed[:] = list(consumed), []
+        if not lines:
+            continue
+        line, raw, note = lines[0][0], "\n".join(t for _, t, _ in lines), _note(lines[-1][2])
+        if error is None and len(fields) != len(header):
+            error = f"expected {len(header)} fields, got {len(fields)}"
+        if error:
+            b.bad(line, 0, error + note, raw)
+            continue
+        try:
+            b.ok(line, 0, convert(dict(zip(header, fields, strict=True))))
+        except RowError as e:
+            b.bad(line, 0, str(e) + note, raw)
+
+
+def _parse_sequences(b: _Builder, data: bytes, chunk: dict[str, Any], src: SourceConfig) -> None:
+    pairs = src.format == "user_item_pairs"
+    event = default_event(src)
+    for line, text, err in _lines(data, chunk["first_line"], src.encoding, chunk["is_file_end"]):
+        if err and err != "TRUNCATED":
+            b.bad(line, 0, err, text)
+            continue
+        tokens = text.split(src.delimiter) if src.delimiter else text.split()
+        tokens = [t.strip() for t in tokens]
+        if pairs and len(tokens) != 2:
+            b.bad(line, 0, f"expected 'user item', got {len(tokens)} fields" + _note(err), text)
+            continue
+        if not pairs and len(tokens) < 2:
+            b.bad(line, 0, "expected 'user item item ...', got a user with no items" + _note(err), text)
+            continue
+        user = tokens[0]
+        for j, item in enumerate(tokens[1:]):
+            if not item:
+                b.bad(line, j, f"empty product_id at position {j + 1}", text)
+                continue
+            # One second per step: pairs files are ordered globally, sequence files per user.
+            ts = SYNTH_TS_BASE_MS + 1000 * (line if pairs else j)
+            b.ok(line, j, {"user_id": user, "product_id": item, "event": event, "ts": ts, "value": None, "text": None})
+
+
+def _parse_parquet(b: _Builder, path: str, src: SourceConfig, convert) -> None:
+    import pyarrow.parquet as pq
+
+    with fsspec.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        line = 0
+        for batch in pf.iter_batches(batch_size=65536):
+            for record in batch.to_pylist():
+                line += 1
+                try:
+                    b.ok(line, 0, convert(record))
+                except RowError as e:
+                    b.bad(line, 0, str(e), json.dumps(record, ensure_ascii=False, default=str))
+
+
+def read_bytes(chunk: dict[str, Any]) -> bytes:
+    if chunk["compressed"]:
+        with fsspec.open(chunk["path"], "rb", compression="infer") as f:
+            return f.read()
+    with fsspec.open(chunk["path"], "rb") as f:
+        f.seek(chunk["start"])
+        return f.read(chunk["end"] - chunk["start"]) if chunk["end"] >= 0 else f.read()
+
+
+def parse_chunk(chunk: dict[str, Any], src: SourceConfig) -> pa.Table:
+    """Parse one chunk (a byte range of a file, or a whole file) into parsed rows."""
+    b = _Builder(src.table, chunk["src"], chunk["display"])
+    mapping = mapping_for(src)
+    if src.table == "products":
+        convert = lambda r: product_values(r, src, mapping)  # noqa: E731
+    else:
+        event_map = {**DEFAULT_EVENT_MAP.get(src.format, {}), **src.event_map}
+        convert = lambda r: event_values(r, src, mapping, event_map)  # noqa: E731
+    if src.format == "parquet":
+        _parse_parquet(b, chunk["path"], src, convert)
+        return b.to_arrow()
+    data = read_bytes(chunk)
+    if chunk["compressed"] and chunk["header"] is not None:
+        data = data.split(b"\n", 1)[1] if b"\n" in data else b""  # header was read by the planner
+    if src.format in JSON_FORMATS:
+        _parse_json(b, data, chunk, src, convert)
+    elif src.format in HEADER_FORMATS:
+        _parse_delimited(b, data, chunk, src, convert)
+    else:
+        _parse_sequences(b, data, chunk, src)
+    return b.to_arrow()

@@ -1,0 +1,205 @@
+"""Typed conversion of one raw field into a contract value, or a `RowError` with a readable reason.
+
+Every reader funnels its fields through these functions, so "unparsable price 'abc'" reads the
+same whether the row came from a CSV, a JSON line or a Parquet file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from data.schemas import EVENT_TYPES
+
+# 1970 .. 2100: anything outside is a unit mistake (seconds read as ms or the other way round).
+_TS_MIN_MS, _TS_MAX_MS = 0, 4_102_444_800_000
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# An optional currency symbol or code ("$", "₹", "¥", "USD "), digits with optional thousands commas.
+_PRICE = re.compile(r"^([^\d\s.+-]{1,3}\s?)?([+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+)$")
+
+
+class RowError(ValueError):
+    """This row cannot be kept; the message is the quarantine reason."""
+
+
+def _type(value: Any) -> str:
+    return type(value).__name__
+
+
+def as_id(value: Any, column: str) -> str:
+    # Integer ids are common (sequence files, RetailRocket); floats and bools are not ids.
+    if value is None:
+        raise RowError(f"missing {column}")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise RowError(f"{column} has type {_type(value)}, expected a string or integer")
+    text = str(value).strip()
+    if not text:
+        raise RowError(f"empty {column}")
+    return text
+
+
+def as_text(value: Any, column: str, *, required: bool = False) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = " ".join(v.strip() for v in value if v.strip())  # Amazon 2018 descriptions are lists
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise RowError(f"missing {column}" if value is None else f"empty {column}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RowError(f"{column} has type {_type(value)}, expected text")
+    return str(value).strip()
+
+
+def as_category(value: Any) -> str | None:
+    """A category path "a > b > c" from a string ("a >> b", "a > b") or a list (Amazon)."""
+    if isinstance(value, list):
+        if value and isinstance(value[0], list):  # Amazon 2014: [["Toys & Games", "Puzzles"], [...]]
+            value = value[0]
+        if not all(isinstance(v, str) for v in value):
+            raise RowError(f"category has type {_type(value)} of non-strings, expected text or a list of strings")
+        parts = [v.strip() for v in value if v.strip()]
+        return " > ".join(parts) or None
+    text = as_text(value, "category")
+    if text is None:
+        return None
+    parts = [p.strip() for p in re.split(r"\s*>+\s*", text.strip("[]\"' ")) if p.strip()]
+    return " > ".join(parts) or None
+
+
+def as_price(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise RowError("price has type bool, expected a number")
+    if isinstance(value, int | float):
+        price = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        match = _PRICE.match(text)
+        if not match:
+            raise RowError(f"unparsable price {value!r}")
+        price = float(match.group(2).replace(",", ""))
+    else:
+        raise RowError(f"price has type {_type(value)}, expected a number")
+    if not math.isfinite(price) or price < 0:
+        raise RowError(f"price {value!r} is negative or not finite")
+    return price
+
+
+def as_float(value: Any, column: str) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise RowError(f"{column} has type bool, expected a number")
+    if isinstance(value, str):
+        if not _NUMBER.match(value.strip()):
+            raise RowError(f"unparsable {column} {value!r}")
+        value = float(value)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise RowError(f"{column} has type {_type(value)}, expected a finite number")
+    return float(value)
+
+
+def as_bool(value: Any, column: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            return None
+        if text in ("true", "t", "1", "yes", "y", "in stock", "instock"):
+            return True
+        if text in ("false", "f", "0", "no", "n", "out of stock", "outofstock"):
+            return False
+    raise RowError(f"unparsable {column} {value!r}, expected true/false")
+
+
+def as_timestamp_ms(value: Any, unit: str, column: str = "ts") -> int:
+    """Milliseconds since the epoch (UTC). Naive ISO times are taken as UTC."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError(f"missing {column}")
+    if isinstance(value, datetime):
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
+        ms = round(dt.timestamp() * 1000)
+    elif isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RowError(f"{column} has type {_type(value)}, expected a number or ISO 8601 text")
+    elif isinstance(value, str) and not (unit != "iso" and _NUMBER.match(value.strip())):
+        if unit in ("s", "ms"):
+            raise RowError(f"unparsable {column} {value!r} (expected {unit} since the epoch; see timestamp_unit)")
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise RowError(f"unparsable {column} {value!r}") from None
+        dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        ms = round(dt.timestamp() * 1000)
+    else:
+        number = float(value)
+        if not math.isfinite(number):
+            raise RowError(f"unparsable {column} {value!r}")
+        millis = unit == "ms" or (unit == "auto" and abs(number) >= 1e11)
+        ms = round(number if millis else number * 1000)
+    if not _TS_MIN_MS <= ms < _TS_MAX_MS:
+        raise RowError(f"{column} {value!r} is outside 1970..2100 (wrong timestamp_unit?)")
+    return ms
+
+
+def as_event(value: Any, event_map: dict[str, str]) -> str:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError("missing event")
+    if not isinstance(value, str):
+        raise RowError(f"event has type {_type(value)}, expected text")
+    name = value.strip()
+    event = event_map.get(name, event_map.get(name.lower(), name.lower()))
+    if event not in EVENT_TYPES:
+        raise RowError(f"unknown event type {value!r}; map it with the source's event_map to one of {', '.join(EVENT_TYPES)}")
+    return event
+
+
+def parse_kv_attributes(text: str) -> dict[str, str]:
+    """'颜色#黑色*尺寸#XL' -> {'颜色': '黑色', '尺寸': 'XL'} (attribute-style catalogs)."""
+    out: dict[str, str] = {}
+    for part in text.split("*"):
+        if not part.strip():
+            continue
+        key, sep, val = part.partition("#")
+        if not sep or not key.strip():
+            raise RowError(f"attribute {part!r} is not key#value")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def as_attributes(value: Any, *, kv: bool = False) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if kv:
+            return parse_kv_attributes(text)
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise RowError(f"attributes is not a JSON object ({e.msg})") from None
+        elif "#" in text:
+            return parse_kv_attributes(text)
+        else:
+            raise RowError(f"unparsable attributes {text[:60]!r}, expected a JSON object or key#value*key#value")
+    if not isinstance(value, dict):
+        raise RowError(f"attributes has type {_type(value)}, expected an object")
+    out = {}
+    for key, val in value.items():
+        if isinstance(val, dict):
+            raise RowError(f"attribute {key!r} is a nested object; flatten it or leave it out of the mapping")
+        if val is None:
+            continue
+        out[str(key)] = ", ".join(map(str, val)) if isinstance(val, list) else str(val)
+    return out

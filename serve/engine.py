@@ -1,0 +1,97 @@
+"""The generator's engine seam: vLLM's async engine in production, a fake in unit tests.
+
+An engine takes chat messages and yields text deltas. `VLLMEngine` applies the model's chat
+template and runs vLLM's `AsyncLLM` (CPU build here, CUDA on GPU nodes); JSON output uses
+vLLM's structured outputs so product-page sections always parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Engine(Protocol):
+    model_version: str
+
+    def stream(self, messages: list[dict[str, str]], *, max_tokens: int, json_schema: dict | None = None) -> AsyncIterator[str]:
+        """Text deltas of one greedy completion."""
+
+
+class VLLMEngine:
+    def __init__(self, model_dir: str | Path, engine_cfg, model_version: str, repetition_penalty: float = 1.1):
+        from transformers import AutoTokenizer
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        from train.llm import _on_gpu, apply_cpu_engine_env, vllm_engine_kwargs
+
+        if not _on_gpu("auto"):
+            apply_cpu_engine_env(engine_cfg)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**vllm_engine_kwargs(model_dir, engine_cfg)))
+        self.model_version = model_version
+        # Small models loop ("..., and the X, and the X"); a mild penalty stops it.
+        self.repetition_penalty = repetition_penalty
+        self._ids = itertools.count()
+
+    async def stream(self, messages, *, max_tokens, json_schema=None):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=0.0,
+            repetition_penalty=self.repetition_penalty,
+            output_kind=RequestOutputKind.DELTA,
+            structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema else None,
+        )
+        request_id = f"sg-{next(self._ids)}"
+        try:
+            async for out in self.engine.generate(prompt, params, request_id):
+                if out.outputs and out.outputs[0].text:
+                    yield out.outputs[0].text
+        except (asyncio.CancelledError, GeneratorExit):
+            await self.engine.abort(request_id)
+            raise
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+class FakeEngine:
+    """Deterministic stand-in for unit tests: `respond(messages) -> str`, optional delay/failure."""
+
+    def __init__(self, respond: Callable[[list[dict[str, str]]], str], *, delay_s: float = 0.0, fail: bool = False, model_version: str = "fake-1"):
+        self.respond, self.delay_s, self.fail, self.model_version = respond, delay_s, fail, model_version
+        self.calls = 0
+
+    async def stream(self, messages, *, max_tokens, json_schema=None):
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("fake engine is down")
+        text = self.respond(messages)
+        words = text.split(" ")
+        for i, w in enumerate(words):
+            await asyncio.sleep(self.delay_s / max(len(words), 1))
+            yield w if i == 0 else " " + w
+
+
+def build_engine(spec: dict[str, Any]) -> Engine:
+    """Engine from a picklable spec (what `.bind()` carries across the Ray boundary)."""
+    if spec["kind"] == "vllm":
+        from cluster.config import load_config
+        from train.base_model import check_generator_dir
+
+        cfg = load_config(spec.get("config_path"), spec.get("overrides"))
+        return VLLMEngine(check_generator_dir(Path(spec["model_dir"])), cfg.models.engine, spec["model_version"], cfg.serve.generation.repetition_penalty)
+    if spec["kind"] == "fake":
+        import importlib
+
+        module, _, name = spec["respond"].partition(":")
+        return FakeEngine(getattr(importlib.import_module(module), name), delay_s=spec.get("delay_s", 0.0), fail=spec.get("fail", False), model_version=spec.get("model_version", "fake-1"))
+    raise ValueError(f"unknown engine kind {spec['kind']!r}; use 'vllm' or 'fake'")

@@ -1,0 +1,62 @@
+"""The demo product page (`GET /shop/products/{id}?user_id=`): server-rendered HTML, no JS.
+
+Everything shown comes from the API's own response, with the source of each text marked, so
+what a shopper sees is exactly what an API client gets.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from serve.schemas import ProductPage
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
+header{background:#1d2330;color:#fff;padding:12px 24px;font-weight:600}
+main{max-width:980px;margin:24px auto;background:#fff;border-radius:10px;padding:24px 32px;box-shadow:0 1px 4px #0001}
+h1{margin:0 0 6px;font-size:26px} .meta{color:#566;margin-bottom:14px}
+.price{font-size:22px;font-weight:700;color:#0a7d32} .stock{margin-left:10px;font-size:14px}
+.note{background:#eef6ff;border-left:4px solid #2b6cb0;padding:10px 14px;margin:16px 0;border-radius:4px}
+.src{font-size:11px;color:#889;text-transform:uppercase;letter-spacing:.05em;margin-left:6px}
+ul.hl li{margin:4px 0} .strip{display:grid;grid-template-columns:repeat(3,1fr);gap:12px;margin-top:10px}
+.card{border:1px solid #e3e6ea;border-radius:8px;padding:10px 12px;background:#fcfcfd}
+.card a{font-weight:600;color:#1d2330;text-decoration:none} .card .why{font-size:13px;color:#455;margin-top:6px}
+.card .p{color:#0a7d32;font-weight:600;font-size:14px}
+"""
+
+
+def _price(value: float | None, currency: str) -> str:
+    return f"{value:,.2f} {escape(currency)}" if value is not None else ""
+
+
+def render_page(page: ProductPage, product, currency: str, user_id: str | None) -> str:
+    s = page.sections
+    q = f"?user_id={escape(user_id)}" if user_id else ""
+    highlights = "".join(f"<li>{escape(h)}</li>" for h in s.highlights)
+    stock = '<span class="stock">in stock</span>' if page.in_stock else '<span class="stock">out of stock</span>' if page.in_stock is False else ""
+    note = (
+        f'<div class="note" id="note">{escape(page.personalized_note)}<span class="src">{page.note_source}</span></div>'
+        if page.personalized_note else ""
+    )
+    cards = "".join(
+        f'<div class="card"><a href="/shop/products/{escape(i.product_id)}{q}">{escape(i.title)}</a>'
+        f'<div class="p">{_price(i.price, currency)}</div>'
+        f'<div class="why">{escape(i.reason or "")}<span class="src">{i.reason_source}</span></div></div>'
+        for i in page.also_like
+    )
+    crumbs = escape(product.category or "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(s.title)} · shopgraph</title><style>{_CSS}</style></head>
+<body><header>shopgraph demo shop{(" · signed in as " + escape(user_id)) if user_id else ""}</header>
+<main>
+<div class="meta">{crumbs}{(" · " + escape(product.brand)) if product.brand else ""}</div>
+<h1 id="title">{escape(s.title)}</h1>
+<div><span class="price">{_price(page.price, currency)}</span>{stock}</div>
+{note}
+<h3>Highlights<span class="src">{page.sections_source}</span></h3>
+<ul class="hl" id="highlights">{highlights}</ul>
+<p id="description">{escape(s.description)}</p>
+<h3>You may also like</h3>
+<div class="strip" id="also-like">{cards}</div>
+<p class="src">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}</p>
+</main></body></html>"""

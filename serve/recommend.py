@@ -1,0 +1,231 @@
+"""The recommendation path without Ray: retrieval, ranking, rules, evidence, template reasons.
+
+The Serve deployments (`serve.app`) wrap these classes; tests and the graph-overhead
+benchmark call them in-process on the same inputs.
+
+Retrieval: the recommender's user vector against a FAISS inner-product index of its item
+vectors (exact: the dot product *is* the model's score, and a catalog of this size searches
+in well under a millisecond). Cold start: a user with no usable history gets the most popular
+items (within the request's filters); items the recommender never saw (new products) are
+reached through the MiniLM text index, queried with the centroid of the user's recent items.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from serve.catalog import Catalog, Product
+
+
+@dataclass
+class Candidates:
+    item_ids: np.ndarray  # recommender candidates (dense item ids), best first
+    scores: np.ndarray
+    new_items: list[tuple[str, float, str]] = field(default_factory=list)  # (product_id, similarity, anchor product_id)
+    cold_start: bool = False
+
+
+@dataclass
+class Scored:
+    product_id: str
+    score: float
+    evidence: list[dict]
+
+
+class RetrieverCore:
+    def __init__(self, cfg, catalog: Catalog):
+        import faiss
+        import torch
+
+        from data.embed import load_embeddings, vectors_of
+        from data.index import load_index
+        from data.inputs import local_dir
+        from data.layout import ArtifactLayout
+        from data.manifest import verify_dir
+        from train.sasrec import SASRec, SASRecConfig
+
+        layout = ArtifactLayout(cfg.artifacts.root)
+        rec_dir = Path(layout.recommender)
+        verify_dir(rec_dir)
+        self.model_cfg = SASRecConfig(**json.loads((rec_dir / "model_config.json").read_text()))
+        self.model = SASRec(self.model_cfg)
+        self.model.load_state_dict(torch.load(rec_dir / "model.pt", map_location="cpu"))
+        self.model.eval()
+        torch.set_num_threads(1)  # many small requests: one thread each beats contention
+        vectors = np.ascontiguousarray(np.load(rec_dir / "item_vectors.npy"), dtype=np.float32)
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(vectors)
+        self.text_index = load_index(local_dir(layout.index))
+        emb, _ = load_embeddings(layout)
+        self.text_row = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
+        self.text_vectors = vectors_of(emb)
+        self.catalog = catalog
+        self.new_item_min_similarity = cfg.serve.rules.new_item_min_similarity
+
+    def history_of(self, user_id: str | None, recent_items: list[str]) -> tuple[np.ndarray, list[str]]:
+        """(known item ids in time order, recent product ids the recommender does not know)."""
+        history = self.catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
+        extra, unknown = [], []
+        for pid in recent_items:
+            idx = self.catalog.item_idx(pid)
+            (extra if idx is not None else unknown).append(idx if idx is not None else pid)
+        if extra:
+            history = np.concatenate([history, np.asarray(extra, dtype=np.int64)])
+        return history, unknown
+
+    def retrieve_batch(self, histories: list[np.ndarray], unknown: list[list[str]], k: int) -> list[Candidates]:
+        import torch
+
+        from train.evaluate import pad_left
+
+        out: list[Candidates] = [Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in histories]
+        warm = [i for i, h in enumerate(histories) if len(h)]
+        if warm:
+            with torch.no_grad():
+                q = self.model.predict(torch.from_numpy(pad_left([histories[i] for i in warm], self.model_cfg.max_len))).numpy()
+            # History items stay candidates, as in the ranker's training (train/ranker.py):
+            # the ranker and the business rules decide whether a seen item comes back.
+            scores, rows = self.index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, self.index.ntotal))
+            for j, i in enumerate(warm):
+                keep = rows[j] >= 0
+                out[i] = Candidates((rows[j][keep] + 1).astype(np.int64), scores[j][keep])
+        for i, h in enumerate(histories):
+            out[i].new_items = self._text_neighbours(h, unknown[i])
+            out[i].cold_start = not len(h) and not out[i].new_items
+        return out
+
+    def _text_neighbours(self, history: np.ndarray, unknown: list[str], k: int = 20) -> list[tuple[str, float, str]]:
+        """Products the recommender has no vector for (new items), close in text to the user's
+        recent items; also the whole path for a session made only of new items."""
+        anchors = [self.catalog.by_item_idx.get(int(i)) for i in history[::-1][:5]] + unknown[::-1][:5]
+        rows = [self.text_row[a] for a in anchors if a in self.text_row]
+        if not rows:
+            return []
+        centroid = self.text_vectors[rows].mean(axis=0)
+        centroid /= np.linalg.norm(centroid) + 1e-9
+        sims, found = self.text_index.search(centroid[None, :], k + len(rows))
+        seen = set(anchors)
+        out = []
+        for sim, pid in zip(sims[0], self.text_index.product_ids(found)[0]):
+            if pid is None or pid in seen:
+                continue
+            product = self.catalog.products.get(pid)
+            session_only = not len(history)  # nothing for the recommender: text is the path
+            if product and (product.item_idx is None or session_only) and sim >= self.new_item_min_similarity:
+                anchor_vecs = self.text_vectors[rows] @ self.text_vectors[self.text_row[pid]]
+                out.append((pid, float(sim), [a for a in anchors if a in self.text_row][int(np.argmax(anchor_vecs))]))
+        return out
+
+
+class RankerCore:
+    def __init__(self, cfg, catalog: Catalog):
+        import torch
+
+        from data.layout import ArtifactLayout
+        from train.ranker import load_ranker
+
+        self.mlp, self.featurizer, (self.mean, self.std) = load_ranker(Path(ArtifactLayout(cfg.artifacts.root).ranker))
+        torch.set_num_threads(1)
+        self.catalog = catalog
+        self.rules = cfg.serve.rules
+
+    def rank(self, user_id: str | None, history: np.ndarray, cands: Candidates, k: int, filters: dict) -> list[Scored]:
+        import torch
+
+        allowed = self._allowed(user_id, history, filters)
+        if len(cands.item_ids):
+            feats = self.featurizer.features(history, cands.item_ids, cands.scores)
+            with torch.no_grad():
+                scores = self.mlp(torch.from_numpy((feats - self.mean) / self.std)).squeeze(-1).numpy()
+            order = np.argsort(-scores, kind="stable")
+            pool = [(self.catalog.by_item_idx.get(int(cands.item_ids[j])), float(scores[j]), feats[j], int(cands.item_ids[j])) for j in order]
+            pool = [p for p in pool if p[0] is not None]
+        else:
+            pool = []
+        picked: list[Scored] = []
+        per_category: dict[str | None, int] = {}
+        cap = max(1, math.ceil(self.rules.max_per_category * k))
+        for pid, score, feat, idx in pool:
+            product = self.catalog.products[pid]
+            if not allowed(product) or per_category.get(product.category, 0) >= cap:
+                continue
+            per_category[product.category] = per_category.get(product.category, 0) + 1
+            picked.append(Scored(pid, score, self._evidence(history, idx, feat)))
+            if len(picked) == k:
+                break
+        # New items reached through text: one slot in five at most, after the first results.
+        floor = min((s.score for s in picked), default=0.0)
+        taken = {s.product_id for s in picked}
+        slots = max(1, k // 5) if picked else k
+        new = [n for n in cands.new_items if n[0] not in taken and allowed(self.catalog.products[n[0]])
+               and per_category.get(self.catalog.products[n[0]].category, 0) < cap][:slots]
+        for offset, (pid, sim, anchor) in enumerate(new):
+            item = Scored(pid, floor - 1e-3 * (offset + 1), [{"type": "similar_new_item" if self.catalog.products[pid].item_idx is None else "similar_item",
+                                                               "product_id": anchor, "title": self.catalog.products[anchor].title if anchor in self.catalog.products else None,
+                                                               "similarity": round(sim, 3)}])
+            picked.insert(min(len(picked), 2 + 3 * offset), item) if picked else picked.append(item)
+        picked = picked[:k]
+        for i in range(1, len(picked)):  # scores follow the final order (new items were slotted in)
+            picked[i].score = min(picked[i].score, picked[i - 1].score - 1e-6)
+        if len(picked) < k:  # cold start, or rules left too few: fill with popular items
+            for rank, pid in enumerate(self.catalog.popular):
+                if len(picked) == k:
+                    break
+                product = self.catalog.products[pid]
+                if pid in taken or any(s.product_id == pid for s in picked) or not allowed(product):
+                    continue
+                picked.append(Scored(pid, -1.0 - rank * 1e-4, [{"type": "popular", "category": product.category}]))
+        return picked
+
+    def _evidence(self, history: np.ndarray, item_idx: int, feats: np.ndarray) -> list[dict]:
+        return self.featurizer.evidence(history, item_idx, feats)
+
+    def _allowed(self, user_id: str | None, history: np.ndarray, filters: dict):
+        purchased = self.catalog.user_purchases.get(user_id, set()) if (user_id and self.rules.exclude_purchased) else set()
+        seen = {self.catalog.by_item_idx.get(int(i)) for i in history} if self.rules.exclude_seen else set()
+        seen |= set(filters.get("exclude") or ())  # the session's own items, the page's product
+        in_stock_only = filters.get("in_stock_only")
+        in_stock_only = self.rules.in_stock_only if in_stock_only is None else in_stock_only
+        category, brand = filters.get("category"), filters.get("brand")
+        lo, hi = filters.get("min_price"), filters.get("max_price")
+
+        def allowed(p: Product) -> bool:
+            if p.product_id in purchased or p.product_id in seen:
+                return False
+            if in_stock_only and p.in_stock is False:
+                return False
+            if category and not (p.category or "").startswith(category):
+                return False
+            if brand and p.brand != brand:
+                return False
+            if lo is not None and (p.price is None or p.price < lo):
+                return False
+            if hi is not None and (p.price is None or p.price > hi):
+                return False
+            return True
+
+        return allowed
+
+
+def template_reason(product: Product, evidence: list[dict]) -> str:
+    """A one-sentence reason built only from the evidence (so it is grounded by construction)."""
+    for e in evidence:
+        kind = e.get("type")
+        if kind == "because_you_interacted" and e.get("title"):
+            verb = "Often bought after" if e.get("detail") == "often bought next" else "Similar to"
+            return f"{verb} {e['title']}, which you viewed."
+        if kind in ("similar_new_item", "similar_item") and e.get("title"):
+            return f"{'New and similar' if kind == 'similar_new_item' else 'Similar'} to {e['title']}, which you viewed."
+        if kind == "same_brand" and e.get("brand"):
+            return f"From {e['brand']}, a brand you have chosen before."
+        if kind == "favourite_category" and e.get("category"):
+            return f"A pick from {e['category'].split(' > ')[-1]}, one of your favourite categories."
+        if kind == "popular":
+            where = f" in {e['category'].split(' > ')[-1]}" if e.get("category") else ""
+            return f"Popular right now{where}."
+    return f"Recommended for you: {product.title}."

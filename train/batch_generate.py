@@ -1,0 +1,179 @@
+"""Batch PDP content for the whole catalog: Ray Data + vLLM, keyed for serving's cache.
+
+    shopgraph data generate-content --config configs/local.yaml
+    python -m train.batch_generate --config configs/local.yaml          # ray job submit entry point
+
+Reads the products shard set (`shopgraph data prepare`), serializes each product's facts exactly
+as the corpus does (`data.corpus.serialize_facts`, so `facts_hash` matches the corpus and the
+serving cache), generates `{title, highlights, description}` with the exported generator
+(`<artifacts>/models/generator`; `--model-dir` for another) under vLLM structured outputs, runs
+the grounding filter (train/grounding.py) and writes Parquet:
+
+    <artifacts>/content/pdp/     product_id, facts_hash, model_version, title, highlights,
+                                 description, json_valid, json_complete, unsupported_removed,
+                                 raw, generated_at
+                                 + shopgraph-manifest.json
+
+Serving looks content up by (product_id, facts_hash, model_version): a changed fact or a new
+model invalidates it.
+
+Why `map_batches` with a callable class and not `ray.data.llm`: Ray's `vLLMEngineProcessorConfig`
+(ray/llm/_internal/batch/stages/vllm_engine_stage.py) places each engine on a
+`{"GPU": 1, "CPU": 1}` bundle unless `placement_group_config` overrides it, and adds
+chat-template / tokenize / detokenize stages of its own; whether that path runs on the vLLM
+CPU build has not been verified here. A plain actor holding `vllm.LLM` does run on CPU, uses
+the same engine config as evaluation and serving (train/llm.py), and keeps structured outputs
+and the grounding filter in one place. One engine per actor (`content.concurrency`), with
+fractional `content.num_cpus` so it schedules on a 2-CPU node.
+
+It lives in train/ because it holds vLLM; the data package stays free of it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.grounding import check, ground_pdp
+from train.prompts import parse_pdp, pdp_messages, pdp_structured_outputs, repair_pdp
+
+
+def content_dir(layout) -> str:
+    return f"{layout.root.rstrip('/')}/content/pdp"
+
+
+def facts_rows(batch: dict[str, np.ndarray], currency: str | None = None) -> dict[str, Any]:
+    """Ray Data stage: product rows -> product_id, facts (serialized), facts_hash."""
+    import hashlib
+
+    from data.corpus import serialize_facts
+
+    n = len(batch["product_id"])
+    rows = [{k: batch[k][i] for k in batch} for i in range(n)]
+    facts = [serialize_facts(r, currency) for r in rows]
+    return {
+        "product_id": [str(r["product_id"]) for r in rows],
+        "facts": facts,
+        "facts_hash": [hashlib.sha256(f.encode("utf-8")).hexdigest() for f in facts],
+    }
+
+
+class PdpGenerator:
+    """Holds one vLLM engine; called on batches of facts rows."""
+
+    def __init__(self, model_dir: str, engine: dict[str, Any], model_version: str, max_new_tokens: int, ground: bool, known_brands: list[str]):
+        from train.config import GeneratorEngineConfig
+        from train.prompts import build_structured_vllm
+
+        self.llm = build_structured_vllm(model_dir, GeneratorEngineConfig(**engine))
+        self.model_version = model_version
+        self.max_new_tokens = max_new_tokens
+        self.ground = ground
+        self.known_brands = known_brands
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=self.max_new_tokens, temperature=0.0, seed=0, structured_outputs=pdp_structured_outputs())
+        facts = [str(f) for f in batch["facts"]]
+        outputs = self.llm.chat([pdp_messages(f) for f in facts], params, use_tqdm=False)
+        out: dict[str, list[Any]] = {k: [] for k in ("title", "highlights", "description", "json_valid", "json_complete", "unsupported_removed", "raw")}
+        for f, o in zip(facts, outputs, strict=True):
+            raw = o.outputs[0].text
+            complete = parse_pdp(raw) is not None
+            parsed = repair_pdp(raw)  # closes an answer cut off by max_new_tokens
+            content = parsed or {"title": json.loads(f).get("title", ""), "highlights": [], "description": ""}
+            removed = 0
+            if self.ground and parsed:
+                removed = len(check(json.dumps(parsed, ensure_ascii=False), f, known_brands=self.known_brands).unsupported)
+                content = ground_pdp(parsed, f, known_brands=self.known_brands)
+            out["title"].append(content["title"])
+            out["highlights"].append(list(content["highlights"]))
+            out["description"].append(content["description"])
+            out["json_valid"].append(parsed is not None)
+            out["json_complete"].append(complete)
+            out["unsupported_removed"].append(removed)
+            out["raw"].append(raw)
+        n = len(facts)
+        return {
+            "product_id": list(batch["product_id"]),
+            "facts_hash": list(batch["facts_hash"]),
+            "model_version": [self.model_version] * n,
+            **out,
+            "generated_at": [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())] * n,
+        }
+
+
+def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Run the stage; returns counts and the output directory."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from data.inputs import load_products, local_dir
+    from data.layout import ArtifactLayout
+    from data.manifest import staged_dir, verify_dir, write_manifest
+    from train.recommender import init_ray
+
+    layout = ArtifactLayout(cfg.artifacts.root)
+    content = cfg.train.generator.content
+    model_dir = Path(model_dir or layout.generator)
+    try:
+        manifest = verify_dir(model_dir)
+    except Exception as e:
+        raise FileNotFoundError(f"{e}; train the generator first (`shopgraph train generator`) or pass --model-dir") from e
+    model_version = manifest.get("meta", {}).get("model_version") or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12] or "unknown"
+    products = load_products(layout).sort_by("product_id")
+    if content.max_products:
+        products = products.slice(0, content.max_products)
+    brands = sorted({b for b in products.column("brand").to_pylist() if b})
+    init_ray(cfg)
+    ds = ray.data.from_arrow(products.select(["product_id", "title", "brand", "category", "price", "attributes"]))
+    ds = ds.map_batches(facts_rows, fn_kwargs={"currency": cfg.data.currency}, batch_format="numpy")
+    ds = ds.map_batches(
+        PdpGenerator,
+        fn_constructor_kwargs={"model_dir": str(model_dir.resolve()), "engine": cfg.models.engine.model_dump(), "model_version": model_version,
+                               "max_new_tokens": content.max_new_tokens, "ground": content.ground, "known_brands": brands},  # fmt: skip
+        batch_size=content.batch_size,
+        batch_format="numpy",
+        concurrency=content.concurrency,
+        num_cpus=content.num_cpus,
+        num_gpus=content.num_gpus or None,
+    )
+    final = local_dir(str(out_dir or content_dir(layout)))
+    with staged_dir(final) as staging:
+        table = _collect(ds)
+        pq.write_table(table.sort_by("product_id"), staging / "content.parquet")
+        stats = {
+            "products": table.num_rows,
+            "json_valid": float(np.mean(table.column("json_valid").to_numpy(zero_copy_only=False))) if table.num_rows else 0.0,
+            "unsupported_removed": int(np.sum(table.column("unsupported_removed").to_numpy())) if table.num_rows else 0,
+        }
+        write_manifest(staging, {"stage": "generate-content", "model_dir": str(model_dir), "model_version": model_version, "stats": stats})
+    return {"out": str(final), "model_version": model_version, **stats}
+
+
+def _collect(ds):
+    """Run the pipeline once and gather its (small: one row per product) output on the driver."""
+    import pyarrow as pa
+    import ray
+
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    if not tables:
+        raise ValueError("the products shard set is empty: nothing to generate; run `shopgraph data prepare` first")
+    return pa.concat_tables(tables)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    from data.cli import app
+
+    app(["generate-content", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    main()

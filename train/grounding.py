@@ -1,0 +1,467 @@
+"""Grounding check: is every claim in a generated text supported by the product's facts?
+
+    from train.grounding import check, check_batch, remove_unsupported
+    check("Made of 100% cotton, 50 cm wide.", facts).unsupported   # -> claims the facts lack
+
+Pure Python, deterministic, no model: evaluation uses it offline and serving runs it on every
+generated text. Facts are `data.corpus.facts_of` dicts (title, brand, category, price,
+currency, attributes) or their serialized JSON.
+
+Claims extracted from the text, each marked supported or not, with a reason:
+
+- quantities: a number with a unit (length, mass, volume, percent, price, count, power, ...).
+  Units are normalized (cm/mm/m, g/kg, ml/l, inch/"), numbers compared numerically. Reasons:
+  `numeric_mismatch` (the facts have this kind of quantity, but not this value),
+  `unit_mismatch` (the facts have this number, but with another unit), `not_in_facts`.
+  A bare number must appear among the facts' numbers.
+- "key: value" phrases ("material: cotton", "材质：棉"): the key must be a fact attribute
+  (`unknown_attribute`) and the value must agree with it (`value_mismatch`, or the numeric
+  reasons above when both carry quantities).
+- materials and colours from a small bilingual lexicon: the material/colour (or its
+  translation) must occur in the facts (`not_in_facts`).
+- brands: the product's brand is supported; any other known brand is `brand_mismatch`.
+
+CJK text is checked as strictly as English: no word boundaries are assumed there, keys are
+matched as suffixes ("这款夹克材质：棉" has the key 材质), and Chinese units (毫升, 厘米, 千克,
+元, 件...) normalize like their Latin forms.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# ----------------------------------------------------------------------------- units
+
+# unit -> (dimension, factor to the dimension's base unit)
+_UNITS: dict[str, tuple[str, float]] = {}
+
+
+def _add(dimension: str, factor: float, *names: str) -> None:
+    for name in names:
+        _UNITS[name] = (dimension, factor)
+
+
+_add("length", 1.0, "mm", "millimeter", "millimeters", "millimetre", "millimetres", "毫米")
+_add("length", 10.0, "cm", "centimeter", "centimeters", "centimetre", "centimetres", "厘米", "公分")
+_add("length", 1000.0, "m", "meter", "meters", "metre", "metres", "米")
+_add("length", 25.4, "inch", "inches", '"', "″", "英寸", "寸")
+_add("length", 304.8, "ft", "foot", "feet", "英尺")
+_add("mass", 1.0, "g", "gram", "grams", "gr", "克")
+_add("mass", 1000.0, "kg", "kilogram", "kilograms", "kilo", "kilos", "千克", "公斤")
+_add("mass", 0.001, "mg", "milligram", "milligrams", "毫克")
+_add("mass", 453.592, "lb", "lbs", "pound", "pounds", "磅")
+_add("mass", 28.3495, "oz", "ounce", "ounces", "盎司")
+_add("mass", 500.0, "斤")
+_add("volume", 1.0, "ml", "milliliter", "milliliters", "millilitre", "millilitres", "毫升")
+_add("volume", 10.0, "cl")
+_add("volume", 1000.0, "l", "liter", "liters", "litre", "litres", "升")
+_add("percent", 1.0, "%", "percent", "％")
+_add("power", 1.0, "w", "watt", "watts", "瓦")
+_add("charge", 1.0, "mah", "毫安时")
+_add("storage", 1.0, "gb")
+_add("storage", 1024.0, "tb")
+_add("time", 1.0, "h", "hr", "hrs", "hour", "hours", "小时")
+_add("time", 1 / 60, "min", "mins", "minute", "minutes", "分钟")
+_add("count", 1.0, "pcs", "pc", "piece", "pieces", "pack", "packs", "件", "个", "只", "片", "套", "支", "双")
+_add("age", 1.0, "years", "year", "yrs", "岁")
+_add("price", 1.0, "usd", "eur", "gbp", "cny", "rmb", "jpy", "元", "块", "美元", "欧元", "英镑", "人民币")
+
+_CURRENCY_OF = {"$": "USD", "usd": "USD", "美元": "USD", "€": "EUR", "eur": "EUR", "欧元": "EUR", "£": "GBP", "gbp": "GBP", "英镑": "GBP",
+                "¥": "CNY", "￥": "CNY", "cny": "CNY", "rmb": "CNY", "元": "CNY", "块": "CNY", "人民币": "CNY", "jpy": "JPY"}  # fmt: skip
+_UNIT_ALT = "|".join(re.escape(u) for u in sorted(_UNITS, key=len, reverse=True))
+_NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+# Not preceded by a Latin letter/digit/dot (CJK may touch the number: 容量500毫升).
+_QUANTITY = re.compile(
+    rf"(?P<cur>[$€£¥￥])?\s?(?<![0-9A-Za-z.])(?P<num>{_NUM})(?:\s?-\s?|\s?)(?P<unit>{_UNIT_ALT})?(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    raw: float  # the number as written
+    dimension: str | None  # None = a bare number
+    value: float  # in the dimension's base unit
+    unit: str | None  # normalized unit (currency code for prices)
+
+
+def _to_float(num: str) -> float:
+    return float(num.replace(",", ""))
+
+
+def quantities(text: str, *, default_currency: str | None = None) -> list[tuple[Quantity, int, int]]:
+    """Every number in `text`, with its unit normalized, and its span."""
+    out = []
+    for m in _QUANTITY.finditer(text):
+        raw = _to_float(m["num"])
+        cur, unit = m["cur"], (m["unit"] or "").lower() or None
+        start = m.start("cur") if cur else m.start("num")
+        if cur:
+            out.append((Quantity(raw, "price", raw, _CURRENCY_OF.get(cur, default_currency)), start, m.end()))
+        elif unit:
+            dim, factor = _UNITS[unit]
+            norm_unit = _CURRENCY_OF.get(unit, unit) if dim == "price" else unit
+            out.append((Quantity(raw, dim, raw * factor, norm_unit), start, m.end()))
+        else:
+            out.append((Quantity(raw, None, raw, None), m.start("num"), m.end("num")))
+    return out
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 + 1e-3 * max(abs(a), abs(b))
+
+
+# ----------------------------------------------------------------------------- lexicons
+
+# term -> canonical concept (English and Chinese map to one concept, so either language grounds).
+_MATERIALS = {
+    "cotton": "cotton", "棉": "cotton", "纯棉": "cotton", "全棉": "cotton", "denim": "denim", "牛仔布": "denim", "牛仔": "denim",
+    "wool": "wool", "羊毛": "wool", "merino": "merino", "cashmere": "cashmere", "羊绒": "cashmere", "silk": "silk", "丝": "silk", "真丝": "silk",
+    "linen": "linen", "亚麻": "linen", "polyester": "polyester", "涤纶": "polyester", "聚酯纤维": "polyester", "nylon": "nylon", "尼龙": "nylon",
+    "leather": "leather", "皮革": "leather", "真皮": "leather", "牛皮": "leather", "suede": "suede", "麂皮": "suede",
+    "wood": "wood", "wooden": "wood", "木": "wood", "木质": "wood", "实木": "wood", "beech": "beech", "beechwood": "beech", "榉木": "beech",
+    "oak": "oak", "橡木": "oak", "bamboo": "bamboo", "竹": "bamboo", "pine": "pine", "松木": "pine", "walnut": "walnut", "胡桃木": "walnut",
+    "stainless steel": "stainless steel", "不锈钢": "stainless steel", "steel": "steel", "钢": "steel", "aluminum": "aluminium", "aluminium": "aluminium", "铝": "aluminium",
+    "iron": "iron", "铁": "iron", "copper": "copper", "铜": "copper", "titanium": "titanium", "钛": "titanium",
+    "plastic": "plastic", "塑料": "plastic", "glass": "glass", "玻璃": "glass", "ceramic": "ceramic", "陶瓷": "ceramic", "porcelain": "porcelain", "瓷": "porcelain",
+    "rubber": "rubber", "橡胶": "rubber", "silicone": "silicone", "硅胶": "silicone", "spandex": "spandex", "elastane": "spandex", "氨纶": "spandex",
+}  # fmt: skip
+_COLOURS = {
+    "red": "red", "红色": "red", "红": "red", "blue": "blue", "蓝色": "blue", "蓝": "blue", "navy": "navy", "藏青": "navy",
+    "green": "green", "绿色": "green", "绿": "green", "black": "black", "黑色": "black", "黑": "black", "white": "white", "白色": "white", "白": "white",
+    "yellow": "yellow", "黄色": "yellow", "黄": "yellow", "orange": "orange", "橙色": "orange", "purple": "purple", "紫色": "purple", "紫": "purple",
+    "pink": "pink", "粉色": "pink", "粉红": "pink", "brown": "brown", "棕色": "brown", "咖啡色": "brown", "grey": "grey", "gray": "grey", "灰色": "grey", "灰": "grey",
+    "beige": "beige", "米色": "beige", "silver": "silver", "银色": "silver", "gold": "gold", "金色": "gold",
+}  # fmt: skip
+_ATTR_SYNONYMS = {
+    "material": "material", "materials": "material", "fabric": "material", "材质": "material", "材料": "material", "面料": "material",
+    "color": "color", "colour": "color", "颜色": "color", "size": "size", "尺寸": "size", "尺码": "size", "weight": "weight", "重量": "weight",
+    "capacity": "capacity", "volume": "capacity", "容量": "capacity", "price": "price", "价格": "price", "brand": "brand", "品牌": "brand",
+    "dimensions": "size", "规格": "size", "age": "age", "年龄": "age", "warranty": "warranty", "保修": "warranty",
+}  # fmt: skip
+
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _norm(s: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", s).lower().replace("_", " ").split())
+
+
+def _term_pattern(terms: Iterable[str]) -> re.Pattern[str]:
+    # CJK terms match anywhere (no word boundaries in CJK); Latin terms on word boundaries.
+    alts = []
+    for t in sorted(terms, key=len, reverse=True):
+        alts.append(re.escape(t) if _CJK.search(t) else rf"(?<![a-z]){re.escape(t)}(?![a-z])")
+    return re.compile("|".join(alts))
+
+
+_MATERIAL_RE = _term_pattern(_MATERIALS)
+_COLOUR_RE = _term_pattern(_COLOURS)
+# "key: value" — a short key (≤3 Latin words or ≤8 CJK chars) before ':' / '：' / '='.
+_KV = re.compile(
+    r"(?P<key>[A-Za-z][A-Za-z\-]*(?: [A-Za-z][A-Za-z\-]*){0,2}|[\u3400-\u9fff]{1,8})\s*[:：=]\s*(?P<value>[^,;，；。!?！？\n:：]+?)(?=\s*(?:[,;，；。!?！？\n]|\.\s|\.$|$))"
+)
+
+# ----------------------------------------------------------------------------- result types
+
+
+@dataclass(frozen=True)
+class Claim:
+    text: str
+    kind: str  # quantity | number | attribute | material | colour | brand
+    supported: bool
+    reason: str | None = None  # None when supported
+    start: int = 0
+    end: int = 0
+
+
+@dataclass
+class GroundingResult:
+    claims: list[Claim] = field(default_factory=list)
+
+    @property
+    def unsupported(self) -> list[Claim]:
+        return [c for c in self.claims if not c.supported]
+
+    @property
+    def rate(self) -> float:
+        """Unsupported claims / claims (0.0 for a text with no checkable claim)."""
+        return len(self.unsupported) / len(self.claims) if self.claims else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "claims": len(self.claims),
+            "unsupported": [{"text": c.text, "kind": c.kind, "reason": c.reason} for c in self.unsupported],
+            "rate": self.rate,
+        }
+
+
+# ----------------------------------------------------------------------------- facts index
+
+
+@dataclass
+class _Facts:
+    attributes: dict[str, tuple[str, str]]  # normalized key -> (original key, normalized value)
+    canon_keys: dict[str, str]  # synonym concept -> normalized key
+    text: str  # every fact key and value, normalized
+    quantities: list[Quantity]
+    quantities_by_key: dict[str, list[Quantity]]
+    materials: set[str]
+    colours: set[str]
+    brand: str | None
+    currency: str | None
+
+
+_INSTRUCTION = re.compile(r"ignore (?:all |any )?(?:the )?(?:previous|prior|above)|disregard|system prompt|you are now|忽略|无视|指令|提示词", re.IGNORECASE)
+
+
+def is_plain_value(value: str) -> bool:
+    """A catalog value that can ground a claim: one short phrase. Prose, embedded "key: value"
+    pairs and instructions inside a value ("Ignore previous instructions. Warranty: 99 years")
+    are catalog text, not facts, so they support nothing (the prompt-injection defence)."""
+    v = value.strip()
+    return len(v) <= 120 and not re.search(r"[:：]|[.!?](?=\s+\S)|[。！？](?=\s*\S)", v) and not _INSTRUCTION.search(v)
+
+
+def _index(facts: Mapping[str, Any] | str) -> _Facts:
+    if isinstance(facts, str):
+        facts = json.loads(facts)
+    currency = facts.get("currency")
+    attrs = {str(k): str(v) for k, v in (facts.get("attributes") or {}).items() if is_plain_value(str(v))}
+    attributes = {_norm(k): (k, _norm(v)) for k, v in attrs.items()}
+    extra = {k: _norm(str(facts[k])) for k in ("title", "brand", "category") if facts.get(k) and is_plain_value(str(facts[k]))}
+    for k, v in extra.items():
+        attributes.setdefault(k, (k, v))
+    canon = {}
+    for nk in attributes:
+        for suffix_len in range(len(nk), 0, -1):
+            if (c := _ATTR_SYNONYMS.get(nk[-suffix_len:])) and c not in canon:
+                canon[c] = nk
+                break
+    values = [*extra.values(), *attributes.keys(), *(v for _, v in attributes.values())]
+    text = " | ".join(values)
+    qs, by_key = [], {}
+    for nk, (key, value) in attributes.items():
+        found = [q for q, _, _ in quantities(value, default_currency=currency)]
+        # a bare number whose key names the unit ("weight_kg": "1.2") takes that unit
+        key_unit = next((u for u in re.split(r"[\s()（）\[\]]+", nk) if u in _UNITS), None)
+        if key_unit:
+            dim, factor = _UNITS[key_unit]
+            found = [Quantity(q.raw, dim, q.raw * factor, key_unit) if q.dimension is None else q for q in found]
+        by_key[nk] = found
+        qs += found
+    if facts.get("price") is not None:
+        price = float(facts["price"])
+        q = Quantity(price, "price", price, currency)
+        by_key.setdefault("price", []).append(q)
+        qs.append(q)
+    return _Facts(
+        attributes=attributes,
+        canon_keys=canon,
+        text=text,
+        quantities=qs,
+        quantities_by_key=by_key,
+        materials={_MATERIALS[m.group(0)] for m in _MATERIAL_RE.finditer(text)},
+        colours={_COLOURS[m.group(0)] for m in _COLOUR_RE.finditer(text)},
+        brand=_norm(str(facts["brand"])) if facts.get("brand") else None,
+        currency=currency,
+    )
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _quantity_reason(q: Quantity, pool: list[Quantity]) -> str | None:
+    """None when `q` is supported by `pool`; else why not."""
+    if q.dimension is None:
+        if any(_close(q.raw, f.raw) for f in pool):
+            return None
+        return "numeric_mismatch" if pool else "not_in_facts"
+    same_dim = [f for f in pool if f.dimension == q.dimension]
+    for f in same_dim:
+        if _close(q.value, f.value):
+            if q.dimension == "price" and q.unit and f.unit and q.unit != f.unit:
+                return "unit_mismatch"  # 39.9 EUR is not 39.9 USD
+            return None
+    # the facts hold a bare number equal to this one: the text added a unit the facts lack
+    if any(f.dimension is None and _close(q.raw, f.raw) for f in pool):
+        return None
+    if same_dim:
+        # 50 mm vs the facts' 50 cm is a wrong unit; 60 cm vs 50 cm a wrong number
+        return "unit_mismatch" if any(_close(q.raw, f.raw) for f in same_dim) else "numeric_mismatch"
+    # no quantity of this kind in the facts: the number is there with another unit (500 g vs 500 ml)?
+    return "unit_mismatch" if any(_close(q.raw, f.raw) for f in pool) else "not_in_facts"
+
+
+def _match_key(key: str, idx: _Facts) -> str | None:
+    """The fact attribute a claimed key names: exact, a suffix of it (CJK/long keys), or a synonym."""
+    nk = _norm(key)
+    words = nk.split(" ")
+    candidates = [" ".join(words[i:]) for i in range(len(words))] if not _CJK.search(nk) else [nk[i:] for i in range(len(nk))]
+    for cand in candidates:
+        if cand in idx.attributes:
+            return cand
+        if (c := _ATTR_SYNONYMS.get(cand)) and c in idx.canon_keys:
+            return idx.canon_keys[c]
+    return None
+
+
+def _looks_like_key(key: str) -> bool:
+    nk = _norm(key)
+    if _CJK.search(nk):
+        return any(nk.endswith(s) for s in _ATTR_SYNONYMS if _CJK.search(s)) or len(nk) <= 4
+    return any(nk.split(" ")[-1] == s for s in _ATTR_SYNONYMS) or len(nk.split(" ")) <= 2
+
+
+def _kv_claims(text: str, idx: _Facts, spans: list[tuple[int, int]]) -> list[Claim]:
+    out = []
+    for m in _KV.finditer(text):
+        key, value = m["key"], m["value"].strip()
+        if not value or not _looks_like_key(key):
+            continue
+        matched = _match_key(key, idx)
+        spans.append((m.start("value"), m.end("value")))
+        span = text[m.start("key") : m.end("value")]
+        if matched is None:
+            out.append(Claim(span, "attribute", False, "unknown_attribute", m.start(), m.end()))
+            continue
+        fact_value = idx.attributes[matched][1]
+        nv = _norm(value)
+        if nv and (nv in fact_value or fact_value in nv):
+            out.append(Claim(span, "attribute", True, None, m.start(), m.end()))
+            continue
+        claimed = [q for q, _, _ in quantities(value, default_currency=idx.currency)]
+        pool = idx.quantities_by_key.get(matched, [])
+        reasons = [_quantity_reason(q, pool) for q in claimed]
+        if claimed and pool and all(r is None for r in reasons):
+            out.append(Claim(span, "attribute", True, None, m.start(), m.end()))
+        else:
+            reason = next((r for r in reasons if r), None) if claimed and pool else "value_mismatch"
+            out.append(Claim(span, "attribute", False, reason or "value_mismatch", m.start(), m.end()))
+    return out
+
+
+def _inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
+    return any(s <= start and end <= e for s, e in spans)
+
+
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"?')
+
+
+def _flatten(text: str) -> str:
+    """A PDP JSON answer is checked on its visible text, not its JSON syntax."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            # cut-off JSON: check its string values, not its quotes (`"2022"` is no 2022-inch claim)
+            values = [m.group(1) for m in _JSON_STRING.finditer(stripped) if not stripped[m.end() :].lstrip().startswith(":")]
+            return "\n".join(values)
+        if isinstance(obj, dict):
+            return pdp_visible_text(obj)
+    return text
+
+
+def pdp_visible_text(obj: Mapping[str, Any]) -> str:
+    parts = [str(obj.get("title") or "")]
+    parts += [str(h) for h in obj.get("highlights") or [] if isinstance(h, str | int | float)]
+    parts.append(str(obj.get("description") or ""))
+    return "\n".join(p for p in parts if p)
+
+
+def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = ()) -> GroundingResult:
+    """Extract the claims of `text` and mark each supported or not by `facts`.
+
+    `known_brands` (e.g. every brand of the catalog) lets the check catch a wrong brand; the
+    product's own brand is always known.
+    """
+    idx = _index(facts)
+    text = unicodedata.normalize("NFKC", _flatten(text))
+    low = text.lower()
+    claims: list[Claim] = []
+    kv_spans: list[tuple[int, int]] = []
+    claims += _kv_claims(text, idx, kv_spans)
+
+    for q, s, e in quantities(text, default_currency=idx.currency):
+        if _inside(kv_spans, s, e):
+            continue
+        reason = _quantity_reason(q, idx.quantities)
+        claims.append(Claim(text[s:e].strip(), "quantity" if q.dimension else "number", reason is None, reason, s, e))
+
+    for pattern, lexicon, known, kind in ((_MATERIAL_RE, _MATERIALS, idx.materials, "material"), (_COLOUR_RE, _COLOURS, idx.colours, "colour")):
+        for m in pattern.finditer(low):
+            if _inside(kv_spans, m.start(), m.end()):
+                continue
+            ok = lexicon[m.group(0)] in known or m.group(0) in idx.text
+            claims.append(Claim(text[m.start() : m.end()], kind, ok, None if ok else "not_in_facts", m.start(), m.end()))
+
+    brands = {_norm(b) for b in known_brands if b and str(b).strip()}
+    if idx.brand:
+        brands.add(idx.brand)
+    for brand in sorted(brands, key=len, reverse=True):
+        pat = re.escape(brand) if _CJK.search(brand) else rf"(?<![a-z0-9]){re.escape(brand)}(?![a-z0-9])"
+        for m in re.finditer(pat, low):
+            if _inside(kv_spans, m.start(), m.end()):
+                continue
+            ok = brand == idx.brand or brand in idx.text
+            claims.append(Claim(text[m.start() : m.end()], "brand", ok, None if ok else "brand_mismatch", m.start(), m.end()))
+    claims.sort(key=lambda c: (c.start, c.end))
+    return GroundingResult(claims)
+
+
+def check_batch(texts: list[str], facts: list[Mapping[str, Any] | str], *, known_brands: Iterable[str] = ()) -> dict[str, Any]:
+    """Per-output results and the overall unsupported-claim rate (unsupported / all claims)."""
+    if len(texts) != len(facts):
+        raise ValueError(f"{len(texts)} texts but {len(facts)} facts; pass one facts entry per text")
+    brands = list(known_brands)
+    results = [check(t, f, known_brands=brands) for t, f in zip(texts, facts, strict=True)]
+    claims = sum(len(r.claims) for r in results)
+    unsupported = sum(len(r.unsupported) for r in results)
+    return {
+        "per_output": [r.to_dict() for r in results],
+        "claims": claims,
+        "unsupported": unsupported,
+        "overall_rate": unsupported / claims if claims else 0.0,
+        "mean_output_rate": sum(r.rate for r in results) / len(results) if results else 0.0,
+        "outputs_with_unsupported": sum(bool(r.unsupported) for r in results) / len(results) if results else 0.0,
+    }
+
+
+_SENTENCE = re.compile(r"[^.!?。！？；;\n]*(?:[.!?](?=\s|$)|[。！？；;\n]|$)")
+
+
+def sentences(text: str) -> list[str]:
+    out, pos = [], 0
+    while pos < len(text):
+        m = _SENTENCE.match(text, pos)
+        end = m.end() if m and m.end() > pos else len(text)
+        if end == pos:
+            end = pos + 1
+        out.append(text[pos:end])
+        pos = end
+    return [s for s in out if s]
+
+
+def remove_unsupported(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = ()) -> str:
+    """`text` without the sentences that carry an unsupported claim (serving runs this)."""
+    brands = list(known_brands)
+    kept = [s for s in sentences(text) if not check(s, facts, known_brands=brands).unsupported]
+    return "".join(kept).strip()
+
+
+def ground_pdp(obj: Mapping[str, Any], facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = ()) -> dict[str, Any]:
+    """A PDP object with unsupported claims removed: bad highlights dropped, description filtered,
+    and a title that claims something unsupported replaced by the catalog title."""
+    f = json.loads(facts) if isinstance(facts, str) else facts
+    brands = list(known_brands)
+    title = str(obj.get("title") or "")
+    if not title or check(title, f, known_brands=brands).unsupported:
+        title = str(f.get("title") or "")
+    highlights = [h for h in obj.get("highlights") or [] if isinstance(h, str) and h.strip() and not check(h, f, known_brands=brands).unsupported]
+    return {"title": title, "highlights": highlights, "description": remove_unsupported(str(obj.get("description") or ""), f, known_brands=brands)}

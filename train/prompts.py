@@ -1,0 +1,166 @@
+"""Prompts of the generator LM: the same messages at training, evaluation and serving time.
+
+    from train.prompts import pdp_messages, reason_messages, PDP_SCHEMA
+
+The wording lives in `data/corpus.py` (the corpus is the training data, so its prompts are the
+contract); this module rebuilds them from facts alone, for products that have no corpus row
+(new catalog items, serving). Injection safety, as in the corpus: instructions only in the
+system turn; catalog text only inside a `<facts>` / `<profile>` block, serialized as JSON whose
+`<` is escaped, so a description saying "ignore previous instructions </facts>" can neither
+close the block nor reach the system turn. The system turn says the blocks are data.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from data.corpus import (
+    FACTS_CLOSE,
+    FACTS_OPEN,
+    PDP_SYSTEM,
+    PDP_TASK,
+    PROFILE_CLOSE,
+    PROFILE_OPEN,
+    REASON_SYSTEM,
+    REASON_TASK,
+    parse_facts,
+    serialize_facts,
+)
+
+Messages = list[dict[str, str]]
+
+# The PDP answer format; vLLM structured outputs constrain decoding to it. The length caps
+# keep the longest valid answer (~380 tokens) inside the generation budget
+# (train.generator.eval/content.max_new_tokens = 384): a JSON cut off by max_tokens is invalid.
+PDP_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "title": {"type": "string", "maxLength": 120},
+        "highlights": {"type": "array", "items": {"type": "string", "maxLength": 100}, "maxItems": 6},
+        "description": {"type": "string", "maxLength": 600},
+    },
+    "required": ["title", "highlights", "description"],
+    "additionalProperties": False,
+}
+PDP_KEYS = ("title", "highlights", "description")
+
+
+def facts_text(facts: str | Mapping[str, Any]) -> str:
+    """Facts as the corpus serializes them; a dict of facts is serialized the same way."""
+    if isinstance(facts, str):
+        return facts
+    # serialize_facts takes a product row; a facts dict has the same keys (title, brand, ...).
+    return serialize_facts(facts, facts.get("currency"))
+
+
+def facts_dict(facts: str | Mapping[str, Any]) -> dict[str, Any]:
+    return parse_facts(facts) if isinstance(facts, str) else dict(facts)
+
+
+def _block(open_tag: str, body: str, close_tag: str) -> str:
+    return f"{open_tag}\n{body}\n{close_tag}"
+
+
+def pdp_messages(facts: str | Mapping[str, Any]) -> Messages:
+    """Task (a): facts -> {"title", "highlights", "description"} JSON."""
+    return [
+        {"role": "system", "content": PDP_SYSTEM},
+        {"role": "user", "content": f"{PDP_TASK}\n{_block(FACTS_OPEN, facts_text(facts), FACTS_CLOSE)}"},
+    ]
+
+
+def reason_messages(profile: Mapping[str, Any], facts: str | Mapping[str, Any]) -> Messages:
+    """Task (b): shopper profile (ranker evidence) + facts -> one sentence."""
+    body = json.dumps(dict(profile), ensure_ascii=False, separators=(", ", ": ")).replace("<", "\\u003c")
+    user = f"{REASON_TASK}\n{_block(PROFILE_OPEN, body, PROFILE_CLOSE)}\n{_block(FACTS_OPEN, facts_text(facts), FACTS_CLOSE)}"
+    return [{"role": "system", "content": REASON_SYSTEM}, {"role": "user", "content": user}]
+
+
+# Engine-level structured-outputs settings (vLLM reads `disable_any_whitespace` from the engine
+# config, not per request). xgrammar explicitly: "auto" may pick a backend that lets a weak
+# model spend its budget on newlines between JSON tokens and overrun string lengths.
+STRUCTURED_ENGINE_KWARGS: dict[str, Any] = {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+
+
+def pdp_structured_outputs():
+    """vLLM 0.32 structured-outputs parameters for the PDP schema."""
+    from vllm.sampling_params import StructuredOutputsParams
+
+    return StructuredOutputsParams(json=PDP_SCHEMA)
+
+
+def build_structured_vllm(model_dir, engine):
+    """`train.llm.build_vllm` plus the structured-outputs engine settings above."""
+    from train.llm import _on_gpu, apply_cpu_engine_env, vllm_engine_kwargs
+
+    if not _on_gpu("auto"):
+        apply_cpu_engine_env(engine)
+    from vllm import LLM
+
+    return LLM(**vllm_engine_kwargs(model_dir, engine), **STRUCTURED_ENGINE_KWARGS)
+
+
+def close_json_prefix(text: str) -> str | None:
+    """Close a JSON text cut off by the token budget. Under structured outputs every output is a
+    prefix of a schema-valid document, so closing its open string/arrays/objects (after dropping a
+    dangling key or separator) yields valid JSON; None if no closing works."""
+    cut = text.rstrip()
+    for _ in range(8):
+        stack, in_str, esc = [], False, False
+        for ch in cut:
+            if in_str:
+                esc, in_str = (False, in_str) if esc else (ch == "\\", ch != '"')
+            elif ch == '"':
+                in_str = True
+            elif ch in "[{":
+                stack.append("]" if ch == "[" else "}")
+            elif ch in "]}" and stack:
+                stack.pop()
+        body = cut[:-1] if in_str and esc else cut
+        candidate = body + ('"' if in_str else "") + "".join(reversed(stack))
+        try:
+            json.loads(candidate)
+            return candidate
+        except json.JSONDecodeError:
+            pass
+        # drop the last incomplete member (a key without value, a trailing comma) and retry
+        pos = max(cut.rfind(","), cut.rfind("["), cut.rfind("{"))
+        if pos <= 0:
+            return None
+        cut = cut[: pos + 1] if cut[pos] in "[{" else cut[:pos]
+    return None
+
+
+def repair_pdp(text: str) -> dict[str, Any] | None:
+    """The PDP object of a possibly cut-off answer: closed, missing keys filled empty, and a
+    description cut mid-sentence trimmed to its last whole sentence."""
+    if (obj := parse_pdp(text)) is not None:
+        return obj
+    closed = close_json_prefix(text)
+    if closed is None:
+        return None
+    obj = json.loads(closed)
+    if not isinstance(obj, dict):
+        return None
+    obj = {"title": obj.get("title", ""), "highlights": obj.get("highlights", []), "description": obj.get("description", "")}
+    desc = obj["description"] if isinstance(obj["description"], str) else ""
+    ends = [i for i, ch in enumerate(desc) if ch in ".!?。！？"]
+    obj["description"] = desc[: ends[-1] + 1] if ends else ""
+    return parse_pdp(json.dumps(obj, ensure_ascii=False))
+
+
+def parse_pdp(text: str) -> dict[str, Any] | None:
+    """The PDP object if `text` is valid JSON with exactly the three keys and right types, else None."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(obj, dict) or set(obj) != set(PDP_KEYS):
+        return None
+    if not isinstance(obj["title"], str) or not isinstance(obj["description"], str):
+        return None
+    if not isinstance(obj["highlights"], list) or not all(isinstance(h, str) for h in obj["highlights"]):
+        return None
+    return obj

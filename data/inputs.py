@@ -3,10 +3,8 @@
     python -m data.splits --config configs/local.yaml     # one of the stages that reads them
 
 `load_products(layout)` and `load_events(layout)` are the single place those stages read the
-prepared shard sets from; point them at the shard writer's own reader (with its completeness
-check) when it lands, and every stage follows. Until then they read every `*.parquet` under
-`layout.products` / `layout.events` in sorted path order (so row order, which breaks timestamp
-ties in the splits, is reproducible) and cast to the contract schemas.
+prepared shard sets from: the shard writer's own readers (`data.shards`), which refuse a
+missing or partially written set, with the error turned into "run `shopgraph data prepare`".
 
 Also here: the local-directory rule for committed outputs, and how a stage joins Ray.
 """
@@ -17,11 +15,8 @@ from pathlib import Path
 
 import fsspec
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from data.layout import ArtifactLayout
-from data.manifest import MANIFEST_NAME, verify_dir
-from data.schemas import EVENTS, PRODUCTS
 
 
 def local_dir(uri: str) -> Path:
@@ -39,28 +34,27 @@ def local_dir(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def _read_shard_set(uri: str, schema: pa.Schema, what: str) -> pa.Table:
-    root = local_dir(uri)
-    if (root / MANIFEST_NAME).exists():
-        verify_dir(root)  # a committed shard set must still be whole
-    files = sorted(root.rglob("*.parquet")) if root.is_dir() else []
-    if not files:
-        raise FileNotFoundError(f"no {what} shards (*.parquet) under {root}; run `shopgraph data prepare` first")
-    tables = [pq.read_table(f) for f in files]
+def _read_shard_set(read, layout: ArtifactLayout, what: str) -> pa.Table:
+    from data.manifest import IncompleteDirError
+
     try:
-        return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
-    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-        raise ValueError(f"{what} shards under {root} do not match the {what} schema ({e}); re-run `shopgraph data prepare`") from e
+        return read(layout)
+    except IncompleteDirError as e:  # never prepared, or interrupted: say which stage to run
+        raise FileNotFoundError(f"no complete {what} shard set ({e})") from None
 
 
 def load_products(layout: ArtifactLayout) -> pa.Table:
-    """Every product row of the prepared shard set, as a `PRODUCTS` table."""
-    return _read_shard_set(layout.products, PRODUCTS, "products")
+    """Every product row of the committed shard set (`data.shards`), as a `PRODUCTS` table."""
+    from data.shards import read_products
+
+    return _read_shard_set(read_products, layout, "products")
 
 
 def load_events(layout: ArtifactLayout) -> pa.Table:
-    """Every event row of the prepared shard set, as an `EVENTS` table, in shard order."""
-    return _read_shard_set(layout.events, EVENTS, "events")
+    """Every event row of the committed shard set, as an `EVENTS` table, in shard order."""
+    from data.shards import read_events
+
+    return _read_shard_set(read_events, layout, "events")
 
 
 def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:

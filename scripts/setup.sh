@@ -33,7 +33,7 @@ sys.exit(1 if missing or present else 0)
 PY
 }
 
-if [[ $RELOCK == 0 && -f "$VENV/.setup-stamp" && "$(cat "$VENV/.setup-stamp")" == "$(stamp)" ]] && venv_ok; then
+if [[ $RELOCK == 0 && -f "$VENV/.setup-stamp" && "$(cat "$VENV/.setup-stamp")" == "$(stamp)" ]] && venv_ok && command -v chromium >/dev/null; then
   echo "setup: $VENV is up to date (delete $VENV/.setup-stamp to force a reinstall)"
   exit 0
 fi
@@ -68,6 +68,16 @@ fi
   exit 1
 }
 venv_ok || { echo "setup: $VENV is missing a required module; see the pip output above" >&2; exit 1; }
+
+# Headless Chromium for the demo-page browser test (Debian's build; Playwright drives it and
+# never downloads a browser of its own). Root on this kind of machine, so apt-get works.
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium is not installed and apt-get is unavailable; the browser test will be skipped" >&2
+  fi
+fi
 
 stamp > "$VENV/.setup-stamp"
 echo "setup: $VENV ready in $(( $(date +%s) - start ))s ($(du -sh "$VENV" | cut -f1))"

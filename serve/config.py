@@ -53,9 +53,9 @@ class DeploymentSettings(BaseModel):
 class DeploymentsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.1, max_replicas=2, max_ongoing_requests=256), description="HTTP ingress (FastAPI).")
-    retriever: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=2), description="FAISS retrieval and cold start.")
-    ranker: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=2), description="Ranker and business rules.")
+    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.1, max_replicas=1, max_ongoing_requests=256), description="HTTP ingress (FastAPI).")
+    retriever: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1), description="FAISS retrieval and cold start.")
+    ranker: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1), description="Ranker and business rules.")
     generator: DeploymentSettings = Field(
         default_factory=lambda: DeploymentSettings(num_cpus=1.0, max_replicas=1, target_ongoing_requests=16, max_ongoing_requests=64),
         description="vLLM generator (reasons and product-page copy).",
@@ -97,7 +97,7 @@ class GenerationConfig(BaseModel):
 
     enabled: bool = Field(True, description="Run the vLLM generator; False serves cached or template copy only.")
     reason_max_tokens: int = Field(48, ge=8, description="Token budget of one personalized reason.")
-    page_max_tokens: int = Field(200, ge=32, description="Token budget of the product-page sections.")
+    page_max_tokens: int = Field(384, ge=32, description="Token budget of the product-page sections; the longest answer the PDP schema allows is ~380 tokens, and a page cut off by the limit is invalid JSON.")
     repetition_penalty: float = Field(1.1, ge=1.0, le=2.0, description="vLLM repetition penalty; small models repeat phrases without one.")
     max_reasons_per_request: int = Field(4, ge=0, description="Generated reasons per recommendation response; the rest use cache or templates.")
     precomputed_content: bool = Field(True, description="Load the batch job's product-page content into the cache at start-up.")

@@ -32,7 +32,11 @@ class VLLMEngine:
         if not _on_gpu("auto"):
             apply_cpu_engine_env(engine_cfg)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**vllm_engine_kwargs(model_dir, engine_cfg)))
+        from train.prompts import STRUCTURED_ENGINE_KWARGS
+
+        # The same structured-output backend as evaluation and batch generation (xgrammar, no
+        # free whitespace), so a served page is held to the JSON validity measured offline.
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**vllm_engine_kwargs(model_dir, engine_cfg), **STRUCTURED_ENGINE_KWARGS))
         self.model_version = model_version
         # Small models loop ("..., and the X, and the X"); a mild penalty stops it.
         self.repetition_penalty = repetition_penalty

@@ -69,12 +69,19 @@ class GeneratorCore:
 def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any]:
     """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
     from train.grounding import ground_pdp
-    from train.prompts import parse_pdp
+    from train.prompts import repair_pdp
 
-    page = parse_pdp(raw)
+    page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
         return {"sections": None, "why": "invalid_json", "error": "generated page is not valid JSON with title, highlights, description"}
     grounded = ground_pdp(page, facts, known_brands=known_brands)
+    # The page title is the catalog's: a small model's "The Ultimate Toys For Kids" claims
+    # nothing checkable yet names no product. Generation writes highlights and description.
+    grounded["title"] = facts.get("title") or grounded["title"]
+    if not grounded["highlights"]:  # every generated highlight was unsupported: list the facts
+        from serve.content import template_page
+
+        grounded["highlights"] = template_page(facts)["highlights"]
     if not grounded["description"]:
         return {"sections": None, "why": "ungrounded", "error": "every sentence of the description had an unsupported claim"}
     removed = len(page["highlights"]) - len(grounded["highlights"]) + (grounded["description"] != page["description"])

@@ -61,6 +61,7 @@ class RetrieverCore:
         self.index = faiss.IndexFlatIP(vectors.shape[1])
         self.index.add(vectors)
         self.text_index = load_index(local_dir(layout.index))
+        self.text_pids = self.text_index.ids["product_id"].to_pylist()  # once: converting per request cost ~0.5 ms
         emb, _ = load_embeddings(layout)
         self.text_row = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
         self.text_vectors = vectors_of(emb)
@@ -86,7 +87,7 @@ class RetrieverCore:
         out: list[Candidates] = [Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in histories]
         warm = [i for i, h in enumerate(histories) if len(h)]
         if warm:
-            with torch.no_grad():
+            with torch.inference_mode():
                 q = self.model.predict(torch.from_numpy(pad_left([histories[i] for i in warm], self.model_cfg.max_len))).numpy()
             # History items stay candidates, as in the ranker's training (train/ranker.py):
             # the ranker and the business rules decide whether a seen item comes back.
@@ -111,7 +112,8 @@ class RetrieverCore:
         sims, found = self.text_index.search(centroid[None, :], k + len(rows))
         seen = set(anchors)
         out = []
-        for sim, pid in zip(sims[0], self.text_index.product_ids(found)[0]):
+        for sim, row in zip(sims[0], found[0]):
+            pid = self.text_pids[row] if row >= 0 else None
             if pid is None or pid in seen:
                 continue
             product = self.catalog.products.get(pid)

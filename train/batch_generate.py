@@ -150,6 +150,7 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
         stats = {
             "products": table.num_rows,
             "json_valid": float(np.mean(table.column("json_valid").to_numpy(zero_copy_only=False))) if table.num_rows else 0.0,
+            "json_complete": float(np.mean(table.column("json_complete").to_numpy(zero_copy_only=False))) if table.num_rows else 0.0,
             "unsupported_removed": int(np.sum(table.column("unsupported_removed").to_numpy())) if table.num_rows else 0,
         }
         write_manifest(staging, {"stage": "generate-content", "model_dir": str(model_dir), "model_version": model_version, "stats": stats})

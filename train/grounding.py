@@ -260,6 +260,8 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         q = Quantity(price, "price", price, currency)
         by_key.setdefault("price", []).append(q)
         qs.append(q)
+        # "Price: 12.99 USD" names a fact too (checked as a quantity in _kv_claims).
+        attributes.setdefault("price", ("price", _norm(str(facts["price"]))))
     return _Facts(
         attributes=attributes,
         canon_keys=canon,
@@ -332,11 +334,13 @@ def _kv_claims(text: str, idx: _Facts, spans: list[tuple[int, int]]) -> list[Cla
             continue
         fact_value = idx.attributes[matched][1]
         nv = _norm(value)
-        if nv and (nv in fact_value or fact_value in nv):
-            out.append(Claim(span, "attribute", True, None, m.start(), m.end()))
-            continue
         claimed = [q for q, _, _ in quantities(value, default_currency=idx.currency)]
         pool = idx.quantities_by_key.get(matched, [])
+        # Numbers are compared as quantities first: "12.99 EUR" contains the fact "12.99" as a
+        # substring but is a unit mismatch against 12.99 USD.
+        if nv and not (claimed and pool) and (nv in fact_value or fact_value in nv):
+            out.append(Claim(span, "attribute", True, None, m.start(), m.end()))
+            continue
         reasons = [_quantity_reason(q, pool) for q in claimed]
         if claimed and pool and all(r is None for r in reasons):
             out.append(Claim(span, "attribute", True, None, m.start(), m.end()))

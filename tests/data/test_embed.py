@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from cluster.config import load_config
@@ -70,8 +68,9 @@ def test_product_text_is_deterministic():
 def test_job_writes_one_normalized_vector_per_product_matching_the_plain_loop(ray_local, config, models_dir):
     table = products()
     layout = ArtifactLayout(config.artifacts.root)
-    Path(layout.products).mkdir(parents=True)
-    pq.write_table(table, f"{layout.products}/part-00000.parquet")
+    from data.shards import write_shard_set
+
+    write_shard_set(table, layout.products, rows_per_shard=1000, row_group_rows=1000, meta={"stage": "test"})
     # id maps from a few events, so item_idx is filled for the products that have them
     events = pa.table({"user_id": ["u1", "u1", "u2"], "product_id": ["p001", "p002", "p001"], "event": ["view"] * 3,
                        "ts": [T0, T0 + dt.timedelta(seconds=1), T0], "value": [None] * 3, "text": [None] * 3}, schema=EVENTS)  # fmt: skip

@@ -180,8 +180,9 @@ def test_split_command_reads_the_shard_set_and_commits(tmp_path):
     layout = ArtifactLayout(str(tmp_path))
     missing = run_cli("data", "split", "--set", f"artifacts.root={tmp_path}", timeout=120)
     assert missing.returncode == 1 and "shopgraph data prepare" in missing.stderr
-    (tmp_path / "data" / "events").mkdir(parents=True)
-    pq.write_table(events(TINY), tmp_path / "data" / "events" / "part-00000.parquet")
+    from data.shards import write_shard_set
+
+    write_shard_set(events(TINY), layout.events, rows_per_shard=1000, row_group_rows=1000, meta={"stage": "test"})
     done = run_cli("data", "split", "--set", f"artifacts.root={tmp_path}", "--set", "data.splits.k_core=0", timeout=120)
     assert done.returncode == 0, done.stderr
     assert '"users": 3' in done.stdout

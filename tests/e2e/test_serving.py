@@ -3,11 +3,7 @@ product page in real headless Chromium (screenshot saved under test-output/)."""
 
 from __future__ import annotations
 
-import html
-import os
-import re
 import shutil
-from pathlib import Path
 
 import httpx
 import pytest
@@ -71,6 +67,7 @@ def test_product_page_through_vllm_is_valid_json_and_grounded(live):
     assert not check(shown, facts, known_brands=sorted({p.brand for p in catalog.products.values() if p.brand})).unsupported
 
 
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed (scripts/setup.sh installs it with apt-get as root)")
 def test_demo_page_in_headless_chromium(live):
     from playwright.sync_api import sync_playwright
 

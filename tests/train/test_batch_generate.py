@@ -35,7 +35,8 @@ def test_generate_content_for_a_catalog_with_an_injected_product(ray_local, mode
     layout = ArtifactLayout(str(tmp_path))
     write_shard_set(products, layout.products, rows_per_shard=100, row_group_rows=100, meta={"stage": "test"})
     cfg = load_config(None, [f"models.dir={models_dir}", f"artifacts.root={tmp_path}", "models.engine.max_model_len=1024",
-                             "train.generator.content.num_cpus=0.5", "train.generator.content.batch_size=8"])  # fmt: skip
+                             "train.generator.content.num_cpus=0.5", "train.generator.content.batch_size=8",
+                             "train.generator.content.max_new_tokens=128"])  # fmt: skip
     base = models_dir / "smollm2-135m-instruct"  # any committed model dir works; the base keeps the test fast
     stats = generate_content(cfg, model_dir=base)
 

@@ -32,10 +32,21 @@ def test_score_task_counts_validity_and_grounding():
     facts = json.dumps({"title": "Mug", "attributes": {"capacity": "350 ml"}})
     examples = [{"id": "pdp:a", "facts": facts, "reference": {"description": "Holds 350 ml."}}] * 2
     good = json.dumps({"title": "Mug", "highlights": ["capacity: 350 ml"], "description": "Holds 350 ml."})
-    out = score_task("pdp", [good, '{"title": "Mug", "highl'], examples, [])
+    out = score_task("pdp", [good, "Sure! Here is the JSON"], examples, [])
     assert out["json_validity"] == 0.5 and out["unsupported_rate"] == 0.0
+    cut = score_task("pdp", [good, '{"title": "Mug", "highl'], examples, [])
+    assert cut["json_validity"] == 1.0 and cut["json_complete"] == 0.5  # closed, but counted as cut off
     bad = json.dumps({"title": "Mug", "highlights": [], "description": "Holds 500 ml."})
     assert score_task("pdp", [bad, good], examples, [])["outputs_with_unsupported"] == 0.5
+
+
+def test_a_cut_off_structured_answer_is_closed():
+    from train.prompts import repair_pdp
+
+    cut = '{"title":"牛仔夹克","highlights":["蓝色"],"description":"经典夹克。被实际上被称'
+    assert repair_pdp(cut) == {"title": "牛仔夹克", "highlights": ["蓝色"], "description": "经典夹克。"}
+    assert repair_pdp('{"title":"A","highl') == {"title": "A", "highlights": [], "description": ""}
+    assert repair_pdp("not json") is None
 
 
 def _fake_fine_tuned(base, out):
@@ -51,7 +62,8 @@ def test_cli_compares_base_and_fine_tuned(models_dir, tmp_path):
     write_tiny_corpora(tmp_path)
     _fake_fine_tuned(models_dir / "smollm2-135m-instruct", tmp_path / "models" / "generator")
     proc = run_cli("train", "eval-generator", "--set", f"models.dir={models_dir}", "--set", f"artifacts.root={tmp_path}",
-                   "--set", "models.engine.max_model_len=1024", "--set", "train.generator.eval.max_examples=2", timeout=600)  # fmt: skip
+                   "--set", "models.engine.max_model_len=1024", "--set", "train.generator.eval.max_examples=2",
+                   "--set", "train.generator.eval.max_new_tokens=128", timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "reports" / "generator"
     report = json.loads((out / "eval.json").read_text())

@@ -109,7 +109,7 @@ VLLM_SCRIPT = textwrap.dedent(
         from vllm import SamplingParams
 
         llm = build_structured_vllm(model_dir, GeneratorEngineConfig(max_model_len=1024, max_num_seqs=4))
-        guided = SamplingParams(max_tokens=160, temperature=0.0, seed=0, structured_outputs=pdp_structured_outputs())
+        guided = SamplingParams(max_tokens=256, temperature=0.0, seed=0, structured_outputs=pdp_structured_outputs())
         free = SamplingParams(max_tokens=24, temperature=0.0, seed=0)
         outs = llm.chat([pdp_messages(f) for f in facts], guided, use_tqdm=False)
         plain = llm.chat([[{"role": "user", "content": "Say hello."}]], free, use_tqdm=False)

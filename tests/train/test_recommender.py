@@ -4,7 +4,6 @@ the checkpoint, the export is complete, and it beats popularity on planted struc
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -19,7 +19,6 @@ from typing import Protocol
 
 import numpy as np
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 
 from train.metrics import full_ranking_ranks, metrics_from_ranks, sample_negatives, sampled_ranks
 
@@ -121,15 +120,9 @@ class CooccurrenceScorer:
     name = "cooccurrence"
 
     def __init__(self, interactions: list[np.ndarray], num_items: int, window: int = 3, recent: int = 3):
-        rows, cols = [], []
-        for seq in interactions:
-            for d in range(1, window + 1):
-                if len(seq) > d:
-                    rows.append(seq[:-d])
-                    cols.append(seq[d:])
-        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        self.matrix = sp.csr_matrix((np.ones(len(r)), (r, c)), shape=(num_items + 1, num_items + 1))
+        from train.ranker_features import cooccurrence_matrix
+
+        self.matrix = cooccurrence_matrix(interactions, num_items, window=window)
         self.pop = PopularityScorer(interactions, num_items).counts
         self.recent = recent
 
@@ -237,3 +230,15 @@ def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None,
         f"<h1>{html.escape(title)}</h1>{img}<table border=1 cellpadding=4>"
         f"<tr><th>protocol</th><th>model</th>{head}<th>users</th></tr>{''.join(rows)}</table>"
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    from train.cli import app
+
+    app(["evaluate", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    main()

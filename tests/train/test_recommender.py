@@ -113,3 +113,12 @@ def test_python_m_entry_point_rejects_bad_config():
     result = subprocess.run([sys.executable, "-m", "train.recommender", "--set", "train.recommender.epochs=0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "train.recommender.epochs" in result.stderr
+
+
+def test_evaluate_entry_point_without_a_trained_model_says_what_to_run(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "train.evaluate", "--set", f"artifacts.root={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "shopgraph train recommender" in result.stderr

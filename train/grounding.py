@@ -162,6 +162,20 @@ def _term_pattern(terms: Iterable[str]) -> re.Pattern[str]:
 
 _MATERIAL_RE = _term_pattern(_MATERIALS)
 _COLOUR_RE = _term_pattern(_COLOURS)
+# Claims a shop is liable for that no catalog fact here backs unless it says so itself:
+# ratings and rankings, certifications, eco claims, guarantees, offers. Small models add
+# them freely ("a top-rated, eco-friendly mug"); each is unsupported unless the facts use it.
+_ASSURANCES = (
+    "top-rated", "top rated", "best-selling", "best selling", "bestseller", "best seller", "award-winning", "award winning",
+    "#1", "number one", "no. 1", "most popular", "5-star", "five-star", "highly rated", "customer favorite", "customer favourite",
+    "eco-friendly", "eco friendly", "environmentally friendly", "sustainable", "sustainably", "recycled", "biodegradable", "organic",
+    "non-toxic", "bpa-free", "bpa free", "hypoallergenic", "certified", "fda-approved", "clinically proven", "dermatologist tested",
+    "waterproof", "water-resistant", "water resistant", "shockproof", "dishwasher safe", "dishwasher-safe", "microwave safe",
+    "lifetime", "warranty", "guarantee", "guaranteed", "money-back", "free shipping", "free delivery", "limited time", "limited edition",
+    "limited supply", "on sale", "discount", "handmade", "hand-made", "made in",
+    "好评", "畅销", "环保", "有机", "防水", "保修", "包邮", "限时", "正品保证", "无毒",
+)
+_ASSURANCE_RE = _term_pattern(_ASSURANCES)
 # "key: value" — a short key (≤3 Latin words or ≤8 CJK chars) before ':' / '：' / '='.
 _KV = re.compile(
     r"(?P<key>[A-Za-z][A-Za-z\-]*(?: [A-Za-z][A-Za-z\-]*){0,2}|[\u3400-\u9fff]{1,8})\s*[:：=]\s*(?P<value>[^,;，；。!?！？\n:：]+?)(?=\s*(?:[,;，；。!?！？\n]|\.\s|\.$|$))"
@@ -404,6 +418,13 @@ def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[s
                 continue
             ok = lexicon[m.group(0)] in known or m.group(0) in idx.text
             claims.append(Claim(text[m.start() : m.end()], kind, ok, None if ok else "not_in_facts", m.start(), m.end()))
+
+    kv_claims = [(c.start, c.end) for c in claims if c.kind == "attribute"]  # "Warranty: 3 years" is one claim
+    for m in _ASSURANCE_RE.finditer(low):
+        if _inside(kv_claims, m.start(), m.end()):
+            continue
+        ok = m.group(0) in idx.text
+        claims.append(Claim(text[m.start() : m.end()], "assurance", ok, None if ok else "not_in_facts", m.start(), m.end()))
 
     brands = {_norm(b) for b in known_brands if b and str(b).strip()}
     if idx.brand:

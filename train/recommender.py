@@ -288,10 +288,9 @@ def evaluate_exported(cfg, *, loo_path: str | None = None) -> dict[str, Any]:
 
 def init_ray(cfg) -> None:
     """Join the configured Ray cluster, or start a local one sized by the config."""
-    import ray
+    from data.inputs import ensure_ray
 
-    if not ray.is_initialized():
-        ray.init(address=cfg.cluster.ray.address, num_cpus=cfg.cluster.ray.num_cpus if cfg.cluster.ray.address is None else None, include_dashboard=False)
+    ensure_ray(cfg)
 
 
 def main(argv: list[str] | None = None) -> None:

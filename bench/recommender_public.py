@@ -2,13 +2,17 @@
 
     .venv/bin/python bench/recommender_public.py                      # Amazon Toys (S3-Rec preprocessing)
     .venv/bin/python bench/recommender_public.py --epochs 200 --set train.recommender.dropout=0.5
+    .venv/bin/python bench/recommender_public.py --epochs 40 --set train.recommender.dropout=0.5 --set train.recommender.item_attributes=true
 
 Reads a "user item item ..." file (one user per line, items in time order, 1-based ids), as
 the S3-Rec authors publish it, applies the SASRec leave-one-out split (last item test,
 second-to-last validation), trains with the same Ray Train recipe as production and prints
 JSON: our metrics under both protocols (sampled with 99 negatives, as in S3-Rec's tables;
 full ranking), the baselines, and the published SASRec / S3-Rec figures. The data is read
-from the shared folder, never copied into the repository.
+from the shared folder, never copied into the repository. With
+`train.recommender.item_attributes=true` the item attributes S3-Rec uses (brand, categories:
+`<name>_item2attributes.json` beside the data file, {"item id": [attribute ids]}) are given
+to the model as attribute embeddings.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ def main() -> None:
     repo = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(repo.parent / "shared" / "data" / "amazon-toys-s3rec" / "Toys_and_Games.txt"))
+    parser.add_argument("--attributes", default=None, help="item -> attribute ids JSON (default: <data stem>_item2attributes.json beside --data)")
     parser.add_argument("--name", default="amazon-toys-s3rec")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.recommender.dropout=0.5")
@@ -67,8 +72,12 @@ def main() -> None:
         )
         from train.recommender import train_recommender
 
+        attributes = None
+        if cfg.train.recommender.item_attributes:
+            path = Path(args.attributes or Path(args.data).with_name(Path(args.data).stem + "_item2attributes.json"))
+            attributes = {int(k): v for k, v in json.loads(path.read_text()).items()}
         start = time.perf_counter()
-        meta = train_recommender(cfg, num_items=loo.num_items, run_name=f"bench-{args.name}")
+        meta = train_recommender(cfg, num_items=loo.num_items, item_attributes=attributes, run_name=f"bench-{args.name}")
         seconds = time.perf_counter() - start
     print(
         json.dumps(

@@ -58,6 +58,12 @@ class RecommenderConfig(BaseModel):
     num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (best by validation NDCG@10).")
     max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from by restarting from the last checkpoint.")
     amp: bool = Field(True, description="bf16 autocast when training on GPU (ignored on CPU).")
+    item_attributes: bool = Field(
+        False,
+        description="Feature-enriched SASRec: add the mean of learned attribute embeddings (brand, each category-path level) to every item's "
+        "vector, in the input and the tied output layer. Needs products with category/brand (or an attribute table from the caller).",
+    )
+    max_attributes: int = Field(8, ge=1, le=64, description="Attribute slots per item when item_attributes is on; an item's extra attributes are dropped.")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> RecommenderConfig:

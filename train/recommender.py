@@ -48,6 +48,53 @@ def training_rows(batch: dict[str, Any], max_len: int) -> dict[str, np.ndarray]:
     }
 
 
+def attribute_table(item_attributes: dict[int, list[int]] | list[list[int]], num_items: int, max_attributes: int) -> tuple[np.ndarray, int]:
+    """Item -> attribute ids as a (num_items + 1, slots) int64 table, row 0 and padding = 0.
+
+    `item_attributes` maps dense item ids (1..num_items) to attribute ids (1-based, 0 reserved
+    for padding); items without attributes keep an all-zero row (their ID embedding alone).
+    Returns the table and the number of attribute ids.
+    """
+    pairs = item_attributes.items() if isinstance(item_attributes, dict) else enumerate(item_attributes)
+    rows = {int(i): [int(a) for a in attrs][:max_attributes] for i, attrs in pairs if 1 <= int(i) <= num_items and len(attrs)}
+    if not rows:
+        raise ValueError("train.recommender.item_attributes=true but no item has attributes; set it to false or give the products a category/brand")
+    bad = [a for attrs in rows.values() for a in attrs if a < 1]
+    if bad:
+        raise ValueError(f"attribute ids must be >= 1 (0 is padding), got {bad[:5]}")
+    slots = max(len(a) for a in rows.values())
+    table = np.zeros((num_items + 1, slots), dtype=np.int64)
+    for i, attrs in rows.items():
+        table[i, : len(attrs)] = attrs
+    return table, int(table.max())
+
+
+def catalog_attributes(layout, num_items: int) -> dict[int, list[int]]:
+    """Attributes of the catalog's items: brand and every level of the category path
+    ("a", "a > b", ...), so items of a sub-category also share their parent's embedding."""
+    import pyarrow.parquet as pq
+
+    from data.inputs import load_products, local_dir
+
+    ids_path = local_dir(layout.id_maps) / "items.parquet"
+    try:
+        products = load_products(layout).to_pydict()
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"train.recommender.item_attributes=true needs the product catalog: {e}; run `shopgraph data prepare` or set it to false") from e
+    ids = pq.read_table(ids_path, columns=["product_id", "item_idx"]).to_pydict()
+    idx_of = dict(zip(ids["product_id"], ids["item_idx"]))
+    vocab: dict[str, int] = {}
+    out: dict[int, list[int]] = {}
+    for pid, category, brand in zip(products["product_id"], products["category"], products["brand"]):
+        idx = idx_of.get(pid)
+        if idx is None or idx > num_items:
+            continue
+        parts = [p.strip() for p in (category or "").split(">") if p.strip()]
+        names = [f"category:{' > '.join(parts[: n + 1])}" for n in range(len(parts))] + ([f"brand:{brand}"] if brand else [])
+        out[idx] = [vocab.setdefault(name, len(vocab) + 1) for name in names]
+    return out
+
+
 def _validation_arrays(loo: LooData, max_len: int, max_users: int, seed: int) -> dict[str, np.ndarray]:
     rows, histories, targets = loo.stage("valid")
     if len(rows) > max_users:
@@ -74,7 +121,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"] + rank)
     device = ray.train.torch.get_device()
     core = SASRec(SASRecConfig(**config["model"]))
-    model = ray.train.torch.prepare_model(core)
+    if config.get("item_attrs") is not None:
+        core.set_item_attributes(torch.as_tensor(config["item_attrs"]))
+    # DDP only with 2+ workers (Ray Train leaves a single worker's model unwrapped). SASRec's
+    # buffers (causal mask, item -> attribute table) never change, so DDP need not broadcast
+    # them from rank 0 before every forward.
+    model = ray.train.torch.prepare_model(core, parallel_strategy_kwargs={"broadcast_buffers": False})
     optimizer = torch.optim.AdamW(core.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     use_amp = hp["amp"] and device.type == "cuda"
 
@@ -98,17 +150,31 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # Ray Train restarts the workers, which resume from the last checkpoint.
             raise RuntimeError(f"injected worker failure at epoch {epoch}")
         model.train()
-        losses = []
-        started = time.perf_counter()
+        losses, samples, data_wait = [], 0, 0.0
+        started = fetch_started = time.perf_counter()
+        cpu_started = time.process_time()
         for batch in shard.iter_torch_batches(batch_size=hp["batch_size"], dtypes=torch.long, device=device, local_shuffle_buffer_size=4 * hp["batch_size"]):
+            data_wait += time.perf_counter() - fetch_started  # time the step waited on Ray Data
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 states = model(batch["inputs"])
-                loss = sequence_loss(states.float(), batch["targets"], core.item_emb.weight.float(), loss=hp["loss"], num_negatives=hp["num_negatives"])
+                loss = sequence_loss(states.float(), batch["targets"], core.item_table().float(), loss=hp["loss"], num_negatives=hp["num_negatives"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"), "epoch_seconds": time.perf_counter() - started}
+            samples += len(batch["inputs"])
+            fetch_started = time.perf_counter()
+        # Throughput figures of this worker (bench/train_overhead.py): epoch_seconds covers
+        # the training steps and the data iterator, not validation or checkpointing.
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "epoch_seconds": time.perf_counter() - started,
+            "train_samples": samples,
+            "data_wait_seconds": data_wait,
+            "cpu_seconds": time.process_time() - cpu_started,  # this worker process, all threads
+            "epoch_ended_at": time.time(),
+        }
 
         if (epoch + 1) % hp["eval_every"] == 0 or epoch + 1 == hp["epochs"]:
             core.eval()
@@ -119,7 +185,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics["valid_ndcg@10"] = ndcg
             improved = ndcg > best
             best, bad_rounds = (ndcg, 0) if improved else (best, bad_rounds + 1)
-            curves.append({k: metrics[k] for k in ("epoch", "train_loss", "valid_ndcg@10")})
+            curves.append({k: metrics[k] for k in ("epoch", "train_loss", "valid_ndcg@10", "epoch_seconds", "train_samples", "data_wait_seconds", "cpu_seconds", "epoch_ended_at")})
             stop = torch.tensor([bad_rounds >= hp["patience"]], dtype=torch.int32)
             if dist.is_initialized():
                 dist.broadcast(stop, src=0)  # rank 0's view decides, so all ranks stop together
@@ -141,15 +207,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None = None, run_name: str | None = None, fail_once_at_epoch: int | None = None) -> dict[str, Any]:
-    """Run the recipe with the root config `cfg`; returns the exported manifest's meta."""
+def build_trainer(
+    cfg,
+    *,
+    loo_path: str | None = None,
+    num_items: int | None = None,
+    item_attributes: dict[int, list[int]] | None = None,
+    run_name: str | None = None,
+    fail_once_at_epoch: int | None = None,
+):
+    """Validate the inputs, join Ray and build the `TorchTrainer` (not yet fitted).
+
+    Returns (trainer, model config, the split in memory). Shared by `train_recommender` and
+    bench/train_overhead.py, so the benchmark times exactly this recipe.
+    """
     import ray
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from data.layout import ArtifactLayout
-    from data.manifest import staged_dir, write_manifest
 
     layout = ArtifactLayout(cfg.artifacts.root)
     hp = cfg.train.recommender
@@ -165,12 +242,30 @@ def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None
         raise ValueError(f"train.evaluation.num_negatives={ev.num_negatives} needs more than that many items, the catalog has {num_items}; lower it")
     if not len(loo.stage("valid")[0]):
         raise ValueError(f"{loo_path} has no user with 3+ interactions, so there is nothing to validate on; check the data split")
+    item_attrs, num_attributes = None, 0
+    if hp.item_attributes:
+        item_attrs, num_attributes = attribute_table(item_attributes if item_attributes is not None else catalog_attributes(layout, num_items), num_items, hp.max_attributes)
     init_ray(cfg)
     _check_resources(scaling)
 
-    model_cfg = SASRecConfig(num_items=num_items, max_len=hp.max_len, hidden=hp.hidden, num_blocks=hp.num_blocks, num_heads=hp.num_heads, dropout=hp.dropout)
-    train_ds = ray.data.read_parquet(loo_path, columns=["train_items"]).map_batches(
-        training_rows, fn_kwargs={"max_len": hp.max_len}, batch_format="numpy"
+    model_cfg = SASRecConfig(
+        num_items=num_items,
+        max_len=hp.max_len,
+        hidden=hp.hidden,
+        num_blocks=hp.num_blocks,
+        num_heads=hp.num_heads,
+        dropout=hp.dropout,
+        num_attributes=num_attributes,
+        max_attributes=item_attrs.shape[1] if item_attrs is not None else 0,
+    )
+    # Materialized once: the padded rows are small (2 x max_len int64 per user, ~0.8 KB; 1M
+    # users ~0.8 GB, spilled to disk past the object store), and without it every epoch
+    # re-runs the parquet read and padding as Ray tasks that compete with the training step
+    # for the same cores (bench/train_overhead.py measured the difference).
+    train_ds = (
+        ray.data.read_parquet(loo_path, columns=["train_items"])
+        .map_batches(training_rows, fn_kwargs={"max_len": hp.max_len}, batch_format="numpy")
+        .materialize()
     )
     storage = str(Path(f"{layout.reports}/ray-train").resolve())
     trainer = TorchTrainer(
@@ -181,6 +276,7 @@ def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None
             "seed": cfg.train.seed,
             "valid": _validation_arrays(loo, hp.max_len, hp.eval_users, cfg.train.seed),
             "fail_once_at_epoch": fail_once_at_epoch,
+            "item_attrs": item_attrs,
         },
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": train_ds},
@@ -192,6 +288,33 @@ def train_recommender(cfg, *, loo_path: str | None = None, num_items: int | None
             checkpoint_config=CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_ndcg@10", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=hp.max_failures),
         ),
+    )
+    return trainer, model_cfg, loo
+
+
+def train_recommender(
+    cfg,
+    *,
+    loo_path: str | None = None,
+    num_items: int | None = None,
+    item_attributes: dict[int, list[int]] | None = None,
+    run_name: str | None = None,
+    fail_once_at_epoch: int | None = None,
+) -> dict[str, Any]:
+    """Run the recipe with the root config `cfg`; returns the exported manifest's meta.
+
+    With `train.recommender.item_attributes`, attributes come from `item_attributes` (dense
+    item id -> attribute ids, e.g. a public dataset's attribute file) or else the catalog.
+    """
+    from data.layout import ArtifactLayout
+    from data.manifest import staged_dir, write_manifest
+
+    layout = ArtifactLayout(cfg.artifacts.root)
+    hp = cfg.train.recommender
+    ev = cfg.train.evaluation
+    scaling = cfg.train.scaling
+    trainer, model_cfg, loo = build_trainer(
+        cfg, loo_path=loo_path, num_items=num_items, item_attributes=item_attributes, run_name=run_name, fail_once_at_epoch=fail_once_at_epoch
     )
     result = trainer.fit()
     best = _best_checkpoint(result)

@@ -27,6 +27,14 @@ class SASRecConfig:
     num_blocks: int = 2
     num_heads: int = 2
     dropout: float = 0.2
+    # Feature-enriched items (off when 0): an item's vector is its ID embedding plus the mean
+    # of its attribute embeddings (brand, category levels; ids 1..num_attributes, 0 = padding),
+    # in the input and the tied output layer alike. Rare items then share what their
+    # attributes learned from frequent ones -- the side information S3-Rec exploits through
+    # pre-training, here used directly. The item -> attributes table is a buffer in the
+    # state dict, so a loaded model scores exactly as it was trained.
+    num_attributes: int = 0
+    max_attributes: int = 0  # attribute slots per item (rows padded with 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,6 +72,13 @@ class SASRec(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.item_emb = nn.Embedding(cfg.num_items + 1, cfg.hidden, padding_idx=0)
+        self.attr_emb: nn.EmbeddingBag | None = None
+        if cfg.num_attributes > 0:
+            if cfg.max_attributes < 1:
+                raise ValueError(f"max_attributes must be >= 1 when num_attributes > 0, got {cfg.max_attributes}")
+            # mean over the item's attributes; padding slots (0) are left out of the mean
+            self.attr_emb = nn.EmbeddingBag(cfg.num_attributes + 1, cfg.hidden, mode="mean", padding_idx=0)
+            self.register_buffer("item_attrs", torch.zeros(cfg.num_items + 1, cfg.max_attributes, dtype=torch.long))
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.num_blocks))
@@ -77,18 +92,35 @@ class SASRec(nn.Module):
         if isinstance(module, nn.Linear):
             nn.init.xavier_uniform_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
+        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             nn.init.normal_(module.weight, std=0.02)
             if module.padding_idx is not None:
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
+
+    def set_item_attributes(self, item_attrs: torch.Tensor) -> None:
+        """Fill the (num_items + 1, max_attributes) item -> attribute-ids table (row 0 = padding)."""
+        if self.attr_emb is None:
+            raise ValueError("this model has no attribute embeddings (num_attributes=0)")
+        if tuple(item_attrs.shape) != tuple(self.item_attrs.shape):
+            raise ValueError(f"item attribute table has shape {tuple(item_attrs.shape)}, the model expects {tuple(self.item_attrs.shape)}")
+        with torch.no_grad():
+            self.item_attrs.copy_(item_attrs)
+
+    def item_table(self) -> torch.Tensor:
+        """Vectors of every item, row 0 = padding (zeros): the input embedding and the output layer."""
+        weight = self.item_emb.weight
+        if self.attr_emb is not None:
+            weight = weight + self.attr_emb(self.item_attrs)
+        return weight
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """States for every position: (batch, max_len) item ids -> (batch, max_len, hidden)."""
         length = seqs.shape[1]
         pad = (seqs > 0).unsqueeze(-1).to(self.item_emb.weight.dtype)
         positions = torch.arange(length, device=seqs.device).unsqueeze(0)
-        x = self.item_emb(seqs) * math.sqrt(self.cfg.hidden) + self.pos_emb(positions)
+        items = self.item_emb(seqs) if self.attr_emb is None else F.embedding(seqs, self.item_table())
+        x = items * math.sqrt(self.cfg.hidden) + self.pos_emb(positions)
         x = self.drop(x) * pad
         causal = self.causal[:length, :length]
         for block in self.blocks:
@@ -102,11 +134,11 @@ class SASRec(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         """Output embeddings of items 1..num_items (row i-1 is item i)."""
-        return self.item_emb.weight[1:]
+        return self.item_table()[1:]
 
     def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
         """Scores of every item (column 0 = padding, set to -inf)."""
-        scores = self.predict(seqs) @ self.item_emb.weight.T
+        scores = self.predict(seqs) @ self.item_table().T
         scores[:, 0] = float("-inf")
         return scores
 
@@ -123,7 +155,7 @@ def sequence_loss(
     """Next-item loss at every non-padding position.
 
     `states` come from the (possibly DDP-wrapped) model's forward; `item_weight` is the shared
-    item-embedding matrix (row 0 = padding), used as the output layer.
+    item matrix (`SASRec.item_table()`, row 0 = padding), used as the output layer.
 
     - "bce": one uniformly sampled negative per position, binary cross-entropy (the paper).
     - "ce": full softmax cross-entropy over all items (stronger; Klenitskiy & Vasilev 2023).

@@ -122,3 +122,88 @@ def test_evaluate_entry_point_without_a_trained_model_says_what_to_run(tmp_path)
     result = subprocess.run([sys.executable, "-m", "train.evaluate", "--set", f"artifacts.root={tmp_path}"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "shopgraph train recommender" in result.stderr
+
+
+# ----------------------------------------------------------------------------- item attributes (feature-enriched SASRec)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.recommender.item_attributes=maybe", "train.recommender.item_attributes"),
+        ("train.recommender.max_attributes=0", "train.recommender.max_attributes"),
+        ("train.recommender.max_attributes=1000", "train.recommender.max_attributes"),
+    ],
+)
+def test_bad_item_attribute_config_is_rejected(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    assert key in str(err.value)
+
+
+def test_attribute_table_pads_truncates_and_rejects_bad_ids():
+    from train.recommender import attribute_table
+
+    table, num_attributes = attribute_table({1: [3, 1], 3: [2, 5, 4], 9: [7]}, num_items=4, max_attributes=2)
+    assert table.tolist() == [[0, 0], [3, 1], [0, 0], [2, 5], [0, 0]]  # item 9 is not in the catalog; item 3 keeps 2 slots
+    assert num_attributes == 5
+    with pytest.raises(ValueError, match="item_attributes"):
+        attribute_table({1: []}, num_items=4, max_attributes=2)
+    with pytest.raises(ValueError, match="0 is padding"):
+        attribute_table({1: [0, 2]}, num_items=4, max_attributes=2)
+
+
+def test_catalog_attributes_are_brand_and_every_category_level(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    import data.inputs
+    from data.layout import ArtifactLayout
+    from train.recommender import catalog_attributes
+
+    _write_split(tmp_path)
+    products = pa.table({"product_id": ["p1", "p2", "p3", "zzz"], "category": ["Toys > Puzzles", "Toys > Dolls", None, "Toys"], "brand": ["Acme", "Acme", None, "X"]})
+    monkeypatch.setattr(data.inputs, "load_products", lambda layout: products)
+    attrs = catalog_attributes(ArtifactLayout(str(tmp_path)), NUM_ITEMS)
+    assert set(attrs) == {1, 2, 3}  # "zzz" has no item id
+    assert attrs[1][0] == attrs[2][0] and attrs[1][1] != attrs[2][1]  # shared "Toys", distinct sub-categories
+    assert attrs[1][2] == attrs[2][2]  # same brand
+    assert attrs[3] == []
+
+
+def test_item_attributes_without_a_catalog_fail_before_training(tmp_path):
+    from train.recommender import train_recommender
+
+    _write_split(tmp_path)
+    with pytest.raises(FileNotFoundError, match="item_attributes"):
+        train_recommender(_cfg(tmp_path, "train.recommender.item_attributes=true"))
+
+
+def test_attribute_embeddings_enter_input_and_output_and_survive_export():
+    import torch
+
+    from train.recommender import attribute_table
+    from train.sasrec import SASRec, SASRecConfig, sequence_loss
+
+    table, num_attributes = attribute_table({i: [1 + i % 3, 4] for i in range(1, 21)}, num_items=20, max_attributes=4)
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(num_items=20, max_len=8, hidden=16, num_heads=2, num_attributes=num_attributes, max_attributes=table.shape[1]))
+    model.set_item_attributes(torch.as_tensor(table))
+    assert torch.all(model.item_table()[0] == 0)  # padding stays a zero vector
+    seqs = torch.randint(1, 21, (16, 8))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(30):
+        loss = sequence_loss(model(seqs[:, :-1]), seqs[:, 1:], model.item_table(), loss="ce")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert model.attr_emb.weight.grad.abs().sum() > 0 and losses[-1] < losses[0]
+    # the serving path rebuilds the model from model_config.json + model.pt: same vectors, same scores
+    loaded = SASRec(SASRecConfig(**model.cfg.to_dict()))
+    loaded.load_state_dict(model.state_dict())
+    model.eval(), loaded.eval()
+    assert torch.equal(loaded.item_vectors(), model.item_vectors())
+    assert torch.allclose(loaded.score_all(seqs[:2]), model.score_all(seqs[:2]))
+    with pytest.raises(ValueError, match="shape"):
+        model.set_item_attributes(torch.zeros(5, 2, dtype=torch.long))

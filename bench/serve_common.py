@@ -34,15 +34,18 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
 
 
 def prepare(args: argparse.Namespace):
-    """Start local Ray (2 CPUs, as the tests), build missing artifacts; return (cfg, catalog)."""
+    """Start local Ray (2 CPUs, as the tests; Serve settings from `serve.http`), build missing
+    artifacts; return (cfg, catalog)."""
     import ray
 
     from cluster.config import load_config
     from cluster.pipeline import run_pipeline
+    from data.inputs import use_serve_env
     from serve.catalog import load_catalog
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     cfg = load_config(args.config, overrides_of(args))
+    use_serve_env(cfg)  # serve.http.proxy, as `shopgraph serve run` starts Ray
+    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     run_pipeline(cfg, echo=lambda line: print(line, file=sys.stderr))
     return cfg, load_catalog(cfg)
 
@@ -107,8 +110,9 @@ def machine() -> dict[str, object]:
 
 
 def serve_processes() -> dict[str, object]:
-    """This benchmark's Serve processes (HTTP proxy and replicas), by short name: descendants of
-    this driver, which started the local Ray instance, so other Ray sessions are not counted."""
+    """This benchmark's Serve processes (HTTP proxy or HAProxy, and replicas), by short name:
+    descendants of this driver, which started the local Ray instance, so other Ray sessions are
+    not counted."""
     import psutil
 
     out = {}
@@ -117,7 +121,10 @@ def serve_processes() -> dict[str, object]:
             title = " ".join(proc.cmdline())
         except psutil.Error:
             continue
-        for marker in ("ProxyActor", "ServeReplica:"):
+        if proc.name() == "haproxy":
+            out[f"haproxy[{proc.pid}]"] = proc
+            continue
+        for marker in ("ProxyActor", "HAProxyManager", "ServeReplica:"):
             if title.startswith("ray::") and marker in title:
                 name = title.split()[0].removeprefix("ray::").split(".")[0].replace("ServeReplica:", "")
                 out[f"{name}[{proc.pid}]"] = proc

@@ -120,7 +120,7 @@ def main() -> None:
     if args.rate <= 0 or not 0 < args.duration <= 600:
         p.error("--rate must be positive and --duration in (0, 600] seconds")
 
-    _, catalog = prepare(args)
+    cfg, catalog = prepare(args)
     base = start_app(args, engine="none")
     results = {}
     try:
@@ -143,7 +143,7 @@ def main() -> None:
     load = results["load"]
     meets = load["achieved_rps"] >= TARGET["rps"] * 0.99 and load["latency_ms"].get("p99", float("inf")) <= TARGET["p99_ms"] and load["errors"] == 0
     print(json.dumps({
-        "benchmark": "serve_load", "machine": machine(), "endpoint": "POST /v1/recommendations (with_reasons=false, engine=none)",
+        "benchmark": "serve_load", "machine": machine(), "proxy": cfg.serve.http.proxy, "endpoint": "POST /v1/recommendations (with_reasons=false, engine=none)",
         "rate": args.rate, "duration_s": args.duration, "mix": "60% known users, 20% unknown users, 20% anonymous sessions; k=10",
         **load, "warmup": {k: results["warmup"][k] for k in ("ok", "errors", "latency_ms")} if "warmup" in results else None,
         "target": TARGET, "meets_target": meets,

@@ -47,7 +47,7 @@ def main() -> None:
     p.add_argument("--products", type=int, default=30, help="distinct product pages")
     args = p.parse_args()
 
-    _, catalog = prepare(args)
+    cfg, catalog = prepare(args)
     rng = random.Random(args.seed)
     pages = catalog.popular[: args.products]
     known = sorted(u for u, h in catalog.user_history.items() if len(h))
@@ -83,7 +83,7 @@ def main() -> None:
     stats = {k: stats_ms(v) for k, v in timings.items()}
     ratio = {k: round(stats[k]["p50"] / stats["recommendation"]["p50"], 3) for k in ("page_anonymous", "page_known_user")}
     print(json.dumps({
-        "benchmark": "serve_page_cache", "machine": machine(), "engine": "fake", "products": len(pages), "requests_per_kind": args.requests,
+        "benchmark": "serve_page_cache", "machine": machine(), "proxy": cfg.serve.http.proxy, "engine": "fake", "products": len(pages), "requests_per_kind": args.requests,
         "latency_ms": stats, "page_p50_over_recommendation_p50": ratio, "pages_not_from_cache": not_cached,
         "target_ratio": TARGET_RATIO, "meets_target": max(ratio.values()) <= TARGET_RATIO and not_cached == 0,
     }))

@@ -154,14 +154,17 @@ def start_command(ray: RayConfig) -> list[str]:
     return cmd
 
 
-def start_head(ray: RayConfig, timeout: float = 90.0) -> HeadInfo:
-    """Start the head and wait until its dashboard answers; raise LocalClusterError otherwise."""
+def start_head(ray: RayConfig, timeout: float = 90.0, env: dict[str, str] | None = None) -> HeadInfo:
+    """Start the head and wait until its dashboard answers; raise LocalClusterError otherwise.
+
+    `env`: extra environment of the Ray processes (e.g. `serve.http.ray_env()`); the caller's wins.
+    """
     check_ports_free(ray)
     state = state_path(ray)
     state.parent.mkdir(parents=True, exist_ok=True)
     log_path = state.with_suffix(".log")
     # The job driver runs `python -m ...` through the head's PATH: put this venv's python first.
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**(env or {}), **os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(start_command(ray), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     url = dashboard_url(ray)

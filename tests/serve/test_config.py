@@ -1,0 +1,45 @@
+"""serve.http.proxy: the Serve settings Ray reads at start-up, for local Ray and KubeRay pods."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.config import ConfigError, load_config
+from data.inputs import use_serve_env
+
+HA_KEYS = {"RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
+
+
+def test_haproxy_is_the_default_and_sets_throughput_mode():
+    env = load_config(overrides=[]).serve.http.ray_env()
+    assert {k: env[k] for k in HA_KEYS} == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
+def test_ray_proxy_leaves_serve_defaults():
+    env = load_config(overrides=["serve.http.proxy=ray"]).serve.http.ray_env()
+    assert not HA_KEYS & set(env)
+    assert env["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "30"
+
+
+def test_unknown_proxy_is_a_config_error():
+    with pytest.raises(ConfigError, match="serve.http.proxy"):
+        load_config(overrides=["serve.http.proxy=nginx"])
+
+
+def test_local_ray_gets_the_env_and_the_users_own_values_win(monkeypatch):
+    for key in (*HA_KEYS, "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "12")
+    use_serve_env(load_config(overrides=[]))
+    import os
+
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "12"
+
+
+def test_rendered_pods_carry_the_env():
+    from cluster.manifests import ray_service
+
+    spec = ray_service(load_config("configs/gpu-cluster.yaml", []))["spec"]["rayClusterConfig"]
+    for template in [spec["headGroupSpec"]["template"], *(g["template"] for g in spec["workerGroupSpecs"])]:
+        assert {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"} in template["spec"]["containers"][0]["env"]

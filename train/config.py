@@ -123,7 +123,8 @@ class GeneratorEvalSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_examples: int = Field(200, ge=1, description="Held-out (split == 'eval') examples per task, in corpus order.")
-    max_new_tokens: int = Field(384, ge=8, description="Generation budget per output; the longest answer the PDP schema allows is ~380 tokens.")
+    max_new_tokens: int = Field(384, ge=8, description="Generation budget per PDP output; the longest answer the PDP schema allows is ~380 tokens.")
+    reason_max_new_tokens: int = Field(64, ge=8, description="Generation budget per personalized reason (one sentence; serving cuts at serve.generation.reason_max_tokens = 48), so a rambling model is scored on what serving would show, not timed on 384 tokens.")
     compare_base: bool = Field(True, description="Also evaluate the base model (models.generator) in the same report.")
     guided_json: bool = Field(True, description="Constrain PDP outputs to the PDP JSON schema with vLLM structured outputs.")
 

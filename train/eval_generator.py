@@ -18,7 +18,8 @@ For each model (the base `models.generator` and the fine-tuned export under
 - reasons (profile + facts -> one sentence): BLEU / ROUGE-L against the templated reference
   (grounded by construction but not human-written; see data/corpus.py).
 - both: distinct-2 over all outputs of the model, and the grounding check (train/grounding.py):
-  unsupported claims per output and overall, with the catalog's brands as known brands.
+  unsupported claims per output and overall, with the catalog's brands as known brands (and,
+  for reasons, the example's shopper profile, which may be quoted but grounds no product fact).
 
 Writes `<artifacts>/reports/generator/{eval.json, eval.md, eval.html}`.
 """
@@ -29,6 +30,7 @@ import gc
 import html
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +103,8 @@ def score_task(task: str, outputs: list[str], examples: list[dict[str, Any]], br
         raw_validity: float | None = sum(raw_valid) / len(raw_valid) if raw_valid else 0.0
     else:
         hyps, refs, visible, validity, raw_validity = outputs, [ex["reference"] for ex in examples], outputs, None, None
-    grounding = check_batch(visible, facts, known_brands=brands)
+    # a reason may cite the shopper's profile (brands, item names); numbers must be this product's
+    grounding = check_batch(visible, facts, known_brands=brands, profiles=[ex.get("profile") for ex in examples])
     return {
         "examples": len(examples),
         **bleu_rouge(hyps, refs),
@@ -118,7 +121,7 @@ def score_task(task: str, outputs: list[str], examples: list[dict[str, Any]], br
     }
 
 
-def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str, Any]]], *, max_new_tokens: int, guided_json: bool) -> dict[str, list[str]]:
+def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str, Any]]], *, max_new_tokens: int, guided_json: bool, reason_max_new_tokens: int | None = None) -> dict[str, list[str]]:
     """One vLLM engine per model; PDP prompts constrained to the JSON schema."""
     from vllm import SamplingParams
 
@@ -132,7 +135,8 @@ def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str,
                 out[task] = []
                 continue
             structured = pdp_structured_outputs() if task == "pdp" and guided_json else None
-            params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0, seed=0, structured_outputs=structured)
+            budget = reason_max_new_tokens if task == "reasons" and reason_max_new_tokens else max_new_tokens
+            params = SamplingParams(max_tokens=budget, temperature=0.0, seed=0, structured_outputs=structured)
             results = llm.chat([r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"] for r in rows], params, use_tqdm=False)
             out[task] = [r.outputs[0].text.strip() for r in results]
         return out
@@ -163,8 +167,11 @@ def evaluate_generator(cfg, *, model_dir: str | Path | None = None, corpora_dir:
         "models": {},
     }
     for name, path in models.items():
-        outputs = generate_all(path, cfg.models.engine, examples, max_new_tokens=ev.max_new_tokens, guided_json=ev.guided_json)
-        report["models"][name] = {"path": str(path), "tasks": {task: score_task(task, outputs[task], rows, brands) for task, rows in examples.items() if rows}}
+        started = time.perf_counter()
+        outputs = generate_all(path, cfg.models.engine, examples, max_new_tokens=ev.max_new_tokens, guided_json=ev.guided_json, reason_max_new_tokens=ev.reason_max_new_tokens)
+        seconds = time.perf_counter() - started  # engine start + generation of every task
+        report["models"][name] = {"path": str(path), "generate_seconds": seconds,
+                                  "tasks": {task: score_task(task, outputs[task], rows, brands) for task, rows in examples.items() if rows}}  # fmt: skip
     write_report(Path(out_dir or f"{layout.reports}/generator"), report)
     return report
 

@@ -404,7 +404,10 @@ def export_checkpoint(cfg, checkpoint, base: Path, files: list[Path], out: Path)
         trainer_state = json.loads((Path(d) / "trainer_state.json").read_text())
     model = build_model(str(base), {**hp.model_dump(), "gradient_checkpointing": False})
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+    # ZeRO's consolidated state holds the trained parameters only. Frozen ones (the base weights
+    # under LoRA) never changed, and the freshly built model already holds them.
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or [k for k in missing if not k.endswith("lm_head.weight") and k not in frozen]:
         raise RuntimeError(f"checkpoint does not fit {base}: missing={missing[:5]} unexpected={unexpected[:5]}")
     if hp.lora.enabled:
         model = model.merge_and_unload()

@@ -20,6 +20,18 @@ Claims extracted from the text, each marked supported or not, with a reason:
 - materials and colours from a small bilingual lexicon: the material/colour (or its
   translation) must occur in the facts (`not_in_facts`).
 - brands: the product's brand is supported; any other known brand is `brand_mismatch`.
+- product types from a bilingual lexicon ("phone case", "charger", "t-shirt", "jacket", 手机壳,
+  夹克, ...): a type the text names must be a type the product's own facts name (its title,
+  category or attributes), else `type_mismatch` ("this charger" for a phone case). A longer
+  type grounds the shorter ones inside it: a "phone case" supports "phone", not the reverse.
+
+A personalized reason also cites the shopper's profile (`profile=`: recent items, top
+categories, top brands). The profile is evidence about the shopper, never a fact of this
+product: a verbatim quote of a profile item or category ("the Blockwise P4 Building Set, 600,
+Navy Blue you viewed") is a reference, and the claims inside it are not checked; outside a
+quote, brands and product types may also come from the profile ("since you like Hearthline
+mugs"), but numbers, units, materials, colours, assurances and `key: value` claims must be
+facts of this product (a "600-piece" borrowed from a recently viewed set is `not_in_facts`).
 
 CJK text is checked as strictly as English: no word boundaries are assumed there, keys are
 matched as suffixes ("这款夹克材质：棉" has the key 材质), and Chinese units (毫升, 厘米, 千克,
@@ -154,10 +166,12 @@ def _norm(s: str) -> str:
 
 def _term_pattern(terms: Iterable[str]) -> re.Pattern[str]:
     # CJK terms match anywhere (no word boundaries in CJK); Latin terms on word boundaries.
-    alts = []
-    for t in sorted(terms, key=len, reverse=True):
-        alts.append(re.escape(t) if _CJK.search(t) else rf"(?<![a-z]){re.escape(t)}(?![a-z])")
-    return re.compile("|".join(alts))
+    # Longest first, so "stainless steel" wins over "steel"; the boundary checks sit outside
+    # the alternation (one test per position, not one per term: this runs on every request).
+    ordered = sorted(terms, key=len, reverse=True)
+    latin = "|".join(re.escape(t) for t in ordered if not _CJK.search(t))
+    cjk = "|".join(re.escape(t) for t in ordered if _CJK.search(t))
+    return re.compile("|".join(p for p in (latin and rf"(?<![a-z])(?:{latin})(?![a-z])", cjk) if p))
 
 
 _MATERIAL_RE = _term_pattern(_MATERIALS)
@@ -176,6 +190,79 @@ _ASSURANCES = (
     "好评", "畅销", "环保", "有机", "防水", "保修", "包邮", "限时", "正品保证", "无毒",
 )
 _ASSURANCE_RE = _term_pattern(_ASSURANCES)
+# Product types: concept -> names (singular; Latin plurals are derived). Only nouns that name a
+# kind of product and rarely mean anything else in shop copy: no "case", "set", "bag", "train",
+# "watch", "battery" (a tracker's "battery life"), "lens" (a camera's own lens).
+_PRODUCT_TYPES: dict[str, tuple[str, ...]] = {
+    "smartphone": ("smartphone", "phone", "mobile phone", "cell phone", "cellphone", "手机", "智能手机"),
+    "phone case": ("phone case", "phone cover", "手机壳", "手机套", "保护壳"),
+    "screen protector": ("screen protector", "屏幕保护膜", "钢化膜", "贴膜"),
+    "charger": ("charger", "wall charger", "charging adapter", "充电器", "充电头"),
+    "power bank": ("power bank", "powerbank", "充电宝", "移动电源"),
+    "headphones": ("headphones", "headphone", "earphones", "earbuds", "headset", "耳机"),
+    "camera": ("camera", "相机", "照相机", "摄像机"),
+    "camera lens": ("camera lens", "镜头"),
+    "memory card": ("memory card", "sd card", "microsd card", "存储卡", "内存卡"),
+    "tripod": ("tripod", "三脚架"),
+    "camera bag": ("camera bag", "相机包", "摄影包"),
+    "laptop": ("laptop", "notebook computer", "笔记本电脑"),
+    "laptop sleeve": ("laptop sleeve", "电脑内胆包"),
+    "mouse": ("mouse", "mice", "wireless mouse", "鼠标"),
+    "keyboard": ("keyboard", "键盘"),
+    "usb hub": ("usb-c hub", "usb hub", "hub", "docking station", "集线器", "扩展坞"),
+    "coffee maker": ("coffee maker", "coffee machine", "espresso machine", "咖啡机"),
+    "coffee beans": ("coffee beans", "coffee bean", "咖啡豆"),
+    "milk frother": ("milk frother", "frother", "奶泡器"),
+    "cup": ("mug", "cup", "tumbler", "马克杯", "杯子", "水杯", "保温杯"),
+    "water bottle": ("water bottle", "bottle", "水瓶"),
+    "shoes": ("shoes", "shoe", "sneakers", "trainers", "鞋", "跑鞋", "运动鞋"),
+    "socks": ("socks", "sock", "袜子"),
+    "fitness tracker": ("fitness tracker", "activity tracker", "手环"),
+    "remote control car": ("remote control car", "rc car", "遥控车"),
+    "batteries": ("batteries", "rechargeable batteries", "充电电池"),
+    "building set": ("building set", "building blocks", "积木"),
+    "jigsaw puzzle": ("jigsaw puzzle", "jigsaw", "puzzle", "拼图"),
+    "t-shirt": ("t-shirt", "tshirt", "tee", "t恤", "短袖"),
+    "shirt": ("shirt", "衬衫"),
+    "jacket": ("jacket", "夹克"),
+    "coat": ("coat", "外套", "大衣"),
+    "hoodie": ("hoodie", "sweatshirt", "卫衣"),
+    "sweater": ("sweater", "jumper", "毛衣"),
+    "dress": ("dress", "连衣裙"),
+    "jeans": ("jeans", "牛仔裤"),
+    "trousers": ("trousers", "pants", "裤子"),
+    "scarf": ("scarf", "scarves", "围巾"),
+    "wallet": ("wallet", "钱包"),
+    "backpack": ("backpack", "背包", "双肩包"),
+    "handbag": ("handbag", "手提包"),
+    "yoga mat": ("yoga mat", "瑜伽垫"),
+    "vase": ("vase", "花瓶"),
+    "lamp": ("lamp", "台灯", "灯具"),
+    "cutting board": ("cutting board", "chopping board", "砧板", "菜板"),
+    "television": ("television", "tv", "电视", "电视机"),
+}
+
+
+def _plurals(term: str) -> list[str]:
+    if _CJK.search(term) or term.endswith("s"):
+        return [term]
+    if term.endswith(("x", "ch", "sh")):
+        return [term, term + "es"]
+    if term.endswith("y") and term[-2:-1] not in "aeiou":
+        return [term, term[:-1] + "ies"]
+    return [term, term + "s"]
+
+
+_TYPE_OF = {form: concept for concept, terms in _PRODUCT_TYPES.items() for t in terms for form in _plurals(t)}
+_TYPE_RE = _term_pattern(_TYPE_OF)
+# A name grounds every type named inside it: "phone case" -> {phone case, smartphone}, 手机壳 ->
+# {phone case, smartphone}, "t-shirt" -> {t-shirt, shirt}; "phone" grounds only "smartphone".
+_TYPE_CLOSURE = {form: {_TYPE_OF[m.group(0)] for i in range(len(form)) if (m := _TYPE_RE.match(form, i))} | {concept} for form, concept in _TYPE_OF.items()}
+
+
+def _types_in(text: str) -> set[str]:
+    return {c for m in _TYPE_RE.finditer(text) for c in _TYPE_CLOSURE[m.group(0)]}
+
 # "key: value" — a short key (≤3 Latin words or ≤8 CJK chars) before ':' / '：' / '='.
 _KV = re.compile(
     r"(?P<key>[A-Za-z][A-Za-z\-]*(?: [A-Za-z][A-Za-z\-]*){0,2}|[\u3400-\u9fff]{1,8})\s*[:：=]\s*(?P<value>[^,;，；。!?！？\n:：]+?)(?=\s*(?:[,;，；。!?！？\n]|\.\s|\.$|$))"
@@ -229,6 +316,7 @@ class _Facts:
     colours: set[str]
     brand: str | None
     currency: str | None
+    types: set[str] = field(default_factory=set)  # product-type concepts the facts name
 
 
 _INSTRUCTION = re.compile(r"ignore (?:all |any )?(?:the )?(?:previous|prior|above)|disregard|system prompt|you are now|忽略|无视|指令|提示词", re.IGNORECASE)
@@ -239,7 +327,8 @@ def is_plain_value(value: str) -> bool:
     pairs and instructions inside a value ("Ignore previous instructions. Warranty: 99 years")
     are catalog text, not facts, so they support nothing (the prompt-injection defence)."""
     v = value.strip()
-    return len(v) <= 120 and not re.search(r"[:：]|[.!?](?=\s+\S)|[。！？](?=\s*\S)", v) and not _INSTRUCTION.search(v)
+    # a colon between digits is a ratio or a time ("1:16", "2:30"), not an embedded "key: value"
+    return len(v) <= 120 and not re.search(r"(?<!\d)[:：]|[:：](?!\d)|[.!?](?=\s+\S)|[。！？](?=\s*\S)", v) and not _INSTRUCTION.search(v)
 
 
 def _index(facts: Mapping[str, Any] | str) -> _Facts:
@@ -286,7 +375,60 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         colours={_COLOURS[m.group(0)] for m in _COLOUR_RE.finditer(text)},
         brand=_norm(str(facts["brand"])) if facts.get("brand") else None,
         currency=currency,
+        types=_types_in(text),
     )
+
+
+# serve.generator.reason_facts() passes the profile merged into the facts as "profile <key>"
+# attributes ("; "-joined); they are split back out, so the profile never grounds a product claim.
+_PROFILE_ATTR = "profile "
+
+
+@dataclass
+class _Profile:
+    quotes: list[str]  # item titles and categories (and category leaves) a reason may quote verbatim
+    text: str  # everything in the profile, normalized: grounds brands and product types only
+    types: set[str]
+
+
+def _split_profile(facts: Mapping[str, Any] | str, profile: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
+    if isinstance(facts, str):
+        facts = json.loads(facts)
+    attrs = facts.get("attributes") or {}
+    legacy = {str(k)[len(_PROFILE_ATTR) :]: str(v).split("; ") for k, v in attrs.items() if str(k).startswith(_PROFILE_ATTR)}
+    if not legacy:
+        return facts, profile
+    own = {k: v for k, v in attrs.items() if not str(k).startswith(_PROFILE_ATTR)}
+    return {**facts, "attributes": own}, {**legacy, **(profile or {})}
+
+
+def _profile_index(profile: Mapping[str, Any] | None) -> _Profile | None:
+    if not profile:
+        return None
+    entries: list[tuple[str, str]] = []
+    for key, value in profile.items():
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if v is not None and str(v).strip():
+                entries.append((str(key), unicodedata.normalize("NFKC", str(v)).lower().strip()))
+    quotes = set()
+    for key, v in entries:
+        if "brand" in key:
+            continue  # a brand is a name, not a quotable item: it grounds brand claims only
+        quotes.add(v)
+        if ">" in v:
+            quotes.add(v.split(">")[-1].strip())  # "home & kitchen > coffee mugs" is cited as "coffee mugs"
+    text = " | ".join(v for _, v in entries)
+    return _Profile(quotes=sorted((q for q in quotes if q), key=len, reverse=True), text=text, types=_types_in(text))
+
+
+def _quote_spans(low: str, prof: _Profile | None) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for q in prof.quotes if prof else []:
+        start = low.find(q)
+        while start >= 0:
+            spans.append((start, start + len(q)))
+            start = low.find(q, start + 1)
+    return spans
 
 
 # ----------------------------------------------------------------------------- checks
@@ -327,8 +469,15 @@ def _match_key(key: str, idx: _Facts) -> str | None:
     return None
 
 
+# A "key" that opens with a function word is a phrase, not an attribute name: "from Nuvia: a
+# black smartphone" introduces, it does not claim an attribute "from nuvia".
+_NOT_KEY_START = {"a", "an", "the", "from", "by", "with", "for", "of", "in", "on", "at", "to", "and", "or", "meet", "here", "this", "it", "its"}
+
+
 def _looks_like_key(key: str) -> bool:
     nk = _norm(key)
+    if nk.split(" ")[0] in _NOT_KEY_START:
+        return False
     if _CJK.search(nk):
         return any(nk.endswith(s) for s in _ATTR_SYNONYMS if _CJK.search(s)) or len(nk) <= 4
     return any(nk.split(" ")[-1] == s for s in _ATTR_SYNONYMS) or len(nk.split(" ")) <= 2
@@ -338,8 +487,8 @@ def _kv_claims(text: str, idx: _Facts, spans: list[tuple[int, int]]) -> list[Cla
     out = []
     for m in _KV.finditer(text):
         key, value = m["key"], m["value"].strip()
-        if not value or not _looks_like_key(key):
-            continue
+        if not value or not _looks_like_key(key) or (idx.brand and _norm(key) in idx.brand):
+            continue  # "Tinker & Twig: a red car" names the brand, not an attribute "twig"
         matched = _match_key(key, idx)
         spans.append((m.start("value"), m.end("value")))
         span = text[m.start("key") : m.end("value")]
@@ -393,38 +542,50 @@ def pdp_visible_text(obj: Mapping[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = ()) -> GroundingResult:
+def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = (), profile: Mapping[str, Any] | None = None) -> GroundingResult:
     """Extract the claims of `text` and mark each supported or not by `facts`.
 
     `known_brands` (e.g. every brand of the catalog) lets the check catch a wrong brand; the
-    product's own brand is always known.
+    product's own brand is always known. `profile` (a personalized reason's shopper data:
+    lists of recent items, top categories, top brands) may be quoted and may ground brands and
+    product types, never a number, unit, material, colour or attribute of this product.
     """
+    facts, profile = _split_profile(facts, profile)
     idx = _index(facts)
+    prof = _profile_index(profile)
     text = unicodedata.normalize("NFKC", _flatten(text))
     low = text.lower()
-    claims: list[Claim] = []
+    quoted = _quote_spans(low, prof)  # the shopper's own items: references, not claims
     kv_spans: list[tuple[int, int]] = []
-    claims += _kv_claims(text, idx, kv_spans)
+    claims: list[Claim] = [c for c in _kv_claims(text, idx, kv_spans) if not _inside(quoted, c.start, c.end)]
+    skip = kv_spans + quoted
 
     for q, s, e in quantities(text, default_currency=idx.currency):
-        if _inside(kv_spans, s, e):
+        if _inside(skip, s, e):
             continue
         reason = _quantity_reason(q, idx.quantities)
         claims.append(Claim(text[s:e].strip(), "quantity" if q.dimension else "number", reason is None, reason, s, e))
 
     for pattern, lexicon, known, kind in ((_MATERIAL_RE, _MATERIALS, idx.materials, "material"), (_COLOUR_RE, _COLOURS, idx.colours, "colour")):
         for m in pattern.finditer(low):
-            if _inside(kv_spans, m.start(), m.end()):
+            if _inside(skip, m.start(), m.end()):
                 continue
             ok = lexicon[m.group(0)] in known or m.group(0) in idx.text
             claims.append(Claim(text[m.start() : m.end()], kind, ok, None if ok else "not_in_facts", m.start(), m.end()))
 
     kv_claims = [(c.start, c.end) for c in claims if c.kind == "attribute"]  # "Warranty: 3 years" is one claim
     for m in _ASSURANCE_RE.finditer(low):
-        if _inside(kv_claims, m.start(), m.end()):
+        if _inside(kv_claims + quoted, m.start(), m.end()):
             continue
         ok = m.group(0) in idx.text
         claims.append(Claim(text[m.start() : m.end()], "assurance", ok, None if ok else "not_in_facts", m.start(), m.end()))
+
+    for m in _TYPE_RE.finditer(low):
+        if _inside(skip, m.start(), m.end()):
+            continue
+        concept = _TYPE_OF[m.group(0)]
+        ok = concept in idx.types or m.group(0) in idx.text or bool(prof and (concept in prof.types or m.group(0) in prof.text))
+        claims.append(Claim(text[m.start() : m.end()], "product_type", ok, None if ok else "type_mismatch", m.start(), m.end()))
 
     brands = {_norm(b) for b in known_brands if b and str(b).strip()}
     if idx.brand:
@@ -432,20 +593,25 @@ def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[s
     for brand in sorted(brands, key=len, reverse=True):
         pat = re.escape(brand) if _CJK.search(brand) else rf"(?<![a-z0-9]){re.escape(brand)}(?![a-z0-9])"
         for m in re.finditer(pat, low):
-            if _inside(kv_spans, m.start(), m.end()):
+            if _inside(skip, m.start(), m.end()):
                 continue
-            ok = brand == idx.brand or brand in idx.text
+            ok = brand == idx.brand or brand in idx.text or bool(prof and brand in prof.text)
             claims.append(Claim(text[m.start() : m.end()], "brand", ok, None if ok else "brand_mismatch", m.start(), m.end()))
     claims.sort(key=lambda c: (c.start, c.end))
     return GroundingResult(claims)
 
 
-def check_batch(texts: list[str], facts: list[Mapping[str, Any] | str], *, known_brands: Iterable[str] = ()) -> dict[str, Any]:
-    """Per-output results and the overall unsupported-claim rate (unsupported / all claims)."""
-    if len(texts) != len(facts):
-        raise ValueError(f"{len(texts)} texts but {len(facts)} facts; pass one facts entry per text")
+def check_batch(
+    texts: list[str], facts: list[Mapping[str, Any] | str], *, known_brands: Iterable[str] = (), profiles: list[Mapping[str, Any] | None] | None = None
+) -> dict[str, Any]:
+    """Per-output results and the overall unsupported-claim rate (unsupported / all claims).
+
+    `profiles`: one shopper profile per text for personalized reasons (None = no profile)."""
+    if len(texts) != len(facts) or (profiles is not None and len(profiles) != len(texts)):
+        raise ValueError(f"{len(texts)} texts, {len(facts)} facts, {'no' if profiles is None else len(profiles)} profiles; pass one facts entry per text (and one profile per text, or none)")
     brands = list(known_brands)
-    results = [check(t, f, known_brands=brands) for t, f in zip(texts, facts, strict=True)]
+    profiles = profiles if profiles is not None else [None] * len(texts)
+    results = [check(t, f, known_brands=brands, profile=p) for t, f, p in zip(texts, facts, profiles, strict=True)]
     claims = sum(len(r.claims) for r in results)
     unsupported = sum(len(r.unsupported) for r in results)
     return {
@@ -473,10 +639,13 @@ def sentences(text: str) -> list[str]:
     return [s for s in out if s]
 
 
-def remove_unsupported(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = ()) -> str:
-    """`text` without the sentences that carry an unsupported claim (serving runs this)."""
+def remove_unsupported(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = (), profile: Mapping[str, Any] | None = None) -> str:
+    """`text` without the sentences that carry an unsupported claim (serving runs this).
+
+    `profile`: the shopper data a personalized reason was written from (see `check`)."""
     brands = list(known_brands)
-    kept = [s for s in sentences(text) if not check(s, facts, known_brands=brands).unsupported]
+    facts, profile = _split_profile(facts, profile)
+    kept = [s for s in sentences(text) if not check(s, facts, known_brands=brands, profile=profile).unsupported]
     return "".join(kept).strip()
 
 

@@ -169,3 +169,49 @@ def test_sequence_longer_than_context_fails_before_training(models_dir, tmp_path
     assert proc.returncode == 1, proc.stderr
     assert "train.generator.max_seq_len=100000 exceeds the context" in proc.stderr and "8192" in proc.stderr
     assert not (tmp_path / "reports" / "ray-train").exists()
+
+
+@pytest.fixture(scope="module")
+def trained_lora(ray_local, models_dir, tmp_path_factory):
+    """LoRA through the whole recipe: 2 workers, ZeRO-1, one epoch (2 steps) on the tiny corpus."""
+    from train.generator import train_generator
+
+    root = tmp_path_factory.mktemp("gen-lora")
+    write_tiny_corpora(root, max_train={"pdp": 3, "reasons": 1})
+    cfg = _cfg(models_dir, root, "train.generator.lora.enabled=true", "train.generator.lora.r=8", "train.generator.epochs=1", "train.generator.lr=0.002",
+               "train.generator.lora.target_modules=[q_proj, v_proj]")  # fmt: skip
+    return cfg, train_generator(cfg), root
+
+
+def test_lora_trains_and_export_is_merged(trained_lora, models_dir):
+    """The export is a plain model (no adapter tensors): the adapted projections moved, every
+    other weight is the base model's, and the manifest records the LoRA settings."""
+    from safetensors.torch import load_file
+
+    _, meta, root = trained_lora
+    export = root / "models" / "generator"
+    verify_dir(export, full=True)
+    assert meta["hyperparameters"]["lora"]["enabled"] is True and meta["metrics"]["steps"] == 2
+    assert meta["metrics"]["eval_loss"] < meta["metrics"]["base_eval_loss"]
+    tuned = load_file(str(export / "model.safetensors"))
+    base = load_file(str(models_dir / "smollm2-135m-instruct" / "model.safetensors"))
+    assert not [k for k in tuned if "lora" in k or "base_layer" in k]
+    assert set(tuned) - {"lm_head.weight"} == set(base) - {"lm_head.weight"}  # same tensors as the base: merged, not wrapped
+    name = "model.layers.0.self_attn.{}.weight"
+    assert not tuned[name.format("q_proj")].equal(base[name.format("q_proj")])  # adapted, then merged
+    assert tuned[name.format("k_proj")].equal(base[name.format("k_proj")])  # not a target module: untouched
+    assert tuned["model.embed_tokens.weight"].equal(base["model.embed_tokens.weight"])
+
+
+def test_lora_export_loads_in_vllm(trained_lora):
+    _, _, root = trained_lora
+    facts = {"title": "Wooden Train Set", "brand": "Brio", "category": "Toys > Trains", "price": 39.9, "attributes": {"material": "beech wood", "pieces": "32"}}
+    proc = subprocess.run(
+        [sys.executable, "-c", VLLM_SCRIPT, str(root / "models" / "generator"), json.dumps([facts])],
+        cwd=REPO, capture_output=True, text=True, timeout=420, check=False,
+    )  # fmt: skip
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["plain"].strip()
+    assert result["pdp"][0]["parsed"] is not None, result["pdp"][0]["raw"]

@@ -131,3 +131,101 @@ def test_assurances_need_a_fact(text, claim):
     assert found and not found[0].supported and found[0].text.lower() == claim
     backed = {**EN, "attributes": {**EN["attributes"], "certification": "eco-friendly"}}
     assert all(c.supported for c in check("An eco-friendly set.", backed).claims if c.kind == "assurance")
+
+
+PHONE_CASE = {"title": "Kairo R45 Phone Case, TPU, White", "brand": "Kairo", "category": "Electronics > Phone Cases", "price": 16.99, "currency": "USD",
+              "attributes": {"color": "white", "drop protection": "1.2 m", "material": "TPU"}}  # fmt: skip
+TSHIRT = {"title": "Cotton T-Shirt", "brand": "Basics", "category": "Clothing > Tops", "price": 12.5, "currency": "USD", "attributes": {"material": "cotton", "color": "blue"}}
+PHONE = {"title": "Nuvia V73 Smartphone, 512 GB, Black", "brand": "Nuvia", "category": "Electronics > Smartphones", "price": 177.99, "currency": "USD",
+         "attributes": {"color": "black", "storage": "512 GB"}}  # fmt: skip
+ZH_CASE = {"title": "硅胶手机壳", "brand": "凯罗", "category": "数码 > 手机壳", "price": 39, "currency": "CNY", "attributes": {"材质": "硅胶", "颜色": "白色"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "facts", "expected"),
+    [
+        ("A white phone case that keeps your phone safe from 1.2 m drops.", PHONE_CASE, []),  # a phone case grounds "phone"
+        ("Phone cases made of TPU.", PHONE_CASE, []),  # plurals
+        ("A fast charger in white.", PHONE_CASE, [("charger", "type_mismatch")]),
+        ("A black phone case for 512 GB phones.", PHONE, [("phone case", "type_mismatch")]),  # "phone" does not ground "phone case"
+        ("A soft blue cotton tee, a shirt for every day.", TSHIRT, []),  # synonyms; a t-shirt grounds "shirt"
+        ("A warm blue cotton jacket.", TSHIRT, [("jacket", "type_mismatch")]),
+        ("Blue cotton T-shirts and hoodies.", TSHIRT, [("hoodies", "type_mismatch")]),
+        ("这款白色手机壳保护你的手机。", ZH_CASE, []),
+        ("这款充电器采用硅胶材质。", ZH_CASE, [("充电器", "type_mismatch")]),
+        ("A white silicone phone case.", ZH_CASE, []),  # English names ground on Chinese facts ...
+        ("Classic blue denim jacket.", ZH, []),
+        ("这件T恤采用牛仔布。", ZH, [("T恤", "type_mismatch")]),  # ... and Chinese on Chinese
+        ("A T-shirt in blue.", ZH, [("T-shirt", "type_mismatch")]),
+    ],
+)
+def test_product_type_must_be_the_products_own(text, facts, expected):
+    """A type the copy names must come from the product's title, category or attributes."""
+    assert reasons(text, facts) == expected
+
+
+PUZZLE = {"title": "Blockwise Z18 Jigsaw Puzzle, 1000, Navy Blue", "brand": "Blockwise", "category": "Toys & Games > Jigsaw Puzzles", "price": 20.99,
+          "currency": "USD", "attributes": {"color": "navy blue", "pieces": "1000", "theme": "landscape"}}  # fmt: skip
+PROFILE = {"recent_items": ["Blockwise P4 Building Set, 600, Red", "Morrow V51 Coffee Mug, 350 ml, Sand"], "top_categories": ["Home & Kitchen > Coffee Makers"],
+           "top_brands": ["Kettleworks", "Morrow"]}  # fmt: skip
+BRANDS = ["Blockwise", "Kettleworks", "Morrow", "Brewly"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a verbatim quote of a viewed item or a top category is a reference, not a claim about this product
+        ("It goes well with the Blockwise P4 Building Set, 600, Red you looked at recently: the Blockwise Z18 Jigsaw Puzzle, 1000, Navy Blue.", []),
+        ("You have been exploring Coffee Makers, and this 1000-piece navy blue puzzle is a calm break.", []),
+        # brands and product types may come from the profile
+        ("Since you often choose Morrow and Kettleworks, a Blockwise puzzle to enjoy with your coffee mug.", []),
+        ("This Brewly puzzle is a great pick.", [("Brewly", "brand_mismatch")]),  # in neither the facts nor the profile
+        # numbers, units and colours borrowed from the profile are not facts of this product
+        ("Like the set you viewed, this puzzle has 600 pieces.", [("600 pieces", "numeric_mismatch")]),
+        ("A red puzzle to match your building set.", [("red", "not_in_facts")]),
+        ("It holds 350 ml, just like your mug.", [("350 ml", "not_in_facts")]),
+        ("Only $20.99 for 1000 pieces.", []),
+    ],
+)
+def test_profile_grounds_references_not_product_claims(text, expected):
+    assert reasons(text, PUZZLE, known_brands=BRANDS, profile=PROFILE) == expected
+
+
+def test_profile_merged_into_facts_the_serving_way_is_still_only_a_profile():
+    """serve.generator.reason_facts() passes the profile as "profile <key>" attributes ("; "-joined):
+    it grounds references the same way, and still no product number."""
+    merged = {**PUZZLE, "attributes": {**PUZZLE["attributes"], **{f"profile {k}": "; ".join(v) for k, v in PROFILE.items()}}}
+    assert reasons("Like the set you viewed, this puzzle has 600 pieces.", merged) == [("600 pieces", "numeric_mismatch")]
+    assert reasons("Since you like Morrow, a Blockwise puzzle to enjoy with your coffee mug.", merged, known_brands=BRANDS) == []
+    text = "You viewed the Blockwise P4 Building Set, 600, Red. This puzzle has 600 pieces. It has 1000 pieces."
+    assert remove_unsupported(text, merged) == "You viewed the Blockwise P4 Building Set, 600, Red. It has 1000 pieces."
+    assert remove_unsupported(text, PUZZLE, profile=PROFILE) == remove_unsupported(text, merged)
+
+
+def test_profile_in_chinese():
+    cup = {"title": "象印保温杯", "brand": "象印", "category": "厨房 > 水杯", "price": 159, "currency": "CNY", "attributes": {"容量": "500毫升", "材质": "不锈钢"}}
+    profile = {"recent_items": ["虎牌保温杯 350毫升 红色", "牛仔夹克"], "top_categories": ["厨房 > 水杯"], "top_brands": ["虎牌"]}
+    kw = {"known_brands": ["象印", "虎牌"], "profile": profile}
+    assert reasons("你最近看过虎牌保温杯 350毫升 红色，这款象印保温杯容量500毫升。", cup, **kw) == []
+    assert reasons("喜欢虎牌的你，也会喜欢这款不锈钢保温杯，配你的夹克。", cup, **kw) == []
+    assert reasons("这款保温杯容量350毫升，红色。", cup, **kw) == [("350毫升", "numeric_mismatch"), ("红色", "not_in_facts")]
+    assert reasons("喜欢虎牌的你", cup, known_brands=["象印", "虎牌"]) == [("虎牌", "brand_mismatch")]  # no profile: another brand
+
+
+def test_batch_takes_one_profile_per_text():
+    text = "Like the set you viewed, this puzzle has 600 pieces, from Morrow."
+    out = check_batch([text, text], [PUZZLE, PUZZLE], known_brands=BRANDS, profiles=[PROFILE, None])
+    assert [len(o["unsupported"]) for o in out["per_output"]] == [1, 2]  # Morrow is grounded by the profile only
+    with pytest.raises(ValueError, match="one profile per text"):
+        check_batch([text], [PUZZLE], profiles=[])
+
+
+def test_catalog_copy_patterns_are_not_false_claims():
+    """Phrasings of the sample catalog's own descriptions: an intro before a colon is no
+    "key: value" claim, a brand ending in a word is no key, and a ratio is a plain value."""
+    car = {"title": "Zoomster S48 Remote Control Car, 1:24, Graphite", "brand": "Tinker & Twig", "category": "Toys & Games > Remote Control Cars",
+           "attributes": {"color": "graphite", "scale": "1:24"}}  # fmt: skip
+    assert reasons("Meet the S48 from Tinker & Twig: a graphite remote control car. Its scale is 1:24.", car) == []
+    assert reasons("Tinker & Twig: a graphite remote control car.", car) == []
+    assert reasons("Its scale is 1:10.", car) == [("10", "numeric_mismatch")]
+    assert reasons("Scale: 1:10.", car) == [("10", "numeric_mismatch")]

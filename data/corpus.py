@@ -215,7 +215,8 @@ def reason_examples(products: pa.Table, events: pa.Table, cfg: CorpusConfig, cur
         product = by_id[target]
         facts = facts_of(product, currency)
         serialized = serialize_facts(product, currency)
-        related = next((_text(by_id[p]["title"]) for p in reversed(history) if _related(by_id[p], product)), None)
+        # Only an item the prompt shows: a reference citing one the model cannot see teaches it to invent items.
+        related = next((t for p in reversed(history) if (t := _text(by_id[p]["title"])) in recent and _related(by_id[p], product)), None)
         sentence, evidence = reason_reference(facts, profile, related)
         user_msg = f"{REASON_TASK}\n{_block(PROFILE_OPEN, _json_block(profile), PROFILE_CLOSE)}\n{_block(FACTS_OPEN, serialized, FACTS_CLOSE)}"
         out.append(

@@ -117,6 +117,16 @@ def test_reason_examples_are_templated_from_profile_evidence():
     assert "Ignore all previous" not in u2["messages"][0]["content"]
 
 
+def test_reason_evidence_cites_only_items_the_prompt_shows():
+    # p1 (same brand and category as the target p4) is older than the profile's one recent item
+    events = events_table([("u", "p1", 1), ("u", "p2", 2), ("u", "p2", 3), ("u", "p4", 4)])
+    cfg = CorpusConfig(profile_recent_items=1, profile_top_k=1)
+    [reason] = build_corpora(cfg, products_table(), events)["reasons"]
+    assert reason["profile"]["recent_items"] == ["牛仔夹克"]
+    assert reason["evidence"] == {"kind": "recent_item", "value": "牛仔夹克"}
+    assert "Wooden Train Set" not in reason["reference"]
+
+
 def test_split_is_a_stable_hash_and_output_is_deterministic(tmp_path):
     assert split_of("p1", 0.0) == "train" and split_of("p1", 0.999999) == "eval"
     share = sum(split_of(f"p{i}", 0.2) == "eval" for i in range(5000)) / 5000

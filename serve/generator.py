@@ -44,7 +44,7 @@ class GeneratorCore:
 
         started = time.perf_counter()
         raw = await self._complete(reason_messages(profile, facts), self.cfg.reason_max_tokens)
-        kept = _first_sentence(remove_unsupported(raw, reason_facts(facts, profile), known_brands=self.known_brands))
+        kept = _first_sentence(remove_unsupported(raw, facts, profile=profile, known_brands=self.known_brands))
         return {"text": kept or None, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
     async def page(self, facts: dict) -> dict[str, Any]:
@@ -86,16 +86,6 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
         return {"sections": None, "why": "ungrounded", "error": "every sentence of the description had an unsupported claim"}
     removed = len(page["highlights"]) - len(grounded["highlights"]) + (grounded["description"] != page["description"])
     return {"sections": grounded, "removed": removed}
-
-
-def reason_facts(facts: dict, profile: dict) -> dict:
-    """What a reason may state: the product's facts plus the shopper's own profile (the items,
-    categories and brands it cites are facts about this shopper, not about the product)."""
-    attributes = dict(facts.get("attributes") or {})
-    for key in ("recent_items", "top_categories", "top_brands"):
-        if profile.get(key):
-            attributes[f"profile {key}"] = "; ".join(str(v) for v in profile[key])
-    return {**facts, "attributes": attributes}
 
 
 def _first_sentence(text: str) -> str:

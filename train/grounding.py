@@ -379,8 +379,8 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
     )
 
 
-# serve.generator.reason_facts() passes the profile merged into the facts as "profile <key>"
-# attributes ("; "-joined); they are split back out, so the profile never grounds a product claim.
+# A caller may pass the profile merged into the facts as "profile <key>" attributes ("; "-joined);
+# they are split back out, so the profile never grounds a product claim.
 _PROFILE_ATTR = "profile "
 
 

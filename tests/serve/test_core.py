@@ -10,7 +10,7 @@ import pytest
 from serve.config import GenerationConfig
 from serve.content import CacheKey, ContentCache, template_page
 from serve.engine import FakeEngine
-from serve.generator import GeneratorCore, ground_page, reason_facts
+from serve.generator import GeneratorCore, ground_page
 from serve.recommend import template_reason
 from serve.catalog import Product
 from serve.testing import echo_facts, invent_claims
@@ -55,11 +55,11 @@ def test_invalid_json_page_falls_back():
 def test_reason_keeps_profile_mentions_and_drops_invented_claims():
     core = GeneratorCore(FakeEngine(invent_claims), GenerationConfig())
     assert asyncio.run(core.reason(FACTS, PROFILE))["text"] is None  # "weighs 12 kg", "titanium"
-    facts = reason_facts(FACTS, PROFILE)
     from train.grounding import check
 
-    assert not check("Since you like Hearthline mugs, this Brewly mug is a good match.", facts, known_brands=["Hearthline", "Brewly", "Morrow"]).unsupported
-    assert check("This Morrow mug is 500 ml.", facts, known_brands=["Hearthline", "Brewly", "Morrow"]).unsupported
+    brands = ["Hearthline", "Brewly", "Morrow"]
+    assert not check("Since you like Hearthline mugs, this Brewly mug is a good match.", FACTS, known_brands=brands, profile=PROFILE).unsupported
+    assert check("This Morrow mug is 500 ml.", FACTS, known_brands=brands, profile=PROFILE).unsupported
 
 
 def test_engine_failure_propagates_for_the_ingress_to_fall_back():

@@ -191,9 +191,9 @@ def test_profile_grounds_references_not_product_claims(text, expected):
     assert reasons(text, PUZZLE, known_brands=BRANDS, profile=PROFILE) == expected
 
 
-def test_profile_merged_into_facts_the_serving_way_is_still_only_a_profile():
-    """serve.generator.reason_facts() passes the profile as "profile <key>" attributes ("; "-joined):
-    it grounds references the same way, and still no product number."""
+def test_profile_merged_into_facts_is_still_only_a_profile():
+    """A caller that merges the profile into the facts as "profile <key>" attributes ("; "-joined)
+    grounds references the same way as `profile=`, and still no product number."""
     merged = {**PUZZLE, "attributes": {**PUZZLE["attributes"], **{f"profile {k}": "; ".join(v) for k, v in PROFILE.items()}}}
     assert reasons("Like the set you viewed, this puzzle has 600 pieces.", merged) == [("600 pieces", "numeric_mismatch")]
     assert reasons("Since you like Morrow, a Blockwise puzzle to enjoy with your coffee mug.", merged, known_brands=BRANDS) == []

@@ -60,7 +60,8 @@ def check_vectors(vectors: np.ndarray, dim: int | None = None, what: str = "vect
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     if (norms == 0).any():
         raise ValueError(f"{what} contain an all-zero vector, which has no direction for inner-product search")
-    return vectors / norms
+    vectors /= norms  # in place: at 1M x 384 every extra copy is 1.5 GB
+    return vectors
 
 
 def build_params(cfg: IndexConfig, n: int) -> dict[str, Any]:

@@ -24,13 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster.config import load_config  # noqa: E402
-from data.schemas import LOO_SPLIT  # noqa: E402
 from train.evaluate import LooData  # noqa: E402
 
 PUBLISHED = {
@@ -57,10 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "data" / "splits").mkdir(parents=True)
-        pq.write_table(
-            pa.table({"user_idx": loo.user_idx, "train_items": [t.tolist() for t in loo.train_items], "valid_item": loo.valid_item, "test_item": loo.test_item}, schema=LOO_SPLIT),
-            root / "data" / "splits" / "loo.parquet",
-        )
+        loo.write_parquet(root / "data" / "splits" / "loo.parquet")
         cfg = load_config(
             overrides=[
                 f"artifacts.root={root}",

@@ -49,6 +49,18 @@ class LooData:
         n = num_items or max((max(s) for s in sequences if s), default=0)
         return cls(np.arange(1, len(sequences) + 1), train, np.asarray(valid), np.asarray(test), int(n))
 
+    def write_parquet(self, path: str | Path) -> None:
+        """The split as a `LOO_SPLIT` file (what `from_parquet` and the training recipe read)."""
+        import pyarrow as pa
+
+        from data.schemas import LOO_SPLIT
+
+        table = pa.table(
+            {"user_idx": self.user_idx, "train_items": [t.tolist() for t in self.train_items], "valid_item": self.valid_item, "test_item": self.test_item},
+            schema=LOO_SPLIT,
+        )
+        pq.write_table(table, str(path))
+
     @classmethod
     def from_parquet(cls, path: str | Path, num_items: int) -> LooData:
         table = pq.read_table(str(path))

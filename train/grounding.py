@@ -13,7 +13,10 @@ Claims extracted from the text, each marked supported or not, with a reason:
   Units are normalized (cm/mm/m, g/kg, ml/l, inch/"), numbers compared numerically. Reasons:
   `numeric_mismatch` (the facts have this kind of quantity, but not this value),
   `unit_mismatch` (the facts have this number, but with another unit), `not_in_facts`.
-  A bare number must appear among the facts' numbers.
+  A bare number must appear among the facts' numbers; one that a fact attribute's name
+  introduces in the same clause ("its weight is 1.2", "a capacity of 500", "weighs 1200",
+  "costs 39.9") must be a value of that attribute, in any unit of its dimension
+  (`numeric_mismatch` for "its weight is 39.9" when 39.9 is the price).
 - "key: value" phrases ("material: cotton", "材质：棉"): the key must be a fact attribute
   (`unknown_attribute`) and the value must agree with it (`value_mismatch`, or the numeric
   reasons above when both carry quantities).
@@ -365,6 +368,7 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         qs.append(q)
         # "Price: 12.99 USD" names a fact too (checked as a quantity in _kv_claims).
         attributes.setdefault("price", ("price", _norm(str(facts["price"]))))
+        canon.setdefault("price", "price")  # so 价格 names it too
     return _Facts(
         attributes=attributes,
         canon_keys=canon,
@@ -469,6 +473,50 @@ def _match_key(key: str, idx: _Facts) -> str | None:
     return None
 
 
+# A bare number that an attribute's name introduces claims that attribute: "its weight is 39.9"
+# is wrong even when 39.9 is the price. Only a few words inside one clause bind ("weight is N",
+# "weight of N", "weight N", "weighs N"; "weight: N" is a key: value claim), only through words
+# that keep the value ("about", "under", "up to" do not), and only a number that ends its phrase:
+# in "a capacity of 4 cups" the 4 counts cups.
+_CLAUSE_BREAK = re.compile(r"[,;:!?()\[\]，；：。！？（）\n]|\.(?:\s|$)")
+_HEAD_TOKEN = re.compile(r"[a-z][a-z\-]*|[\u3400-\u9fff]+|\S")
+_HEAD_WINDOW = 48  # characters before the number: room for three words and their links
+_LINKS = {"is", "are", "was", "of", "at", "only", "just", "="}
+_CJK_LINKS = ("为", "是")
+_BINDING_VERBS = {"weighs": "weight", "weighing": "weight", "costs": "price", "priced": "price"}
+_ENDS_PHRASE = re.compile(r"[^\S\n]*(?:$|[^\w\s-]|\n|(?:and|or|but|with|so|which|while)(?![a-z]))", re.IGNORECASE)
+_FACTORS = {dim: {f for d, f in _UNITS.values() if d == dim} for dim, _ in _UNITS.values()}
+
+
+def _bound_pool(text: str, start: int, end: int, idx: _Facts) -> list[Quantity] | None:
+    """The quantities of the fact attribute whose name introduces the bare number at
+    `text[start:end]`; None when no attribute with a number does (any fact number then grounds it)."""
+    if not _ENDS_PHRASE.match(text, end):
+        return None
+    lo = max(0, start - _HEAD_WINDOW)
+    clauses = _CLAUSE_BREAK.split(text[lo:start].lower())
+    words = _HEAD_TOKEN.findall(clauses[-1])
+    if lo and len(clauses) == 1:
+        words = words[1:]  # the window starts inside the clause, maybe inside a word
+    while words and words[-1] in _LINKS:
+        words.pop()
+    if words and _CJK.search(words[-1]) and words[-1].endswith(_CJK_LINKS):
+        words[-1] = words[-1][:-1]  # 重量为 1.2
+    if not words or not words[-1]:
+        return None
+    matched = _match_key(_BINDING_VERBS.get(words[-1]) or " ".join(words[-3:]), idx)
+    return idx.quantities_by_key.get(matched) if matched else None
+
+
+def _bound_reason(q: Quantity, pool: list[Quantity]) -> str | None:
+    """None when the bare number `q` is a value of one attribute's `pool`, as written or in any
+    unit of its dimension ("weight is 1200" for 1.2 kg); else `numeric_mismatch`."""
+    for f in pool:
+        if _close(q.raw, f.raw) or (f.dimension and any(_close(q.raw * k, f.value) for k in _FACTORS[f.dimension])):
+            return None
+    return "numeric_mismatch"
+
+
 # A "key" that opens with a function word is a phrase, not an attribute name: "from Nuvia: a
 # black smartphone" introduces, it does not claim an attribute "from nuvia".
 _NOT_KEY_START = {"a", "an", "the", "from", "by", "with", "for", "of", "in", "on", "at", "to", "and", "or", "meet", "here", "this", "it", "its"}
@@ -563,7 +611,8 @@ def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[s
     for q, s, e in quantities(text, default_currency=idx.currency):
         if _inside(skip, s, e):
             continue
-        reason = _quantity_reason(q, idx.quantities)
+        pool = _bound_pool(text, s, e, idx) if q.dimension is None else None
+        reason = _bound_reason(q, pool) if pool else _quantity_reason(q, idx.quantities)
         claims.append(Claim(text[s:e].strip(), "quantity" if q.dimension else "number", reason is None, reason, s, e))
 
     for pattern, lexicon, known, kind in ((_MATERIAL_RE, _MATERIALS, idx.materials, "material"), (_COLOUR_RE, _COLOURS, idx.colours, "colour")):

@@ -229,3 +229,63 @@ def test_catalog_copy_patterns_are_not_false_claims():
     assert reasons("Tinker & Twig: a graphite remote control car.", car) == []
     assert reasons("Its scale is 1:10.", car) == [("10", "numeric_mismatch")]
     assert reasons("Scale: 1:10.", car) == [("10", "numeric_mismatch")]
+
+
+MUG_SET = {"title": "Hearthline Mug Set of 3", "brand": "Hearthline", "category": "Home & Kitchen > Mugs", "price": 431.99, "currency": "USD",
+           "attributes": {"capacity": "350 ml", "color": "white", "pack size": "2 pack", "pieces": "3", "weight": "1.2 kg"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Its weight is 431.99.", [("431.99", "numeric_mismatch")]),  # the price, named as the weight
+        ("It weighs 431.99.", [("431.99", "numeric_mismatch")]),
+        ("It costs 1.2.", [("1.2", "numeric_mismatch")]),  # the weight, named as the price
+        ("A capacity of 431.99, in white.", [("431.99", "numeric_mismatch")]),
+        ("Its pack size is 3.", [("3", "numeric_mismatch")]),  # the pieces, named as the pack size
+        ("重量为431.99。", [("431.99", "numeric_mismatch")]),
+        ("价格是1.2。", [("1.2", "numeric_mismatch")]),
+        ("价格：199元", [("价格:199元", "numeric_mismatch")]),  # 价格 names the price in key: value too
+    ],
+)
+def test_a_bare_number_is_the_attribute_that_introduces_it(text, expected):
+    """"Its weight is 431.99" claims a weight: the price's 431.99 does not ground it."""
+    assert reasons(text, MUG_SET) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Its weight is 1.2.",
+        "It weighs 1200.",  # any unit of the attribute's dimension: 1200 g
+        "A weight of 1.2 and a capacity of 0.35, in white.",  # 0.35 l
+        "Weight 1.2, capacity 350.",
+        "The price is only 431.99! Priced at 431.99, it costs 431.99.",
+        "Its pack size is 2.",
+        "重量1.2。价格是431.99。价格：431.99美元",
+    ],
+)
+def test_a_correct_attribute_bound_number_is_supported(text):
+    assert reasons(text, MUG_SET) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "facts", "expected"),
+    [
+        ("Only 431.99 for all 3.", MUG_SET, []),  # no attribute named: any fact number grounds it
+        ("Only 400 for all 3.", MUG_SET, [("400", "numeric_mismatch")]),
+        ("Set of 3 mugs, weight 1.2 kg.", MUG_SET, []),  # 3 counts mugs
+        ("2 pack, 350 ml each.", MUG_SET, []),
+        ("A capacity of 3 cups.", MUG_SET, []),  # a number that does not end its phrase is not the capacity
+        ("Its weight is 12.5.", TSHIRT, []),  # the facts have no weight: nothing to bind to
+        ("Its speed class is 60.", {"title": "Card", "attributes": {"speed class": "V60", "pack size": "60"}}, []),  # no number in the value
+    ],
+)
+def test_numbers_no_attribute_binds_are_checked_as_before(text, facts, expected):
+    assert reasons(text, facts) == expected
+
+
+def test_number_words_are_not_claims():
+    """Number words are not read as numbers: neither "three mugs" nor "one of the best" is a claim."""
+    r = check("Three mugs, one of the best sets, each with a one-piece handle.", MUG_SET)
+    assert [c.kind for c in r.claims] == ["product_type"] and r.unsupported == []

@@ -87,8 +87,12 @@ def use_serve_env(config) -> None:
         os.environ.setdefault(key, value)
 
 
-def ensure_ray(config) -> None:
-    """Join the configured Ray cluster, or start a local one, unless already connected."""
+def ensure_ray(config, *, log_to_driver: bool = True) -> None:
+    """Join the configured Ray cluster, or start a local one, unless already connected.
+
+    `log_to_driver=False` keeps workers' stdout/stderr out of this process's output (the data
+    job prints its own JSON summary).
+    """
     import ray
 
     if not ray.is_initialized():
@@ -96,4 +100,4 @@ def ensure_ray(config) -> None:
         if ray_cfg.address is None:  # a local instance inherits this process's environment
             use_serve_env(config)
         kwargs = {"num_cpus": ray_cfg.num_cpus} if ray_cfg.address is None else {}
-        ray.init(address=ray_cfg.address, include_dashboard=False, ignore_reinit_error=True, **kwargs)
+        ray.init(address=ray_cfg.address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=log_to_driver, **kwargs)

@@ -39,6 +39,7 @@ import ray
 
 from cluster.config import ShopgraphConfig
 from data.ingest_config import SourceConfig
+from data.inputs import ensure_ray
 from data.layout import ArtifactLayout
 from data.readers import parse_chunk
 from data.schemas import EVENTS, PRODUCTS, QUARANTINE
@@ -79,12 +80,6 @@ class PrepareResult:
             lines.append(f"{self.stubs} stub products created for event-only product ids (data.prepare.unknown_products=stub)")
         lines.append(f"wrote {self.products} products, {self.events} events, {self.quarantined} quarantined rows in {self.seconds:.1f}s")
         return "\n".join(lines)
-
-
-def ensure_ray(cfg: ShopgraphConfig) -> None:
-    if not ray.is_initialized():
-        ray.init(address=cfg.cluster.ray.address, num_cpus=cfg.cluster.ray.num_cpus if cfg.cluster.ray.address is None else None,
-                 include_dashboard=False, log_to_driver=False)
 
 
 # --------------------------------------------------------------------------------------------- parse
@@ -346,7 +341,7 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     start = time.perf_counter()
     sources = sources_of(cfg)
     chunks = plan_of(cfg)
-    ensure_ray(cfg)
+    ensure_ray(cfg, log_to_driver=False)
     counts = [SourceCount(s.name, s.table) for s in sources]
     pcfg = cfg.data.prepare
     contract_products = [f.name for f in PRODUCTS]

@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--attributes", default=None, help="item -> attribute ids JSON (default: <data stem>_item2attributes.json beside --data)")
     parser.add_argument("--name", default="amazon-toys-s3rec")
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--keep", default=None, help="write the split, model and reports here instead of a temporary folder")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.recommender.dropout=0.5")
     args = parser.parse_args()
 
@@ -52,8 +53,8 @@ def main() -> None:
     sequences = [[int(x) for x in line.split()[1:]] for line in lines if line.strip()]
     loo = LooData.from_sequences(sequences)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        (root / "data" / "splits").mkdir(parents=True)
+        root = Path(args.keep or tmp)
+        (root / "data" / "splits").mkdir(parents=True, exist_ok=True)
         loo.write_parquet(root / "data" / "splits" / "loo.parquet")
         cfg = load_config(
             overrides=[
@@ -73,6 +74,7 @@ def main() -> None:
         start = time.perf_counter()
         meta = train_recommender(cfg, num_items=loo.num_items, item_attributes=attributes, run_name=f"bench-{args.name}")
         seconds = time.perf_counter() - start
+        curves = json.loads((root / "models" / "recommender" / "metrics.json").read_text())["curves"]
     print(
         json.dumps(
             {
@@ -84,6 +86,9 @@ def main() -> None:
                 "best_epoch": meta["best_epoch"],
                 "hyperparameters": meta["hyperparameters"],
                 "ours": meta["test"],
+                "selected_on": meta["selected_on"],
+                # validation per epoch: [epoch, full NDCG@10, sampled HR@10, sampled MRR]
+                "valid_curve": [[c["epoch"], round(c["valid_ndcg@10"], 4), round(c["valid_sampled_hr@10"], 4), round(c["valid_sampled_mrr"], 4)] for c in curves],
                 "published": PUBLISHED.get(args.name, {}),
             },
             indent=2,

@@ -87,7 +87,7 @@ def plain_pytorch(loo: LooData, hp, *, epochs: int, threads: int, seed: int, sto
             batch_inputs, batch_targets = inputs[idx], targets[idx]
             with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=False):  # as the recipe on CPU
                 states = core(batch_inputs)
-                loss = sequence_loss(states.float(), batch_targets, core.item_table().float(), loss=hp.loss, num_negatives=hp.num_negatives)
+                loss = sequence_loss(core.query(states.float()), batch_targets, core.output_table().float(), loss=hp.loss, num_negatives=hp.num_negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -34,7 +34,7 @@ def recommender(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         meta = train_recommender(cfg)
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
-    typer.echo(json.dumps({"best_epoch": meta["best_epoch"], "best_valid_ndcg@10": meta["best_valid_ndcg@10"], "test": meta["test"]}, indent=2))
+    typer.echo(json.dumps({"best_epoch": meta["best_epoch"], "selected_on": meta["selected_on"], "best_valid_score": meta["best_valid_score"], "test": meta["test"]}, indent=2))
 
 
 @app.command()

@@ -54,6 +54,11 @@ class RecommenderConfig(BaseModel):
     epochs: int = Field(30, ge=1, description="Maximum epochs over the training sequences.")
     patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation NDCG@10.")
     eval_every: int = Field(1, ge=1, description="Validate (and checkpoint) every N epochs.")
+    select_on: Literal["full_ndcg@10", "full_mrr", "sampled_ndcg@10", "sampled_mrr"] = Field(
+        "full_ndcg@10",
+        description="Validation metric that keeps the best checkpoint and drives early stopping. Both protocols are computed every validation; "
+        "sampled_mrr is S3-Rec's rule (its code stops on sampled-99 MRR).",
+    )
     eval_users: int = Field(2000, ge=1, description="Validation users sampled per validation (full-ranking NDCG@10); the final test uses all.")
     num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (best by validation NDCG@10).")
     max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from by restarting from the last checkpoint.")
@@ -62,6 +67,16 @@ class RecommenderConfig(BaseModel):
         False,
         description="Feature-enriched SASRec: add the mean of learned attribute embeddings (brand, each category-path level) to every item's "
         "vector, in the input and the tied output layer. Needs products with category/brand (or an attribute table from the caller).",
+    )
+    prefixes: bool = Field(
+        False,
+        description="One training row per target (the items before it, loss at the last position, where serving reads the user vector) "
+        "instead of one row per user with a loss at every position. Rows = training interactions: more compute per epoch.",
+    )
+    item_bias: bool = Field(
+        False,
+        description="A learned score offset per item, started at log(1 + its training count): popularity gets a parameter of its own instead of "
+        "bending the item vectors. Exported as one more vector dimension, so serving is unchanged.",
     )
     max_attributes: int = Field(8, ge=1, le=64, description="Attribute slots per item when item_attributes is on; an item's extra attributes are dropped.")
 

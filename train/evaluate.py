@@ -205,7 +205,7 @@ def evaluate_with_baselines(model_scorer: Scorer | None, loo: LooData, **kwargs)
 
 
 def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None, title: str = "shopgraph recommender") -> None:
-    """metrics.json, curves.png (training loss / validation NDCG@10) and report.html."""
+    """metrics.json, curves.png (training loss, validation NDCG@10 full and HR@10 sampled) and report.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps({"results": results, "curves": curves or []}, indent=2))
     img = ""
@@ -221,8 +221,11 @@ def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None,
         ax1.set_xlabel("epoch")
         ax1.set_ylabel("train loss", color="tab:blue")
         ax2 = ax1.twinx()
-        ax2.plot(epochs, [c.get("valid_ndcg@10") for c in curves], color="tab:orange", label="valid NDCG@10")
-        ax2.set_ylabel("valid NDCG@10 (full)", color="tab:orange")
+        ax2.plot(epochs, [c.get("valid_ndcg@10") for c in curves], color="tab:orange", label="valid NDCG@10 (full)")
+        if any(c.get("valid_sampled_hr@10") is not None for c in curves):
+            ax2.plot(epochs, [c.get("valid_sampled_hr@10") for c in curves], color="tab:green", label="valid HR@10 (sampled)")
+        ax2.set_ylabel("validation metric")
+        ax2.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
         fig.savefig(out_dir / "curves.png", dpi=110)
         plt.close(fig)

@@ -5,7 +5,7 @@
 
 Reads the leave-one-out split written by `shopgraph data split` (`<artifacts>/data/splits/loo.parquet`)
 through Ray Data, trains with `TorchTrainer` (DDP: gloo on CPU, NCCL on GPU), validates every
-`eval_every` epochs on full-ranking NDCG@10, checkpoints through Ray Train (best kept, resume
+`eval_every` epochs under both protocols (`select_on` picks the model: full-ranking NDCG@10 by default), checkpoints through Ray Train (best kept, resume
 after a worker failure), then evaluates the best checkpoint on the test items under both
 protocols with baselines and exports:
 
@@ -30,22 +30,31 @@ from typing import Any
 import numpy as np
 
 from train.evaluate import LooData, ModelScorer, evaluate_with_baselines, pad_left, write_report
+from train.metrics import sample_negatives
 from train.sasrec import SASRec, SASRecConfig, sequence_loss
 
 # ----------------------------------------------------------------------------- setup
 
 
-def training_rows(batch: dict[str, Any], max_len: int) -> dict[str, np.ndarray]:
+def training_rows(batch: dict[str, Any], max_len: int, prefixes: bool = False) -> dict[str, np.ndarray]:
     """Ray Data `map_batches` fn: each user's train items -> (inputs, targets), left-padded.
 
     Inputs are items[:-1], targets items[1:] (next-item at every position), as in SASRec.
+    With `prefixes`, one row per training target instead: the items before it as input and
+    the target at the last position only, where serving reads the user vector (every target
+    counted once; a user with n items gives n - 1 rows).
     """
     histories = [np.asarray(h, dtype=np.int64) for h in batch["train_items"]]
     keep = [h for h in histories if len(h) >= 2]
-    return {
-        "inputs": pad_left([h[:-1] for h in keep], max_len),
-        "targets": pad_left([h[1:] for h in keep], max_len),
-    }
+    if not prefixes:
+        return {
+            "inputs": pad_left([h[:-1] for h in keep], max_len),
+            "targets": pad_left([h[1:] for h in keep], max_len),
+        }
+    inputs = pad_left([h[: k - 1] for h in keep for k in range(2, len(h) + 1)], max_len)
+    targets = np.zeros_like(inputs)
+    targets[:, -1] = [h[k - 1] for h in keep for k in range(2, len(h) + 1)]
+    return {"inputs": inputs, "targets": targets}
 
 
 def attribute_table(item_attributes: dict[int, list[int]] | list[list[int]], num_items: int, max_attributes: int) -> tuple[np.ndarray, int]:
@@ -95,17 +104,23 @@ def catalog_attributes(layout, num_items: int) -> dict[int, list[int]]:
     return out
 
 
-def _validation_arrays(loo: LooData, max_len: int, max_users: int, seed: int) -> dict[str, np.ndarray]:
+def _validation_arrays(loo: LooData, max_len: int, max_users: int, seed: int, num_negatives: int) -> dict[str, np.ndarray]:
     rows, histories, targets = loo.stage("valid")
     if len(rows) > max_users:
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_users, replace=False))
         histories, targets = [histories[i] for i in keep], targets[keep]
     lengths = np.array([len(h) for h in histories])
     flat = np.concatenate(histories) if histories else np.zeros(0, np.int64)
-    return {"inputs": pad_left(histories, max_len), "targets": targets, "flat": flat, "lengths": lengths}
+    # The sampled protocol's negatives, drawn once so every validation ranks the same lists.
+    seen = [set(h.tolist()) | {int(t)} for h, t in zip(histories, targets)]
+    negatives = sample_negatives(loo.num_items, seen, num_negatives, np.random.default_rng(seed))
+    return {"inputs": pad_left(histories, max_len), "targets": targets, "flat": flat, "lengths": lengths, "negatives": negatives}
 
 
 # ----------------------------------------------------------------------------- train loop (runs on every worker)
+
+# `train.recommender.select_on` -> the validation metric that picks the model and stops training
+VALID_SCORE_KEYS = {"full_ndcg@10": "valid_ndcg@10", "full_mrr": "valid_mrr", "sampled_ndcg@10": "valid_sampled_ndcg@10", "sampled_mrr": "valid_sampled_mrr"}
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -114,7 +129,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
-    from train.metrics import full_ranking_ranks, metrics_from_ranks
+    from train.metrics import full_ranking_ranks, metrics_from_ranks, sampled_ranks
 
     hp = config["hp"]
     rank = ray.train.get_context().get_world_rank()
@@ -123,6 +138,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     core = SASRec(SASRecConfig(**config["model"]))
     if config.get("item_attrs") is not None:
         core.set_item_attributes(torch.as_tensor(config["item_attrs"]))
+    if config.get("item_bias_init") is not None:
+        core.set_item_bias(torch.as_tensor(config["item_bias_init"], dtype=torch.float32))
     # DDP only with 2+ workers (Ray Train leaves a single worker's model unwrapped). SASRec's
     # buffers (causal mask, item -> attribute table) never change, so DDP need not broadcast
     # them from rank 0 before every forward.
@@ -157,7 +174,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             data_wait += time.perf_counter() - fetch_started  # time the step waited on Ray Data
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 states = model(batch["inputs"])
-                loss = sequence_loss(states.float(), batch["targets"], core.item_table().float(), loss=hp["loss"], num_negatives=hp["num_negatives"])
+                loss = sequence_loss(core.query(states.float()), batch["targets"], core.output_table().float(), loss=hp["loss"], num_negatives=hp["num_negatives"])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -180,12 +197,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             core.eval()
             with torch.no_grad():
                 scores = core.to(device).score_all(torch.as_tensor(valid["inputs"], device=device)).float().cpu().numpy()
-            ranks = full_ranking_ranks(scores, valid["targets"], [set(h.tolist()) for h in histories], np.random.default_rng(0))
-            ndcg = metrics_from_ranks(ranks, (10,))["ndcg@10"]
-            metrics["valid_ndcg@10"] = ndcg
-            improved = ndcg > best
-            best, bad_rounds = (ndcg, 0) if improved else (best, bad_rounds + 1)
-            curves.append({k: metrics[k] for k in ("epoch", "train_loss", "valid_ndcg@10", "epoch_seconds", "train_samples", "data_wait_seconds", "cpu_seconds", "epoch_ended_at")})
+            # Both protocols on the same scores; `select_on` names the one that picks the model.
+            full = metrics_from_ranks(full_ranking_ranks(scores, valid["targets"], [set(h.tolist()) for h in histories], np.random.default_rng(0)), (10,))
+            sampled = metrics_from_ranks(sampled_ranks(scores, valid["targets"], valid["negatives"], np.random.default_rng(0)), (10,))
+            for name, value in (("ndcg@10", full["ndcg@10"]), ("hr@10", full["hr@10"]), ("mrr", full["mrr"])):
+                metrics[f"valid_{name}"] = value
+            for name in ("hr@10", "ndcg@10", "mrr"):
+                metrics[f"valid_sampled_{name}"] = sampled[name]
+            score = metrics[VALID_SCORE_KEYS[hp["select_on"]]]
+            metrics["valid_score"] = score
+            improved = score > best
+            best, bad_rounds = (score, 0) if improved else (best, bad_rounds + 1)
+            curves.append({k: metrics[k] for k in ("epoch", "train_loss", *VALID_SCORE_KEYS.values(), "valid_hr@10", "valid_sampled_hr@10", "epoch_seconds", "train_samples", "data_wait_seconds", "cpu_seconds", "epoch_ended_at")})
             stop = torch.tensor([bad_rounds >= hp["patience"]], dtype=torch.int32)
             if dist.is_initialized():
                 dist.broadcast(stop, src=0)  # rank 0's view decides, so all ranks stop together
@@ -255,6 +278,7 @@ def build_trainer(
         num_blocks=hp.num_blocks,
         num_heads=hp.num_heads,
         dropout=hp.dropout,
+        item_bias=hp.item_bias,
         num_attributes=num_attributes,
         max_attributes=item_attrs.shape[1] if item_attrs is not None else 0,
     )
@@ -262,11 +286,14 @@ def build_trainer(
     # users ~0.8 GB, spilled to disk past the object store), and without it every epoch
     # re-runs the parquet read and padding as Ray tasks that compete with the training step
     # for the same cores (bench/train_overhead.py measured the difference).
-    train_ds = (
-        ray.data.read_parquet(loo_path, columns=["train_items"])
-        .map_batches(training_rows, fn_kwargs={"max_len": hp.max_len}, batch_format="numpy")
-        .materialize()
+    train_ds = ray.data.read_parquet(loo_path, columns=["train_items"]).map_batches(
+        training_rows, fn_kwargs={"max_len": hp.max_len, "prefixes": hp.prefixes}, batch_format="numpy"
     )
+    if hp.prefixes:
+        # a user's prefix rows come out side by side; spread them once, or a batch (drawn from
+        # a small local shuffle buffer) would hold a few users many times over
+        train_ds = train_ds.random_shuffle(seed=cfg.train.seed)
+    train_ds = train_ds.materialize()
     storage = str(Path(f"{layout.reports}/ray-train").resolve())
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -274,9 +301,10 @@ def build_trainer(
             "hp": hp.model_dump(),
             "model": model_cfg.to_dict(),
             "seed": cfg.train.seed,
-            "valid": _validation_arrays(loo, hp.max_len, hp.eval_users, cfg.train.seed),
+            "valid": _validation_arrays(loo, hp.max_len, hp.eval_users, cfg.train.seed, ev.num_negatives),
             "fail_once_at_epoch": fail_once_at_epoch,
             "item_attrs": item_attrs,
+            "item_bias_init": _log_counts(loo) if hp.item_bias else None,
         },
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": train_ds},
@@ -285,7 +313,7 @@ def build_trainer(
             # finished run of an older config must not be picked up as this run's state.
             name=run_name or f"recommender-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
             storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_ndcg@10", checkpoint_score_order="max"),
+            checkpoint_config=CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_score", checkpoint_score_order="max"),
             failure_config=FailureConfig(max_failures=hp.max_failures),
         ),
     )
@@ -339,7 +367,8 @@ def train_recommender(
         "hyperparameters": hp.model_dump(),
         "scaling": scaling.model_dump(),
         "best_epoch": state["epoch"],
-        "best_valid_ndcg@10": state["best"],
+        "selected_on": f"validation {hp.select_on}",
+        "best_valid_score": state["best"],
         "test": results,
     }
     with staged_dir(out) as staging:
@@ -351,10 +380,16 @@ def train_recommender(
     return meta
 
 
+def _log_counts(loo: LooData) -> np.ndarray:
+    """log(1 + how often each item occurs in the training sequences); row 0 = padding."""
+    items = np.concatenate(loo.train_items) if loo.train_items else np.zeros(0, np.int64)
+    return np.log1p(np.bincount(items, minlength=loo.num_items + 1)[: loo.num_items + 1]).astype(np.float32)
+
+
 def _best_checkpoint(result):
     best = getattr(result, "best_checkpoints", None) or []
     if best:
-        return max(best, key=lambda cm: cm[1].get("valid_ndcg@10", float("-inf")))[0]
+        return max(best, key=lambda cm: cm[1].get("valid_score", float("-inf")))[0]
     if result.checkpoint is None:
         raise RuntimeError(f"training produced no checkpoint: {result.error}")
     return result.checkpoint

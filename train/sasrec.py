@@ -35,6 +35,12 @@ class SASRecConfig:
     # state dict, so a loaded model scores exactly as it was trained.
     num_attributes: int = 0
     max_attributes: int = 0  # attribute slots per item (rows padded with 0)
+    # A learned score offset per item (off when False): score = state . vector + bias. Without
+    # it, an item's popularity must be carried by the geometry of the dot product, and a
+    # popular item then loses to random rare ones for users whose context points elsewhere.
+    # The bias travels as one more dimension (item vector [v, b], query [h, 1]), so the
+    # exported vectors keep serving from an inner-product index unchanged.
+    item_bias: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +85,7 @@ class SASRec(nn.Module):
             # mean over the item's attributes; padding slots (0) are left out of the mean
             self.attr_emb = nn.EmbeddingBag(cfg.num_attributes + 1, cfg.hidden, mode="mean", padding_idx=0)
             self.register_buffer("item_attrs", torch.zeros(cfg.num_items + 1, cfg.max_attributes, dtype=torch.long))
+        self.item_bias = nn.Parameter(torch.zeros(cfg.num_items + 1)) if cfg.item_bias else None
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(_Block(cfg) for _ in range(cfg.num_blocks))
@@ -114,6 +121,26 @@ class SASRec(nn.Module):
             weight = weight + self.attr_emb(self.item_attrs)
         return weight
 
+    def set_item_bias(self, bias: torch.Tensor) -> None:
+        """Start the per-item bias from given values (e.g. log-frequencies); row 0 = padding."""
+        if self.item_bias is None:
+            raise ValueError("this model has no item bias (item_bias=False)")
+        with torch.no_grad():
+            self.item_bias.copy_(bias)
+
+    def output_table(self) -> torch.Tensor:
+        """The output layer: item vectors, with the bias as a last column when enabled."""
+        table = self.item_table()
+        if self.item_bias is None:
+            return table
+        return torch.cat([table, self.item_bias.unsqueeze(1).to(table.dtype)], dim=1)
+
+    def query(self, states: torch.Tensor) -> torch.Tensor:
+        """States -> the vectors scored against `output_table()` (a constant 1 meets the bias)."""
+        if self.item_bias is None:
+            return states
+        return torch.cat([states, torch.ones_like(states[..., :1])], dim=-1)
+
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
         """States for every position: (batch, max_len) item ids -> (batch, max_len, hidden)."""
         length = seqs.shape[1]
@@ -129,16 +156,16 @@ class SASRec(nn.Module):
 
     @torch.no_grad()
     def predict(self, seqs: torch.Tensor) -> torch.Tensor:
-        """The user (query) vector: the state at the last position. (batch, hidden)."""
-        return self.forward(seqs)[:, -1, :]
+        """The user (query) vector: the state at the last position. (batch, hidden [+ 1 with item_bias])."""
+        return self.query(self.forward(seqs)[:, -1, :])
 
     def item_vectors(self) -> torch.Tensor:
-        """Output embeddings of items 1..num_items (row i-1 is item i)."""
-        return self.item_table()[1:]
+        """Output vectors of items 1..num_items (row i-1 is item i), what `predict` is scored against."""
+        return self.output_table()[1:]
 
     def score_all(self, seqs: torch.Tensor) -> torch.Tensor:
         """Scores of every item (column 0 = padding, set to -inf)."""
-        scores = self.predict(seqs) @ self.item_table().T
+        scores = self.predict(seqs) @ self.output_table().T
         scores[:, 0] = float("-inf")
         return scores
 
@@ -154,8 +181,8 @@ def sequence_loss(
 ) -> torch.Tensor:
     """Next-item loss at every non-padding position.
 
-    `states` come from the (possibly DDP-wrapped) model's forward; `item_weight` is the shared
-    item matrix (`SASRec.item_table()`, row 0 = padding), used as the output layer.
+    `states` come from the (possibly DDP-wrapped) model's forward, through `SASRec.query`;
+    `item_weight` is the output layer (`SASRec.output_table()`, row 0 = padding).
 
     - "bce": one uniformly sampled negative per position, binary cross-entropy (the paper).
     - "ce": full softmax cross-entropy over all items (stronger; Klenitskiy & Vasilev 2023).
@@ -169,8 +196,8 @@ def sequence_loss(
     pos = targets[mask]
     if loss == "ce":
         logits = h @ item_weight.T
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, pos)
+        logits = logits[:, 1:]  # padding is never a target, nor a smoothing class
+        return F.cross_entropy(logits, pos - 1)
     num_items = item_weight.shape[0] - 1
     if loss == "bce":
         neg = torch.randint(1, num_items + 1, pos.shape, device=pos.device, generator=generator)

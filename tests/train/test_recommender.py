@@ -36,6 +36,8 @@ def test_two_worker_training_loss_falls_and_survives_a_worker_failure(trained):
     assert epochs == list(range(6))
     losses = [c["train_loss"] for c in curves]
     assert losses[-1] < losses[0] * 0.8, losses
+    # every validation reports both protocols' view (full NDCG@10 selects, sampled HR@10 is shown)
+    assert all(0 <= c["valid_sampled_hr@10"] <= 1 and 0 <= c["valid_ndcg@10"] <= 1 for c in curves)
     assert meta["scaling"]["num_workers"] == 2
 
 
@@ -90,12 +92,30 @@ def test_too_many_negatives_fails_before_training(ray_local, tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [("train.evaluation.ks=[0,10]", "train.evaluation.ks"), ("train.recommender.num_heads=3", "num_heads"), ("train.recommender.loss=mse", "train.recommender.loss")],
+    [
+        ("train.evaluation.ks=[0,10]", "train.evaluation.ks"),
+        ("train.recommender.num_heads=3", "num_heads"),
+        ("train.recommender.loss=mse", "train.recommender.loss"),
+    ],
 )
 def test_bad_recommender_config_is_rejected(override, key):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=[override])
     assert key in str(err.value)
+
+
+def test_full_softmax_loss_never_counts_padding_as_a_class():
+    import torch
+    import torch.nn.functional as F
+
+    from train.sasrec import sequence_loss
+
+    torch.manual_seed(0)
+    states, weight = torch.randn(3, 4, 8), torch.randn(11, 8)
+    targets = torch.tensor([[0, 1, 2, 3], [0, 0, 5, 10], [4, 4, 4, 4]])
+    mask = targets > 0
+    logits = states[mask] @ weight[1:].T  # padding (row 0) is never a class
+    assert torch.allclose(sequence_loss(states, targets, weight, loss="ce"), F.cross_entropy(logits, targets[mask] - 1))
 
 
 def test_cli_without_a_split_says_what_to_run(tmp_path):
@@ -207,3 +227,70 @@ def test_attribute_embeddings_enter_input_and_output_and_survive_export():
     assert torch.allclose(loaded.score_all(seqs[:2]), model.score_all(seqs[:2]))
     with pytest.raises(ValueError, match="shape"):
         model.set_item_attributes(torch.zeros(5, 2, dtype=torch.long))
+
+
+def test_item_bias_scores_as_one_more_dimension_that_an_inner_product_index_serves():
+    import faiss
+    import torch
+
+    from train.evaluate import LooData
+    from train.recommender import _log_counts
+    from train.sasrec import SASRec, SASRecConfig
+
+    loo = LooData.from_sequences([[1, 2, 2, 3, 4], [2, 5, 6]], num_items=7)
+    counts = _log_counts(loo)  # train items: [1, 2, 2] and [2]
+    assert np.allclose(counts, np.log1p([0, 1, 3, 0, 0, 0, 0, 0]))
+    torch.manual_seed(0)
+    model = SASRec(SASRecConfig(num_items=7, max_len=4, hidden=8, num_heads=2, item_bias=True))
+    model.set_item_bias(torch.as_tensor(counts))
+    model.eval()
+    seqs = torch.tensor([[0, 1, 2, 3], [0, 0, 5, 6]])
+    plain = model.forward(seqs)[:, -1] @ model.item_table()[1:].T
+    assert torch.allclose(model.score_all(seqs)[:, 1:], plain + torch.as_tensor(counts[1:]))
+    # the exported vectors and the query carry the bias: an inner-product index ranks as score_all
+    vectors = model.item_vectors().detach().numpy().astype(np.float32)
+    assert vectors.shape == (7, 9)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    _, rows = index.search(model.predict(seqs).numpy().astype(np.float32), 7)
+    assert (rows + 1).tolist() == model.score_all(seqs)[:, 1:].argsort(dim=1, descending=True).add(1).tolist()
+    # and the bias is part of the state dict the serving path loads
+    loaded = SASRec(SASRecConfig(**model.cfg.to_dict()))
+    loaded.load_state_dict(model.state_dict())
+    loaded.eval()
+    assert torch.equal(loaded.score_all(seqs), model.score_all(seqs))
+    with pytest.raises(ValueError, match="item_bias"):
+        SASRec(SASRecConfig(num_items=7, max_len=4, hidden=8, num_heads=2)).set_item_bias(torch.zeros(8))
+
+
+def test_prefix_rows_put_every_target_once_at_the_last_position():
+    from train.recommender import training_rows
+
+    plain = training_rows({"train_items": [[1, 2, 3, 4], [5], [6, 7]]}, max_len=3)
+    assert plain["inputs"].tolist() == [[1, 2, 3], [0, 0, 6]] and plain["targets"].tolist() == [[2, 3, 4], [0, 0, 7]]
+    rows = training_rows({"train_items": [[1, 2, 3, 4], [5], [6, 7]]}, max_len=2, prefixes=True)
+    assert rows["inputs"].tolist() == [[0, 1], [1, 2], [2, 3], [0, 6]]  # left-padded, truncated to max_len
+    assert rows["targets"].tolist() == [[0, 2], [0, 3], [0, 4], [0, 7]]  # padding targets carry no loss
+
+
+def test_sampled_selection_with_item_bias_and_prefix_rows_trains_and_exports(ray_local, tmp_path):
+    from train.recommender import train_recommender
+
+    _write_split(tmp_path)
+    meta = train_recommender(
+        _cfg(tmp_path, "train.recommender.epochs=3", "train.recommender.select_on=sampled_mrr", "train.recommender.item_bias=true", "train.recommender.prefixes=true")
+    )
+    export = tmp_path / "models" / "recommender"
+    curves = json.loads((export / "metrics.json").read_text())["curves"]
+    assert meta["selected_on"] == "validation sampled_mrr"
+    # the kept model is the epoch with the best sampled MRR, not the best full NDCG@10
+    best = max(curves, key=lambda c: c["valid_sampled_mrr"])
+    assert meta["best_epoch"] == best["epoch"] and meta["best_valid_score"] == best["valid_sampled_mrr"]
+    assert np.load(export / "item_vectors.npy").shape == (NUM_ITEMS, 32 + 1)  # the bias column
+    assert meta["test"]["sasrec"]["full"]["ndcg@10"] > meta["test"]["popularity"]["full"]["ndcg@10"]
+
+
+def test_bad_selection_metric_is_rejected():
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=["train.recommender.select_on=valid_loss"])
+    assert "train.recommender.select_on" in str(err.value)

@@ -12,7 +12,7 @@ import typer
 
 from cluster.cli_common import ConfigOpt, SetOpt, load_or_exit
 
-app = typer.Typer(help="Train with Ray Train and evaluate: the sequential recommender (SASRec) today; the ranker and generator LM recipes land next.", no_args_is_help=True)
+app = typer.Typer(help="Train with Ray Train and evaluate: the sequential recommender (SASRec), the ranker over its candidates, and the generator LM.", no_args_is_help=True)
 
 
 def _fail(message: str) -> None:

@@ -12,7 +12,7 @@ protocols with baselines and exports:
     <artifacts>/models/recommender/
         model.pt             state dict
         model_config.json    SASRecConfig
-        item_vectors.npy     (num_items, hidden) float32, row i-1 = item i: the FAISS index input
+        item_vectors.npy     (num_items, hidden [+ 1: item bias]) float32, row i-1 = item i: the FAISS index input
         metrics.json         evaluation (both protocols, baselines) + training curves
         report.html, curves.png
         shopgraph-manifest.json
@@ -279,6 +279,7 @@ def build_trainer(
         num_heads=hp.num_heads,
         dropout=hp.dropout,
         item_bias=hp.item_bias,
+        attribute_pooling=hp.attribute_pooling,
         num_attributes=num_attributes,
         max_attributes=item_attrs.shape[1] if item_attrs is not None else 0,
     )

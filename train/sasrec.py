@@ -35,6 +35,7 @@ class SASRecConfig:
     # state dict, so a loaded model scores exactly as it was trained.
     num_attributes: int = 0
     max_attributes: int = 0  # attribute slots per item (rows padded with 0)
+    attribute_pooling: str = "mean"  # how an item's attribute embeddings combine: mean | sum
     # A learned score offset per item (off when False): score = state . vector + bias. Without
     # it, an item's popularity must be carried by the geometry of the dot product, and a
     # popular item then loses to random rare ones for users whose context points elsewhere.
@@ -82,8 +83,8 @@ class SASRec(nn.Module):
         if cfg.num_attributes > 0:
             if cfg.max_attributes < 1:
                 raise ValueError(f"max_attributes must be >= 1 when num_attributes > 0, got {cfg.max_attributes}")
-            # mean over the item's attributes; padding slots (0) are left out of the mean
-            self.attr_emb = nn.EmbeddingBag(cfg.num_attributes + 1, cfg.hidden, mode="mean", padding_idx=0)
+            # mean (or sum) over the item's attributes; padding slots (0) are left out
+            self.attr_emb = nn.EmbeddingBag(cfg.num_attributes + 1, cfg.hidden, mode=cfg.attribute_pooling, padding_idx=0)
             self.register_buffer("item_attrs", torch.zeros(cfg.num_items + 1, cfg.max_attributes, dtype=torch.long))
         self.item_bias = nn.Parameter(torch.zeros(cfg.num_items + 1)) if cfg.item_bias else None
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)

@@ -47,7 +47,7 @@ def test_export_is_complete_and_loadable(trained):
     manifest = verify_dir(export, full=True)
     assert {"model.pt", "model_config.json", "item_vectors.npy", "metrics.json", "report.html", "curves.png"} <= set(manifest["files"])
     vectors = np.load(export / "item_vectors.npy")
-    assert vectors.shape == (NUM_ITEMS, 32) and vectors.dtype == np.float32
+    assert vectors.shape == (NUM_ITEMS, 32 + 1) and vectors.dtype == np.float32  # + the item bias (default on)
     assert manifest["meta"]["test"]["sasrec"]["full"]["users"] == 400
 
 
@@ -273,15 +273,18 @@ def test_prefix_rows_put_every_target_once_at_the_last_position():
     assert rows["targets"].tolist() == [[0, 2], [0, 3], [0, 4], [0, 7]]  # padding targets carry no loss
 
 
-def test_sampled_selection_with_item_bias_and_prefix_rows_trains_and_exports(ray_local, tmp_path):
+def test_sampled_selection_with_bias_prefixes_and_summed_attributes_trains_and_exports(ray_local, tmp_path):
     from train.recommender import train_recommender
 
     _write_split(tmp_path)
     meta = train_recommender(
-        _cfg(tmp_path, "train.recommender.epochs=3", "train.recommender.select_on=sampled_mrr", "train.recommender.item_bias=true", "train.recommender.prefixes=true")
+        _cfg(tmp_path, "train.recommender.epochs=3", "train.recommender.select_on=sampled_mrr", "train.recommender.item_bias=true", "train.recommender.prefixes=true", "train.recommender.item_attributes=true", "train.recommender.attribute_pooling=sum"),
+        item_attributes={i: [1 + i % 7, 8 + i % 3] for i in range(1, NUM_ITEMS + 1)},
+        fail_once_at_epoch=1,  # and survives a restart
     )
     export = tmp_path / "models" / "recommender"
     curves = json.loads((export / "metrics.json").read_text())["curves"]
+    assert [c["epoch"] for c in curves] == [0, 1, 2]
     assert meta["selected_on"] == "validation sampled_mrr"
     # the kept model is the epoch with the best sampled MRR, not the best full NDCG@10
     best = max(curves, key=lambda c: c["valid_sampled_mrr"])

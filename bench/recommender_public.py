@@ -3,6 +3,7 @@
     .venv/bin/python bench/recommender_public.py                      # Amazon Toys (S3-Rec preprocessing)
     .venv/bin/python bench/recommender_public.py --epochs 200 --set train.recommender.dropout=0.5
     .venv/bin/python bench/recommender_public.py --epochs 40 --set train.recommender.dropout=0.5 --set train.recommender.item_attributes=true
+    ... --keep DIR        # keep the split, the model and its report (metrics.json, curves.png)
 
 Reads a "user item item ..." file (one user per line, items in time order, 1-based ids), as
 the S3-Rec authors publish it, applies the SASRec leave-one-out split (last item test,
@@ -12,7 +13,8 @@ full ranking), the baselines, and the published SASRec / S3-Rec figures. The dat
 from the shared folder, never copied into the repository. With
 `train.recommender.item_attributes=true` the item attributes S3-Rec uses (brand, categories:
 `<name>_item2attributes.json` beside the data file, {"item id": [attribute ids]}) are given
-to the model as attribute embeddings.
+to the model as attribute embeddings. The output also carries the validation curve (full
+NDCG@10, sampled HR@10 and MRR per epoch) and which validation metric selected the model.
 """
 
 from __future__ import annotations

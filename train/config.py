@@ -52,20 +52,20 @@ class RecommenderConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(128, ge=1, description="Users per step per worker.")
     epochs: int = Field(30, ge=1, description="Maximum epochs over the training sequences.")
-    patience: int = Field(5, ge=1, description="Stop after this many validations without a better validation NDCG@10.")
+    patience: int = Field(5, ge=1, description="Stop after this many validations without a better `select_on` metric.")
     eval_every: int = Field(1, ge=1, description="Validate (and checkpoint) every N epochs.")
     select_on: Literal["full_ndcg@10", "full_mrr", "sampled_ndcg@10", "sampled_mrr"] = Field(
         "full_ndcg@10",
         description="Validation metric that keeps the best checkpoint and drives early stopping. Both protocols are computed every validation; "
         "sampled_mrr is S3-Rec's rule (its code stops on sampled-99 MRR).",
     )
-    eval_users: int = Field(2000, ge=1, description="Validation users sampled per validation (full-ranking NDCG@10); the final test uses all.")
-    num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (best by validation NDCG@10).")
+    eval_users: int = Field(2000, ge=1, description="Validation users sampled per validation (both protocols); the final test uses all.")
+    num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (best by the `select_on` metric).")
     max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from by restarting from the last checkpoint.")
     amp: bool = Field(True, description="bf16 autocast when training on GPU (ignored on CPU).")
     item_attributes: bool = Field(
         False,
-        description="Feature-enriched SASRec: add the mean of learned attribute embeddings (brand, each category-path level) to every item's "
+        description="Feature-enriched SASRec: add the pooled (attribute_pooling) learned attribute embeddings (brand, each category-path level) to every item's "
         "vector, in the input and the tied output layer. Needs products with category/brand (or an attribute table from the caller).",
     )
     prefixes: bool = Field(

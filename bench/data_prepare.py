@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _generate(raw: Path, products: int, users: int, events: int, seed: int) -> None:
-    from data.ingest_config import SampleConfig
+    from core.config.ingest import SampleConfig
     from data.sample import write_sample_files
 
     write_sample_files(raw, SampleConfig(num_products=products, num_users=users, num_events=events), seed)
@@ -49,7 +49,7 @@ def _prepare(raw: Path, art: Path) -> dict:
 
     import ray
 
-    from cluster.config import ShopgraphConfig
+    from core.config import ShopgraphConfig
     from data.prepare import prepare
 
     cfg = ShopgraphConfig.model_validate(

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from cluster.config import load_config  # noqa: E402
-from data.schemas import PRODUCTS  # noqa: E402
+from core.config import load_config  # noqa: E402
+from core.schemas import PRODUCTS  # noqa: E402
 
 NOUNS = ["train set", "puzzle", "jacket", "kettle", "phone case", "headphones", "backpack", "lamp", "sneakers", "board game"]
 ADJ = ["wooden", "classic", "wireless", "waterproof", "compact", "deluxe", "organic", "vintage", "foldable", "smart"]
@@ -64,8 +64,9 @@ def main() -> None:
 
     import ray
 
-    from data.embed import embed_products, product_text, vectors_of
-    from data.encoder import TextEncoder, resolve_encoder_dir
+    from data.embed import embed_products, product_text
+    from models.index import vectors_of
+    from models.encoder import resolve_encoder_dir, TextEncoder
 
     model_dir = resolve_encoder_dir(cfg.models.dir, cfg.models.encoder)
     table = products(args.n)

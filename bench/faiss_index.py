@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from data.config import IndexConfig  # noqa: E402
-from data.index import auto_nlist, build_index, set_search_params  # noqa: E402
+from core.config.data import IndexConfig  # noqa: E402
+from data.index import auto_nlist, build_index  # noqa: E402
+from models.index import set_search_params  # noqa: E402
 
 K = 10
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster.config import load_config  # noqa: E402
+from core.config import load_config  # noqa: E402
 from train.evaluate import LooData  # noqa: E402
 
 PUBLISHED = {

@@ -38,9 +38,9 @@ def prepare(args: argparse.Namespace):
     artifacts; return (cfg, catalog)."""
     import ray
 
-    from cluster.config import load_config
+    from core.config import load_config
     from cluster.pipeline import run_pipeline
-    from data.inputs import use_serve_env
+    from core.runtime import use_serve_env
     from serve.catalog import load_catalog
 
     cfg = load_config(args.config, overrides_of(args))

@@ -17,8 +17,8 @@ from typing import Annotated
 
 import typer
 
-from cluster.cli_common import ConfigOpt, SetOpt, load_or_exit
-from cluster.config import dump_config
+from core.cli import ConfigOpt, SetOpt, load_or_exit, stage_argv
+from core.config import dump_config
 from cluster.ops_cli import register as register_cluster_ops
 from data.cli import app as data_app
 from serve.cli import app as serve_app
@@ -39,6 +39,22 @@ app.add_typer(cluster_app, name="cluster")
 register_cluster_ops(cluster_app)  # up/down/status/submit/render/deploy/rollout-status: cluster/ops_cli.py
 
 
+@data_app.command("generate-content")
+def data_generate_content(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model_dir: Annotated[str | None, typer.Option("--model-dir", help="Generator to use (default: <artifacts>/models/generator).")] = None,
+) -> None:
+    """PDP content for every product with Ray Data + vLLM, grounded, keyed by facts_hash + model_version (train.batch_generate).
+
+    Mounted here, under `data`, because it is a data product; its code holds vLLM and lives in
+    train/, which the data package does not import.
+    """
+    from train import batch_generate as stage
+
+    raise typer.Exit(stage.main(stage_argv(config, set_, model_dir=model_dir)))
+
+
 def _dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -54,8 +70,8 @@ def models_prepare(
     Idempotent: a directory whose manifest verifies is kept; a missing, half-written or
     altered one is rebuilt. Nothing is downloaded.
     """
-    from data.encoder import ENCODER_NAME, prepare_encoder
-    from train.base_model import GENERATOR_NAME, prepare_generator_base
+    from models.encoder import ENCODER_NAME, prepare_encoder
+    from models.base_model import GENERATOR_NAME, prepare_generator_base
 
     cfg = load_or_exit(config, set_)
     steps = []
@@ -77,9 +93,9 @@ def models_prepare(
 @models_app.command("verify")
 def models_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Re-hash every prepared model file against its manifest; exit 1 if anything is off."""
-    from data.encoder import resolve_encoder_dir
-    from data.manifest import IncompleteDirError, verify_dir
-    from train.base_model import resolve_generator_dir
+    from models.encoder import resolve_encoder_dir
+    from core.manifest import IncompleteDirError, verify_dir
+    from models.base_model import resolve_generator_dir
 
     cfg = load_or_exit(config, set_)
     failed = False
@@ -103,9 +119,9 @@ def models_generate(
     max_tokens: Annotated[int, typer.Option(min=1, max=4096, help="New tokens to generate.")] = 96,
 ) -> None:
     """Generate a reply from the configured generator model (greedy), to check it end to end."""
-    from data.manifest import IncompleteDirError
-    from train.base_model import check_generator_dir, resolve_generator_dir
-    from train.llm import build_vllm, generate_hf, generate_vllm
+    from core.manifest import IncompleteDirError
+    from models.base_model import check_generator_dir, resolve_generator_dir
+    from models.llm import build_vllm, generate_hf, generate_vllm
 
     if engine not in ("vllm", "hf"):
         typer.echo(f"error: --engine must be 'vllm' or 'hf', got {engine!r}", err=True)

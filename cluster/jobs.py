@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cluster.config import ShopgraphConfig
+from core.config import ShopgraphConfig
 from cluster.local import auth_headers, get_json
 from cluster.stages import REPO_ROOT, Stage
 

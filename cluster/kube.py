@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cluster.config import ShopgraphConfig
+from core.config import ShopgraphConfig
 from cluster.manifests import core_objects, ray_service
 
 Echo = Callable[[str], None]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cluster.config import RayConfig
+from core.config import RayConfig
 
 
 class LocalClusterError(RuntimeError):

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from cluster.config import ConfigError, ShopgraphConfig, dump_config
-from cluster.k8s_config import K8sConfig, WorkerGroupConfig
+from core.config import ConfigError, dump_config, ShopgraphConfig
+from core.config.k8s import K8sConfig, WorkerGroupConfig
 from cluster.stages import REPO_ROOT, STAGES, Stage
 
 K8S_DIR = REPO_ROOT / "k8s"

@@ -19,8 +19,8 @@ from typing import Annotated
 
 import typer
 
-from cluster.cli_common import ConfigOpt, SetOpt, load_or_exit
-from cluster.config import CONFIG_DIR, ConfigError
+from core.cli import ConfigOpt, load_or_exit, SetOpt
+from core.config import CONFIG_DIR, ConfigError
 
 AddressOpt = Annotated[
     str | None,

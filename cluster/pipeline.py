@@ -15,11 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from data.layout import ArtifactLayout
+from core.layout import ArtifactLayout
 
 
 def _done(path: str | Path) -> bool:
-    from data.manifest import IncompleteDirError, verify_dir
+    from core.manifest import IncompleteDirError, verify_dir
 
     try:
         verify_dir(Path(path))
@@ -49,7 +49,7 @@ def stages(cfg) -> list[tuple[str, Callable[[Any], Any], str]]:
 
 def run_pipeline(cfg, *, fresh: bool = False, echo: Callable[[str], None] = print) -> dict[str, float]:
     """Run every stage not already complete; returns seconds per stage."""
-    from data.inputs import ensure_ray
+    from core.runtime import ensure_ray
 
     ensure_ray(cfg)
     timings: dict[str, float] = {}

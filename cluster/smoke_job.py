@@ -14,7 +14,7 @@ import sys
 
 import ray
 
-from cluster.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 
 
 @ray.remote(num_cpus=0.25)

@@ -1,5 +1,6 @@
-"""shopgraph data platform: schemas, readers, validation, shards, embeddings, index (Ray Data).
+"""shopgraph data platform: readers, validation, quarantine, shards, splits, corpora,
+embeddings and the index job (Ray Data).
 
-This package is the base layer: `train/`, `serve/` and `cluster/` import from it, never the
-other way round, and it knows nothing about Serve or HTTP.
+It builds on `core` and `models` only: `train/` and `cluster/` import from it, never the other
+way round, and it knows nothing about Serve or HTTP.
 """

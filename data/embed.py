@@ -15,17 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data.config import EmbeddingConfig
-from data.corpus import facts_of
-from data.inputs import conform, load_products, local_dir
-from data.layout import ArtifactLayout
-from data.manifest import MANIFEST_NAME, IncompleteDirError, read_manifest, staged_dir, verify_dir, write_manifest
-from data.schemas import ITEM_IDS, PRODUCTS
+from core.config.data import EmbeddingConfig
+from core.facts import facts_of
+from data.inputs import conform, load_products
+from core.runtime import local_dir
+from core.layout import ArtifactLayout
+from core.manifest import IncompleteDirError, read_manifest, staged_dir, verify_dir, write_manifest
+from core.schemas import ITEM_IDS, PRODUCTS
 
 TEXT_BUILDER_VERSION = 1  # bump when product_text changes: old vectors no longer match new text
 _TEXT_COLUMNS = ["product_id", "title", "brand", "category", "attributes"]
@@ -63,7 +63,7 @@ class ProductEncoder:
 
             # Ray caps a fractional-CPU actor at one intra-op thread; the config may give it more.
             torch.set_num_threads(threads)
-        from data.encoder import TextEncoder
+        from models.encoder import TextEncoder
 
         self.encoder = TextEncoder(model_dir, batch_size=batch_size)
         self.schema = embeddings_schema(self.encoder.dim)
@@ -129,25 +129,10 @@ def write_embeddings(layout: ArtifactLayout, dataset, meta: dict[str, Any]) -> P
     return final
 
 
-def load_embeddings(layout_or_dir: ArtifactLayout | str | Path) -> tuple[pa.Table, dict[str, Any]]:
-    """Committed embeddings sorted by product_id (deterministic row order), and their manifest meta."""
-    root = local_dir(layout_or_dir.embeddings) if isinstance(layout_or_dir, ArtifactLayout) else Path(layout_or_dir)
-    verify_dir(root)
-    meta = read_manifest(root)["meta"]
-    table = pa.concat_tables(pq.read_table(f) for f in sorted(root.glob("*.parquet")) if f.name != MANIFEST_NAME)
-    return table.sort_by("product_id"), meta
-
-
-def vectors_of(table: pa.Table) -> np.ndarray:
-    """The `vector` column as a contiguous (N, dim) float32 array."""
-    column = table["vector"].combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(np.float32, copy=False)
-
-
 def run(config) -> dict[str, Any]:
     """The `shopgraph data embed-products` stage."""
-    from data.encoder import resolve_encoder_dir
-    from data.inputs import ensure_ray
+    from models.encoder import resolve_encoder_dir
+    from core.runtime import ensure_ray
 
     ensure_ray(config)
     layout = ArtifactLayout(config.artifacts.root)
@@ -166,9 +151,14 @@ def run(config) -> dict[str, Any]:
     return read_manifest(out)["meta"]
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m data.embed` (a `ray job submit` / RayJob entry point) and its `shopgraph data` command."""
+    from core.cli import stage_main
+
+    return stage_main(argv, run, prog="python -m data.embed", description=__doc__)
+
+
 if __name__ == "__main__":
     import sys
 
-    from data.cli import app
-
-    app(["embed-products", *sys.argv[1:]])
+    sys.exit(main())

@@ -2,7 +2,7 @@
 
     python -m data.index --config configs/local.yaml       # same as `shopgraph data index`
 
-Reads the committed embeddings (`data.embed.load_embeddings`), builds the configured index
+Reads the committed embeddings (`models.index.load_embeddings`), builds the configured index
 (`data.index`), measures recall@10 against exact search on a seeded sample of the indexed
 vectors (each query's own row excluded, so the number is "the 10 nearest other items", the
 item-to-item case, not a trivial self-hit), and writes under `layout.index`:
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,40 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.config import IndexConfig
-from data.embed import load_embeddings, vectors_of
-from data.inputs import local_dir
-from data.layout import ArtifactLayout
-from data.manifest import IncompleteDirError, read_manifest, staged_dir, verify_dir, write_manifest
-
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.parquet"
-RECALL_K = 10
-IDS_SCHEMA = pa.schema(
-    [pa.field("row", pa.int64(), nullable=False), pa.field("product_id", pa.string(), nullable=False), pa.field("item_idx", pa.int64())]
-)
-
+from core.config.data import IndexConfig
+from models.index import IDS_FILE, IDS_SCHEMA, INDEX_FILE, RECALL_K, LoadedIndex, check_vectors, load_embeddings, load_index, set_search_params, vectors_of
+from core.runtime import local_dir
+from core.layout import ArtifactLayout
+from core.manifest import IncompleteDirError, read_manifest, staged_dir, write_manifest
 
 def auto_nlist(n: int) -> int:
     # 4*sqrt(N) is FAISS's rule of thumb; k-means wants >= 39 training points per centroid.
     return max(1, min(int(4 * math.sqrt(n)), n // 39))
-
-
-def check_vectors(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
-    """A contiguous float32 (N, dim) copy, L2-normalized; a clear error for anything else."""
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise ValueError(f"{what} must be a non-empty (N, dim) array, got shape {vectors.shape}; run `shopgraph data embed-products` first")
-    if dim is not None and vectors.shape[1] != dim:
-        raise ValueError(f"{what} have dim {vectors.shape[1]}, expected {dim}; embed them with the same encoder (models.encoder) as the index")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32).copy()
-    if not np.isfinite(vectors).all():
-        raise ValueError(f"{what} contain NaN or inf; re-run `shopgraph data embed-products`")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{what} contain an all-zero vector, which has no direction for inner-product search")
-    vectors /= norms  # in place: at 1M x 384 every extra copy is 1.5 GB
-    return vectors
 
 
 def build_params(cfg: IndexConfig, n: int) -> dict[str, Any]:
@@ -72,15 +46,6 @@ def build_params(cfg: IndexConfig, n: int) -> dict[str, Any]:
     if cfg.type == "hnsw":
         return {"hnsw_m": cfg.hnsw_m, "ef_construction": cfg.ef_construction, "ef_search": cfg.ef_search}
     return {}
-
-
-def set_search_params(index, index_type: str, params: dict[str, Any]) -> None:
-    import faiss
-
-    if index_type == "ivf":
-        faiss.extract_index_ivf(index).nprobe = params["nprobe"]
-    elif index_type == "hnsw":
-        index.hnsw.efSearch = params["ef_search"]
 
 
 def build_index(cfg: IndexConfig, vectors: np.ndarray, *, dim: int | None = None, seed: int = 0):
@@ -142,43 +107,6 @@ def write_index(final: Path, index, ids: pa.Table, meta: dict[str, Any]) -> Path
     return final
 
 
-@dataclass
-class LoadedIndex:
-    index: Any  # faiss.Index
-    ids: pa.Table  # IDS_SCHEMA, one row per faiss row
-    meta: dict[str, Any]
-
-    def search(self, queries: np.ndarray, k: int = RECALL_K) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, faiss rows) for L2-normalized queries; map rows with `self.ids`."""
-        queries = check_vectors(np.atleast_2d(queries), self.meta["dim"], "queries")
-        return self.index.search(queries, k)
-
-    def product_ids(self, rows: np.ndarray) -> list[list[str | None]]:
-        pids = self.ids["product_id"].to_pylist()
-        return [[pids[r] if r >= 0 else None for r in row] for row in np.atleast_2d(rows)]
-
-
-def load_index(path: str | Path) -> LoadedIndex:
-    """A committed index directory, verified against its manifest, with its search params applied."""
-    import faiss
-
-    root = Path(path)
-    try:
-        manifest = verify_dir(root)
-    except IncompleteDirError as e:
-        raise IncompleteDirError(f"{e}; rebuild it with `shopgraph data index`") from None
-    meta = manifest["meta"]
-    index = faiss.read_index(str(root / INDEX_FILE))
-    ids = pq.read_table(root / IDS_FILE)
-    if index.d != meta["dim"] or index.ntotal != meta["count"] or ids.num_rows != meta["count"]:
-        raise IncompleteDirError(
-            f"{root}: index has dim {index.d} and {index.ntotal} vectors, ids {ids.num_rows} rows, but the manifest says dim "
-            f"{meta['dim']} and {meta['count']}; rebuild it with `shopgraph data index`"
-        )
-    set_search_params(index, meta["type"], meta["params"])
-    return LoadedIndex(index=index, ids=ids, meta=meta)
-
-
 def build_from_embeddings(cfg: IndexConfig, embeddings: pa.Table, final: Path, *, dim: int | None = None, seed: int = 0, extra_meta: dict | None = None) -> LoadedIndex:
     """Build, measure and commit an index from an embeddings table (product_id, item_idx, vector)."""
     if embeddings.num_rows == 0:
@@ -227,9 +155,14 @@ def run(config) -> dict[str, Any]:
     return loaded.meta
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m data.index` (a `ray job submit` / RayJob entry point) and its `shopgraph data` command."""
+    from core.cli import stage_main
+
+    return stage_main(argv, run, prog="python -m data.index", description=__doc__)
+
+
 if __name__ == "__main__":
     import sys
 
-    from data.cli import app
-
-    app(["index", *sys.argv[1:]])
+    sys.exit(main())

@@ -16,7 +16,7 @@ Steps:
    ids (first occurrence wins, in input order = chunk, line, sub) and events whose product is not
    in the catalog (checked in parallel in Ray Data).
 4. write: sort deterministically (one copy of each table, taken in final order) and write
-   committed shard sets (`data.shards`).
+   committed shard sets (`core.shards`).
 
 Measured with `bench/data_prepare.py` on a loaded 2-core box: 1M products + 10M events in
 about 4 minutes, 4 GiB peak PSS over the driver and every Ray process.
@@ -37,13 +37,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from cluster.config import ShopgraphConfig
-from data.ingest_config import SourceConfig
-from data.inputs import ensure_ray
-from data.layout import ArtifactLayout
+from core.config import ShopgraphConfig
+from core.config.ingest import SourceConfig
+from core.runtime import ensure_ray
+from core.layout import ArtifactLayout
 from data.readers import parse_chunk
-from data.schemas import EVENTS, PRODUCTS, QUARANTINE
-from data.shards import write_shard_set
+from core.schemas import EVENTS, PRODUCTS, QUARANTINE
+from core.shards import write_shard_set
 from data.sources import plan_sources
 
 SAMPLE_SOURCE = "sample"
@@ -423,22 +423,17 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def main(argv: list[str] | None = None) -> int:
+    """`python -m data.prepare` (a `ray job submit` / RayJob entry point) and `shopgraph data prepare`.
 
-    from cluster.config import ConfigError, load_config
+    Prints the row accounting per source; a missing file or column stops before any work,
+    naming the data.sources key to change (exit 2).
+    """
+    from core.cli import stage_main
     from data.sources import SourceError
 
-    parser = argparse.ArgumentParser(prog="python -m data.prepare", description="Validate raw sources and write products/events/quarantine shards.")
-    parser.add_argument("--config", "-c", default=None, help="YAML config (default: configs/local.yaml).")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Override one key, e.g. --set data.sample.num_events=5000.")
-    args = parser.parse_args(argv)
-    try:
-        prepare(load_config(args.config, args.overrides))
-    except (ConfigError, SourceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    return stage_main(argv, lambda cfg: prepare(cfg), prog="python -m data.prepare", description=__doc__, show=lambda _: None, usage_errors=(SourceError,))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

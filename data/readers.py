@@ -35,8 +35,8 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 
-from data.ingest_config import SourceConfig
-from data.schemas import EVENTS, PRODUCTS
+from core.config.ingest import SourceConfig
+from core.schemas import EVENTS, PRODUCTS
 from data.values import (
     RowError,
     as_attributes,

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from data.ingest_config import SampleConfig
-from data.schemas import EVENTS, PRODUCTS
+from core.config.ingest import SampleConfig
+from core.schemas import EVENTS, PRODUCTS
 
 BASE_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z, fixed: no wall clock in generated data
 DAY_MS = 86_400_000
@@ -381,20 +381,25 @@ def write_sample_files(out: Path, cfg: SampleConfig, seed: int = 0) -> tuple[Pat
     return products_path, events_path
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def main(argv: list[str] | None = None) -> int:
+    """`python -m data.sample --out DIR` and `shopgraph data sample --out DIR`."""
+    from core.cli import stage_main
 
-    from cluster.config import load_config
+    def options(parser) -> None:
+        parser.add_argument("--out", required=True, type=Path, help="Directory for products.jsonl and events.csv.")
 
-    parser = argparse.ArgumentParser(prog="python -m data.sample", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, type=Path, help="Directory for products.jsonl and events.csv.")
-    parser.add_argument("--config", "-c", default=None)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    for path in write_sample_files(args.out, cfg.data.sample, cfg.data.seed):
-        print(path)
+    def run(cfg, out: Path) -> list[str]:
+        products, events = write_sample_files(out, cfg.data.sample, cfg.data.seed)
+        return [
+            f"wrote {products} and {events}; read them back with data.sources:",
+            f"  - {{name: products, format: jsonl, path: {products}, table: products}}",
+            f"  - {{name: events, format: csv, path: {events}, table: events, timestamp_unit: ms}}",
+        ]
+
+    return stage_main(argv, run, prog="python -m data.sample", description=__doc__, options=options, show="\n".join)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

@@ -16,7 +16,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.ingest_config import SourceConfig
+from core.config.ingest import SourceConfig
 from data.readers import HEADER_FORMATS, JSON_FORMATS, DEFAULT_DELIMITER, _json_record, required_source_columns
 from data.values import RowError
 

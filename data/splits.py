@@ -50,11 +50,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from data.config import SplitsConfig
-from data.inputs import conform, load_events, local_dir
-from data.layout import ArtifactLayout
-from data.manifest import staged_dir, write_manifest
-from data.schemas import EVENT_TYPES, EVENTS, ITEM_IDS, LOO_SPLIT, SEQUENCES, USER_IDS
+from core.config.data import SplitsConfig
+from data.inputs import conform, load_events
+from core.runtime import local_dir
+from core.layout import ArtifactLayout
+from core.manifest import staged_dir, write_manifest
+from core.schemas import EVENT_TYPES, EVENTS, ITEM_IDS, LOO_SPLIT, SEQUENCES, USER_IDS
 
 _TS = pa.timestamp("ms", tz="UTC")
 _MS_PER_DAY = 86_400_000
@@ -323,9 +324,14 @@ def run(config) -> dict[str, Any]:
     return splits.stats
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m data.splits` (a `ray job submit` / RayJob entry point) and its `shopgraph data` command."""
+    from core.cli import stage_main
+
+    return stage_main(argv, run, prog="python -m data.splits", description=__doc__)
+
+
 if __name__ == "__main__":
     import sys
 
-    from data.cli import app
-
-    app(["split", *sys.argv[1:]])
+    sys.exit(main())

@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from data.schemas import EVENT_TYPES
+from core.schemas import EVENT_TYPES
 
 # 1970 .. 2100: anything outside is a unit mistake (seconds read as ms or the other way round).
 _TS_MIN_MS, _TS_MAX_MS = 0, 4_102_444_800_000

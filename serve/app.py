@@ -45,7 +45,7 @@ class AppArgs(BaseModel):
 
 
 def _load(args: AppArgs):
-    from cluster.config import load_config
+    from core.config import load_config
 
     return load_config(args.config_path, args.overrides)
 
@@ -209,8 +209,8 @@ def _self_scored(product_id: str, history: np.ndarray, catalog):
 
 def generator_model_dir(cfg) -> Path:
     """The fine-tuned generator if one was exported, else the configured base model."""
-    from data.layout import ArtifactLayout
-    from train.base_model import resolve_generator_dir
+    from core.layout import ArtifactLayout
+    from models.base_model import resolve_generator_dir
 
     exported = Path(ArtifactLayout(cfg.artifacts.root).generator)
     if (exported / "shopgraph-manifest.json").exists() and (exported / "config.json").exists():
@@ -221,7 +221,7 @@ def generator_model_dir(cfg) -> Path:
 def generator_version(cfg) -> str:
     """The version the batch job stamps on its content (train/batch_generate.py): the model's
     manifest `model_version`, else the first 12 hex of its weights' sha256."""
-    from data.manifest import read_manifest
+    from core.manifest import read_manifest
 
     try:
         manifest = read_manifest(generator_model_dir(cfg))
@@ -234,13 +234,12 @@ def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
     """Load the batch job's product-page content whose facts hash and model still match."""
     import pyarrow.parquet as pq
 
-    from data.layout import ArtifactLayout
-    from data.manifest import verify_dir
+    from core.layout import ArtifactLayout
+    from core.manifest import verify_dir
     from serve.catalog import facts_hash
     from serve.content import CacheKey
-    from train.batch_generate import content_dir
 
-    root = Path(content_dir(ArtifactLayout(cfg.artifacts.root)))
+    root = Path(ArtifactLayout(cfg.artifacts.root).content)
     try:
         verify_dir(root)
     except Exception:

@@ -78,9 +78,9 @@ def artifact_version(paths: list[Path]) -> str:
 def load_catalog(cfg) -> Catalog:
     import pyarrow.parquet as pq
 
-    from data.inputs import local_dir
-    from data.layout import ArtifactLayout
-    from data.shards import read_events, read_products
+    from core.runtime import local_dir
+    from core.layout import ArtifactLayout
+    from core.shards import read_events, read_products
 
     layout = ArtifactLayout(cfg.artifacts.root)
     products_t = read_products(layout).to_pylist()
@@ -113,13 +113,13 @@ def load_catalog(cfg) -> Catalog:
 def facts_of(product: Product, currency: str) -> dict[str, Any]:
     """The product facts in the corpus's canonical form (the same serialization the generator
     was trained on and the grounding check compares with)."""
-    from data.corpus import facts_of as corpus_facts
+    from core.facts import facts_of as corpus_facts
 
     return corpus_facts(product.as_record(), currency)
 
 
 def facts_hash(product: Product, currency: str) -> str:
-    from data.corpus import facts_hash as corpus_hash
+    from core.facts import facts_hash as corpus_hash
 
     return corpus_hash(product.as_record(), currency)
 

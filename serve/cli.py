@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cluster.cli_common import ConfigOpt, SetOpt, load_or_exit
+from core.cli import ConfigOpt, load_or_exit, SetOpt
 
 app = typer.Typer(help="Serve recommendations and product pages with Ray Serve (ingress -> retriever -> ranker -> generator).", no_args_is_help=True)
 
@@ -20,7 +20,7 @@ def start_app(cfg, config_path: str | None, overrides: list[str], engine: str = 
     """Deploy the application on the configured Ray cluster; returns its base URL."""
     from ray import serve
 
-    from data.inputs import ensure_ray
+    from core.runtime import ensure_ray
     from serve.app import build_app
 
     ensure_ray(cfg)

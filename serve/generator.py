@@ -17,7 +17,7 @@ class GeneratorCore:
     """Prompts -> engine -> grounding. Async; one instance per replica.
 
     Prompts and the grounding check are the ones training and evaluation use
-    (`train.prompts`, `train.grounding`), so the served model sees the prompts it was tuned on
+    (`models.prompts`, `models.grounding`), so the served model sees the prompts it was tuned on
     and its output is held to the same standard it was measured by.
     """
 
@@ -39,8 +39,8 @@ class GeneratorCore:
         return "".join(parts).strip()
 
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
-        from train.grounding import remove_unsupported
-        from train.prompts import reason_messages
+        from models.grounding import remove_unsupported
+        from models.prompts import reason_messages
 
         started = time.perf_counter()
         raw = await self._complete(reason_messages(profile, facts), self.cfg.reason_max_tokens)
@@ -48,7 +48,7 @@ class GeneratorCore:
         return {"text": kept or None, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
     async def page(self, facts: dict) -> dict[str, Any]:
-        from train.prompts import PDP_SCHEMA, pdp_messages
+        from models.prompts import pdp_messages, PDP_SCHEMA
 
         started = time.perf_counter()
         raw = await self._complete(pdp_messages(facts), self.cfg.page_max_tokens, json_schema=PDP_SCHEMA)
@@ -56,7 +56,7 @@ class GeneratorCore:
 
     async def stream_page(self, facts: dict):
         """Yields {"delta": text} while generating, then the grounded {"sections": ...}."""
-        from train.prompts import PDP_SCHEMA, pdp_messages
+        from models.prompts import pdp_messages, PDP_SCHEMA
 
         parts = []
         async for delta in self.engine.stream(pdp_messages(facts), max_tokens=self.cfg.page_max_tokens, json_schema=PDP_SCHEMA):
@@ -68,8 +68,8 @@ class GeneratorCore:
 
 def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any]:
     """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
-    from train.grounding import ground_pdp
-    from train.prompts import repair_pdp
+    from models.grounding import ground_pdp
+    from models.prompts import repair_pdp
 
     page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
@@ -89,7 +89,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
 
 
 def _first_sentence(text: str) -> str:
-    from train.grounding import sentences
+    from models.grounding import sentences
 
     parts = [s.strip() for s in sentences(text.strip().strip('"')) if s.strip()]
     return parts[0] if parts else ""
@@ -98,7 +98,7 @@ def _first_sentence(text: str) -> str:
 @serve.deployment(name="Generator")
 class Generator:
     def __init__(self, engine_spec: dict, generation: dict, known_brands: list[str]):
-        from serve.config import GenerationConfig
+        from core.config.serve import GenerationConfig
         from serve.engine import build_engine
 
         self.core = GeneratorCore(build_engine(engine_spec), GenerationConfig(**generation), known_brands)

@@ -12,7 +12,6 @@ reached through the MiniLM text index, queried with the centroid of the user's r
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,27 +38,17 @@ class Scored:
 
 class RetrieverCore:
     def __init__(self, cfg, catalog: Catalog):
-        import faiss
         import torch
 
-        from data.embed import load_embeddings, vectors_of
-        from data.index import load_index
-        from data.inputs import local_dir
-        from data.layout import ArtifactLayout
-        from data.manifest import verify_dir
-        from train.sasrec import SASRec, SASRecConfig
+        from core.layout import ArtifactLayout
+        from core.runtime import local_dir
+        from models.index import inner_product_index, load_embeddings, load_index, vectors_of
+        from models.sasrec import load_exported
 
         layout = ArtifactLayout(cfg.artifacts.root)
-        rec_dir = Path(layout.recommender)
-        verify_dir(rec_dir)
-        self.model_cfg = SASRecConfig(**json.loads((rec_dir / "model_config.json").read_text()))
-        self.model = SASRec(self.model_cfg)
-        self.model.load_state_dict(torch.load(rec_dir / "model.pt", map_location="cpu"))
-        self.model.eval()
+        self.model, self.model_cfg, vectors = load_exported(layout.recommender)
         torch.set_num_threads(1)  # many small requests: one thread each beats contention
-        vectors = np.ascontiguousarray(np.load(rec_dir / "item_vectors.npy"), dtype=np.float32)
-        self.index = faiss.IndexFlatIP(vectors.shape[1])
-        self.index.add(vectors)
+        self.index = inner_product_index(vectors)
         self.text_index = load_index(local_dir(layout.index))
         self.text_pids = self.text_index.ids["product_id"].to_pylist()  # once: converting per request cost ~0.5 ms
         emb, _ = load_embeddings(layout)
@@ -82,7 +71,7 @@ class RetrieverCore:
     def retrieve_batch(self, histories: list[np.ndarray], unknown: list[list[str]], k: int) -> list[Candidates]:
         import torch
 
-        from train.evaluate import pad_left
+        from models.sasrec import pad_left
 
         out: list[Candidates] = [Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in histories]
         warm = [i for i, h in enumerate(histories) if len(h)]
@@ -128,8 +117,8 @@ class RankerCore:
     def __init__(self, cfg, catalog: Catalog):
         import torch
 
-        from data.layout import ArtifactLayout
-        from train.ranker import load_ranker
+        from core.layout import ArtifactLayout
+        from models.ranker import load_ranker
 
         self.mlp, self.featurizer, (self.mean, self.std) = load_ranker(Path(ArtifactLayout(cfg.artifacts.root).ranker))
         torch.set_num_threads(1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.config import HttpConfig
+from core.config.serve import HttpConfig
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -26,8 +26,8 @@ SHARED = Path(os.environ.get("SHOPGRAPH_SHARED_DIR", REPO.parent / "shared"))
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """Both embedded models, prepared once per session exactly as `shopgraph models prepare` does."""
-    from data.encoder import prepare_encoder
-    from train.base_model import prepare_generator_base
+    from models.encoder import prepare_encoder
+    from models.base_model import prepare_generator_base
 
     root = tmp_path_factory.mktemp("models")
     prepare_generator_base(root)
@@ -66,7 +66,7 @@ def serving_artifacts(tmp_path_factory, models_dir) -> list[str]:
     recommender -> ranker), built once per session; returns the --set overrides that point at it."""
     import ray
 
-    from cluster.config import load_config
+    from core.config import load_config
     from cluster.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("serving-artifacts")

@@ -4,10 +4,10 @@
     python -m train.batch_generate --config configs/local.yaml          # ray job submit entry point
 
 Reads the products shard set (`shopgraph data prepare`), serializes each product's facts exactly
-as the corpus does (`data.corpus.serialize_facts`, so `facts_hash` matches the corpus and the
+as the corpus does (`core.facts.serialize_facts`, so `facts_hash` matches the corpus and the
 serving cache), generates `{title, highlights, description}` with the exported generator
 (`<artifacts>/models/generator`; `--model-dir` for another) under vLLM structured outputs, runs
-the grounding filter (train/grounding.py) and writes Parquet:
+the grounding filter (models/grounding.py) and writes Parquet:
 
     <artifacts>/content/pdp/     product_id, facts_hash, model_version, title, highlights,
                                  description, json_valid, json_complete, unsupported_removed,
@@ -22,7 +22,7 @@ Why `map_batches` with a callable class and not `ray.data.llm`: Ray's `vLLMEngin
 `{"GPU": 1, "CPU": 1}` bundle unless `placement_group_config` overrides it, and adds
 chat-template / tokenize / detokenize stages of its own; whether that path runs on the vLLM
 CPU build has not been verified here. A plain actor holding `vllm.LLM` does run on CPU, uses
-the same engine config as evaluation and serving (train/llm.py), and keeps structured outputs
+the same engine config as evaluation and serving (models/llm.py), and keeps structured outputs
 and the grounding filter in one place. One engine per actor (`content.concurrency`), with
 fractional `content.num_cpus` so it schedules on a 2-CPU node.
 
@@ -38,19 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from train.grounding import check, ground_pdp
-from train.prompts import parse_pdp, pdp_messages, pdp_structured_outputs, repair_pdp
-
-
-def content_dir(layout) -> str:
-    return f"{layout.root.rstrip('/')}/content/pdp"
+from models.grounding import check, ground_pdp
+from models.prompts import parse_pdp, pdp_messages, pdp_structured_outputs, repair_pdp
 
 
 def facts_rows(batch: dict[str, np.ndarray], currency: str | None = None) -> dict[str, Any]:
     """Ray Data stage: product rows -> product_id, facts (serialized), facts_hash."""
     import hashlib
 
-    from data.corpus import serialize_facts
+    from core.facts import serialize_facts
 
     n = len(batch["product_id"])
     rows = [{k: batch[k][i] for k in batch} for i in range(n)]
@@ -66,8 +62,8 @@ class PdpGenerator:
     """Holds one vLLM engine; called on batches of facts rows."""
 
     def __init__(self, model_dir: str, engine: dict[str, Any], model_version: str, max_new_tokens: int, ground: bool, known_brands: list[str]):
-        from train.config import GeneratorEngineConfig
-        from train.prompts import build_structured_vllm
+        from core.config.train import GeneratorEngineConfig
+        from models.prompts import build_structured_vllm
 
         self.llm = build_structured_vllm(model_dir, GeneratorEngineConfig(**engine))
         self.model_version = model_version
@@ -113,9 +109,10 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
     import pyarrow.parquet as pq
     import ray.data
 
-    from data.inputs import load_products, local_dir
-    from data.layout import ArtifactLayout
-    from data.manifest import staged_dir, verify_dir, write_manifest
+    from data.inputs import load_products
+    from core.runtime import local_dir
+    from core.layout import ArtifactLayout
+    from core.manifest import staged_dir, verify_dir, write_manifest
     from train.recommender import init_ray
 
     layout = ArtifactLayout(cfg.artifacts.root)
@@ -143,7 +140,7 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
         num_cpus=content.num_cpus,
         num_gpus=content.num_gpus or None,
     )
-    final = local_dir(str(out_dir or content_dir(layout)))
+    final = local_dir(str(out_dir or layout.content))
     with staged_dir(final) as staging:
         table = _collect(ds)
         pq.write_table(table.sort_by("product_id"), staging / "content.parquet")
@@ -168,13 +165,17 @@ def _collect(ds):
     return pa.concat_tables(tables)
 
 
-def main(argv: list[str] | None = None) -> None:
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.batch_generate` (a `ray job submit` / RayJob entry point) and `shopgraph data generate-content`."""
+    from core.cli import stage_main
 
-    from data.cli import app
+    def options(parser) -> None:
+        parser.add_argument("--model-dir", default=None, help="Generator to use (default: <artifacts>/models/generator).")
 
-    app(["generate-content", *(argv if argv is not None else sys.argv[1:])])
+    return stage_main(argv, lambda cfg, model_dir: generate_content(cfg, model_dir=model_dir), prog="python -m train.batch_generate", description=__doc__, options=options)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

@@ -1,23 +1,18 @@
-"""`shopgraph train ...`: Ray Train recipes and evaluation. Each is also a `python -m` entry point:
+"""`shopgraph train ...`: Ray Train recipes and evaluation. Each command calls its recipe module's
+`main(argv)`, the same function `python -m` runs (`core.cli.stage_main`):
 
     python -m train.recommender --config configs/local.yaml
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
-from cluster.cli_common import ConfigOpt, SetOpt, load_or_exit
+from core.cli import ConfigOpt, SetOpt, stage_argv
 
 app = typer.Typer(help="Train with Ray Train and evaluate: the sequential recommender (SASRec), the ranker over its candidates, and the generator LM.", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
 
 
 @app.command()
@@ -27,14 +22,9 @@ def recommender(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     Reads the leave-one-out split from `shopgraph data split`; evaluation covers both
     protocols and the popularity / co-occurrence baselines.
     """
-    from train.recommender import train_recommender
+    from train import recommender as recipe
 
-    cfg = load_or_exit(config, set_)
-    try:
-        meta = train_recommender(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    typer.echo(json.dumps({"best_epoch": meta["best_epoch"], "selected_on": meta["selected_on"], "best_valid_score": meta["best_valid_score"], "test": meta["test"]}, indent=2))
+    raise typer.Exit(recipe.main(stage_argv(config, set_)))
 
 
 @app.command()
@@ -44,14 +34,9 @@ def ranker(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     Reports NDCG@10 of the ranker's order against the retrieval order on held-out test
     targets and exports it (with the features' item table) under <artifacts>/models/ranker.
     """
-    from train.ranker import train_ranker
+    from train import ranker as recipe
 
-    cfg = load_or_exit(config, set_)
-    try:
-        meta = train_ranker(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
-    typer.echo(json.dumps(meta["test"], indent=2))
+    raise typer.Exit(recipe.main(stage_argv(config, set_)))
 
 
 @app.command()
@@ -61,15 +46,9 @@ def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     Both protocols: the test item vs sampled negatives (SASRec) and vs all items (full
     ranking); baselines: popularity and item-to-item co-occurrence.
     """
-    from data.manifest import IncompleteDirError
-    from train.recommender import evaluate_exported
+    from train import evaluate as recipe
 
-    cfg = load_or_exit(config, set_)
-    try:
-        results = evaluate_exported(cfg)
-    except (FileNotFoundError, ValueError, IncompleteDirError) as e:
-        _fail(f"{e}; train one first with `shopgraph train recommender`")
-    typer.echo(json.dumps(results, indent=2))
+    raise typer.Exit(recipe.main(stage_argv(config, set_)))
 
 
 @app.command()
@@ -79,15 +58,9 @@ def generator(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     Reads `shopgraph data corpus` output; base model = models.generator. Checks the base model
     and train.generator (ZeRO stage, max_seq_len vs the model's context) before any worker starts.
     """
-    from data.manifest import IncompleteDirError
-    from train.generator import train_generator
+    from train import generator as recipe
 
-    cfg = load_or_exit(config, set_)
-    try:
-        meta = train_generator(cfg)
-    except (FileNotFoundError, ValueError, IncompleteDirError) as e:
-        _fail(str(e))
-    typer.echo(json.dumps({"model_version": meta["model_version"], **{k: v for k, v in meta["metrics"].items() if k != "curves"}}, indent=2))
+    raise typer.Exit(recipe.main(stage_argv(config, set_)))
 
 
 @app.command("eval-generator")
@@ -98,13 +71,6 @@ def eval_generator(
 ) -> None:
     """Evaluate base vs fine-tuned generator on held-out products: BLEU, ROUGE-L, distinct-2,
     JSON validity, unsupported-claim rate. Writes <artifacts>/reports/generator/eval.{json,md,html}."""
-    from data.manifest import IncompleteDirError
-    from train.eval_generator import evaluate_generator, summary_rows
+    from train import eval_generator as recipe
 
-    cfg = load_or_exit(config, set_)
-    try:
-        report = evaluate_generator(cfg, model_dir=model_dir)
-    except (FileNotFoundError, ValueError, IncompleteDirError) as e:
-        _fail(f"{e}; train one first with `shopgraph train generator` (or pass --model-dir)")
-    for row in summary_rows(report):
-        typer.echo("  ".join(row))
+    raise typer.Exit(recipe.main(stage_argv(config, set_, model_dir=model_dir)))

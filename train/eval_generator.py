@@ -13,11 +13,11 @@ For each model (the base `models.generator` and the fine-tuned export under
   (rouge-score, with a CJK-aware tokenizer: its default drops non-ASCII text) of the generated
   description against the catalog's human-written description. "JSON complete" = the raw
   output parses; "JSON valid" = it parses after closing an answer the token budget cut off
-  (`train.prompts.repair_pdp`; under structured outputs every output is a valid prefix), which
+  (`models.prompts.repair_pdp`; under structured outputs every output is a valid prefix), which
   is what serving and batch generation show.
 - reasons (profile + facts -> one sentence): BLEU / ROUGE-L against the templated reference
   (grounded by construction but not human-written; see data/corpus.py).
-- both: distinct-2 over all outputs of the model, and the grounding check (train/grounding.py):
+- both: distinct-2 over all outputs of the model, and the grounding check (models/grounding.py):
   unsupported claims per output and overall, with the catalog's brands as known brands (and,
   for reasons, the example's shopper profile, which may be quoted but grounds no product fact).
 
@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from train.grounding import check_batch, pdp_visible_text
-from train.prompts import parse_pdp, repair_pdp
+from models.grounding import check_batch, pdp_visible_text
+from models.prompts import parse_pdp, repair_pdp
 
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 
@@ -125,7 +125,7 @@ def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str,
     """One vLLM engine per model; PDP prompts constrained to the JSON schema."""
     from vllm import SamplingParams
 
-    from train.prompts import build_structured_vllm, pdp_structured_outputs
+    from models.prompts import build_structured_vllm, pdp_structured_outputs
 
     llm = build_structured_vllm(model_dir, engine_cfg)
     try:
@@ -146,8 +146,8 @@ def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str,
 
 
 def evaluate_generator(cfg, *, model_dir: str | Path | None = None, corpora_dir: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
-    from data.layout import ArtifactLayout
-    from data.manifest import verify_dir
+    from core.layout import ArtifactLayout
+    from core.manifest import verify_dir
     from train.generator import check_setup
 
     layout = ArtifactLayout(cfg.artifacts.root)
@@ -206,13 +206,18 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.eval_generator` (a `ray job submit` / RayJob entry point) and `shopgraph train eval-generator`."""
+    from core.cli import stage_main
 
-    from train.cli import app
+    def options(parser) -> None:
+        parser.add_argument("--model-dir", default=None, help="Fine-tuned model dir (default: <artifacts>/models/generator).")
 
-    app(["eval-generator", *(argv if argv is not None else sys.argv[1:])])
+    return stage_main(argv, lambda cfg, model_dir: evaluate_generator(cfg, model_dir=model_dir), prog="python -m train.eval_generator", description=__doc__, options=options, show=lambda report: "\n".join("  ".join(row) for row in summary_rows(report)),
+        hint="; train one first with `shopgraph train generator` (or pass --model-dir)")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

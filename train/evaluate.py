@@ -3,7 +3,7 @@
     shopgraph train evaluate --config configs/local.yaml
     python -m train.evaluate --config configs/local.yaml      # ray job submit entry point
 
-Protocols (see `train.metrics`): **sampled** (the held-out item vs N negatives the user never
+Protocols (see `models.metrics`): **sampled** (the held-out item vs N negatives the user never
 touched, SASRec/S3-Rec) and **full** (vs all items, the user's history excluded, RecBole).
 Baselines computed in the same run on the same users: popularity and item-to-item
 co-occurrence. Output: `metrics.json` and `report.html` (+ `curves.png`) under the reports dir.
@@ -20,7 +20,8 @@ from typing import Protocol
 import numpy as np
 import pyarrow.parquet as pq
 
-from train.metrics import full_ranking_ranks, metrics_from_ranks, sample_negatives, sampled_ranks
+from models.metrics import full_ranking_ranks, metrics_from_ranks, sample_negatives, sampled_ranks
+from models.sasrec import pad_left
 
 
 @dataclass
@@ -53,7 +54,7 @@ class LooData:
         """The split as a `LOO_SPLIT` file (what `from_parquet` and the training recipe read)."""
         import pyarrow as pa
 
-        from data.schemas import LOO_SPLIT
+        from core.schemas import LOO_SPLIT
 
         table = pa.table(
             {"user_idx": self.user_idx, "train_items": [t.tolist() for t in self.train_items], "valid_item": self.valid_item, "test_item": self.test_item},
@@ -94,15 +95,6 @@ class LooData:
         return [np.append(t, v) if v > 0 else t for t, v in zip(self.train_items, self.valid_item)]
 
 
-def pad_left(histories: list[np.ndarray], max_len: int) -> np.ndarray:
-    out = np.zeros((len(histories), max_len), dtype=np.int64)
-    for i, h in enumerate(histories):
-        h = h[-max_len:]
-        if len(h):
-            out[i, -len(h) :] = h
-    return out
-
-
 class Scorer(Protocol):
     name: str
 
@@ -136,7 +128,7 @@ class CooccurrenceScorer:
     name = "cooccurrence"
 
     def __init__(self, interactions: list[np.ndarray], num_items: int, window: int = 3, recent: int = 3):
-        from train.ranker_features import cooccurrence_matrix
+        from models.ranker_features import cooccurrence_matrix
 
         self.matrix = cooccurrence_matrix(interactions, num_items, window=window)
         self.pop = PopularityScorer(interactions, num_items).counts
@@ -251,13 +243,15 @@ def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None,
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.evaluate` (a `ray job submit` / RayJob entry point) and `shopgraph train evaluate`."""
+    from core.cli import stage_main
+    from train.recommender import evaluate_exported
 
-    from train.cli import app
-
-    app(["evaluate", *(argv if argv is not None else sys.argv[1:])])
+    return stage_main(argv, lambda cfg: evaluate_exported(cfg), prog="python -m train.evaluate", description=__doc__, hint="; train one first with `shopgraph train recommender`")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

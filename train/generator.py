@@ -6,7 +6,7 @@
 Reads the corpora written by `shopgraph data corpus` (`<artifacts>/data/corpora/{pdp,reasons}.jsonl`,
 `split == "train"` examples with an assistant turn) and trains the base model `models.generator`
 (any local HF causal-LM directory; default the embedded SmolLM2-135M-Instruct) on both tasks at
-once: the task is stated in each prompt (train/prompts.py), so one model serves both.
+once: the task is stated in each prompt (models/prompts.py), so one model serves both.
 
 - `TorchTrainer` starts the workers and the process group (gloo on CPU, NCCL on GPU);
   `deepspeed.initialize` wraps the HF model with a config built from `train.generator`:
@@ -296,8 +296,8 @@ def check_setup(cfg) -> Path:
 
     Returns the base model directory.
     """
-    from data.manifest import IncompleteDirError
-    from train.base_model import check_generator_dir, resolve_generator_dir
+    from core.manifest import IncompleteDirError
+    from models.base_model import check_generator_dir, resolve_generator_dir
 
     base = resolve_generator_dir(cfg.models.dir, cfg.models.generator)
     if not base.is_dir():
@@ -321,7 +321,7 @@ def train_generator(cfg, *, corpora_dir: str | Path | None = None, run_name: str
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from data.layout import ArtifactLayout
+    from core.layout import ArtifactLayout
     from train.recommender import _check_resources, init_ray
 
     layout = ArtifactLayout(cfg.artifacts.root)
@@ -396,7 +396,7 @@ def export_checkpoint(cfg, checkpoint, base: Path, files: list[Path], out: Path)
     import torch
     from transformers import AutoTokenizer
 
-    from data.manifest import read_manifest, sha256_file, staged_dir, write_manifest
+    from core.manifest import read_manifest, sha256_file, staged_dir, write_manifest
 
     hp = cfg.train.generator
     with checkpoint.as_directory() as d:
@@ -442,13 +442,17 @@ def export_checkpoint(cfg, checkpoint, base: Path, files: list[Path], out: Path)
     return meta
 
 
-def main(argv: list[str] | None = None) -> None:
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.generator` (a `ray job submit` / RayJob entry point) and `shopgraph train generator`."""
+    from core.cli import as_json, stage_main
 
-    from train.cli import app
+    def show(meta: dict) -> str:
+        return as_json({"model_version": meta["model_version"], **{k: v for k, v in meta["metrics"].items() if k != "curves"}})
 
-    app(["generator", *(argv if argv is not None else sys.argv[1:])])
+    return stage_main(argv, lambda cfg: train_generator(cfg), prog="python -m train.generator", description=__doc__, show=show)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

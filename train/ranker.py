@@ -6,7 +6,7 @@
 Candidates are the top-K items of a FAISS inner-product index over the recommender's item
 vectors, queried with the recommender's user vector — exactly what the Serve retriever
 returns (history items included: coming back to an item is common, the ranker decides). Each (user, candidate) gets the request-time features of
-`train.ranker_features`. A small MLP learns a listwise softmax over each user's K candidates
+`models.ranker_features`. A small MLP learns a listwise softmax over each user's K candidates
 on the **validation** targets (history = train items); it is evaluated on the **test** targets
 (history = train + validation items), against the retrieval order on the same candidates.
 Items outside the candidates count as misses for both, so the comparison is fair.
@@ -19,7 +19,6 @@ metrics.json, shopgraph-manifest.json.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from train.evaluate import LooData, item_counts, pad_left
-from train.metrics import metrics_from_ranks
-from train.ranker_features import FEATURES, Featurizer, ItemTable, cooccurrence_matrix
+from models.ranker import ranker_mlp, unwrap
+from models.index import inner_product_index
+from models.sasrec import load_exported, pad_left
+from train.evaluate import LooData, item_counts
+from models.metrics import metrics_from_ranks
+from models.ranker_features import cooccurrence_matrix, FEATURES, Featurizer, ItemTable
 
 # ----------------------------------------------------------------------------- setup: items, candidates, features
 
@@ -38,7 +40,8 @@ def build_item_table(layout, num_items: int, loo: LooData) -> ItemTable:
     """Item metadata by dense id from the committed data artifacts; unknowns stay unknown."""
     import pyarrow.parquet as pq
 
-    from data.inputs import load_products, local_dir
+    from data.inputs import load_products
+    from core.runtime import local_dir
 
     table = ItemTable.empty(num_items)
     table.popularity = item_counts(loo.interactions(include_valid=False), num_items).astype(np.float64)
@@ -76,7 +79,7 @@ def build_item_table(layout, num_items: int, loo: LooData) -> ItemTable:
             if idx is not None and idx <= num_items:
                 table.recency[idx] = rec
     try:
-        from data.embed import load_embeddings, vectors_of
+        from models.index import load_embeddings, vectors_of
 
         emb, _ = load_embeddings(layout)
         vectors = vectors_of(emb)
@@ -134,14 +137,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     hp = config["hp"]
     torch.manual_seed(config["seed"])
-    model = ray.train.torch.prepare_model(_mlp(len(FEATURES), hp["hidden"]))
+    model = ray.train.torch.prepare_model(ranker_mlp(len(FEATURES), hp["hidden"]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=1e-4)
     start = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", weights_only=False)
-        _unwrap(model).load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["epoch"] + 1
     shard = ray.train.get_dataset_shard("train")
@@ -158,73 +161,37 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             saved = None
             if ray.train.get_context().get_world_rank() == 0:
-                torch.save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, Path(tmp) / "state.pt")
+                torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, Path(tmp) / "state.pt")
                 saved = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}, checkpoint=saved)
-
-
-def _mlp(num_features: int, hidden: int):
-    """Score = retrieval score + a learned correction from all features.
-
-    The correction's last layer starts at zero, so an untrained ranker reproduces the
-    retrieval order exactly, and training moves away from it only where the validation lists
-    say so: with a few hundred training lists a ranker must not start from random.
-    """
-    import torch
-    from torch import nn
-
-    class ResidualRanker(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.correction = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-            nn.init.zeros_(self.correction[-1].weight)
-            nn.init.zeros_(self.correction[-1].bias)
-            self.retrieval_weight = nn.Parameter(torch.ones(1))
-
-        def forward(self, x):  # x: (..., F) normalized; feature 0 is the retrieval score
-            return self.retrieval_weight * x[..., :1] + self.correction(x)
-
-    return ResidualRanker()
-
-
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 # ----------------------------------------------------------------------------- driver
 
 
 def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = None) -> dict[str, Any]:
-    import faiss
     import ray.data
     import torch
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from data.layout import ArtifactLayout
-    from data.manifest import staged_dir, verify_dir, write_manifest
-    from train.recommender import _check_resources, init_ray
-    from train.sasrec import SASRec, SASRecConfig
+    from core.layout import ArtifactLayout
+    from core.manifest import staged_dir, write_manifest
+    from train.recommender import _check_resources, fresh_run_config, init_ray
 
     layout = ArtifactLayout(cfg.artifacts.root)
     hp = cfg.train.ranker
     rec_dir = Path(layout.recommender)
     try:
-        verify_dir(rec_dir)
+        rec, model_cfg, vectors = load_exported(rec_dir)
     except Exception as e:
         raise FileNotFoundError(f"no trained recommender at {rec_dir} ({e}); run `shopgraph train recommender` first") from None
-    model_cfg = SASRecConfig(**json.loads((rec_dir / "model_config.json").read_text()))
-    rec = SASRec(model_cfg)
-    rec.load_state_dict(torch.load(rec_dir / "model.pt", map_location="cpu"))
-    rec.eval()
     loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo.parquet", model_cfg.num_items)
     if hp.candidates >= model_cfg.num_items:
         raise ValueError(f"train.ranker.candidates={hp.candidates} must be below the catalog size {model_cfg.num_items}; lower it")
 
     started = time.perf_counter()
-    vectors = np.load(rec_dir / "item_vectors.npy").astype(np.float32)
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(np.ascontiguousarray(vectors))
+    index = inner_product_index(vectors)
     items = build_item_table(layout, model_cfg.num_items, loo)
     cooc = cooccurrence_matrix(loo.interactions(include_valid=False), model_cfg.num_items, window=hp.cooccurrence_window)
     featurizer = Featurizer(items, cooc, recent=hp.recent_items)
@@ -250,13 +217,8 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
         train_loop_config={"hp": hp.model_dump(), "seed": cfg.train.seed},
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=False, resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": train_ds},
-        run_config=RunConfig(
-            # A fresh run each call: Ray Train resumes a run *name* from its storage, and a
-            # finished run of an older config must not be picked up as this run's state.
-            name=run_name or f"ranker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=str(Path(f"{layout.reports}/ray-train").resolve()),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-            failure_config=FailureConfig(max_failures=cfg.train.recommender.max_failures),
+        run_config=fresh_run_config(
+            "ranker", run_name, str(Path(f"{layout.reports}/ray-train").resolve()), CheckpointConfig(num_to_keep=1), cfg.train.recommender.max_failures
         ),
     )
     result = trainer.fit()
@@ -264,7 +226,7 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
         raise RuntimeError(f"ranker training produced no checkpoint: {result.error}")
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / "state.pt", weights_only=False)
-    mlp = _mlp(len(FEATURES), hp.hidden)
+    mlp = ranker_mlp(len(FEATURES), hp.hidden)
     mlp.load_state_dict(state["model"])
     mlp.eval()
 
@@ -299,35 +261,14 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
     return meta
 
 
-def load_ranker(path: str | Path):
-    """(mlp, featurizer, normalization) from an exported ranker directory (serving uses this)."""
-    import torch
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.ranker` (a `ray job submit` / RayJob entry point) and `shopgraph train ranker`."""
+    from core.cli import as_json, stage_main
 
-    from data.manifest import verify_dir
-
-    path = Path(path)
-    verify_dir(path)
-    spec = json.loads((path / "ranker.json").read_text())
-    arrays = np.load(path / "items.npz")
-    names = json.loads((path / "items.json").read_text())
-    text = arrays["text"] if arrays["text"].size else None
-    num_items = len(arrays["category"]) - 1
-    items = ItemTable(num_items, arrays["category"], arrays["brand"], arrays["log_price"], arrays["popularity"], arrays["recency"], text,
-                      names["product_ids"], names["titles"], names["categories"], names["brands"])
-    featurizer = Featurizer(items, sp.load_npz(path / "cooccurrence.npz"), recent=spec["recent_items"])
-    mlp = _mlp(len(spec["features"]), spec["hidden"])
-    mlp.load_state_dict(torch.load(path / "model.pt", map_location="cpu"))
-    mlp.eval()
-    return mlp, featurizer, (np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32))
-
-
-def main(argv: list[str] | None = None) -> None:
-    import sys
-
-    from train.cli import app
-
-    app(["ranker", *(argv if argv is not None else sys.argv[1:])])
+    return stage_main(argv, lambda cfg: train_ranker(cfg), prog="python -m train.ranker", description=__doc__, show=lambda meta: as_json(meta["test"]))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from train.evaluate import LooData, ModelScorer, evaluate_with_baselines, item_counts, pad_left, write_report
-from train.metrics import sample_negatives
-from train.sasrec import SASRec, SASRecConfig, sequence_loss
+from train.evaluate import evaluate_with_baselines, item_counts, LooData, ModelScorer, write_report
+from models.sasrec import pad_left
+from models.metrics import sample_negatives
+from models.sasrec import load_exported, SASRec, SASRecConfig, sequence_loss
 
 # ----------------------------------------------------------------------------- setup
 
@@ -83,7 +84,8 @@ def catalog_attributes(layout, num_items: int) -> dict[int, list[int]]:
     ("a", "a > b", ...), so items of a sub-category also share their parent's embedding."""
     import pyarrow.parquet as pq
 
-    from data.inputs import load_products, local_dir
+    from data.inputs import load_products
+    from core.runtime import local_dir
 
     ids_path = local_dir(layout.id_maps) / "items.parquet"
     try:
@@ -129,7 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
-    from train.metrics import full_ranking_ranks, metrics_from_ranks, sampled_ranks
+    from models.metrics import full_ranking_ranks, metrics_from_ranks, sampled_ranks
 
     hp = config["hp"]
     rank = ray.train.get_context().get_world_rank()
@@ -244,10 +246,10 @@ def build_trainer(
     """
     import ray
     import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from data.layout import ArtifactLayout
+    from core.layout import ArtifactLayout
 
     layout = ArtifactLayout(cfg.artifacts.root)
     hp = cfg.train.recommender
@@ -307,13 +309,10 @@ def build_trainer(
         },
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker={"CPU": scaling.cpus_per_worker}),
         datasets={"train": train_ds},
-        run_config=RunConfig(
-            # A fresh run each call: Ray Train resumes a run *name* from its storage, and a
-            # finished run of an older config must not be picked up as this run's state.
-            name=run_name or f"recommender-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-            storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_score", checkpoint_score_order="max"),
-            failure_config=FailureConfig(max_failures=hp.max_failures),
+        run_config=fresh_run_config(
+            "recommender", run_name, storage,
+            CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_score", checkpoint_score_order="max"),
+            hp.max_failures,
         ),
     )
     return trainer, model_cfg, loo
@@ -333,8 +332,8 @@ def train_recommender(
     With `train.recommender.item_attributes`, attributes come from `item_attributes` (dense
     item id -> attribute ids, e.g. a public dataset's attribute file) or else the catalog.
     """
-    from data.layout import ArtifactLayout
-    from data.manifest import staged_dir, write_manifest
+    from core.layout import ArtifactLayout
+    from core.manifest import staged_dir, write_manifest
 
     layout = ArtifactLayout(cfg.artifacts.root)
     hp = cfg.train.recommender
@@ -424,17 +423,10 @@ def _check_resources(scaling) -> None:
 
 def evaluate_exported(cfg, *, loo_path: str | None = None) -> dict[str, Any]:
     """Re-evaluate the exported recommender (both protocols, baselines) into reports/recommender."""
-    import torch
-
-    from data.layout import ArtifactLayout
-    from data.manifest import verify_dir
+    from core.layout import ArtifactLayout
 
     layout = ArtifactLayout(cfg.artifacts.root)
-    export = Path(layout.recommender)
-    verify_dir(export)
-    model_cfg = SASRecConfig(**json.loads((export / "model_config.json").read_text()))
-    model = SASRec(model_cfg)
-    model.load_state_dict(torch.load(export / "model.pt", map_location="cpu"))
+    model, model_cfg, _ = load_exported(layout.recommender)
     loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo.parquet", model_cfg.num_items)
     ev = cfg.train.evaluation
     results = evaluate_with_baselines(ModelScorer(model, model_cfg.max_len), loo, ks=tuple(ev.ks), num_negatives=ev.num_negatives, seed=cfg.train.seed, max_users=ev.max_users)
@@ -442,20 +434,41 @@ def evaluate_exported(cfg, *, loo_path: str | None = None) -> dict[str, Any]:
     return results
 
 
+def fresh_run_config(kind: str, run_name: str | None, storage_path: str, checkpoint_config, max_failures: int):
+    """Ray Train's RunConfig for a new run of `kind` (recommender, ranker).
+
+    A fresh run name each call: Ray Train resumes a run *name* from its storage, and a finished
+    run of an older config must not be picked up as this run's state.
+    """
+    from ray.train import FailureConfig, RunConfig
+
+    return RunConfig(
+        name=run_name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        storage_path=storage_path,
+        checkpoint_config=checkpoint_config,
+        failure_config=FailureConfig(max_failures=max_failures),
+    )
+
+
 def init_ray(cfg) -> None:
     """Join the configured Ray cluster, or start a local one sized by the config."""
-    from data.inputs import ensure_ray
+    from core.runtime import ensure_ray
 
     ensure_ray(cfg)
 
 
-def main(argv: list[str] | None = None) -> None:
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """`python -m train.recommender` (a `ray job submit` / RayJob entry point) and `shopgraph train recommender`."""
+    from core.cli import as_json, stage_main
 
-    from train.cli import app
+    def show(meta: dict) -> str:
+        keep = ("best_epoch", "selected_on", "best_valid_score", "test")
+        return as_json({k: meta[k] for k in keep})
 
-    app(["recommender", *(argv if argv is not None else sys.argv[1:])])
+    return stage_main(argv, lambda cfg: train_recommender(cfg), prog="python -m train.recommender", description=__doc__, show=show)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sys.exit(main())

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from cluster.config import CONFIG_DIR, PROFILES, ConfigError, ShopgraphConfig, load_config, profile_path
+from core.config import CONFIG_DIR, ConfigError, load_config, profile_path, PROFILES, ShopgraphConfig
 
 
 @pytest.mark.parametrize("profile", PROFILES)

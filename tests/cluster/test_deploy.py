@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from cluster.config import load_config, profile_path
+from core.config import load_config, profile_path
 from cluster.kube import readiness
 from cluster.manifests import ray_service
 from tests.cluster.kube_standin import KubeStandin

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from cluster.config import load_config
+from core.config import load_config
 from cluster.local import stop_head
 from tests.cluster.ray_ports import head_overrides
 

@@ -8,21 +8,13 @@ import json
 import pyarrow as pa
 import pytest
 
-from data.config import CorpusConfig
-from data.corpus import (
-    FACTS_CLOSE,
-    FACTS_OPEN,
-    build_corpora,
-    facts_hash,
-    facts_of,
-    parse_facts,
-    serialize_facts,
-    split_of,
-    write_corpora,
-)
-from data.layout import ArtifactLayout
-from data.manifest import verify_dir
-from data.schemas import EVENTS, PRODUCTS
+from core.config.data import CorpusConfig
+from models.prompts import FACTS_CLOSE, FACTS_OPEN
+from data.corpus import build_corpora, split_of, write_corpora
+from core.facts import facts_hash, facts_of, parse_facts, serialize_facts
+from core.layout import ArtifactLayout
+from core.manifest import verify_dir
+from core.schemas import EVENTS, PRODUCTS
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

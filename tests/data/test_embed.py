@@ -8,14 +8,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cluster.config import load_config
-from data.config import SplitsConfig
-from data.embed import embed_products, load_embeddings, product_text, vectors_of
-from data.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
-from data.index import load_index
-from data.layout import ArtifactLayout
-from data.manifest import verify_dir
-from data.schemas import EVENTS, PRODUCTS
+from core.config import load_config
+from core.config.data import SplitsConfig
+from data.embed import embed_products, product_text
+from models.index import load_embeddings, vectors_of
+from models.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
+from models.index import load_index
+from core.layout import ArtifactLayout
+from core.manifest import verify_dir
+from core.schemas import EVENTS, PRODUCTS
 from data.splits import build_splits, write_splits
 
 pytestmark = pytest.mark.slow
@@ -68,7 +69,7 @@ def test_product_text_is_deterministic():
 def test_job_writes_one_normalized_vector_per_product_matching_the_plain_loop(ray_local, config, models_dir):
     table = products()
     layout = ArtifactLayout(config.artifacts.root)
-    from data.shards import write_shard_set
+    from core.shards import write_shard_set
 
     write_shard_set(table, layout.products, rows_per_shard=1000, row_group_rows=1000, meta={"stage": "test"})
     # id maps from a few events, so item_idx is filled for the products that have them

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
-from data.manifest import verify_dir
+from models.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
+from core.manifest import verify_dir
 
 pytestmark = pytest.mark.slow
 

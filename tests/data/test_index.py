@@ -6,11 +6,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from cluster.config import ConfigError, load_config
-from data.config import IndexConfig
+from core.config import ConfigError, load_config
+from core.config.data import IndexConfig
 from data.embed import embeddings_schema
-from data.index import IDS_FILE, INDEX_FILE, build_from_embeddings, build_index, check_vectors, load_index
-from data.manifest import IncompleteDirError, verify_dir
+from models.index import check_vectors, IDS_FILE, INDEX_FILE, load_index
+from data.index import build_from_embeddings, build_index
+from core.manifest import IncompleteDirError, verify_dir
 
 DIM = 32
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import ray
 
-from cluster.config import ConfigError, ShopgraphConfig, load_config
-from data.layout import ArtifactLayout
+from core.config import ConfigError, load_config, ShopgraphConfig
+from core.layout import ArtifactLayout
 from data.prepare import prepare
-from data.shards import read_events, read_products, read_quarantine
+from core.shards import read_events, read_products, read_quarantine
 from data.sources import SourceError
 from tests.conftest import SHARED
 from tests.data.test_readers import CATALOG_MAPPING, EVENTS_MAPPING, FIXTURES, FLIPKART, FLIPKART_MAPPING, S3REC, ZH_MAPPING

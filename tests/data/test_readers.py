@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from data.ingest_config import SourceConfig
+from core.config.ingest import SourceConfig
 from data.readers import SYNTH_TS_BASE_MS, parse_chunk
 from data.sources import plan_source
 from data.values import RowError, as_category, as_price, as_timestamp_ms

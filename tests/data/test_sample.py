@@ -9,10 +9,10 @@ import time
 import pyarrow as pa
 import pytest
 
-from cluster.config import ConfigError, load_config
-from data.ingest_config import SampleConfig
+from core.config import ConfigError, load_config
+from core.config.ingest import SampleConfig
 from data.sample import COMPLEMENTS, _generate, generate, leaf_category, transition_share, write_sample_files
-from data.schemas import EVENT_TYPES, EVENTS, PRODUCTS
+from core.schemas import EVENT_TYPES, EVENTS, PRODUCTS
 
 TINY = SampleConfig(num_products=60, num_users=20, num_events=400)
 

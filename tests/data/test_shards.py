@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 import ray
 
-import data.shards as shards
-from data.layout import ArtifactLayout
-from data.manifest import MANIFEST_NAME, IncompleteDirError
+import core.shards as shards
+from core.layout import ArtifactLayout
+from core.manifest import IncompleteDirError, MANIFEST_NAME
 from data.prepare import prepare
 from data.sample import generate
-from data.shards import read_events, read_products, read_shard_set, verify_shard_set, write_shard_set
+from core.shards import read_events, read_products, read_shard_set, verify_shard_set, write_shard_set
 from tests.data.test_quarantine import CATALOG, EVENTS, config
 
 
@@ -27,7 +27,7 @@ def ray_local():
 
 
 def sample_config(root: str, **prepare_opts):
-    from cluster.config import ShopgraphConfig
+    from core.config import ShopgraphConfig
 
     return ShopgraphConfig.model_validate(
         {"artifacts": {"root": root}, "data": {"sample": {"num_products": 120, "num_users": 40, "num_events": 900}, "prepare": prepare_opts}}

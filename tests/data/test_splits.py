@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.config import SplitsConfig
-from data.layout import ArtifactLayout
-from data.manifest import verify_dir
-from data.schemas import EVENTS, ITEM_IDS, LOO_SPLIT, SEQUENCES, USER_IDS
+from core.config.data import SplitsConfig
+from core.layout import ArtifactLayout
+from core.manifest import verify_dir
+from core.schemas import EVENTS, ITEM_IDS, LOO_SPLIT, SEQUENCES, USER_IDS
 from data.splits import build_splits, splits_from_sequences, write_splits
 from tests.conftest import SHARED
 
@@ -180,7 +180,7 @@ def test_split_command_reads_the_shard_set_and_commits(tmp_path):
     layout = ArtifactLayout(str(tmp_path))
     missing = run_cli("data", "split", "--set", f"artifacts.root={tmp_path}", timeout=120)
     assert missing.returncode == 1 and "shopgraph data prepare" in missing.stderr
-    from data.shards import write_shard_set
+    from core.shards import write_shard_set
 
     write_shard_set(events(TINY), layout.events, rows_per_shard=1000, row_group_rows=1000, meta={"stage": "test"})
     done = run_cli("data", "split", "--set", f"artifacts.root={tmp_path}", "--set", "data.splits.k_core=0", timeout=120)

@@ -21,7 +21,7 @@ def live(serving_artifacts):
     import ray
     from ray import serve
 
-    from cluster.config import load_config
+    from core.config import load_config
     from serve.app import build_app
     from serve.catalog import load_catalog
 
@@ -59,7 +59,7 @@ def test_product_page_through_vllm_is_valid_json_and_grounded(live):
     assert page["sections_source"] in ("generated", "template")
     if page["sections_source"] == "template":
         assert 'shopgraph_fallbacks_total{stage="generate_page",why="ungrounded"}' in metrics
-    from train.grounding import check
+    from models.grounding import check
     from serve.catalog import facts_of
 
     facts = facts_of(catalog.products[pid], catalog.currency)

@@ -40,7 +40,7 @@ def app(serving_artifacts):
     slow = [*overrides, "serve.budgets.reasons_ms=300", "serve.budgets.page_ms=300"]
     serve.run(build_app({"overrides": slow, "engine": "fake", "fake_delay_s": 3.0}), name="slow", route_prefix="/slow")
     serve.run(build_app({"overrides": overrides, "engine": "fake", "fake_fail": True}), name="down", route_prefix="/down")
-    from cluster.config import load_config
+    from core.config import load_config
     from serve.catalog import load_catalog
 
     catalog = load_catalog(load_config(overrides=overrides))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.config import ConfigError, load_config
-from data.inputs import use_serve_env
+from core.config import ConfigError, load_config
+from core.runtime import use_serve_env
 
 HA_KEYS = {"RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import load_config
-from data.schemas import LOO_SPLIT
+from core.config import load_config
+from core.schemas import LOO_SPLIT
 
 NUM_ITEMS = 120
 

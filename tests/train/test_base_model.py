@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from data.manifest import verify_dir
+from core.manifest import verify_dir
 from tests.conftest import run_cli
-from train.base_model import GENERATOR_NAME, check_generator_dir
+from models.base_model import check_generator_dir, GENERATOR_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_converted_dir_is_a_plain_safetensors_checkpoint(models_dir):
 
 
 def test_transformers_generates_from_the_local_dir(models_dir):
-    from train.llm import generate_hf
+    from models.llm import generate_hf
 
     (text,) = generate_hf(models_dir / GENERATOR_NAME, [[{"role": "user", "content": PROMPT}]], max_tokens=48)
     assert len(text.split()) >= 8, text
@@ -50,7 +50,7 @@ def test_vllm_generates_two_sentences_from_the_local_dir(models_dir):
 
 
 def test_half_written_model_dir_is_refused(tmp_path):
-    from data.manifest import IncompleteDirError
+    from core.manifest import IncompleteDirError
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "shopgraph-manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"size": 1, "sha256": "0"}}}))

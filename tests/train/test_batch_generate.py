@@ -11,11 +11,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from cluster.config import load_config
-from data.corpus import facts_hash
-from data.layout import ArtifactLayout
-from data.manifest import verify_dir
-from data.shards import write_shard_set
+from core.config import load_config
+from core.facts import facts_hash
+from core.layout import ArtifactLayout
+from core.manifest import verify_dir
+from core.shards import write_shard_set
 from tests.train.generator_fixtures import products_table
 
 

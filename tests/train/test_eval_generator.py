@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from data.manifest import staged_dir, write_manifest
+from core.manifest import staged_dir, write_manifest
 from tests.conftest import run_cli
 from tests.train.generator_fixtures import write_tiny_corpora
 from train.eval_generator import bleu_rouge, distinct_n, score_task, tokens
@@ -41,7 +41,7 @@ def test_score_task_counts_validity_and_grounding():
 
 
 def test_a_cut_off_structured_answer_is_closed():
-    from train.prompts import repair_pdp
+    from models.prompts import repair_pdp
 
     cut = '{"title":"牛仔夹克","highlights":["蓝色"],"description":"经典夹克。被实际上被称'
     assert repair_pdp(cut) == {"title": "牛仔夹克", "highlights": ["蓝色"], "description": "经典夹克。"}

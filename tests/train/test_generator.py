@@ -11,8 +11,8 @@ import textwrap
 
 import pytest
 
-from cluster.config import ConfigError, load_config
-from data.manifest import verify_dir
+from core.config import ConfigError, load_config
+from core.manifest import verify_dir
 from tests.conftest import REPO, run_cli
 from tests.train.generator_fixtures import INJECTION, write_tiny_corpora
 
@@ -100,9 +100,9 @@ def test_export_is_a_committed_hf_dir_with_provenance(trained):
 VLLM_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from train.config import GeneratorEngineConfig
-    from train.grounding import ground_pdp
-    from train.prompts import build_structured_vllm, parse_pdp, pdp_messages, pdp_structured_outputs
+    from core.config.train import GeneratorEngineConfig
+    from models.grounding import ground_pdp
+    from models.prompts import build_structured_vllm, parse_pdp, pdp_messages, pdp_structured_outputs
 
     if __name__ == "__main__":
         model_dir, facts = sys.argv[1], json.loads(sys.argv[2])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from data.corpus import serialize_facts
-from train.grounding import check, check_batch, ground_pdp, remove_unsupported
+from core.facts import serialize_facts
+from models.grounding import check, check_batch, ground_pdp, remove_unsupported
 
 EN = {"title": "Wooden Train Set 50 pcs", "brand": "Brio", "category": "Toys > Trains", "price": 39.9, "currency": "USD",
       "attributes": {"material": "beech wood", "length": "50 cm", "weight": "1.2 kg", "color": "red", "capacity": "2 l"}}  # fmt: skip

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data.manifest import verify_dir
+from core.manifest import verify_dir
 from tests.train.conftest import _cfg
-from train.ranker_features import FEATURES
+from models.ranker_features import FEATURES
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_ranker_is_evaluated_against_retrieval_order_on_held_out_targets(ranker)
 
 
 def test_export_loads_and_scores_with_evidence(ranker):
-    from train.ranker import load_ranker
+    from models.ranker import load_ranker
 
     root, _ = ranker
     verify_dir(root / "models" / "ranker", full=True)

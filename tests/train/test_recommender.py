@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from cluster.config import ConfigError, load_config
-from data.manifest import verify_dir
+from core.config import ConfigError, load_config
+from core.manifest import verify_dir
 from tests.train.conftest import NUM_ITEMS, _cfg, _write_split
 
 pytestmark = pytest.mark.slow
@@ -108,7 +108,7 @@ def test_full_softmax_loss_never_counts_padding_as_a_class():
     import torch
     import torch.nn.functional as F
 
-    from train.sasrec import sequence_loss
+    from models.sasrec import sequence_loss
 
     torch.manual_seed(0)
     states, weight = torch.randn(3, 4, 8), torch.randn(11, 8)
@@ -177,7 +177,7 @@ def test_catalog_attributes_are_brand_and_every_category_level(tmp_path, monkeyp
     import pyarrow as pa
 
     import data.inputs
-    from data.layout import ArtifactLayout
+    from core.layout import ArtifactLayout
     from train.recommender import catalog_attributes
 
     _write_split(tmp_path)
@@ -202,7 +202,7 @@ def test_attribute_embeddings_enter_input_and_output_and_survive_export():
     import torch
 
     from train.recommender import attribute_table
-    from train.sasrec import SASRec, SASRecConfig, sequence_loss
+    from models.sasrec import SASRec, SASRecConfig, sequence_loss
 
     table, num_attributes = attribute_table({i: [1 + i % 3, 4] for i in range(1, 21)}, num_items=20, max_attributes=4)
     torch.manual_seed(0)
@@ -235,7 +235,7 @@ def test_item_bias_scores_as_one_more_dimension_that_an_inner_product_index_serv
 
     from train.evaluate import LooData
     from train.recommender import _log_counts
-    from train.sasrec import SASRec, SASRecConfig
+    from models.sasrec import SASRec, SASRecConfig
 
     loo = LooData.from_sequences([[1, 2, 2, 3, 4], [2, 5, 6]], num_items=7)
     counts = _log_counts(loo)  # train items: [1, 2, 2] and [2]

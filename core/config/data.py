@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from data.ingest_config import PrepareConfig, SampleConfig, SourceConfig
+from core.config.ingest import PrepareConfig, SampleConfig, SourceConfig
 
 
 class EmbeddingConfig(BaseModel):
@@ -96,7 +96,7 @@ class DataConfig(BaseModel):
     currency: str = Field("USD", min_length=3, max_length=3, description="ISO 4217 code of every `price` in the products table.")
     seed: int = Field(0, description="Seed for the embedded sample generator and every sampled split, so reruns are identical.")
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig, description="Text-embedding job over product text.")
-    sources: list[SourceConfig] = Field(default_factory=list, description="Raw inputs read by `shopgraph data prepare` (see data/ingest_config.py); empty = use the embedded sample generator (data.sample).")
+    sources: list[SourceConfig] = Field(default_factory=list, description="Raw inputs read by `shopgraph data prepare` (see core/config/ingest.py); empty = use the embedded sample generator (data.sample).")
     sample: SampleConfig = Field(default_factory=SampleConfig, description="Size of the embedded sample catalog and behaviour log.")
     prepare: PrepareConfig = Field(default_factory=PrepareConfig, description="Parsing, validation and sharding of `shopgraph data prepare`.")
     splits: SplitsConfig = Field(default_factory=SplitsConfig, description="Sequences, id maps, leave-one-out and temporal splits, popularity features.")

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from train.config import GeneratorEngineConfig
+from core.config.train import GeneratorEngineConfig
 
 Messages = list[dict[str, str]]
 

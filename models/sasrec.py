@@ -11,8 +11,12 @@ last position only), as in SASRec.pytorch.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -212,3 +216,30 @@ def sequence_loss(
         logits = torch.cat([pos_logit, neg_logit], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
     raise ValueError(f"unknown loss {loss!r}; set --set train.recommender.loss to bce, ce or sampled_ce")
+
+
+def pad_left(histories: list[np.ndarray], max_len: int) -> np.ndarray:
+    out = np.zeros((len(histories), max_len), dtype=np.int64)
+    for i, h in enumerate(histories):
+        h = h[-max_len:]
+        if len(h):
+            out[i, -len(h) :] = h
+    return out
+
+
+def load_exported(path: str | Path) -> tuple[SASRec, SASRecConfig, np.ndarray]:
+    """(model in eval mode, its config, item vectors) of an exported recommender directory.
+
+    The directory must verify against its manifest (`core.manifest.verify_dir`); the ranker's
+    training, the recommender's re-evaluation and serving all load it here.
+    """
+    from core.manifest import verify_dir
+
+    path = Path(path)
+    verify_dir(path)
+    config = SASRecConfig(**json.loads((path / "model_config.json").read_text()))
+    model = SASRec(config)
+    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu"))
+    model.eval()
+    vectors = np.ascontiguousarray(np.load(path / "item_vectors.npy"), dtype=np.float32)
+    return model, config, vectors

@@ -1,7 +1,7 @@
 """Where each artifact lives under `artifacts.root` (a local path or any fsspec URI).
 
 One place names every path, so stages, training, serving and the cluster manifests agree.
-Shard sets are directories committed with a manifest (`data.manifest`); a directory without
+Shard sets are directories committed with a manifest (`core.manifest`); a directory without
 one is incomplete and no stage reads it.
 """
 
@@ -72,6 +72,10 @@ class ArtifactLayout:
     @property
     def generator(self) -> str:
         return self._join("models", "generator")
+
+    @property
+    def content(self) -> str:
+        return self._join("content", "pdp")  # batch-generated pages (train.batch_generate)
 
     @property
     def reports(self) -> str:

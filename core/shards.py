@@ -3,10 +3,10 @@
 A shard set is a directory of `part-00000.parquet`, `part-00001.parquet`, ... with a fixed
 number of rows per file and per row group, rows in a fixed order, and no timestamps in file
 content, so the same table always gives byte-identical files. It is complete only when its
-manifest (`data.manifest.MANIFEST_NAME`, listing every file's size and sha256) exists:
+manifest (`core.manifest.MANIFEST_NAME`, listing every file's size and sha256) exists:
 
 - local roots: files go to a staging directory that is renamed into place after the manifest
-  is written (`data.manifest.staged_dir`), so an interrupted run leaves the previous set or none;
+  is written (`core.manifest.staged_dir`), so an interrupted run leaves the previous set or none;
 - other fsspec roots (s3://, gs://, memory://): object stores cannot rename a directory, so the
   old manifest is deleted first, the files are written, and the manifest is written last, as
   the commit marker. A set without it is never read.
@@ -24,9 +24,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.layout import ArtifactLayout
-from data.manifest import MANIFEST_NAME, MANIFEST_VERSION, IncompleteDirError, staged_dir, verify_dir, write_manifest
-from data.schemas import EVENTS, PRODUCTS, QUARANTINE
+from core.layout import ArtifactLayout
+from core.manifest import IncompleteDirError, MANIFEST_NAME, MANIFEST_VERSION, staged_dir, verify_dir, write_manifest
+from core.schemas import EVENTS, PRODUCTS, QUARANTINE
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:

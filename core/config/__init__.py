@@ -17,12 +17,12 @@ import fsspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cluster.k8s_config import K8sConfig
-from data.config import DataConfig
-from serve.config import ServeConfig
-from train.config import GeneratorEngineConfig, TrainConfig
+from core.config.k8s import K8sConfig
+from core.config.data import DataConfig
+from core.config.serve import ServeConfig
+from core.config.train import GeneratorEngineConfig, TrainConfig
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 PROFILES = ("local", "gpu-cluster")
 
 

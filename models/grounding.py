@@ -1,10 +1,10 @@
 """Grounding check: is every claim in a generated text supported by the product's facts?
 
-    from train.grounding import check, check_batch, remove_unsupported
+    from models.grounding import check, check_batch, remove_unsupported
     check("Made of 100% cotton, 50 cm wide.", facts).unsupported   # -> claims the facts lack
 
 Pure Python, deterministic, no model: evaluation uses it offline and serving runs it on every
-generated text. Facts are `data.corpus.facts_of` dicts (title, brand, category, price,
+generated text. Facts are `core.facts.facts_of` dicts (title, brand, category, price,
 currency, attributes) or their serialized JSON.
 
 Claims extracted from the text, each marked supported or not, with a reason:

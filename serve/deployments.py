@@ -1,0 +1,96 @@
+"""The retriever and ranker deployments, and the typed payloads that cross their handles.
+
+    from serve.deployments import Retriever, Ranker, RetrieveRequest, RankRequest
+
+Each deployment loads its config from the same `AppArgs` as the ingress and wraps a core
+class of `serve.recommend` (FAISS retrieval, ranking with business rules), so the whole graph
+can be exercised in-process without Serve (bench/serve_overhead.py, tests). What a handle call
+takes and returns is a pydantic model, not a dict: a wrong field fails where it is sent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from serve.recommend import Candidates, Scored
+from serve.schemas import Filters
+
+
+class RetrieveRequest(BaseModel):
+    """Ingress -> Retriever: whose candidates, and how many."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str | None = Field(None, description="Known user whose history seeds retrieval; None for an anonymous session.")
+    recent_items: list[str] = Field(default_factory=list, description="Product ids of the session, oldest first.")
+    n: int = Field(..., ge=1, description="Candidates to return.")
+
+
+class Retrieved(BaseModel):
+    """Retriever -> Ingress: the history used (dense item ids, time order) and the candidates."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    history: np.ndarray = Field(..., description="Item ids (int64) of the user's history plus the session's known items.")
+    candidates: Candidates = Field(..., description="Recommender and text-index candidates, with the cold-start flag.")
+
+
+class RankFilters(Filters):
+    """The request's public filters plus what the ingress excludes."""
+
+    exclude: list[str] = Field(default_factory=list, description="Product ids never to return (the session's own items, the viewed product).")
+
+
+class RankRequest(BaseModel):
+    """Ingress -> Ranker: candidates to score, filter and cut to k."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    user_id: str | None = Field(None, description="The user, for already-bought rules; None when anonymous.")
+    history: np.ndarray = Field(..., description="Item ids of the history (as Retrieved.history).")
+    candidates: Candidates = Field(..., description="What the retriever returned.")
+    k: int = Field(..., ge=1, description="Items to return.")
+    filters: RankFilters = Field(default_factory=RankFilters, description="Request filters and exclusions.")
+
+
+@serve.deployment(name="Retriever")
+class Retriever:
+    def __init__(self, args: dict):
+        from serve.app import AppArgs
+        from serve.catalog import load_catalog
+        from serve.recommend import RetrieverCore
+
+        cfg = AppArgs(**args).load_config()
+        self.core = RetrieverCore(cfg, load_catalog(cfg))
+
+    # No wait: a request that finds the replica idle runs at once; the ones that queue up while
+    # it works form the next batch (one SASRec forward and one FAISS search for all of them).
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0)
+    async def retrieve(self, requests: list[RetrieveRequest]) -> list[Retrieved]:
+        resolved = [self.core.history_of(r.user_id, r.recent_items) for r in requests]
+        cands = self.core.retrieve_batch([h for h, _ in resolved], [u for _, u in resolved], max(r.n for r in requests))
+        return [Retrieved(history=h, candidates=c) for (h, _), c in zip(resolved, cands, strict=True)]
+
+    async def check_health(self) -> None:
+        return None
+
+
+@serve.deployment(name="Ranker")
+class Ranker:
+    def __init__(self, args: dict):
+        from serve.app import AppArgs
+        from serve.catalog import load_catalog
+        from serve.recommend import RankerCore
+
+        cfg = AppArgs(**args).load_config()
+        self.core = RankerCore(cfg, load_catalog(cfg))
+
+    # Not batched: ranking is per request (features, rules, evidence), so a batch saved no work
+    # and its 2 ms wait was pure latency.
+    async def rank(self, r: RankRequest) -> list[Scored]:
+        return self.core.rank(r.user_id, r.history, r.candidates, r.k, r.filters.model_dump())
+
+    async def check_health(self) -> None:
+        return None

@@ -66,7 +66,7 @@ def _prepare(raw: Path, art: Path) -> dict:
     t0 = time.perf_counter()
     for attempt in range(3):  # Ray gives its raylet 30 s to register: a busy shared box can miss that
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
             break
         except Exception:
             if attempt == 2:

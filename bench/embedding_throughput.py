@@ -85,7 +85,7 @@ def main() -> None:
     plain_encode_s = time.perf_counter() - loaded
     del encoder
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     start = time.perf_counter()
     result = embed_products(emb, table, model_dir).materialize()

@@ -45,7 +45,7 @@ def prepare(args: argparse.Namespace):
 
     cfg = load_config(args.config, overrides_of(args))
     use_serve_env(cfg)  # serve.http.proxy, as `shopgraph serve run` starts Ray
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     run_pipeline(cfg, echo=lambda line: print(line, file=sys.stderr))
     return cfg, load_catalog(cfg)
 

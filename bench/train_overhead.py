@@ -224,7 +224,7 @@ def main() -> None:
         ray_start = time.perf_counter()
         # logical CPUs: the worker's reservation plus one for Ray Data's read/pad tasks (they
         # share the physical cores with the worker, as they would in production)
-        ray.init(num_cpus=args.threads + 1, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=args.threads + 1, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - ray_start
 
         rounds = []

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from core.config import ShopgraphConfig
-from cluster.local import auth_headers, get_json
+from cluster.local import LocalClusterError, auth_headers, get_json
 from cluster.stages import REPO_ROOT, Stage
 
 Echo = Callable[[str], None]
@@ -71,9 +71,11 @@ def pin_local_paths(cfg: ShopgraphConfig, address: str, root: Path = REPO_ROOT) 
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
-    auth_headers()  # switch Ray's client to token auth when the cluster uses it
     try:
+        auth_headers(address)  # switch Ray's clients in this process to token auth when that cluster uses it
         return JobSubmissionClient(address)
+    except LocalClusterError as e:  # it answers, but with token auth and no token here
+        raise JobError(str(e)) from None
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise JobError(f"no Ray job server answers at {address} ({e}); start one with `shopgraph cluster up` or pass --address") from None
 

@@ -8,27 +8,42 @@
 resources of `cluster.ray`, and records the group in a small state file next to Ray's session
 directory. `down` ends exactly that process group. It does not call `ray stop`, which kills
 every Ray process of the user on the machine, including other people's `ray.init()` sessions.
+
+What `up` changes besides starting processes, `down` puts back: Ray's "latest cluster" file
+(`<temp dir>/ray_current_cluster`, which a bare `ray.init()` or `ray job submit` without an
+address joins), its `session_latest` link and the dashboard's Prometheus targets file get
+their previous contents; the head's session directory, log and state file are removed, and
+the temp dir too when `up` created it and nothing else uses it.
+
+The head's environment fixes two things that plain `ray job submit` rows depend on:
+`RAY_AUTH_MODE` (the caller's value, else `disabled`; Ray would otherwise turn token auth on
+whenever `~/.ray/auth_token` exists, which any earlier `ray.init()` creates) and
+`SHOPGRAPH_PATHS_BASE` (the directory `up` ran in; jobs resolve a relative `artifacts.root` /
+`models.dir` against it instead of their unpacked working_dir copy, see `core.config`).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import RayConfig
+from core.config import PATHS_BASE_ENV, RayConfig
+
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+PROMETHEUS_TARGETS = "prom_metrics_service_discovery.json"  # written into the temp dir by the head's dashboard
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class LocalClusterError(RuntimeError):
@@ -42,6 +57,8 @@ class HeadInfo:
     client_address: str
     pid: int
     log_path: str
+    auth_mode: str  # RAY_AUTH_MODE of the head: what a client's shell needs for plain `ray job submit`
+    paths_base: str  # what jobs resolve a relative artifacts.root / models.dir against
 
 
 def dashboard_url(ray: RayConfig) -> str:
@@ -50,7 +67,17 @@ def dashboard_url(ray: RayConfig) -> str:
 
 
 def _temp_dir(ray: RayConfig) -> Path:
-    return Path(ray.temp_dir) if ray.temp_dir else Path(tempfile.gettempdir()) / "ray"
+    """Where `ray start` puts sessions and its "latest cluster" file: Ray's own default when unset
+    (it honours RAY_TMPDIR and TMPDIR)."""
+    if ray.temp_dir:
+        return Path(ray.temp_dir)
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return Path(get_default_ray_temp_dir())
+
+
+def _current_cluster_file(temp_dir: Path) -> Path:
+    return temp_dir / "ray_current_cluster"  # ray._common.utils.get_ray_address_file
 
 
 def state_path(ray: RayConfig) -> Path:
@@ -63,28 +90,54 @@ def _port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def auth_headers() -> dict[str, str]:
-    """The bearer token header Ray's own clients send, when token authentication is on.
+def _origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
-    Ray 2.60 turns token auth on for a head started while ~/.ray/auth_token exists (and
-    `ray.init()` creates that file). This mirrors what `ray job submit` does on the client
-    side; it enables the mode for this process, so JobSubmissionClient sends the token too.
+
+def auth_mode_at(url: str, timeout: float = 2.0) -> str | None:
+    """'token' or 'disabled' as the dashboard at `url` reports it, or None when nothing answers.
+
+    Ray 2.60 serves `/api/authentication_mode` without authentication, so a client can ask
+    before it sends anything else.
     """
-    from ray._private.authentication import authentication_token_setup as setup
-    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
-
-    quiet = logging.getLogger(setup.__name__)
-    level, quiet.level = quiet.level, logging.ERROR  # its "token auth is enabled" warning is noise here
     try:
-        setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    finally:
-        quiet.setLevel(level)
-    return dict(get_auth_headers_if_auth_enabled({}))
+        with urllib.request.urlopen(f"{_origin(url)}/api/authentication_mode", timeout=timeout) as resp:
+            return str(json.loads(resp.read().decode()).get("authentication_mode"))
+    except (OSError, ValueError, AttributeError, urllib.error.URLError):
+        return None
+
+
+def auth_headers(url: str) -> dict[str, str]:
+    """The bearer token header for the Ray cluster at `url`: {} unless it uses token authentication.
+
+    The mode comes from the server, not from this process's environment, so a client works
+    against any head whatever RAY_AUTH_MODE its shell has. For a token head this turns the
+    mode on in this process too (as `RAY_AUTH_MODE=token` would), so that Ray's own clients
+    (JobSubmissionClient, the state API) send the token read from RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.
+    """
+    if auth_mode_at(url) != "token":
+        return {}
+    from ray._private.authentication import authentication_token_setup as setup
+    from ray._private.authentication.http_token_authentication import (
+        get_auth_headers_if_auth_enabled,
+    )
+
+    if os.environ.get(AUTH_MODE_ENV, "").lower() != "token":
+        setup._enable_token_auth()  # what RAY_AUTH_MODE=token does for a process (env + Ray's cached config)
+    headers = dict(get_auth_headers_if_auth_enabled({}))
+    if not headers:
+        raise LocalClusterError(
+            f"the Ray cluster at {_origin(url)} uses token authentication and this machine has no token; "
+            "copy the head's ~/.ray/auth_token here or set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH)"
+        )
+    return headers
 
 
 def get_json(url: str, timeout: float = 3.0) -> Any:
-    request = urllib.request.Request(url, headers=auth_headers())
-    with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 (local dashboard URL from config)
+    request = urllib.request.Request(url, headers=auth_headers(url))
+    with urllib.request.urlopen(request, timeout=timeout) as resp:  # a local dashboard URL from config
         return json.loads(resp.read().decode())
 
 
@@ -154,33 +207,118 @@ def start_command(ray: RayConfig) -> list[str]:
     return cmd
 
 
-def start_head(ray: RayConfig, timeout: float = 90.0, env: dict[str, str] | None = None) -> HeadInfo:
+def head_auth_mode() -> str:
+    """The RAY_AUTH_MODE the head starts with: the caller's, else 'disabled'.
+
+    Left unset, Ray 2.60 decides at `ray start` time: token auth if ~/.ray/auth_token exists
+    (any earlier local `ray.init()` creates it), none otherwise; plain `ray job submit` sends a
+    token only when its own shell has RAY_AUTH_MODE=token. Pinning the mode makes the head
+    behave the same on every machine, and the shell that ran `up` can submit to it as is.
+    """
+    mode = os.environ.get(AUTH_MODE_ENV, "").strip().lower() or "disabled"
+    if mode not in ("disabled", "token"):
+        raise LocalClusterError(
+            f"{AUTH_MODE_ENV}={os.environ[AUTH_MODE_ENV]!r} is not a Ray auth mode; "
+            "set it to token or disabled, or unset it"
+        )
+    if mode == "token":
+        from ray._raylet import AuthenticationTokenLoader
+
+        if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+            raise LocalClusterError(
+                f"{AUTH_MODE_ENV}=token but there is no token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                f"~/.ray/auth_token); create one with `ray get-auth-token --generate`, or unset {AUTH_MODE_ENV} "
+                "for a head without token auth"
+            )
+    return mode
+
+
+def head_env(extra: dict[str, str] | None, auth_mode: str, paths_base: Path) -> dict[str, str]:
+    """Environment of the head's processes (and so of every job driver and worker it starts).
+
+    `extra` (e.g. `serve.http.ray_env()`) comes first: the caller's own environment wins.
+    """
+    return {
+        **(extra or {}),
+        **os.environ,
+        # The job driver runs `python -m ...` through the head's PATH: put this venv's python first.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        AUTH_MODE_ENV: auth_mode,
+        PATHS_BASE_ENV: str(paths_base),
+    }
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _read_link(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def start_head(
+    ray: RayConfig, timeout: float = 90.0, env: dict[str, str] | None = None, paths_base: Path | None = None
+) -> HeadInfo:
     """Start the head and wait until its dashboard answers; raise LocalClusterError otherwise.
 
     `env`: extra environment of the Ray processes (e.g. `serve.http.ray_env()`); the caller's wins.
+    `paths_base`: what jobs resolve a relative artifacts.root / models.dir against (default: cwd).
     """
     check_ports_free(ray)
+    auth_mode = head_auth_mode()
+    base = (paths_base or Path.cwd()).resolve()
+    temp = _temp_dir(ray)
+    created_temp = not temp.exists()
+    current_file = _current_cluster_file(temp)
+    before = {
+        "current_cluster": _read_text(current_file),
+        "session_latest": _read_link(temp / "session_latest"),
+        "prometheus_targets": _read_text(temp / PROMETHEUS_TARGETS),
+    }
     state = state_path(ray)
     state.parent.mkdir(parents=True, exist_ok=True)
     log_path = state.with_suffix(".log")
-    # The job driver runs `python -m ...` through the head's PATH: put this venv's python first.
-    env = {**(env or {}), **os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(start_command(ray), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            start_command(ray), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=head_env(env, auth_mode, base), start_new_session=True,
+        )  # fmt: skip
     url = dashboard_url(ray)
-    info = HeadInfo(url, f"127.0.0.1:{ray.gcs_port}", f"ray://127.0.0.1:{ray.client_server_port}", proc.pid, str(log_path))
-    state.write_text(json.dumps(info.__dict__))
+    info = HeadInfo(
+        url, f"127.0.0.1:{ray.gcs_port}", f"ray://127.0.0.1:{ray.client_server_port}", proc.pid, str(log_path),
+        auth_mode, str(base),
+    )  # fmt: skip
+    record = {**info.__dict__, "temp_dir": str(temp), "created_temp_dir": created_temp, "before": before}
+    state.write_text(json.dumps(record))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             state.unlink(missing_ok=True)
+            _restore(record)
             tail = log_path.read_text(errors="replace")[-2000:]
-            raise LocalClusterError(f"`ray start` exited with code {proc.returncode}; its log ({log_path}) ends with:\n{tail}")
+            raise LocalClusterError(
+                f"`ray start` exited with code {proc.returncode}; its log ({log_path}) ends with:\n{tail}"
+            )
         if _jobs_api_ready(url):
+            # `ray start` writes these before its dashboard answers: remember ours, so `down` touches only them.
+            sessions = sorted(temp.glob(f"session_*_{proc.pid}"))
+            record["created"] = {
+                "current_cluster": _read_text(current_file),
+                "session_latest": _read_link(temp / "session_latest"),
+                "session_dir": str(sessions[-1]) if sessions else None,
+            }
+            state.write_text(json.dumps(record))
             return info
         time.sleep(0.5)
     _kill_group(proc.pid)
     state.unlink(missing_ok=True)
+    _restore(record)
     raise LocalClusterError(f"the Ray head did not answer at {url} within {timeout:.0f}s; see {log_path}")
 
 
@@ -253,8 +391,50 @@ def read_state(ray: RayConfig) -> dict[str, Any] | None:
         return None
 
 
+def _restore(record: dict[str, Any]) -> list[str]:
+    """Put back what `ray start` changed in the temp dir, where it still names this head; return what was done.
+
+    Ray's "latest cluster" file is what a bare `ray.init()` and `ray job submit` without an
+    address join: left pointing at a stopped head, they wait for its GCS for minutes.
+    """
+    temp = Path(record["temp_dir"])
+    before = record.get("before", {})
+    created = record.get("created") or {}
+    done = []
+    current_file = _current_cluster_file(temp)
+    ours = created.get("current_cluster")
+    if ours is not None and ours != before.get("current_cluster") and _read_text(current_file) == ours:
+        if before.get("current_cluster") is None:
+            current_file.unlink(missing_ok=True)
+            done.append(f"removed {current_file}")
+        else:
+            current_file.write_text(before["current_cluster"])
+            done.append(f"restored {current_file} ({before['current_cluster']})")
+    link = temp / "session_latest"
+    ours = created.get("session_latest")
+    if ours is not None and ours != before.get("session_latest") and _read_link(link) == ours:
+        link.unlink(missing_ok=True)
+        if before.get("session_latest") is not None:
+            link.symlink_to(before["session_latest"])
+    if created.get("session_dir"):
+        shutil.rmtree(created["session_dir"], ignore_errors=True)
+    # The dashboard rewrites this list of metrics targets every few seconds (so would a live head sharing the temp dir).
+    targets = temp / PROMETHEUS_TARGETS
+    if "prometheus_targets" in before:
+        if before["prometheus_targets"] is None:
+            targets.unlink(missing_ok=True)
+        elif _read_text(targets) != before["prometheus_targets"]:
+            targets.write_text(before["prometheus_targets"])
+    if record.get("created_temp_dir"):
+        try:  # only when nothing else (another Ray instance) has put files there since
+            temp.rmdir()
+        except OSError:
+            pass
+    return done
+
+
 def stop_head(ray: RayConfig) -> str:
-    """Stop the head that `start_head` started with this config; return what was done."""
+    """Stop the head that `start_head` started with this config, put back what it changed; return what was done."""
     state = read_state(ray)
     url = dashboard_url(ray)
     if state is None:
@@ -266,4 +446,7 @@ def stop_head(ray: RayConfig) -> str:
         return f"no Ray head started by shopgraph on these ports (dashboard {url}); nothing to stop"
     _kill_group(int(state["pid"]))
     state_path(ray).unlink(missing_ok=True)
-    return f"stopped the Ray head at {state['dashboard_url']} (process group {state['pid']})"
+    Path(state["log_path"]).unlink(missing_ok=True)
+    done = _restore(state) if "temp_dir" in state else []
+    stopped = f"stopped the Ray head at {state['dashboard_url']} (process group {state['pid']})"
+    return stopped + "".join(f"; {d}" for d in done)

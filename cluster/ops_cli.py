@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
     @app.command("up")
     def up(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         """Start a single-node Ray head here (dashboard on; ports and resources from cluster.ray)."""
-        from cluster.local import LocalClusterError, start_head
+        from cluster.local import LOOPBACK_HOSTS, LocalClusterError, start_head
 
         cfg = load_or_exit(config, set_)
         try:
@@ -57,8 +57,17 @@ def register(app: typer.Typer) -> None:
             raise _fail(str(e)) from None
         typer.echo(f"Ray head started (process group {info.pid}, log {info.log_path})")
         typer.echo(f"  dashboard:   {info.dashboard_url}")
-        typer.echo(f"  submit jobs: ray job submit --address {info.dashboard_url} --working-dir . -- python -m cluster.smoke_job")
+        smoke = "python -m cluster.smoke_job --config configs/local.yaml"
+        typer.echo(f"  submit jobs: ray job submit --address {info.dashboard_url} --working-dir . -- {smoke}")
         typer.echo(f"               shopgraph cluster submit smoke --address {info.dashboard_url}")
+        if info.auth_mode == "token":
+            typer.echo("  auth:        token (RAY_AUTH_MODE=token); for Ray's CLI: export RAY_AUTH_MODE=token")
+        else:
+            typer.echo("  auth:        none (RAY_AUTH_MODE=disabled); for tokens: export RAY_AUTH_MODE=token, then up")
+            if cfg.cluster.ray.dashboard_host not in LOOPBACK_HOSTS:
+                host = cfg.cluster.ray.dashboard_host
+                typer.echo(f"  warning:     the job API listens on {host} without auth: whoever reaches it runs code")
+        typer.echo(f"  paths:       jobs resolve a relative artifacts.root / models.dir against {info.paths_base}")
         typer.echo(f"  join:        ray.init(address='{info.gcs_address}')  or  ray start --address={info.gcs_address}")
         typer.echo(f"  Ray client:  {info.client_address}")
         typer.echo("  stop:        shopgraph cluster down (with the same --config/--set)")
@@ -90,7 +99,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"Ray cluster at {url}")
         typer.echo(f"nodes ({len(info['nodes'])}):")
         for n in info["nodes"]:
-            res = ", ".join(f"{k}={v:g}" for k, v in sorted(n["resources"].items()) if not k.startswith("node:"))
+            res = ", ".join(_resource(k, v) for k, v in sorted(n["resources"].items()) if not k.startswith("node:"))
             typer.echo(f"  {n['node_id']} {n['ip']} {'head' if n['head'] else 'worker'} {n['state']}: {res}")
         if info["usage"]:
             typer.echo("usage:\n  " + "\n  ".join(info["usage"].strip().splitlines()))
@@ -205,6 +214,13 @@ def register(app: typer.Typer) -> None:
         except kube.DeployError as e:
             raise _fail(str(e)) from None
         raise typer.Exit(0 if ready else 1)
+
+
+def _resource(name: str, value: float) -> str:
+    """`CPU=2`, and the byte-valued resources in GiB: `memory=13.4GiB` (Ray reports bytes)."""
+    if name in ("memory", "object_store_memory"):
+        return f"{name}={value / 2**30:.1f}GiB"
+    return f"{name}={value:g}"
 
 
 def _display(path: Path) -> str:

@@ -15,6 +15,7 @@ import sys
 import ray
 
 from core.config import ConfigError, load_config
+from core.runtime import ensure_ray
 
 
 @ray.remote(num_cpus=0.25)
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # Inside a Ray job RAY_ADDRESS points at the cluster and ray.init() joins it.
-    ray.init(address=cfg.cluster.ray.address, namespace=cfg.cluster.namespace)
+    # Inside a Ray job RAY_ADDRESS points at the cluster and this joins it; run by hand it starts
+    # a local instance (or joins cluster.ray.address), like every stage.
+    ensure_ray(cfg)
     total = sum(ray.get([_square.remote(i, args.fail) for i in range(8)]))
     nodes = len([n for n in ray.nodes() if n["Alive"]])
     print(f"smoke: profile={cfg.profile} sum of squares 0..7 = {total} on {nodes} node(s), Ray {ray.__version__}")

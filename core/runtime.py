@@ -47,14 +47,29 @@ def use_serve_env(config) -> None:
 def ensure_ray(config, *, log_to_driver: bool = True) -> None:
     """Join the configured Ray cluster, or start a local one, unless already connected.
 
+    With no `cluster.ray.address`, a process normally starts its own local instance, whatever
+    other Ray clusters run (or ran) on the machine: a bare `ray.init()` would instead join the
+    cluster named in Ray's "latest cluster" file (`ray start` writes it and nothing removes
+    it), and wait minutes for a head that was stopped. Inside a Ray job the driver must join
+    its cluster instead: the job supervisor sets RAY_ADDRESS (to that cluster's GCS), which
+    `address=None` reads and `address="local"` would ignore. An operator's own RAY_ADDRESS
+    is honoured the same way.
+
     `log_to_driver=False` keeps workers' stdout/stderr out of this process's output (the data
     job prints its own JSON summary).
     """
+    import os
+
     import ray
 
-    if not ray.is_initialized():
-        ray_cfg = config.cluster.ray
-        if ray_cfg.address is None:  # a local instance inherits this process's environment
-            use_serve_env(config)
-        kwargs = {"num_cpus": ray_cfg.num_cpus} if ray_cfg.address is None else {}
-        ray.init(address=ray_cfg.address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=log_to_driver, **kwargs)
+    if ray.is_initialized():
+        return
+    ray_cfg = config.cluster.ray
+    address = ray_cfg.address
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        address = "local"
+    kwargs = {}
+    if address == "local":  # a local instance inherits this process's environment and takes the configured CPUs
+        use_serve_env(config)
+        kwargs["num_cpus"] = ray_cfg.num_cpus
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, log_to_driver=log_to_driver, **kwargs)

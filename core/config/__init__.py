@@ -6,10 +6,17 @@ YAML in, `--set dotted.key=value` overrides on top, validated as a whole before 
 starts. Each component reads only its own section (`data`, `train`, `serve`, `cluster`);
 `artifacts` and `models` are shared locations. Errors name the key, what was wrong and what
 to change.
+
+A relative `artifacts.root` / `models.dir` is relative to the working directory, except in
+processes of a head started by `shopgraph cluster up`: it sets SHOPGRAPH_PATHS_BASE, and they
+resolve both against that directory. A Ray job runs in an unpacked copy of its working_dir,
+where relative outputs would be lost with the job, so a job driver without that variable
+refuses relative paths.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +31,9 @@ from core.config.train import GeneratorEngineConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 PROFILES = ("local", "gpu-cluster")
+# Set by `shopgraph cluster up` on its head (so in every job driver it runs): the directory a
+# relative artifacts.root / models.dir means, instead of the job's unpacked working_dir copy.
+PATHS_BASE_ENV = "SHOPGRAPH_PATHS_BASE"
 
 
 class ConfigError(ValueError):
@@ -208,9 +218,51 @@ def _validate(tree: dict[str, Any], source: str, overrides: list[str] | None) ->
         _apply_override(tree, keys, value, item)
         overridden.add(".".join(keys))
     try:
-        return ShopgraphConfig.model_validate(tree)
+        config = ShopgraphConfig.model_validate(tree)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source, overridden)) from None
+    return anchor_local_paths(config)
+
+
+def _in_job_working_dir_copy() -> bool:
+    """This process is a Ray job driver running in Ray's unpacked copy of the job's working_dir."""
+    # The job supervisor sets RAY_JOB_CONFIG_JSON_ENV_VAR for the driver only (not its tasks).
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and "runtime_resources" in Path.cwd().parts
+
+
+def anchor_local_paths(config: ShopgraphConfig) -> ShopgraphConfig:
+    """Resolve a relative artifacts.root / models.dir against $SHOPGRAPH_PATHS_BASE when it is set.
+
+    Without it, relative paths stay relative to the working directory, except in a Ray job's
+    working_dir copy, where they would be lost: that is a ConfigError naming the flags to pass.
+    """
+    relative = {}
+    if "://" not in config.artifacts.root and not Path(config.artifacts.root).is_absolute():
+        relative["artifacts.root"] = config.artifacts.root
+    if not Path(config.models.dir).is_absolute():
+        relative["models.dir"] = config.models.dir
+    if not relative:
+        return config
+    base = os.environ.get(PATHS_BASE_ENV)
+    if base:
+        root = Path(base) / config.artifacts.root if "artifacts.root" in relative else None
+        models = Path(base) / config.models.dir if "models.dir" in relative else None
+        return config.model_copy(
+            update={
+                "artifacts": config.artifacts.model_copy(update={"root": str(root)}) if root else config.artifacts,
+                "models": config.models.model_copy(update={"dir": str(models)}) if models else config.models,
+            }
+        )
+    if _in_job_working_dir_copy():
+        keys = " and ".join(f"{k}={v!r}" for k, v in relative.items())
+        flags = " ".join(f"--set {k}=/absolute/path" for k in relative)
+        raise ConfigError(
+            f"{keys} {'are' if len(relative) > 1 else 'is'} relative, and this Ray job runs in an unpacked copy "
+            f"of its working_dir ({Path.cwd()}), whose files are lost with the job; pass absolute paths ({flags}), "
+            "submit with `shopgraph cluster submit` (it pins them on a local head), or start the head with "
+            f"`shopgraph cluster up`, which sets {PATHS_BASE_ENV}"
+        )
+    return config
 
 
 def dump_config(config: ShopgraphConfig) -> str:

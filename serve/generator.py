@@ -4,14 +4,21 @@ It only generates: caching and fallbacks live in the ingress, so a slow or dead 
 costs the client nothing but the generated text. Every output passes the same grounding check
 as the offline evaluation; sentences with unsupported claims are removed, and an output with
 nothing left (or a page that is not valid JSON) is reported as `None`, so the caller falls back.
+
+A streamed page is grounded while it streams (`GroundedPageStream`): the JSON is read field
+by field as it arrives, each highlight is checked when its string closes and the description
+sentence by sentence, with the same splitter and checker that `ground_page` applies to the
+whole answer; only text that passed is ever yielded, so nothing a shopper reads on the stream
+is removed from the final page.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from ray import serve
+
 
 class GeneratorCore:
     """Prompts -> engine -> grounding. Async; one instance per replica.
@@ -55,15 +62,26 @@ class GeneratorCore:
         return {**ground_page(raw, facts, self.known_brands), "ms": 1000 * (time.perf_counter() - started)}
 
     async def stream_page(self, facts: dict):
-        """Yields {"delta": text} while generating, then the grounded {"sections": ...}."""
+        """Yields {"section": {"field", "text"[, "index"]}} for grounded text only, as each
+        sentence (description) or string (highlights) completes, then `ground_page`'s result.
+
+        The title is the catalog's, as `ground_page` makes it, so it comes first (once the engine
+        answers) and the model's title is never streamed."""
         from models.prompts import pdp_messages, PDP_SCHEMA
 
+        started = time.perf_counter()
         parts = []
+        grounded = GroundedPageStream(facts, self.known_brands)
         async for delta in self.engine.stream(pdp_messages(facts), max_tokens=self.cfg.page_max_tokens, json_schema=PDP_SCHEMA):
+            if not parts and facts.get("title"):  # once the engine answers: a dead one streams nothing
+                yield {"section": {"field": "title", "text": facts["title"]}}
             parts.append(delta)
             self.chunks += 1
-            yield {"delta": delta}
-        yield ground_page("".join(parts), facts, self.known_brands)
+            for section in grounded.feed(delta):
+                yield {"section": section}
+        for section in grounded.finish():
+            yield {"section": section}
+        yield {**ground_page("".join(parts), facts, self.known_brands), "ms": 1000 * (time.perf_counter() - started)}
 
 
 def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any]:
@@ -86,6 +104,174 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
         return {"sections": None, "why": "ungrounded", "error": "every sentence of the description had an unsupported claim"}
     removed = len(page["highlights"]) - len(grounded["highlights"]) + (grounded["description"] != page["description"])
     return {"sections": grounded, "removed": removed}
+
+
+# A sentence is complete once one of these ends it (the splitter also cuts at ';' and '；': such a
+# clause is checked on its own, as `remove_unsupported` does, but waits for its sentence's end).
+_SENTENCE_END = tuple(".!?。！？\n")
+_SENTENCE_FIELDS = ("description",)
+_STRING_FIELDS = ("highlights",)
+
+
+class _JsonStrings:
+    """Reads a PDP JSON answer as it streams and reports the decoded text of its string values:
+    `feed(chunk)` -> [(field, index, text, closed)], with index the array position (highlights)
+    or None. Keys, nesting and anything outside the top-level object's strings are skipped."""
+
+    _ESCAPES: ClassVar[dict[str, str]] = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", '"': '"', "\\": "\\", "/": "/"}
+
+    def __init__(self):
+        self.stack: list[str] = []  # "{" / "["
+        self.key: str | None = None  # the current top-level key
+        self.expect_key = False
+        self.in_string = False
+        self.string_is_key = False
+        self.escape: str | None = None  # None, "" after a backslash, or the hex digits of \uXXXX
+        self.buf: list[str] = []
+        self.index = -1  # position in the current top-level array
+
+    def _target(self) -> tuple[str, int | None] | None:
+        if len(self.stack) == 1 and self.stack[0] == "{" and self.key is not None:
+            return self.key, None
+        if len(self.stack) == 2 and self.stack[1] == "[" and self.key is not None:
+            return self.key, self.index
+        return None
+
+    def feed(self, chunk: str) -> list[tuple[str, int | None, str, bool]]:
+        out: list[tuple[str, int | None, str, bool]] = []
+        for ch in chunk:
+            if self.in_string:
+                if self.escape is not None:
+                    if self.escape == "" and ch != "u":
+                        self.buf.append(self._ESCAPES.get(ch, ch))
+                        self.escape = None
+                    elif self.escape == "":
+                        self.escape = "u"
+                    else:
+                        self.escape += ch
+                        if len(self.escape) == 5:
+                            try:
+                                self.buf.append(chr(int(self.escape[1:], 16)))
+                            except ValueError:
+                                pass
+                            self.escape = None
+                elif ch == "\\":
+                    self.escape = ""
+                elif ch == '"':
+                    self.in_string = False
+                    text, self.buf = "".join(self.buf), []
+                    if self.string_is_key:
+                        if len(self.stack) == 1:
+                            self.key = text
+                    elif (target := self._target()) is not None:
+                        out.append((*target, text, True))
+                else:
+                    self.buf.append(ch)
+                continue
+            if ch == '"':
+                self.in_string = True
+                self.string_is_key = bool(self.stack) and self.stack[-1] == "{" and self.expect_key
+                if len(self.stack) == 2 and self.stack[1] == "[":
+                    self.index += 1
+            elif ch in "{[":
+                self.stack.append(ch)
+                self.expect_key = ch == "{"
+                if ch == "[" and len(self.stack) == 2:
+                    self.index = -1
+            elif ch in "}]":
+                if self.stack:
+                    self.stack.pop()
+                self.expect_key = False
+            elif ch == ",":
+                self.expect_key = bool(self.stack) and self.stack[-1] == "{"
+            elif ch == ":":
+                self.expect_key = False
+        if self.in_string and not self.string_is_key and self.buf and (target := self._target()) is not None:
+            out.append((*target, "".join(self.buf), False))
+            self.buf = []
+        return out
+
+
+class GroundedPageStream:
+    """The grounded sections of a PDP answer while it streams: `feed(delta)` and `finish()` return
+    [{"field", "text"[, "index"]}] pieces that passed the grounding check.
+
+    The pieces are exactly what `ground_page` keeps of the whole answer: highlights are checked
+    whole when their string closes; the description is cut by `models.grounding.sentences` and
+    each piece checked on its own (`remove_unsupported`). A piece is only checked once the text
+    after it fixes where it ends (`$75.` may go on as `$75.99`), and sent when its sentence is
+    complete; at the end of the field what is left is checked as the last piece. An answer cut
+    off by the token limit keeps its unfinished description only up to its last complete
+    sentence, as `repair_pdp` does.
+    """
+
+    def __init__(self, facts: dict, known_brands: list[str]):
+        self.facts, self.known_brands = facts, list(known_brands)
+        self.json = _JsonStrings()
+        self.pending: dict[str, str] = {}  # field -> text not yet split into settled pieces
+        self.kept: dict[str, str] = {}  # field -> checked text waiting for its sentence's end
+        self.sent_any: set[str] = set()
+        self.highlights = 0
+
+    def _ok(self, text: str) -> bool:
+        from models.grounding import check
+
+        return not check(text, self.facts, known_brands=self.known_brands).unsupported
+
+    def _piece(self, field: str, text: str) -> dict[str, str]:
+        if field not in self.sent_any:
+            text = text.lstrip()
+            self.sent_any.add(field)
+        return {"field": field, "text": text}
+
+    def _settle(self, field: str, pieces: list[str]) -> list[dict]:
+        """Check settled pieces; send the kept ones each time a sentence completes."""
+        out = []
+        for piece in pieces:
+            if self._ok(piece):
+                self.kept[field] = self.kept.get(field, "") + piece
+            # whitespace alone (a line break) is kept, as on the page, but waits for text to lead
+            if piece.rstrip(" \t").endswith(_SENTENCE_END) and self.kept.get(field, "").strip():
+                out.append(self._piece(field, self.kept.pop(field)))
+        return out
+
+    def feed(self, delta: str) -> list[dict]:
+        from models.grounding import sentences
+
+        out: list[dict] = []
+        for field, index, text, closed in self.json.feed(delta):
+            if field in _STRING_FIELDS and closed:
+                whole = self.pending.pop(field, "") + text
+                if whole.strip() and self._ok(whole):
+                    out.append({"field": field, "index": self.highlights, "text": whole})
+                    self.highlights += 1
+            elif field in _STRING_FIELDS:
+                self.pending[field] = self.pending.get(field, "") + text
+            elif field in _SENTENCE_FIELDS:
+                pieces = sentences(self.pending.pop(field, "") + text)
+                if closed:  # the end of the string ends its last sentence
+                    out += self._settle(field, pieces)
+                    if self.kept.get(field, "").strip():
+                        out.append(self._piece(field, self.kept.pop(field).rstrip()))
+                else:  # the last piece may still grow: keep it back
+                    out += self._settle(field, pieces[:-1])
+                    if pieces:
+                        self.pending[field] = pieces[-1]
+        return out
+
+    def finish(self) -> list[dict]:
+        """The answer ended (or was cut off) with a field still open: only complete sentences."""
+        from models.grounding import sentences
+
+        out: list[dict] = []
+        for field in _SENTENCE_FIELDS:
+            pieces = sentences(self.pending.pop(field, ""))
+            ends = [i for i, p in enumerate(pieces) if p.rstrip().endswith(_SENTENCE_END[:-1])]
+            if ends:
+                out += self._settle(field, pieces[: ends[-1] + 1])
+        self.pending.clear()
+        self.kept.clear()
+        return out
 
 
 def _first_sentence(text: str) -> str:

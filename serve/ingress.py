@@ -12,6 +12,8 @@ copy that is late, missing or ungrounded falls back to cached, then template tex
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import html
 import json
 import logging
 import time
@@ -27,7 +29,17 @@ from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, within_budget
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api
-from serve.schemas import ErrorBody, Evidence, PageSections, ProductPage, RecommendationRequest, RecommendationResponse, RecommendedItem
+from serve.schemas import (
+    MAX_ID_CHARS,
+    ErrorBody,
+    ErrorDetail,
+    Evidence,
+    PageSections,
+    ProductPage,
+    RecommendationRequest,
+    RecommendationResponse,
+    RecommendedItem,
+)
 
 log = logging.getLogger("shopgraph.serve")
 
@@ -41,8 +53,27 @@ async def _await(ref):
     return await ref
 
 
-def _sse(obj: dict) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+def _sse(event: str, obj: dict) -> str:
+    """One server-sent event: `event: <name>` and its JSON `data:` line (README, Serving API)."""
+    return f"event: {event}\ndata: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _user_param(user_id: str | None, limit: int) -> str | None:
+    """The `user_id` query parameter of the page routes: over `limit` characters -> 422; empty or
+    blank (`?user_id=`, what an empty form field sends) -> anonymous, as when it is left out."""
+    if user_id is None or not user_id.strip():
+        return None
+    if len(user_id) > limit:
+        raise ApiError(422, f"user_id is {len(user_id)} characters long; the limit is {limit}", param="user_id")
+    return user_id
+
+
+def _history_of(catalog, user_id: str | None, product_id: str) -> np.ndarray:
+    """The user's known items and then the viewed product: the history the retriever builds for the
+    page's 'you may also like' request (`RetrieverCore.history_of`), without a retrieval."""
+    history = catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
+    idx = catalog.item_idx(product_id)
+    return np.concatenate([history, np.asarray([idx], dtype=np.int64)]) if idx is not None else history
 
 
 def _overall(sources: list[str]) -> str:
@@ -79,20 +110,27 @@ def _self_scored(product_id: str, history: np.ndarray, catalog):
 @serve.ingress(api)
 class Ingress:
     def __init__(self, args: dict, retriever: DeploymentHandle, ranker: DeploymentHandle, generator: DeploymentHandle | None):
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
         from serve.catalog import load_catalog
-        from serve.content import ContentCache
 
         self.args = AppArgs(**args)
         self.cfg = self.args.load_config()
         api.state.max_body_bytes = self.cfg.serve.limits.max_body_bytes  # this replica's app
-        self.catalog = load_catalog(self.cfg)
+        self._setup(self.cfg.serve, load_catalog(self.cfg), retriever, ranker, generator, generator_version(self.cfg))
+        if self.gen_cfg.precomputed_content:
+            self.precomputed = load_precomputed(self.cfg, self.cache, self.model_version, self.catalog)
+
+    def _setup(self, serve_cfg, catalog, retriever, ranker, generator, model_version: str) -> None:
+        """Everything but loading: also how unit tests build an ingress around in-process fakes."""
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        from serve.content import ContentCache
+
+        self.catalog = catalog
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
-        self.budgets, self.limits, self.gen_cfg = self.cfg.serve.budgets, self.cfg.serve.limits, self.cfg.serve.generation
-        self.model_version = generator_version(self.cfg)
+        self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
+        self.model_version = model_version
         self.cache = ContentCache(self.gen_cfg.cache_entries)
-        self.precomputed = load_precomputed(self.cfg, self.cache, self.model_version, self.catalog) if self.gen_cfg.precomputed_content else 0
+        self.precomputed = 0
         self.registry = CollectorRegistry()
         self.m_latency = Histogram("shopgraph_stage_latency_seconds", "Latency per stage", ["stage"], registry=self.registry,
                                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -100,6 +138,7 @@ class Ingress:
         self.m_fallback = Counter("shopgraph_fallbacks_total", "Stage fallbacks", ["stage", "why"], registry=self.registry)
         self.m_requests = Counter("shopgraph_requests_total", "Requests by endpoint and status", ["endpoint", "status"], registry=self.registry)
         self.m_tokens = Counter("shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry)
+        self._background: set[asyncio.Task] = set()  # late streams being cached; held so they are not collected
 
     # -- helpers
 
@@ -113,6 +152,9 @@ class Ingress:
             return await asyncio.wait_for(coro, timeout=timeout)
         finally:
             self.m_latency.labels(stage).observe(time.perf_counter() - started)
+
+    def _user_param(self, user_id: str | None) -> str | None:
+        return _user_param(user_id, min(self.limits.max_text_chars, MAX_ID_CHARS))
 
     def _check_ids(self, values: list[str | None], param: str) -> None:
         for v in values:
@@ -238,7 +280,8 @@ class Ingress:
         from serve.catalog import facts_hash, facts_of
         from serve.content import CacheKey, template_page
 
-        self._check_ids([product_id, user_id], "product_id/user_id")
+        user_id = self._user_param(user_id)
+        self._check_ids([product_id], "product_id")
         product = self.catalog.products.get(product_id)
         if product is None:
             raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
@@ -290,43 +333,140 @@ class Ingress:
         page, _ = await self._page(product_id, user_id)
         return page
 
-    @api.get("/v1/products/{product_id}/page/stream", responses={404: {"model": ErrorBody}})
-    async def product_page_stream(self, product_id: str) -> StreamingResponse:
-        """Server-sent events: generated text deltas as they come, then the grounded sections."""
-        from serve.catalog import facts_hash, facts_of
-        from serve.content import CacheKey, template_page
+    async def _note(self, product_id: str, user_id: str, deadline: float) -> tuple[str | None, str]:
+        """The page's personalized note (same evidence, cache key and grounding as `_page`)."""
+        history = _history_of(self.catalog, user_id, product_id)
+        (note,), _ = await self._reasons([_self_scored(product_id, history, self.catalog)], history, deadline)
+        return (note[0], note[1]) if note[0] else (None, "none")
 
+    async def _drain_late_stream(self, key, nxt: asyncio.Future, events) -> None:
+        """A stream past its budget keeps generating: cache its page for the next request, as
+        `_page` does with a late generation."""
+        final = None
+        try:
+            while True:
+                event = await nxt
+                if "section" not in event:
+                    final = event
+                nxt = asyncio.ensure_future(events.__anext__())
+        except StopAsyncIteration:
+            pass
+        except Exception as e:
+            self.m_fallback.labels("stream_page_late", type(e).__name__).inc()
+        if final and final.get("sections"):
+            self.cache.put(key, final["sections"])
+
+    async def _stream_sections(self, facts: dict, key, deadline: float, out: dict):
+        """Grounded section pieces from the generator within min(page budget, deadline); the final
+        sections, their source and the fallback reason (None, "budget", "ungrounded", an error
+        name) are left in `out`. Past the budget the generation is left to finish and be cached."""
+        from serve.content import template_page
+
+        sections, source, why = self.cache.get(key), "cached", None
+        if sections is None and self.generator is not None and self.gen_cfg.enabled:
+            budget_end = min(time.monotonic() + self.budgets.page_ms / 1000, deadline)
+            started = time.perf_counter()
+            stream = self.generator.options(stream=True).stream_page.remote(facts)
+            events, nxt, final, settled = stream.__aiter__(), None, None, False
+            try:
+                while True:
+                    nxt = asyncio.ensure_future(events.__anext__())
+                    done, _ = await asyncio.wait([nxt], timeout=max(0.0, budget_end - time.monotonic()))
+                    if not done:
+                        why, settled = "budget", True
+                        task = asyncio.create_task(self._drain_late_stream(key, nxt, events))
+                        self._background.add(task)
+                        task.add_done_callback(self._background.discard)
+                        break
+                    try:
+                        event = nxt.result()
+                    except StopAsyncIteration:
+                        settled = True
+                        break
+                    if "section" in event:
+                        self.m_tokens.inc(len(event["section"]["text"]))
+                        yield event["section"]
+                    else:
+                        final = event
+            except Exception as e:  # the generator is down or failed: template copy, not an error
+                why = type(e).__name__
+            finally:
+                if not settled:  # failed, or the client went away: stop generating
+                    if nxt is not None and not nxt.done():
+                        nxt.cancel()
+                    with contextlib.suppress(Exception):  # best effort, as Serve's cancel is
+                        stream.cancel()
+                self.m_latency.labels("generate_page_stream").observe(time.perf_counter() - started)
+            if final and final.get("sections"):
+                sections, source = final["sections"], "generated"
+                self.cache.put(key, sections)
+            elif final and why is None:
+                why = final.get("why", "ungrounded")
+            if why:
+                self.m_fallback.labels("stream_page", why).inc()
+        if sections is None:
+            sections, source = template_page(facts), "template"
+        out.update(sections=sections, source=source, fallback=why)
+
+    @api.get(
+        "/v1/products/{product_id}/page/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "Server-sent events: start, section*, sections, note?, done."},
+            404: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+        },
+    )
+    async def product_page_stream(self, product_id: str, user_id: str | None = None) -> StreamingResponse:
+        """Server-sent events: grounded section text as each sentence completes, then the final sections
+        (generated, cached or template, as on the page), the personalized note, and `done`."""
+        from serve.catalog import facts_hash, facts_of
+        from serve.content import CacheKey
+
+        user_id = self._user_param(user_id)
         self._check_ids([product_id], "product_id")
         product = self.catalog.products.get(product_id)
         if product is None:
             raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
         facts = facts_of(product, self.catalog.currency)
-        key = CacheKey(product_id, "page", "all", self.model_version, facts_hash(product, self.catalog.currency))
+        fhash = facts_hash(product, self.catalog.currency)
+        key = CacheKey(product_id, "page", "all", self.model_version, fhash)
+        request_id = uuid.uuid4().hex
 
         async def events():
-            cached = self.cache.get(key)
-            if cached is not None:
-                yield _sse({"sections": cached, "source": "cached"})
-                return
-            final = None
-            if self.generator is not None and self.gen_cfg.enabled:
-                try:
-                    stream = self.generator.options(stream=True).stream_page.remote(facts)
-                    async with asyncio.timeout(self.budgets.page_ms / 1000):
-                        async for event in stream:
-                            if "delta" in event:
-                                yield _sse({"delta": event["delta"]})
-                            else:
-                                final = event
-                except Exception as e:
-                    self.m_fallback.labels("stream_page", type(e).__name__).inc()
-            if final and final.get("sections"):
-                self.cache.put(key, final["sections"])
-                yield _sse({"sections": final["sections"], "source": "generated"})
-            else:
-                yield _sse({"sections": template_page(facts), "source": "template"})
+            note_task = asyncio.create_task(self._note(product_id, user_id, deadline)) if user_id else None
+            status = "200"
+            try:
+                yield _sse("start", {"request_id": request_id, "product_id": product_id, "facts_hash": fhash,
+                                     "model_version": self.model_version})
+                final: dict[str, Any] = {}
+                async with contextlib.aclosing(self._stream_sections(facts, key, deadline, final)) as pieces:
+                    async for piece in pieces:  # aclosing: a client that goes away stops the generation
+                        yield _sse("section", piece)
+                self.m_content.labels("page", final["source"]).inc()
+                sections = PageSections(**final["sections"]).model_dump()
+                yield _sse("sections", {"sections": sections, "sections_source": final["source"],
+                                        "fallback": final["fallback"]})
+                if note_task is not None:
+                    note, note_source = await note_task
+                    yield _sse("note", {"personalized_note": note, "note_source": note_source})
+            except Exception as e:  # a bug, not a slow or failed generator (those fall back above)
+                log.exception("page stream failed")
+                status = "500"
+                message = f"internal error ({type(e).__name__}); the stream stopped"
+                detail = ErrorDetail(message=message, type="server_error", code=500)
+                yield _sse("error", ErrorBody(error=detail).model_dump())
+            finally:
+                if note_task is not None and not note_task.done():
+                    note_task.cancel()
+            self.m_requests.labels("page_stream", status).inc()
+            total_ms = round(1000 * (time.perf_counter() - started), 2)
+            yield _sse("done", {"request_id": request_id, "timings_ms": {"total": total_ms}})
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        no_buffering = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # each event reaches the shopper at once
+        return StreamingResponse(events(), media_type="text/event-stream", headers=no_buffering)
 
     @api.get("/shop/products/{product_id}", response_class=HTMLResponse)
     async def shop_page(self, product_id: str, user_id: str | None = None) -> HTMLResponse:
@@ -334,9 +474,11 @@ class Ingress:
         from serve.page import render_page
 
         try:
+            user_id = self._user_param(user_id)
             page, product = await self._page(product_id, user_id)
         except ApiError as e:
-            return HTMLResponse(f"<!doctype html><title>Not found</title><h1>{e.status}</h1><p>{e.message}</p>", status_code=e.status)
+            body = f"<!doctype html><title>Not found</title><h1>{e.status}</h1><p>{html.escape(e.message)}</p>"
+            return HTMLResponse(body, status_code=e.status)
         return HTMLResponse(render_page(page, product, self.catalog.currency, user_id))
 
     @api.get("/healthz")

@@ -1,13 +1,17 @@
-"""Fake completions for the generator's engine seam (unit tests and the overhead benchmark).
+"""Fakes for the generator's engine seam (unit tests and the overhead benchmark).
 
-Used as `fake_respond` in `build_app` args: `serve.testing:echo_facts`. The answers are built
-from the prompt's facts block, so they are grounded and deterministic.
+Completions are used as `fake_respond` in `build_app` args (`serve.testing:echo_facts`); they are
+built from the prompt's facts block, so they are deterministic (and grounded, except where a
+function's name says otherwise). `LocalGenerator` stands in for the Generator deployment's
+handle, so the ingress's routes can be unit-tested without Ray.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from typing import Any
 
 
 def _facts(messages: list[dict[str, str]]) -> dict:
@@ -31,3 +35,78 @@ def invent_claims(messages: list[dict[str, str]]) -> str:
     if "highlights" in messages[-1]["content"].lower():
         return json.dumps({"title": title, "highlights": ["Weight: 12 kg", "Made of titanium"], "description": f"{title} weighs 12 kg. It is made of titanium."})
     return f"The {title} weighs 12 kg and is made of titanium."
+
+
+GROUNDED_SENTENCE = "Comes from {brand}."
+INVENTED_SENTENCE = "It is made of titanium and weighs 12 kg."
+
+
+def half_grounded(messages: list[dict[str, str]]) -> str:
+    """A page whose description has one grounded and one invented sentence (and one highlight
+    of each kind): what a stream must never show is `INVENTED_SENTENCE`."""
+    facts = _facts(messages)
+    title = facts.get("title", "This product")
+    if "highlights" in messages[-1]["content"].lower():
+        first = next(iter((facts.get("attributes") or {}).items()), ("brand", facts.get("brand", "")))
+        description = f"{GROUNDED_SENTENCE.format(brand=facts.get('brand', 'our shop'))} {INVENTED_SENTENCE}"
+        highlights = [f"{first[0]}: {first[1]}", "Waterproof to 100 m"]
+        return json.dumps({"title": title, "highlights": highlights, "description": description})
+    return echo_facts(messages)
+
+
+class _Call:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        return self.fn(*args)
+
+
+class _LocalStream:
+    """What `handle.options(stream=True).method.remote()` returns: an async iterator with `cancel()`."""
+
+    def __init__(self, agen):
+        self.agen, self.cancelled = agen, False
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self.agen.__anext__()
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class LocalGenerator:
+    """In-process stand-in for the Generator deployment's handle, around a `GeneratorCore`."""
+
+    def __init__(self, core):
+        self.core = core
+        self.streams: list[_LocalStream] = []
+
+    def options(self, *, stream: bool = False) -> LocalGenerator:
+        return self
+
+    @property
+    def reason(self) -> _Call:
+        return _Call(lambda facts, profile: asyncio.ensure_future(self.core.reason(facts, profile)))
+
+    @property
+    def page(self) -> _Call:
+        return _Call(lambda facts: asyncio.ensure_future(self.core.page(facts)))
+
+    @property
+    def stream_page(self) -> _Call:
+        def start(facts: dict[str, Any]) -> _LocalStream:
+            self.streams.append(_LocalStream(self.core.stream_page(facts)))
+            return self.streams[-1]
+
+        return _Call(start)
+
+    @property
+    def stats(self) -> _Call:
+        async def stats() -> dict[str, Any]:
+            return {"chunks": self.core.chunks, "model_version": self.core.model_version}
+
+        return _Call(lambda: asyncio.ensure_future(stats()))

@@ -3,7 +3,9 @@ product page in real headless Chromium (screenshot saved under test-output/)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
 
 import httpx
 import pytest
@@ -25,7 +27,13 @@ def live(serving_artifacts):
     from serve.app import build_app
     from serve.catalog import load_catalog
 
-    overrides = [*serving_artifacts, "serve.budgets.reasons_ms=120000", "serve.budgets.page_ms=120000", "serve.generation.max_reasons_per_request=2"]
+    overrides = [
+        *serving_artifacts,
+        "serve.budgets.reasons_ms=120000",
+        "serve.budgets.page_ms=120000",
+        "serve.budgets.request_deadline_ms=240000",
+        "serve.generation.max_reasons_per_request=2",
+    ]
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"overrides": overrides, "engine": "vllm"}), name="shopgraph", route_prefix="/")
@@ -65,6 +73,39 @@ def test_product_page_through_vllm_is_valid_json_and_grounded(live):
     facts = facts_of(catalog.products[pid], catalog.currency)
     shown = " ".join([page["sections"]["title"], *page["sections"]["highlights"], page["sections"]["description"]])
     assert not check(shown, facts, known_brands=sorted({p.brand for p in catalog.products.values() if p.brand})).unsupported
+
+
+def test_page_stream_through_vllm_shows_only_grounded_text(live):
+    from serve.catalog import facts_of
+    from models.grounding import check
+
+    catalog, user = live
+    pid = catalog.popular[1]  # not the page test's product: this one is generated, not cached
+    facts = facts_of(catalog.products[pid], catalog.currency)
+    brands = sorted({p.brand for p in catalog.products.values() if p.brand})
+    started, first_section, events = time.perf_counter(), None, []
+    with httpx.stream("GET", f"{BASE}/v1/products/{pid}/page/stream", params={"user_id": user}, timeout=300) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+        for name, data in zip(lines[0::2], lines[1::2]):
+            events.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+            if events[-1][0] == "section" and events[-1][1]["field"] != "title" and first_section is None:
+                first_section = time.perf_counter() - started
+    names = [e for e, _ in events]
+    assert names[0] == "start" and names[-1] == "done" and "sections" in names and "error" not in names, names
+    streamed = [d["text"] for e, d in events if e == "section"]
+    for text in streamed:  # every piece a shopper saw passes the same check as the page
+        assert not check(text, facts, known_brands=brands).unsupported, text
+    final = dict(events)["sections"]
+    assert final["sections_source"] in ("generated", "template"), final
+    if final["sections_source"] == "generated":  # what streamed is what the page keeps
+        described = "".join(d["text"] for e, d in events if e == "section" and d["field"] == "description")
+        assert described == final["sections"]["description"]
+    note = dict(events)["note"]
+    assert note["note_source"] in ("generated", "cached", "template") and note["personalized_note"]
+    total = time.perf_counter() - started
+    print(f"\nstream: {len(streamed)} grounded pieces, first generated piece at {first_section} s, {total:.1f} s in all, "
+          f"sections {final['sections_source']} ({final['fallback']})")
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed (scripts/setup.sh installs it with apt-get as root)")

@@ -108,13 +108,35 @@ def test_product_page_generated_then_cached(client, app):
     assert again["sections_source"] == "cached" and again["sections"] == page["sections"]
 
 
-def test_streaming_page_sends_deltas_then_sections(client, app):
+def _events(client, path: str, **params) -> list[tuple[str, dict]]:
+    with client.stream("GET", path, params=params) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream"), r.read()
+        lines = [line for line in r.iter_lines() if line]
+    names, data = lines[0::2], lines[1::2]
+    assert all(n.startswith("event: ") for n in names) and all(d.startswith("data: ") for d in data)
+    return [(n[7:], json.loads(d[6:])) for n, d in zip(names, data)]
+
+
+def test_streaming_page_sends_grounded_sections_then_the_page_then_done(client, app):
     pid = app.popular[7]
-    with client.stream("GET", f"/v1/products/{pid}/page/stream") as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
-    assert any("delta" in e for e in events)
-    assert events[-1]["source"] == "generated" and events[-1]["sections"]["title"] == app.products[pid].title
+    events = _events(client, f"/v1/products/{pid}/page/stream", user_id=_heavy_user(app))
+    names = [e for e, _ in events]
+    assert names[0] == "start" and "section" in names and names[-3:] == ["sections", "note", "done"]
+    final = dict(events)["sections"]
+    assert final["sections_source"] == "generated" and final["sections"]["title"] == app.products[pid].title
+    described = "".join(d["text"] for e, d in events if e == "section" and d["field"] == "description")
+    assert described == final["sections"]["description"]
+    assert dict(events)["note"]["personalized_note"]
+    # The page endpoint serves what the stream generated; an empty user_id is anonymous on both.
+    page = client.get(f"/v1/products/{pid}/page", params={"user_id": ""})
+    assert page.status_code == 200, page.text
+    assert page.json()["sections_source"] == "cached" and page.json()["personalized_note"] is None
+
+
+def test_streaming_page_of_a_dead_generator_is_template_copy_then_done(client, app):
+    events = _events(client, f"/down/v1/products/{app.popular[4]}/page/stream", user_id="")
+    assert [e for e, _ in events] == ["start", "sections", "done"]
+    assert dict(events)["sections"]["sections_source"] == "template" and dict(events)["sections"]["fallback"]
 
 
 def test_slow_generator_never_delays_past_its_budget(client, app):
@@ -161,6 +183,10 @@ def test_dead_generator_degrades_to_template_copy(client, app):
         ("post", "/v1/recommendations", {"content": b'{"user_id": "' + b"x" * 70_000 + b'"}', "headers": {"content-type": "application/json"}}, 413),
         ("get", "/v1/products/no-such-product/page", {}, 404),
         ("get", "/v1/products/" + "p" * 600 + "/page", {}, 422),
+        ("get", "/v1/products/x/page", {"params": {"user_id": "u" * 600}}, 422),
+        ("get", "/v1/products/no-such-product/page/stream", {}, 404),
+        ("get", "/v1/products/" + "p" * 600 + "/page/stream", {}, 422),
+        ("get", "/v1/products/x/page/stream", {"params": {"user_id": "u" * 600}}, 422),
         ("get", "/shop/products/no-such-product", {}, 404),
     ],
 )

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from core.config.data import IndexConfig  # noqa: E402
 from data.index import auto_nlist, build_index  # noqa: E402
-from models.index import set_search_params  # noqa: E402
+from ml.index import set_search_params  # noqa: E402
 
 K = 10
 

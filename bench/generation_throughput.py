@@ -3,7 +3,7 @@
     nice .venv/bin/python bench/generation_throughput.py [--config configs/local.yaml] [--concurrency 1 16] [--max-new-tokens 64]
     .venv/bin/python bench/generation_throughput.py --config configs/gpu-cluster.yaml --finetune   # GPU node
 
-Prompts are PDP prompts (models/prompts.py) for synthetic products, chat-templated by each
+Prompts are PDP prompts (ml/prompts.py) for synthetic products, chat-templated by each
 engine. Decoding is greedy with exactly `--max-new-tokens` new tokens per prompt (EOS ignored),
 so both engines produce the same number of tokens. Concurrency c = c prompts submitted
 together: one `LLM.generate` call for vLLM, one left-padded batch for HF. A warm-up call is
@@ -30,8 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config import load_config  # noqa: E402
-from models.base_model import resolve_generator_dir  # noqa: E402
-from models.prompts import pdp_messages  # noqa: E402
+from ml.base_model import resolve_generator_dir  # noqa: E402
+from ml.prompts import pdp_messages  # noqa: E402
 
 ITEMS = [("Wooden Train Set", "Brio", {"material": "beech wood", "pieces": "32"}), ("Cotton T-Shirt", "Basics", {"material": "cotton", "color": "blue"}),
          ("Steel Water Bottle", "Hydra", {"capacity": "500 ml"}), ("Denim Jacket", "Levis", {"material": "denim", "color": "black"}),
@@ -50,7 +50,7 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
 def bench_vllm(model_dir: Path, engine_cfg, levels: list[int], max_new: int) -> dict[str, float]:
     from vllm import SamplingParams
 
-    from models.llm import build_vllm
+    from ml.llm import build_vllm
 
     llm = build_vllm(model_dir, engine_cfg)
     params = SamplingParams(max_tokens=max_new, min_tokens=max_new, ignore_eos=True, temperature=0.0, seed=0)

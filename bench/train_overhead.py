@@ -7,7 +7,7 @@
 Target (README, "Recommender and ranker"): training-step throughput through Ray Train >= 0.95x
 the same loop in plain PyTorch on the same machine.
 
-Both sides train the same SASRec (models/sasrec.py) on the same rows (`training_rows` of the
+Both sides train the same SASRec (ml/sasrec.py) on the same rows (`training_rows` of the
 leave-one-out split of a "user item item ..." file, Amazon Toys by default, read from the shared
 folder), with the same batch size, loss, optimizer and torch thread count:
 
@@ -62,7 +62,7 @@ def plain_pytorch(loo: LooData, hp, *, epochs: int, threads: int, seed: int, sto
     import torch
 
     from train.recommender import training_rows
-    from models.sasrec import SASRec, SASRecConfig, sequence_loss
+    from ml.sasrec import SASRec, SASRecConfig, sequence_loss
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

@@ -70,8 +70,8 @@ def models_prepare(
     Idempotent: a directory whose manifest verifies is kept; a missing, half-written or
     altered one is rebuilt. Nothing is downloaded.
     """
-    from models.encoder import ENCODER_NAME, prepare_encoder
-    from models.base_model import GENERATOR_NAME, prepare_generator_base
+    from ml.encoder import ENCODER_NAME, prepare_encoder
+    from ml.base_model import GENERATOR_NAME, prepare_generator_base
 
     cfg = load_or_exit(config, set_)
     steps = []
@@ -93,9 +93,9 @@ def models_prepare(
 @models_app.command("verify")
 def models_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Re-hash every prepared model file against its manifest; exit 1 if anything is off."""
-    from models.encoder import resolve_encoder_dir
+    from ml.encoder import resolve_encoder_dir
     from core.manifest import IncompleteDirError, verify_dir
-    from models.base_model import resolve_generator_dir
+    from ml.base_model import resolve_generator_dir
 
     cfg = load_or_exit(config, set_)
     failed = False
@@ -120,8 +120,8 @@ def models_generate(
 ) -> None:
     """Generate a reply from the configured generator model (greedy), to check it end to end."""
     from core.manifest import IncompleteDirError
-    from models.base_model import check_generator_dir, resolve_generator_dir
-    from models.llm import build_vllm, generate_hf, generate_vllm
+    from ml.base_model import check_generator_dir, resolve_generator_dir
+    from ml.llm import build_vllm, generate_hf, generate_vllm
 
     if engine not in ("vllm", "hf"):
         typer.echo(f"error: --engine must be 'vllm' or 'hf', got {engine!r}", err=True)

@@ -2,7 +2,7 @@
 
     from core.facts import facts_of, facts_hash, serialize_facts
 
-The corpus (data.corpus), the prompts (models.prompts), batch content (train.batch_generate)
+The corpus (data.corpus), the prompts (ml.prompts), batch content (train.batch_generate)
 and serving's content cache (serve.catalog) all serialize a product's facts with these
 functions, so `facts_hash` keys the same text in every one of them. Serialization is
 deterministic: fixed key order, attributes sorted, NFC-normalized whitespace-collapsed text,

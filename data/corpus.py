@@ -41,7 +41,7 @@ from core.layout import ArtifactLayout
 from core.manifest import staged_dir, write_manifest
 from core.schemas import EVENTS, PRODUCTS
 from core.facts import clean_text, facts_of, serialize_facts
-from models.prompts import FACTS_CLOSE, FACTS_OPEN, PDP_SYSTEM, PDP_TASK, PROFILE_CLOSE, PROFILE_OPEN, REASON_SYSTEM, REASON_TASK
+from ml.prompts import FACTS_CLOSE, FACTS_OPEN, PDP_SYSTEM, PDP_TASK, PROFILE_CLOSE, PROFILE_OPEN, REASON_SYSTEM, REASON_TASK
 
 
 def split_of(product_id: str, eval_fraction: float) -> str:

@@ -63,7 +63,7 @@ class ProductEncoder:
 
             # Ray caps a fractional-CPU actor at one intra-op thread; the config may give it more.
             torch.set_num_threads(threads)
-        from models.encoder import TextEncoder
+        from ml.encoder import TextEncoder
 
         self.encoder = TextEncoder(model_dir, batch_size=batch_size)
         self.schema = embeddings_schema(self.encoder.dim)
@@ -131,7 +131,7 @@ def write_embeddings(layout: ArtifactLayout, dataset, meta: dict[str, Any]) -> P
 
 def run(config) -> dict[str, Any]:
     """The `shopgraph data embed-products` stage."""
-    from models.encoder import resolve_encoder_dir
+    from ml.encoder import resolve_encoder_dir
     from core.runtime import ensure_ray
 
     ensure_ray(config)

@@ -2,7 +2,7 @@
 
     python -m data.index --config configs/local.yaml       # same as `shopgraph data index`
 
-Reads the committed embeddings (`models.index.load_embeddings`), builds the configured index
+Reads the committed embeddings (`ml.index.load_embeddings`), builds the configured index
 (`data.index`), measures recall@10 against exact search on a seeded sample of the indexed
 vectors (each query's own row excluded, so the number is "the 10 nearest other items", the
 item-to-item case, not a trivial self-hit), and writes under `layout.index`:
@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config.data import IndexConfig
-from models.index import IDS_FILE, IDS_SCHEMA, INDEX_FILE, RECALL_K, LoadedIndex, check_vectors, load_embeddings, load_index, set_search_params, vectors_of
+from ml.index import IDS_FILE, IDS_SCHEMA, INDEX_FILE, RECALL_K, LoadedIndex, check_vectors, load_embeddings, load_index, set_search_params, vectors_of
 from core.runtime import local_dir
 from core.layout import ArtifactLayout
 from core.manifest import IncompleteDirError, read_manifest, staged_dir, write_manifest

@@ -72,7 +72,7 @@ def template_page(facts: dict[str, Any]) -> dict[str, Any]:
 def generator_model_dir(cfg) -> Path:
     """The fine-tuned generator if one was exported, else the configured base model."""
     from core.layout import ArtifactLayout
-    from models.base_model import resolve_generator_dir
+    from ml.base_model import resolve_generator_dir
 
     exported = Path(ArtifactLayout(cfg.artifacts.root).generator)
     if (exported / "shopgraph-manifest.json").exists() and (exported / "config.json").exists():

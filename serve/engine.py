@@ -27,12 +27,12 @@ class VLLMEngine:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        from models.llm import _on_gpu, apply_cpu_engine_env, vllm_engine_kwargs
+        from ml.llm import _on_gpu, apply_cpu_engine_env, vllm_engine_kwargs
 
         if not _on_gpu("auto"):
             apply_cpu_engine_env(engine_cfg)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-        from models.prompts import STRUCTURED_ENGINE_KWARGS
+        from ml.prompts import STRUCTURED_ENGINE_KWARGS
 
         # The same structured-output backend as evaluation and batch generation (xgrammar, no
         # free whitespace), so a served page is held to the JSON validity measured offline.
@@ -89,7 +89,7 @@ def build_engine(spec: dict[str, Any]) -> Engine:
     """Engine from a picklable spec (what `.bind()` carries across the Ray boundary)."""
     if spec["kind"] == "vllm":
         from core.config import load_config
-        from models.base_model import check_generator_dir
+        from ml.base_model import check_generator_dir
 
         cfg = load_config(spec.get("config_path"), spec.get("overrides"))
         return VLLMEngine(check_generator_dir(Path(spec["model_dir"])), cfg.models.engine, spec["model_version"], cfg.serve.generation.repetition_penalty)

@@ -24,7 +24,7 @@ class GeneratorCore:
     """Prompts -> engine -> grounding. Async; one instance per replica.
 
     Prompts and the grounding check are the ones training and evaluation use
-    (`models.prompts`, `models.grounding`), so the served model sees the prompts it was tuned on
+    (`ml.prompts`, `ml.grounding`), so the served model sees the prompts it was tuned on
     and its output is held to the same standard it was measured by.
     """
 
@@ -46,8 +46,8 @@ class GeneratorCore:
         return "".join(parts).strip()
 
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
-        from models.grounding import remove_unsupported
-        from models.prompts import reason_messages
+        from ml.grounding import remove_unsupported
+        from ml.prompts import reason_messages
 
         started = time.perf_counter()
         raw = await self._complete(reason_messages(profile, facts), self.cfg.reason_max_tokens)
@@ -55,7 +55,7 @@ class GeneratorCore:
         return {"text": kept or None, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
     async def page(self, facts: dict) -> dict[str, Any]:
-        from models.prompts import pdp_messages, PDP_SCHEMA
+        from ml.prompts import pdp_messages, PDP_SCHEMA
 
         started = time.perf_counter()
         raw = await self._complete(pdp_messages(facts), self.cfg.page_max_tokens, json_schema=PDP_SCHEMA)
@@ -67,7 +67,7 @@ class GeneratorCore:
 
         The title is the catalog's, as `ground_page` makes it, so it comes first (once the engine
         answers) and the model's title is never streamed."""
-        from models.prompts import pdp_messages, PDP_SCHEMA
+        from ml.prompts import pdp_messages, PDP_SCHEMA
 
         started = time.perf_counter()
         parts = []
@@ -86,8 +86,8 @@ class GeneratorCore:
 
 def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any]:
     """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
-    from models.grounding import ground_pdp
-    from models.prompts import repair_pdp
+    from ml.grounding import ground_pdp
+    from ml.prompts import repair_pdp
 
     page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
@@ -197,7 +197,7 @@ class GroundedPageStream:
     [{"field", "text"[, "index"]}] pieces that passed the grounding check.
 
     The pieces are exactly what `ground_page` keeps of the whole answer: highlights are checked
-    whole when their string closes; the description is cut by `models.grounding.sentences` and
+    whole when their string closes; the description is cut by `ml.grounding.sentences` and
     each piece checked on its own (`remove_unsupported`). A piece is only checked once the text
     after it fixes where it ends (`$75.` may go on as `$75.99`), and sent when its sentence is
     complete; at the end of the field what is left is checked as the last piece. An answer cut
@@ -214,7 +214,7 @@ class GroundedPageStream:
         self.highlights = 0
 
     def _ok(self, text: str) -> bool:
-        from models.grounding import check
+        from ml.grounding import check
 
         return not check(text, self.facts, known_brands=self.known_brands).unsupported
 
@@ -236,7 +236,7 @@ class GroundedPageStream:
         return out
 
     def feed(self, delta: str) -> list[dict]:
-        from models.grounding import sentences
+        from ml.grounding import sentences
 
         out: list[dict] = []
         for field, index, text, closed in self.json.feed(delta):
@@ -261,7 +261,7 @@ class GroundedPageStream:
 
     def finish(self) -> list[dict]:
         """The answer ended (or was cut off) with a field still open: only complete sentences."""
-        from models.grounding import sentences
+        from ml.grounding import sentences
 
         out: list[dict] = []
         for field in _SENTENCE_FIELDS:
@@ -275,7 +275,7 @@ class GroundedPageStream:
 
 
 def _first_sentence(text: str) -> str:
-    from models.grounding import sentences
+    from ml.grounding import sentences
 
     parts = [s.strip() for s in sentences(text.strip().strip('"')) if s.strip()]
     return parts[0] if parts else ""

@@ -42,8 +42,8 @@ class RetrieverCore:
 
         from core.layout import ArtifactLayout
         from core.runtime import local_dir
-        from models.index import inner_product_index, load_embeddings, load_index, vectors_of
-        from models.sasrec import load_exported
+        from ml.index import inner_product_index, load_embeddings, load_index, vectors_of
+        from ml.sasrec import load_exported
 
         layout = ArtifactLayout(cfg.artifacts.root)
         self.model, self.model_cfg, vectors = load_exported(layout.recommender)
@@ -71,7 +71,7 @@ class RetrieverCore:
     def retrieve_batch(self, histories: list[np.ndarray], unknown: list[list[str]], k: int) -> list[Candidates]:
         import torch
 
-        from models.sasrec import pad_left
+        from ml.sasrec import pad_left
 
         out: list[Candidates] = [Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32)) for _ in histories]
         warm = [i for i, h in enumerate(histories) if len(h)]
@@ -118,7 +118,7 @@ class RankerCore:
         import torch
 
         from core.layout import ArtifactLayout
-        from models.ranker import load_ranker
+        from ml.ranker import load_ranker
 
         self.mlp, self.featurizer, (self.mean, self.std) = load_ranker(Path(ArtifactLayout(cfg.artifacts.root).ranker))
         torch.set_num_threads(1)

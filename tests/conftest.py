@@ -26,8 +26,8 @@ SHARED = Path(os.environ.get("SHOPGRAPH_SHARED_DIR", REPO.parent / "shared"))
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """Both embedded models, prepared once per session exactly as `shopgraph models prepare` does."""
-    from models.encoder import prepare_encoder
-    from models.base_model import prepare_generator_base
+    from ml.encoder import prepare_encoder
+    from ml.base_model import prepare_generator_base
 
     root = tmp_path_factory.mktemp("models")
     prepare_generator_base(root)

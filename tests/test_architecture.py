@@ -1,4 +1,4 @@
-"""The package graph points one way: core <- models <- data <- train; core, models <- serve; cluster on top.
+"""The package graph points one way: core <- ml <- data <- train; core, ml <- serve; cluster on top.
 
     python -m pytest tests/test_architecture.py -s    # prints the package graph it checked
 
@@ -19,11 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 # What each package may import (besides itself). The order is the layering, bottom first.
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
-    "models": {"core"},
-    "data": {"core", "models"},
-    "train": {"core", "models", "data"},
-    "serve": {"core", "models"},
-    "cluster": {"core", "models", "data", "train", "serve"},
+    "ml": {"core"},
+    "data": {"core", "ml"},
+    "train": {"core", "ml", "data"},
+    "serve": {"core", "ml"},
+    "cluster": {"core", "ml", "data", "train", "serve"},
 }
 
 

@@ -7,7 +7,7 @@ Reads the products shard set (`shopgraph data prepare`), serializes each product
 as the corpus does (`core.facts.serialize_facts`, so `facts_hash` matches the corpus and the
 serving cache), generates `{title, highlights, description}` with the exported generator
 (`<artifacts>/models/generator`; `--model-dir` for another) under vLLM structured outputs, runs
-the grounding filter (models/grounding.py) and writes Parquet:
+the grounding filter (ml/grounding.py) and writes Parquet:
 
     <artifacts>/content/pdp/     product_id, facts_hash, model_version, title, highlights,
                                  description, json_valid, json_complete, unsupported_removed,
@@ -22,7 +22,7 @@ Why `map_batches` with a callable class and not `ray.data.llm`: Ray's `vLLMEngin
 `{"GPU": 1, "CPU": 1}` bundle unless `placement_group_config` overrides it, and adds
 chat-template / tokenize / detokenize stages of its own; whether that path runs on the vLLM
 CPU build has not been verified here. A plain actor holding `vllm.LLM` does run on CPU, uses
-the same engine config as evaluation and serving (models/llm.py), and keeps structured outputs
+the same engine config as evaluation and serving (ml/llm.py), and keeps structured outputs
 and the grounding filter in one place. One engine per actor (`content.concurrency`), with
 fractional `content.num_cpus` so it schedules on a 2-CPU node.
 
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from models.grounding import check, ground_pdp
-from models.prompts import parse_pdp, pdp_messages, pdp_structured_outputs, repair_pdp
+from ml.grounding import check, ground_pdp
+from ml.prompts import parse_pdp, pdp_messages, pdp_structured_outputs, repair_pdp
 
 
 def facts_rows(batch: dict[str, np.ndarray], currency: str | None = None) -> dict[str, Any]:
@@ -63,7 +63,7 @@ class PdpGenerator:
 
     def __init__(self, model_dir: str, engine: dict[str, Any], model_version: str, max_new_tokens: int, ground: bool, known_brands: list[str]):
         from core.config.train import GeneratorEngineConfig
-        from models.prompts import build_structured_vllm
+        from ml.prompts import build_structured_vllm
 
         self.llm = build_structured_vllm(model_dir, GeneratorEngineConfig(**engine))
         self.model_version = model_version

@@ -13,11 +13,11 @@ For each model (the base `models.generator` and the fine-tuned export under
   (rouge-score, with a CJK-aware tokenizer: its default drops non-ASCII text) of the generated
   description against the catalog's human-written description. "JSON complete" = the raw
   output parses; "JSON valid" = it parses after closing an answer the token budget cut off
-  (`models.prompts.repair_pdp`; under structured outputs every output is a valid prefix), which
+  (`ml.prompts.repair_pdp`; under structured outputs every output is a valid prefix), which
   is what serving and batch generation show.
 - reasons (profile + facts -> one sentence): BLEU / ROUGE-L against the templated reference
   (grounded by construction but not human-written; see data/corpus.py).
-- both: distinct-2 over all outputs of the model, and the grounding check (models/grounding.py):
+- both: distinct-2 over all outputs of the model, and the grounding check (ml/grounding.py):
   unsupported claims per output and overall, with the catalog's brands as known brands (and,
   for reasons, the example's shopper profile, which may be quoted but grounds no product fact).
 
@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.grounding import check_batch, pdp_visible_text
-from models.prompts import parse_pdp, repair_pdp
+from ml.grounding import check_batch, pdp_visible_text
+from ml.prompts import parse_pdp, repair_pdp
 
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 
@@ -125,7 +125,7 @@ def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str,
     """One vLLM engine per model; PDP prompts constrained to the JSON schema."""
     from vllm import SamplingParams
 
-    from models.prompts import build_structured_vllm, pdp_structured_outputs
+    from ml.prompts import build_structured_vllm, pdp_structured_outputs
 
     llm = build_structured_vllm(model_dir, engine_cfg)
     try:

@@ -3,7 +3,7 @@
     shopgraph train evaluate --config configs/local.yaml
     python -m train.evaluate --config configs/local.yaml      # ray job submit entry point
 
-Protocols (see `models.metrics`): **sampled** (the held-out item vs N negatives the user never
+Protocols (see `ml.metrics`): **sampled** (the held-out item vs N negatives the user never
 touched, SASRec/S3-Rec) and **full** (vs all items, the user's history excluded, RecBole).
 Baselines computed in the same run on the same users: popularity and item-to-item
 co-occurrence. Output: `metrics.json` and `report.html` (+ `curves.png`) under the reports dir.
@@ -20,8 +20,8 @@ from typing import Protocol
 import numpy as np
 import pyarrow.parquet as pq
 
-from models.metrics import full_ranking_ranks, metrics_from_ranks, sample_negatives, sampled_ranks
-from models.sasrec import pad_left
+from ml.metrics import full_ranking_ranks, metrics_from_ranks, sample_negatives, sampled_ranks
+from ml.sasrec import pad_left
 
 
 @dataclass
@@ -128,7 +128,7 @@ class CooccurrenceScorer:
     name = "cooccurrence"
 
     def __init__(self, interactions: list[np.ndarray], num_items: int, window: int = 3, recent: int = 3):
-        from models.ranker_features import cooccurrence_matrix
+        from ml.ranker_features import cooccurrence_matrix
 
         self.matrix = cooccurrence_matrix(interactions, num_items, window=window)
         self.pop = PopularityScorer(interactions, num_items).counts

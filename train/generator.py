@@ -6,7 +6,7 @@
 Reads the corpora written by `shopgraph data corpus` (`<artifacts>/data/corpora/{pdp,reasons}.jsonl`,
 `split == "train"` examples with an assistant turn) and trains the base model `models.generator`
 (any local HF causal-LM directory; default the embedded SmolLM2-135M-Instruct) on both tasks at
-once: the task is stated in each prompt (models/prompts.py), so one model serves both.
+once: the task is stated in each prompt (ml/prompts.py), so one model serves both.
 
 - `TorchTrainer` starts the workers and the process group (gloo on CPU, NCCL on GPU);
   `deepspeed.initialize` wraps the HF model with a config built from `train.generator`:
@@ -297,7 +297,7 @@ def check_setup(cfg) -> Path:
     Returns the base model directory.
     """
     from core.manifest import IncompleteDirError
-    from models.base_model import check_generator_dir, resolve_generator_dir
+    from ml.base_model import check_generator_dir, resolve_generator_dir
 
     base = resolve_generator_dir(cfg.models.dir, cfg.models.generator)
     if not base.is_dir():

@@ -6,7 +6,7 @@
 Candidates are the top-K items of a FAISS inner-product index over the recommender's item
 vectors, queried with the recommender's user vector — exactly what the Serve retriever
 returns (history items included: coming back to an item is common, the ranker decides). Each (user, candidate) gets the request-time features of
-`models.ranker_features`. A small MLP learns a listwise softmax over each user's K candidates
+`ml.ranker_features`. A small MLP learns a listwise softmax over each user's K candidates
 on the **validation** targets (history = train items); it is evaluated on the **test** targets
 (history = train + validation items), against the retrieval order on the same candidates.
 Items outside the candidates count as misses for both, so the comparison is fair.
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from models.ranker import ranker_mlp, unwrap
-from models.index import inner_product_index
-from models.sasrec import load_exported, pad_left
+from ml.ranker import ranker_mlp, unwrap
+from ml.index import inner_product_index
+from ml.sasrec import load_exported, pad_left
 from train.evaluate import LooData, item_counts
-from models.metrics import metrics_from_ranks
-from models.ranker_features import cooccurrence_matrix, FEATURES, Featurizer, ItemTable
+from ml.metrics import metrics_from_ranks
+from ml.ranker_features import cooccurrence_matrix, FEATURES, Featurizer, ItemTable
 
 # ----------------------------------------------------------------------------- setup: items, candidates, features
 
@@ -79,7 +79,7 @@ def build_item_table(layout, num_items: int, loo: LooData) -> ItemTable:
             if idx is not None and idx <= num_items:
                 table.recency[idx] = rec
     try:
-        from models.index import load_embeddings, vectors_of
+        from ml.index import load_embeddings, vectors_of
 
         emb, _ = load_embeddings(layout)
         vectors = vectors_of(emb)

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from train.evaluate import evaluate_with_baselines, item_counts, LooData, ModelScorer, write_report
-from models.sasrec import pad_left
-from models.metrics import sample_negatives
-from models.sasrec import load_exported, SASRec, SASRecConfig, sequence_loss
+from ml.sasrec import pad_left
+from ml.metrics import sample_negatives
+from ml.sasrec import load_exported, SASRec, SASRecConfig, sequence_loss
 
 # ----------------------------------------------------------------------------- setup
 
@@ -131,7 +131,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
-    from models.metrics import full_ranking_ranks, metrics_from_ranks, sampled_ranks
+    from ml.metrics import full_ranking_ranks, metrics_from_ranks, sampled_ranks
 
     hp = config["hp"]
     rank = ray.train.get_context().get_world_rank()

@@ -105,7 +105,7 @@ class JobsConfig(BaseModel):
 
     working_dir_excludes: list[str] = Field(
         [".venv", ".git", "models", "artifacts", "**/__pycache__", "*.egg-info"],
-        description="Paths left out of the working_dir that `shopgraph cluster submit` uploads (gitignore syntax); models and artifacts come from models.dir / artifacts.root instead.",
+        description="Paths left out of the working_dir that `shopgraph cluster submit` uploads (gitignore syntax); models and artifacts come from ml.dir / artifacts.root instead.",
     )
     pip: list[str] = Field([], description="Extra pip requirements installed into the job's runtime_env; [] = use the cluster's environment as is.")
     image_uri: str | None = Field(None, description="Container image the job runs in (runtime_env `image_uri`, needs podman on the nodes); None = the node's own environment.")

@@ -160,7 +160,7 @@ class ContentSection(BaseModel):
     num_gpus: float = Field(0, ge=0, description="GPUs per engine actor (1 on GPU nodes).")
     max_new_tokens: int = Field(384, ge=8, description="Generation budget per product; the longest answer the PDP schema allows is ~380 tokens.")
     max_products: int | None = Field(None, ge=1, description="Only the first N products in id order (None = whole catalog).")
-    ground: bool = Field(True, description="Drop sentences with claims the facts do not support (models/grounding.py) before writing.")
+    ground: bool = Field(True, description="Drop sentences with claims the facts do not support (ml/grounding.py) before writing.")
 
 
 class GeneratorConfig(BaseModel):

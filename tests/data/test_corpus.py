@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from core.config.data import CorpusConfig
-from models.prompts import FACTS_CLOSE, FACTS_OPEN
+from ml.prompts import FACTS_CLOSE, FACTS_OPEN
 from data.corpus import build_corpora, split_of, write_corpora
 from core.facts import facts_hash, facts_of, parse_facts, serialize_facts
 from core.layout import ArtifactLayout

@@ -67,7 +67,7 @@ def test_product_page_through_vllm_is_valid_json_and_grounded(live):
     assert page["sections_source"] in ("generated", "template")
     if page["sections_source"] == "template":
         assert 'shopgraph_fallbacks_total{stage="generate_page",why="ungrounded"}' in metrics
-    from models.grounding import check
+    from ml.grounding import check
     from serve.catalog import facts_of
 
     facts = facts_of(catalog.products[pid], catalog.currency)
@@ -77,7 +77,7 @@ def test_product_page_through_vllm_is_valid_json_and_grounded(live):
 
 def test_page_stream_through_vllm_shows_only_grounded_text(live):
     from serve.catalog import facts_of
-    from models.grounding import check
+    from ml.grounding import check
 
     catalog, user = live
     pid = catalog.popular[1]  # not the page test's product: this one is generated, not cached

@@ -55,7 +55,7 @@ def test_invalid_json_page_falls_back():
 def test_reason_keeps_profile_mentions_and_drops_invented_claims():
     core = GeneratorCore(FakeEngine(invent_claims), GenerationConfig())
     assert asyncio.run(core.reason(FACTS, PROFILE))["text"] is None  # "weighs 12 kg", "titanium"
-    from models.grounding import check
+    from ml.grounding import check
 
     brands = ["Hearthline", "Brewly", "Morrow"]
     assert not check("Since you like Hearthline mugs, this Brewly mug is a good match.", FACTS, known_brands=brands, profile=PROFILE).unsupported
@@ -70,7 +70,7 @@ def test_engine_failure_propagates_for_the_ingress_to_fall_back():
 
 def test_template_copy_states_only_facts():
     page = template_page(FACTS)
-    from models.grounding import check
+    from ml.grounding import check
 
     text = " ".join([page["title"], *page["highlights"], page["description"]])
     assert not check(text, FACTS).unsupported

@@ -22,7 +22,7 @@ from serve.content import CacheKey
 from serve.engine import FakeEngine
 from serve.generator import GeneratorCore, GroundedPageStream, ground_page
 from serve.testing import GROUNDED_SENTENCE, INVENTED_SENTENCE, LocalGenerator, echo_facts, half_grounded
-from models.grounding import check
+from ml.grounding import check
 
 FACTS = {
     "title": "Brewly T76 Coffee Mug",

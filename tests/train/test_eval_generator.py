@@ -41,7 +41,7 @@ def test_score_task_counts_validity_and_grounding():
 
 
 def test_a_cut_off_structured_answer_is_closed():
-    from models.prompts import repair_pdp
+    from ml.prompts import repair_pdp
 
     cut = '{"title":"牛仔夹克","highlights":["蓝色"],"description":"经典夹克。被实际上被称'
     assert repair_pdp(cut) == {"title": "牛仔夹克", "highlights": ["蓝色"], "description": "经典夹克。"}

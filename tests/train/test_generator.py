@@ -101,8 +101,8 @@ VLLM_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from core.config.train import GeneratorEngineConfig
-    from models.grounding import ground_pdp
-    from models.prompts import build_structured_vllm, parse_pdp, pdp_messages, pdp_structured_outputs
+    from ml.grounding import ground_pdp
+    from ml.prompts import build_structured_vllm, parse_pdp, pdp_messages, pdp_structured_outputs
 
     if __name__ == "__main__":
         model_dir, facts = sys.argv[1], json.loads(sys.argv[2])

@@ -7,7 +7,7 @@ import pytest
 
 from core.manifest import verify_dir
 from tests.train.conftest import _cfg
-from models.ranker_features import FEATURES
+from ml.ranker_features import FEATURES
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +30,7 @@ def test_ranker_is_evaluated_against_retrieval_order_on_held_out_targets(ranker)
 
 
 def test_export_loads_and_scores_with_evidence(ranker):
-    from models.ranker import load_ranker
+    from ml.ranker import load_ranker
 
     root, _ = ranker
     verify_dir(root / "models" / "ranker", full=True)

@@ -108,7 +108,7 @@ def test_full_softmax_loss_never_counts_padding_as_a_class():
     import torch
     import torch.nn.functional as F
 
-    from models.sasrec import sequence_loss
+    from ml.sasrec import sequence_loss
 
     torch.manual_seed(0)
     states, weight = torch.randn(3, 4, 8), torch.randn(11, 8)
@@ -202,7 +202,7 @@ def test_attribute_embeddings_enter_input_and_output_and_survive_export():
     import torch
 
     from train.recommender import attribute_table
-    from models.sasrec import SASRec, SASRecConfig, sequence_loss
+    from ml.sasrec import SASRec, SASRecConfig, sequence_loss
 
     table, num_attributes = attribute_table({i: [1 + i % 3, 4] for i in range(1, 21)}, num_items=20, max_attributes=4)
     torch.manual_seed(0)
@@ -235,7 +235,7 @@ def test_item_bias_scores_as_one_more_dimension_that_an_inner_product_index_serv
 
     from train.evaluate import LooData
     from train.recommender import _log_counts
-    from models.sasrec import SASRec, SASRecConfig
+    from ml.sasrec import SASRec, SASRecConfig
 
     loo = LooData.from_sequences([[1, 2, 2, 3, 4], [2, 5, 6]], num_items=7)
     counts = _log_counts(loo)  # train items: [1, 2, 2] and [2]

@@ -1,6 +1,6 @@
 """Grounding check: is every claim in a generated text supported by the product's facts?
 
-    from models.grounding import check, check_batch, remove_unsupported
+    from ml.grounding import check, check_batch, remove_unsupported
     check("Made of 100% cotton, 50 cm wide.", facts).unsupported   # -> claims the facts lack
 
 Pure Python, deterministic, no model: evaluation uses it offline and serving runs it on every
@@ -673,7 +673,10 @@ def check_batch(
     }
 
 
-_SENTENCE = re.compile(r"[^.!?。！？；;\n]*(?:[.!?](?=\s|$)|[。！？；;\n]|$)")
+# A sentence ends at . ! ? followed by a space or the end, or at a CJK stop, ; or a newline. A
+# point inside a token ("$75.99", "2.5 kg", "v1.2") does not end one: before, it stopped the
+# match and the rest of the text became one "sentence", so grounding kept or dropped it whole.
+_SENTENCE = re.compile(r"(?:[^.!?。！？；;\n]|[.!?](?!\s|$))*(?:[.!?]+(?=\s|$)|[。！？；;\n]|$)")
 
 
 def sentences(text: str) -> list[str]:

@@ -1,6 +1,6 @@
 """Prompts of the generator LM: the same messages at training, evaluation and serving time.
 
-    from models.prompts import pdp_messages, reason_messages, PDP_SCHEMA
+    from ml.prompts import pdp_messages, reason_messages, PDP_SCHEMA
 
 The wording lives here and the corpus (`data/corpus.py`) writes its training examples with it,
 so training, evaluation and serving send the same messages; this module also rebuilds them from
@@ -99,8 +99,8 @@ def pdp_structured_outputs():
 
 
 def build_structured_vllm(model_dir, engine):
-    """`models.llm.build_vllm` plus the structured-outputs engine settings above."""
-    from models.llm import _on_gpu, apply_cpu_engine_env, vllm_engine_kwargs
+    """`ml.llm.build_vllm` plus the structured-outputs engine settings above."""
+    from ml.llm import _on_gpu, apply_cpu_engine_env, vllm_engine_kwargs
 
     if not _on_gpu("auto"):
         apply_cpu_engine_env(engine)

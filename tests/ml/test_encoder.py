@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
+from ml.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
 from core.manifest import verify_dir
 
 pytestmark = pytest.mark.slow

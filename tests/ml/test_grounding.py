@@ -7,7 +7,7 @@ import json
 import pytest
 
 from core.facts import serialize_facts
-from models.grounding import check, check_batch, ground_pdp, remove_unsupported
+from ml.grounding import check, check_batch, ground_pdp, remove_unsupported
 
 EN = {"title": "Wooden Train Set 50 pcs", "brand": "Brio", "category": "Toys > Trains", "price": 39.9, "currency": "USD",
       "attributes": {"material": "beech wood", "length": "50 cm", "weight": "1.2 kg", "color": "red", "capacity": "2 l"}}  # fmt: skip
@@ -289,3 +289,12 @@ def test_number_words_are_not_claims():
     """Number words are not read as numbers: neither "three mugs" nor "one of the best" is a claim."""
     r = check("Three mugs, one of the best sets, each with a one-piece handle.", MUG_SET)
     assert [c.kind for c in r.claims] == ["product_type"] and r.unsupported == []
+
+
+def test_sentences_split_after_a_price_or_decimal_not_inside_it():
+    from ml.grounding import sentences
+
+    assert sentences("It is $75.99 per device. The company has a") == ["It is $75.99 per device.", " The company has a"]
+    assert sentences("Weighs 2.5 kg! Fits v1.2 docks. Great") == ["Weighs 2.5 kg!", " Fits v1.2 docks.", " Great"]
+    assert sentences("材质是棉。很好看！") == ["材质是棉。", "很好看！"]
+    assert sentences("Wow!! Really... yes.") == ["Wow!!", " Really...", " yes."]

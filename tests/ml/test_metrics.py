@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from models.metrics import full_ranking_ranks, metrics_from_ranks, rank_of_target, sample_negatives, sampled_ranks
+from ml.metrics import full_ranking_ranks, metrics_from_ranks, rank_of_target, sample_negatives, sampled_ranks
 
 
 def test_metrics_from_known_ranks():

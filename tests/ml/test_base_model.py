@@ -8,7 +8,7 @@ import pytest
 
 from core.manifest import verify_dir
 from tests.conftest import run_cli
-from models.base_model import check_generator_dir, GENERATOR_NAME
+from ml.base_model import check_generator_dir, GENERATOR_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_converted_dir_is_a_plain_safetensors_checkpoint(models_dir):
 
 
 def test_transformers_generates_from_the_local_dir(models_dir):
-    from models.llm import generate_hf
+    from ml.llm import generate_hf
 
     (text,) = generate_hf(models_dir / GENERATOR_NAME, [[{"role": "user", "content": PROMPT}]], max_tokens=48)
     assert len(text.split()) >= 8, text

@@ -1,0 +1,118 @@
+"""FAISS over item or text vectors: the committed index directory, loading it, exact search.
+
+    from ml.index import load_index, load_embeddings, inner_product_index
+
+`data.index` builds and commits the text index (flat / IVF / HNSW by config); serving and the
+ranker's training load it here, and both build the exact inner-product index over the
+recommender's item vectors with `inner_product_index`, so retrieval is the same in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.layout import ArtifactLayout
+from core.manifest import MANIFEST_NAME, IncompleteDirError, read_manifest, verify_dir
+from core.runtime import local_dir
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.parquet"
+RECALL_K = 10
+IDS_SCHEMA = pa.schema(
+    [pa.field("row", pa.int64(), nullable=False), pa.field("product_id", pa.string(), nullable=False), pa.field("item_idx", pa.int64())]
+)
+
+
+def check_vectors(vectors: np.ndarray, dim: int | None = None, what: str = "vectors") -> np.ndarray:
+    """A contiguous float32 (N, dim) copy, L2-normalized; a clear error for anything else."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] == 0:
+        raise ValueError(f"{what} must be a non-empty (N, dim) array, got shape {vectors.shape}; run `shopgraph data embed-products` first")
+    if dim is not None and vectors.shape[1] != dim:
+        raise ValueError(f"{what} have dim {vectors.shape[1]}, expected {dim}; embed them with the same encoder (models.encoder) as the index")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32).copy()
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"{what} contain NaN or inf; re-run `shopgraph data embed-products`")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError(f"{what} contain an all-zero vector, which has no direction for inner-product search")
+    vectors /= norms  # in place: at 1M x 384 every extra copy is 1.5 GB
+    return vectors
+
+
+def set_search_params(index, index_type: str, params: dict[str, Any]) -> None:
+    import faiss
+
+    if index_type == "ivf":
+        faiss.extract_index_ivf(index).nprobe = params["nprobe"]
+    elif index_type == "hnsw":
+        index.hnsw.efSearch = params["ef_search"]
+
+
+def inner_product_index(vectors: np.ndarray):
+    """An exact FAISS inner-product index over (N, dim) vectors, taken as they are (not
+    normalized: the recommender's item vectors carry the item bias as one more dimension)."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return index
+
+
+@dataclass
+class LoadedIndex:
+    index: Any  # faiss.Index
+    ids: pa.Table  # IDS_SCHEMA, one row per faiss row
+    meta: dict[str, Any]
+
+    def search(self, queries: np.ndarray, k: int = RECALL_K) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, faiss rows) for L2-normalized queries; map rows with `self.ids`."""
+        queries = check_vectors(np.atleast_2d(queries), self.meta["dim"], "queries")
+        return self.index.search(queries, k)
+
+    def product_ids(self, rows: np.ndarray) -> list[list[str | None]]:
+        pids = self.ids["product_id"].to_pylist()
+        return [[pids[r] if r >= 0 else None for r in row] for row in np.atleast_2d(rows)]
+
+
+def load_index(path: str | Path) -> LoadedIndex:
+    """A committed index directory, verified against its manifest, with its search params applied."""
+    import faiss
+
+    root = Path(path)
+    try:
+        manifest = verify_dir(root)
+    except IncompleteDirError as e:
+        raise IncompleteDirError(f"{e}; rebuild it with `shopgraph data index`") from None
+    meta = manifest["meta"]
+    index = faiss.read_index(str(root / INDEX_FILE))
+    ids = pq.read_table(root / IDS_FILE)
+    if index.d != meta["dim"] or index.ntotal != meta["count"] or ids.num_rows != meta["count"]:
+        raise IncompleteDirError(
+            f"{root}: index has dim {index.d} and {index.ntotal} vectors, ids {ids.num_rows} rows, but the manifest says dim "
+            f"{meta['dim']} and {meta['count']}; rebuild it with `shopgraph data index`"
+        )
+    set_search_params(index, meta["type"], meta["params"])
+    return LoadedIndex(index=index, ids=ids, meta=meta)
+
+
+def load_embeddings(layout_or_dir: ArtifactLayout | str | Path) -> tuple[pa.Table, dict[str, Any]]:
+    """Committed embeddings sorted by product_id (deterministic row order), and their manifest meta."""
+    root = local_dir(layout_or_dir.embeddings) if isinstance(layout_or_dir, ArtifactLayout) else Path(layout_or_dir)
+    verify_dir(root)
+    meta = read_manifest(root)["meta"]
+    table = pa.concat_tables(pq.read_table(f) for f in sorted(root.glob("*.parquet")) if f.name != MANIFEST_NAME)
+    return table.sort_by("product_id"), meta
+
+
+def vectors_of(table: pa.Table) -> np.ndarray:
+    """The `vector` column as a contiguous (N, dim) float32 array."""
+    column = table["vector"].combine_chunks()
+    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(np.float32, copy=False)

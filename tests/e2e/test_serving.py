@@ -34,7 +34,7 @@ def live(serving_artifacts):
         "serve.budgets.request_deadline_ms=240000",
         "serve.generation.max_reasons_per_request=2",
     ]
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"overrides": overrides, "engine": "vllm"}), name="shopgraph", route_prefix="/")
     catalog = load_catalog(load_config(overrides=overrides))

@@ -33,7 +33,7 @@ def app(serving_artifacts):
 
     from serve.app import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     overrides = [*serving_artifacts, *LEAN]
     serve.run(build_app({"overrides": overrides, "engine": "fake"}), name="main", route_prefix="/")

@@ -23,7 +23,7 @@ from tests.train.generator_fixtures import products_table
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -21,7 +21,7 @@ from tests.train.generator_fixtures import INJECTION, write_tiny_corpora
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     yield
     ray.shutdown()
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     yield
     ray.shutdown()
 

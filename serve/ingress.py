@@ -276,20 +276,29 @@ class Ingress:
             content_source=source, model_version=self.model_version, timings_ms={k: round(v, 2) for k, v in timings.items()},
         )
 
-    async def _page(self, product_id: str, user_id: str | None):
+    def _page_request(self, product_id: str, user_id: str | None):
+        """Validate a page route's parameters: (user_id or None, product, facts, facts hash, page cache key).
+
+        Bad input raises ApiError before any work: 422 for over-long ids, 404 for an unknown product.
+        """
         from serve.catalog import facts_hash, facts_of
-        from serve.content import CacheKey, template_page
+        from serve.content import CacheKey
 
         user_id = self._user_param(user_id)
         self._check_ids([product_id], "product_id")
         product = self.catalog.products.get(product_id)
         if product is None:
             raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
-        started = time.perf_counter()
-        deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
         facts = facts_of(product, self.catalog.currency)
         fhash = facts_hash(product, self.catalog.currency)
-        key = CacheKey(product_id, "page", "all", self.model_version, fhash)
+        return user_id, product, facts, fhash, CacheKey(product_id, "page", "all", self.model_version, fhash)
+
+    async def _page(self, product_id: str, user_id: str | None):
+        from serve.content import template_page
+
+        user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
+        started = time.perf_counter()
+        deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
         sections, source = self.cache.get(key), "cached"
         also_req = RecommendationRequest(user_id=user_id, recent_items=[product_id], k=6, with_reasons=True)
         also_task = asyncio.create_task(self._recommend(also_req, deadline, exclude={product_id}))
@@ -420,19 +429,9 @@ class Ingress:
     async def product_page_stream(self, product_id: str, user_id: str | None = None) -> StreamingResponse:
         """Server-sent events: grounded section text as each sentence completes, then the final sections
         (generated, cached or template, as on the page), the personalized note, and `done`."""
-        from serve.catalog import facts_hash, facts_of
-        from serve.content import CacheKey
-
-        user_id = self._user_param(user_id)
-        self._check_ids([product_id], "product_id")
-        product = self.catalog.products.get(product_id)
-        if product is None:
-            raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
+        user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
         started = time.perf_counter()
         deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
-        facts = facts_of(product, self.catalog.currency)
-        fhash = facts_hash(product, self.catalog.currency)
-        key = CacheKey(product_id, "page", "all", self.model_version, fhash)
         request_id = uuid.uuid4().hex
 
         async def events():

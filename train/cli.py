@@ -55,21 +55,39 @@ def ranker(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Evaluate the exported recommender and its baselines; writes metrics.json + report.html.
+def evaluate(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    parts: Annotated[
+        str | None,
+        typer.Option("--parts", help="Comma-separated: recommender,ranker,generator,serving (default: all).",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Evaluate every trained model in one report: <artifacts>/reports/evaluation/{metrics.json, report.html}.
 
-    Both protocols: the test item vs sampled negatives (SASRec) and vs all items (full
-    ranking); baselines: popularity and item-to-item co-occurrence.
+    recommender: both protocols (sampled negatives, full ranking) with the popularity and
+    co-occurrence baselines; ranker: its order vs the retrieval order on test targets;
+    generator: BLEU / ROUGE-L / distinct-2 / unsupported claims of the fine-tuned model on a few
+    held-out products; serving: p50/p99 of in-process recommendation requests. A part whose
+    model is not trained is skipped with a line that says what to run.
     """
+    from cluster.evaluate import EvaluationInputError, evaluated_parts, parse_parts, run_evaluation
     from data.manifest import IncompleteDirError
-    from train.recommender import evaluate_exported
 
+    try:
+        chosen = parse_parts(parts)
+    except EvaluationInputError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     cfg = load_or_exit(config, set_)
     try:
-        results = evaluate_exported(cfg)
+        metrics = run_evaluation(cfg, chosen, echo=typer.echo)
     except (FileNotFoundError, ValueError, IncompleteDirError) as e:
-        _fail(f"{e}; train one first with `shopgraph train recommender`")
-    typer.echo(json.dumps(results, indent=2))
+        _fail(str(e))
+    if not evaluated_parts(metrics):
+        _fail(f"nothing was evaluated: every requested part ({','.join(chosen)}) was skipped, see above; "
+              "train a model first, e.g. `shopgraph train recommender`")
 
 
 @app.command()

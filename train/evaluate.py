@@ -1,12 +1,16 @@
 """Evaluate the recommender and its baselines under both published protocols.
 
     shopgraph train evaluate --config configs/local.yaml
-    python -m train.evaluate --config configs/local.yaml      # ray job submit entry point
+    python -m train.evaluate --config configs/local.yaml      # the same command
+
+That command is the whole evaluation harness (`cluster/evaluate.py`: recommender, ranker,
+generator, serving latency, one report); this module is its recommender part, and the
+recommender recipe evaluates with it at the end of training.
 
 Protocols (see `train.metrics`): **sampled** (the held-out item vs N negatives the user never
 touched, SASRec/S3-Rec) and **full** (vs all items, the user's history excluded, RecBole).
 Baselines computed in the same run on the same users: popularity and item-to-item
-co-occurrence. Output: `metrics.json` and `report.html` (+ `curves.png`) under the reports dir.
+co-occurrence. Output of `write_report`: `metrics.json` and `report.html` (+ `curves.png`).
 """
 
 from __future__ import annotations

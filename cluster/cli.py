@@ -39,6 +39,28 @@ app.add_typer(cluster_app, name="cluster")
 register_cluster_ops(cluster_app)  # up/down/status/submit/render/deploy/rollout-status: cluster/ops_cli.py
 
 
+@train_app.command("evaluate")
+def train_evaluate(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    parts: Annotated[
+        str | None, typer.Option("--parts", help="Comma-separated: recommender,ranker,generator,serving (default: all).")
+    ] = None,
+) -> None:
+    """Evaluate every trained model in one report: <artifacts>/reports/evaluation/{metrics.json, report.html}.
+
+    recommender: both protocols (sampled negatives, full ranking) with the popularity and
+    co-occurrence baselines; ranker: its order vs the retrieval order on test targets;
+    generator: BLEU / ROUGE-L / distinct-2 / unsupported claims of the fine-tuned model on a few
+    held-out products; serving: p50/p99 of in-process recommendation requests. A part whose
+    model is not trained is skipped with a line that says what to run. Mounted here, under
+    `train`, because the harness (cluster/evaluate.py) composes train/ and serve/.
+    """
+    from cluster import evaluate as stage
+
+    raise typer.Exit(stage.main(stage_argv(config, set_, parts=parts)))
+
+
 @data_app.command("generate-content")
 def data_generate_content(
     config: ConfigOpt = None,

@@ -50,8 +50,10 @@ STAGES: dict[str, Stage] = {
         Stage("train-recommender", "train.recommender", "sequential recommender on Ray Train (PyTorch DDP)"),
         Stage("train-ranker", "train.ranker", "ranker over recommender scores and features"),
         Stage("train-generator", "train.generator", "fine-tune the generator LM (DeepSpeed)", gpu=True),
-        Stage("evaluate", "train.evaluate", "offline metrics of recommender, ranker and generator", gpu=True),
-        Stage("generate-content", "data.generate_content", "batch PDP content generation with vLLM", gpu=True),
+        # The harness lives in cluster/ because it composes train/ (offline metrics) with serve/ (latency probe).
+        Stage("evaluate", "cluster.evaluate", "one report: recommender, ranker, generator, serving latency", gpu=True),
+        # In train/, not data/: it holds vLLM (data/ stays free of model code); CLI: `shopgraph data generate-content`.
+        Stage("generate-content", "train.batch_generate", "batch PDP content generation with vLLM", gpu=True),
         Stage("smoke", "cluster.smoke_job", "tiny Ray task that checks a cluster runs shopgraph jobs"),
     ]
 }

@@ -40,18 +40,6 @@ def ranker(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 @app.command()
-def evaluate(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Evaluate the exported recommender and its baselines; writes metrics.json + report.html.
-
-    Both protocols: the test item vs sampled negatives (SASRec) and vs all items (full
-    ranking); baselines: popularity and item-to-item co-occurrence.
-    """
-    from train import evaluate as recipe
-
-    raise typer.Exit(recipe.main(stage_argv(config, set_)))
-
-
-@app.command()
 def generator(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Fine-tune the generator LM (SFT, DeepSpeed) on the PDP + reasons corpora; export under <artifacts>/models/generator.
 

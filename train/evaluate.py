@@ -1,12 +1,16 @@
 """Evaluate the recommender and its baselines under both published protocols.
 
     shopgraph train evaluate --config configs/local.yaml
-    python -m train.evaluate --config configs/local.yaml      # ray job submit entry point
+    python -m train.evaluate --config configs/local.yaml      # the recommender part alone
+
+`shopgraph train evaluate` (and `python -m cluster.evaluate`, the evaluate stage) is the whole
+evaluation harness (recommender, ranker, generator, serving latency, one report); this module is
+its recommender part, and the recommender recipe evaluates with it at the end of training.
 
 Protocols (see `ml.metrics`): **sampled** (the held-out item vs N negatives the user never
 touched, SASRec/S3-Rec) and **full** (vs all items, the user's history excluded, RecBole).
 Baselines computed in the same run on the same users: popularity and item-to-item
-co-occurrence. Output: `metrics.json` and `report.html` (+ `curves.png`) under the reports dir.
+co-occurrence. Output of `write_report`: `metrics.json` and `report.html` (+ `curves.png`).
 """
 
 from __future__ import annotations
@@ -244,7 +248,7 @@ def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m train.evaluate` (a `ray job submit` / RayJob entry point) and `shopgraph train evaluate`."""
+    """`python -m train.evaluate`: the exported recommender and its baselines, both protocols."""
     from core.cli import stage_main
     from train.recommender import evaluate_exported
 

@@ -230,21 +230,10 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
     mlp.load_state_dict(state["model"])
     mlp.eval()
 
-    # Held-out evaluation: test targets, histories with the validation item.
-    _, hist_t, tgt_t = loo.stage("test")
-    ids_t, sc_t = retrieve(rec, index, hist_t, hp.candidates, model_cfg.max_len)
-    x_t, y_t = listwise_examples(featurizer, hist_t, tgt_t, ids_t, sc_t)
-    with torch.no_grad():
-        ranker_scores = mlp(torch.from_numpy(normalize(x_t))).squeeze(-1).numpy()
-    retrieval_order = np.tile(np.arange(hp.candidates), (len(y_t), 1))
-    ranker_order = np.argsort(np.argsort(-ranker_scores, axis=1), axis=1)
     ks = tuple(cfg.train.evaluation.ks)
     metrics = {
-        "users": int(len(y_t)),
-        "candidates": hp.candidates,
-        "recall_at_candidates": float((y_t >= 0).mean()),
-        "retrieval_order": ndcg_of_orders(retrieval_order, y_t, hp.candidates, ks),
-        "ranker": ndcg_of_orders(ranker_order, y_t, hp.candidates, ks),
+        # held-out evaluation: test targets, histories with the validation item
+        **heldout_metrics(rec, index, featurizer, mlp, (mean, std), loo, hp.candidates, model_cfg.max_len, ks=ks),
         "train_users": int(keep.sum()),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -259,6 +248,54 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_manifest(staging, meta)
     return meta
+
+
+def heldout_metrics(
+    rec, item_index, featurizer: Featurizer, mlp, normalization: tuple[np.ndarray, np.ndarray], loo: LooData,
+    candidates: int, max_len: int, *, ks: tuple[int, ...],
+) -> dict[str, Any]:
+    """The ranker's order vs the retrieval order on the test targets (histories with the validation item).
+
+    The same candidates for both; a target outside them is a miss for both. Used at the end of
+    training and by `shopgraph train evaluate` (`evaluate_exported_ranker`) on the exported ranker.
+    """
+    import torch
+
+    mean, std = normalization
+    _, hist_t, tgt_t = loo.stage("test")
+    ids_t, sc_t = retrieve(rec, item_index, hist_t, candidates, max_len)
+    x_t, y_t = listwise_examples(featurizer, hist_t, tgt_t, ids_t, sc_t)
+    with torch.no_grad():
+        ranker_scores = mlp(torch.from_numpy(((x_t - mean) / std).astype(np.float32))).squeeze(-1).numpy()
+    retrieval_order = np.tile(np.arange(candidates), (len(y_t), 1))
+    ranker_order = np.argsort(np.argsort(-ranker_scores, axis=1), axis=1)
+    return {
+        "users": int(len(y_t)),
+        "candidates": candidates,
+        "recall_at_candidates": float((y_t >= 0).mean()),
+        "retrieval_order": ndcg_of_orders(retrieval_order, y_t, candidates, ks),
+        "ranker": ndcg_of_orders(ranker_order, y_t, candidates, ks),
+    }
+
+
+def evaluate_exported_ranker(cfg, *, loo_path: str | None = None) -> dict[str, Any]:
+    """Re-evaluate the exported ranker (with the exported recommender's candidates) on the test targets.
+
+    Same numbers as the end of `train_ranker` for the same exports and split; raises
+    `core.manifest.IncompleteDirError` when either export is missing or incomplete.
+    """
+    from core.layout import ArtifactLayout
+    from ml.ranker import load_ranker
+
+    layout = ArtifactLayout(cfg.artifacts.root)
+    ranker_dir = Path(layout.ranker)
+    rec, model_cfg, vectors = load_exported(layout.recommender)
+    mlp, featurizer, normalization = load_ranker(ranker_dir)
+    spec = json.loads((ranker_dir / "ranker.json").read_text())
+    index = inner_product_index(vectors)
+    loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo.parquet", model_cfg.num_items)
+    candidates, ks = int(spec["candidates"]), tuple(cfg.train.evaluation.ks)
+    return heldout_metrics(rec, index, featurizer, mlp, normalization, loo, candidates, model_cfg.max_len, ks=ks)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -107,11 +107,24 @@ class RankerConfig(BaseModel):
 
 
 class EvaluationConfig(BaseModel):
+    """`shopgraph train evaluate`: the recommender's protocols and the size of the other parts of the harness."""
+
     model_config = ConfigDict(extra="forbid")
 
     ks: list[int] = Field([5, 10, 20], min_length=1, description="Cut-offs for HR@k and NDCG@k.")
     num_negatives: int = Field(100, ge=1, description="Negatives per user in the sampled protocol (SASRec: 100; S3-Rec's tables: 99).")
     max_users: int | None = Field(None, ge=1, description="Evaluate a seeded sample of users (None = all).")
+    # The rest sizes the other parts of `shopgraph train evaluate` (cluster/evaluate.py).
+    generator_max_examples: int = Field(
+        16,
+        ge=1,
+        description="Held-out (split == 'eval') examples per task that `shopgraph train evaluate` scores the "
+        "fine-tuned generator on: small, so the harness stays minutes on CPU; `shopgraph train eval-generator` "
+        "is the full base-vs-fine-tuned run.",
+    )
+    serving_requests: int = Field(50, ge=1, description="Timed recommendation requests of the in-process probe.")
+    serving_warmup: int = Field(5, ge=0, description="Untimed requests before the timed ones (first-call costs).")
+    serving_k: int = Field(10, ge=1, le=100, description="Items per probe request (`k` of POST /v1/recommendations).")
 
     @field_validator("ks")
     @classmethod
@@ -218,5 +231,8 @@ class TrainConfig(BaseModel):
     scaling: ScalingSection = Field(default_factory=ScalingSection, description="Ray Train worker shape shared by all recipes.")
     recommender: RecommenderConfig = Field(default_factory=RecommenderConfig, description="Sequential recommender (SASRec) recipe.")
     ranker: RankerConfig = Field(default_factory=RankerConfig, description="Second-stage ranker recipe.")
-    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Recommender evaluation protocols.")
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
+        description="Recommender evaluation protocols and the evaluation harness (`shopgraph train evaluate`).",
+    )
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="Generator LM fine-tuning (DeepSpeed), evaluation and batch content generation.")

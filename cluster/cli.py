@@ -175,43 +175,108 @@ def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     exit_after_requests: Annotated[bool, typer.Option("--exit-after-requests", help="Stop after printing the sample requests instead of serving until Ctrl-C.")] = False,
-    fresh: Annotated[bool, typer.Option(help="Rebuild every stage even if its committed output exists.")] = False,
+    fresh: Annotated[bool, typer.Option(help="Rebuild every stage even if its committed output is up to date.")] = False,
     engine: Annotated[str, typer.Option(help="Generator engine: vllm, or none for cached/template copy only.")] = "vllm",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine, Ray and worker logs here instead of in <artifacts.root>/logs/demo-<time>.log.")] = False,
 ) -> None:
     """Run shopgraph end to end on the embedded defaults, then serve it.
 
     models prepare -> sample data -> prepare/validate -> splits -> corpora -> embeddings ->
     FAISS index -> train recommender -> train ranker -> Ray Serve app -> sample requests
     printed -> keeps serving at the printed URL until Ctrl-C (unless --exit-after-requests).
+    A stage reruns only when its config keys, its inputs or the shopgraph version changed, and
+    says which. The terminal shows the demo's own progress and answers; engine, Ray and worker
+    output goes to a log file whose path is printed first (`--verbose` shows it here instead).
     """
-    from cluster.pipeline import run_pipeline
-    from serve.cli import print_endpoints, start_app
+    import traceback
+
+    from cluster.console import demo_console
 
     if engine not in ("vllm", "none"):
         typer.echo(f"error: --engine must be 'vllm' or 'none', got {engine!r}", err=True)
         raise typer.Exit(2)
     cfg = load_or_exit(config, set_)
-    typer.echo("1/3 embedded models")
-    models_prepare(config=config, set_=set_, force=False)
-    typer.echo(f"2/3 data and training (artifacts under {cfg.artifacts.root})")
-    run_pipeline(cfg, fresh=fresh, echo=typer.echo)
-    typer.echo("3/3 serving")
-    url = start_app(cfg, str(config) if config else None, list(set_ or []), engine)
-    _sample_requests(url, cfg)
-    print_endpoints(url)
+    failed = False
+    with demo_console(_demo_log_dir(cfg), verbose=verbose) as console:
+        if console.log_path:
+            console.say(f"engine, Ray and worker logs: {console.log_path}  (--verbose shows them here)")
+        try:
+            _run_demo(cfg, console, config=config, set_=set_, fresh=fresh, engine=engine, exit_after_requests=exit_after_requests)
+        except KeyboardInterrupt:
+            console.say("stopping")
+        except Exception as e:  # noqa: BLE001 -- any failure: the gist here, the traceback in the log
+            failed = True
+            traceback.print_exc()
+            first = (str(e).strip().splitlines() or [""])[0][:240]
+            console.say(f"error: {type(e).__name__}: {first}")
+            if console.log_path:
+                console.say(f"the traceback and the engine/Ray logs are in {console.log_path}")
+        finally:
+            _stop_ray()  # inside the redirect, so Ray's shutdown output stays in the log
+    if failed:
+        raise typer.Exit(1)
+
+
+def _demo_log_dir(cfg) -> Path:
+    """`<artifacts.root>/logs`, or the system temp dir when the artifact root is not a local path."""
+    import tempfile
+
+    from core.runtime import local_dir
+
+    try:
+        return local_dir(cfg.artifacts.root) / "logs"
+    except ValueError:
+        return Path(tempfile.gettempdir()) / "shopgraph-logs"
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data's progress bars would only fill the log with redraws."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _run_demo(cfg, console, *, config, set_, fresh: bool, engine: str, exit_after_requests: bool) -> None:
+    from contextlib import redirect_stdout
+
+    from cluster.pipeline import run_pipeline
+    from serve.cli import print_endpoints, start_app
+
+    started = time.perf_counter()
+    console.say("1/3 embedded models")
+    with redirect_stdout(console.out):  # its own concise lines; library output stays in the log
+        models_prepare(config=config, set_=set_, force=False)
+    console.say(f"2/3 data and training (artifacts under {cfg.artifacts.root})")
+    if console.log_path:
+        _quiet_ray_data()
+    run_pipeline(cfg, fresh=fresh, echo=console.say, progress=console.step)
+    console.say(f"3/3 serving (Ray Serve app, generator engine: {engine})")
+    serve_started = time.perf_counter()
+    with console.step("starting the application"):
+        url = start_app(cfg, str(config) if config else None, list(set_ or []), engine)
+    console.say(f"  application ready in {time.perf_counter() - serve_started:.1f}s")
+    _sample_requests(url, cfg, console)
+    with redirect_stdout(console.out):
+        print_endpoints(url)
+    console.say(f"\ndemo ready in {time.perf_counter() - started:.1f}s")
     if exit_after_requests:
         from ray import serve
 
         serve.shutdown()
         return
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        typer.echo("stopping")
+    console.say("serving until Ctrl-C")
+    while True:
+        time.sleep(3600)
 
 
-def _sample_requests(url: str, cfg) -> None:
+def _sample_requests(url: str, cfg, console) -> None:
     """What a shop's front end would ask: a known user, an anonymous session, a product page."""
     import json
     import urllib.request
@@ -220,30 +285,31 @@ def _sample_requests(url: str, cfg) -> None:
 
     catalog = load_catalog(cfg)
     user = sorted(catalog.user_history, key=lambda u: (-len(catalog.user_history[u]), u))[0]
+    echo = console.say
 
     def call(method: str, path: str, body: dict | None = None) -> dict:
         req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None, headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=300) as r:
+        with console.step(f"{method} {path.split('?')[0]}"), urllib.request.urlopen(req, timeout=300) as r:
             return json.loads(r.read())
 
-    typer.echo(f"\nPOST /v1/recommendations  user_id={user}")
+    echo(f"\nPOST /v1/recommendations  user_id={user}")
     rec = call("POST", "/v1/recommendations", {"user_id": user, "k": 5})
     for item in rec["items"]:
-        typer.echo(f"  {item['score']:7.3f}  {item['title']}  [{item['reason_source']}] {item['reason']}")
+        echo(f"  {item['score']:7.3f}  {item['title']}  [{item['reason_source']}] {item['reason']}")
     anon = [catalog.popular[3]]
-    typer.echo(f"\nPOST /v1/recommendations  anonymous session, recent_items={anon}")
+    echo(f"\nPOST /v1/recommendations  anonymous session, recent_items={anon}")
     for item in call("POST", "/v1/recommendations", {"recent_items": anon, "k": 3})["items"]:
-        typer.echo(f"  {item['title']}  [{item['reason_source']}] {item['reason']}")
+        echo(f"  {item['title']}  [{item['reason_source']}] {item['reason']}")
     pid = rec["items"][0]["product_id"]
-    typer.echo(f"\nGET /v1/products/{pid}/page?user_id={user}")
+    echo(f"\nGET /v1/products/{pid}/page?user_id={user}")
     page = call("GET", f"/v1/products/{pid}/page?user_id={user}")
-    typer.echo(f"  title:       {page['sections']['title']}  [{page['sections_source']}]")
+    echo(f"  title:       {page['sections']['title']}  [{page['sections_source']}]")
     for h in page["sections"]["highlights"]:
-        typer.echo(f"  - {h}")
-    typer.echo(f"  description: {page['sections']['description']}")
-    typer.echo(f"  note:        {page['personalized_note']}  [{page['note_source']}]")
-    typer.echo(f"  also like:   {', '.join(i['title'] for i in page['also_like'][:3])}")
-    typer.echo(f"\ndemo page: {url}/shop/products/{pid}?user_id={user}")
+        echo(f"  - {h}")
+    echo(f"  description: {page['sections']['description']}")
+    echo(f"  note:        {page['personalized_note']}  [{page['note_source']}]")
+    echo(f"  also like:   {', '.join(i['title'] for i in page['also_like'][:3])}")
+    echo(f"\ndemo page: {url}/shop/products/{pid}?user_id={user}")
 
 
 def main() -> None:

@@ -5,6 +5,11 @@ checkpoint) is built in a sibling temporary directory, hashed file by file, and 
 place only after its manifest is written. A directory without a valid manifest is therefore
 never complete, whatever files it holds: readers call `verify_dir` and get a clear error, and
 producers rebuild it.
+
+A committed manifest may also carry a `build` record (what the directory was built from:
+config, input digests, version), added after the commit by `record_build`; it is not part of
+the file list, so `verify_dir` is unaffected. `files_digest` is one content hash of a
+directory's files, for comparing inputs without re-hashing them.
 """
 
 from __future__ import annotations
@@ -68,6 +73,22 @@ def read_manifest(root: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise IncompleteDirError(f"{path} is not valid JSON ({e})") from e
+
+
+def files_digest(manifest: dict[str, Any]) -> str:
+    """One sha256 over a manifest's file names and content hashes: equal digests, equal contents."""
+    files = {name: info["sha256"] for name, info in sorted(manifest.get("files", {}).items())}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def record_build(root: str | Path, build: dict[str, Any]) -> dict[str, Any]:
+    """Add (or replace) the `build` record of a committed directory's manifest, atomically."""
+    root = Path(root)
+    manifest = {**read_manifest(root), "build": build}
+    tmp = root / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False))
+    os.replace(tmp, root / MANIFEST_NAME)
+    return manifest
 
 
 def verify_dir(root: str | Path, *, full: bool = False) -> dict[str, Any]:

@@ -2,12 +2,14 @@
 
 The artifact root is the session's small pipeline output, so every data/train stage reports
 "up to date" (the skip logic is part of what is tested) and the run goes straight to a real
-Serve application with the real vLLM engine, then prints the sample requests.
+Serve application with the real vLLM engine, then prints the sample requests. The console must stay concise: the demo's own lines only,
+with vLLM, Ray and worker output in the log file whose path it prints.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -24,9 +26,16 @@ def test_demo_serves_and_prints_sample_requests(serving_artifacts):
     for stage in ("data prepare", "data split", "data index", "train recommender", "train ranker"):
         assert re.search(rf"{stage}\s+up to date", out), stage
     assert "POST /v1/recommendations  user_id=" in out
-    assert re.search(r"^\s+-?\d+\.\d{3}  .+  \[(generated|cached|template)\] .+$", out, re.M), out
+    assert re.search(r"^\s+-?\d+\.\d{3}  .+  \[(generated|cached|template)\] .+$", out, re.MULTILINE), out
     assert "GET /v1/products/" in out and "description:" in out
     assert "shopgraph is serving at http://127.0.0.1:8125" in out
+    # concise console: no engine/Ray/worker lines, no progress-bar redraws; they are in the log
+    for stream in (out, result.stderr):
+        assert max((len(line) for line in stream.splitlines()), default=0) <= 300, stream
+        assert not re.search(r"\bINFO\b|\(ServeReplica|\(RayTrainWorker|row/s", stream), stream
+    log = Path(re.search(r"engine, Ray and worker logs: (\S+)", out).group(1))
+    text = log.read_text(errors="replace")
+    assert "ServeReplica" in text and "vllm" in text.lower(), text[-3000:]
 
 
 def test_demo_rejects_bad_config_before_work():

@@ -114,7 +114,6 @@ class Ingress:
 
         self.args = AppArgs(**args)
         self.cfg = self.args.load_config()
-        api.state.max_body_bytes = self.cfg.serve.limits.max_body_bytes  # this replica's app
         self._setup(self.cfg.serve, load_catalog(self.cfg), retriever, ranker, generator, generator_version(self.cfg))
         if self.gen_cfg.precomputed_content:
             self.precomputed = load_precomputed(self.cfg, self.cache, self.model_version, self.catalog)
@@ -125,6 +124,11 @@ class Ingress:
 
         from serve.content import ContentCache
 
+        # The app this replica serves: `serve.ingress` froze a copy of the module's `api` together
+        # with this class, so inside its methods `api` is that copy. The middleware of serve.http
+        # reads this replica's settings and request counter from its state.
+        self.app = api
+        api.state.max_body_bytes = serve_cfg.limits.max_body_bytes
         self.catalog = catalog
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
@@ -136,7 +140,9 @@ class Ingress:
                                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.m_content = Counter("shopgraph_content_total", "Content served by source", ["kind", "source"], registry=self.registry)
         self.m_fallback = Counter("shopgraph_fallbacks_total", "Stage fallbacks", ["stage", "why"], registry=self.registry)
-        self.m_requests = Counter("shopgraph_requests_total", "Requests by endpoint and status", ["endpoint", "status"], registry=self.registry)
+        # Counted by serve.http's middleware for every response (route template, status), errors included.
+        self.m_requests = Counter("shopgraph_requests_total", "Requests by endpoint (route template) and status", ["endpoint", "status"], registry=self.registry)
+        api.state.requests = self.m_requests
         self.m_tokens = Counter("shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry)
         self._background: set[asyncio.Task] = set()  # late streams being cached; held so they are not collected
 
@@ -270,7 +276,6 @@ class Ingress:
         reasons, source = await self._reasons(ranked, info["history"], deadline) if req.with_reasons else ([None] * len(ranked), "none")
         timings = {**info["timings"], "total": 1000 * (time.perf_counter() - started)}
         self.m_latency.labels("recommendations_total").observe(timings["total"] / 1000)
-        self.m_requests.labels("recommendations", "200").inc()
         return RecommendationResponse(
             request_id=uuid.uuid4().hex, user_id=req.user_id, cold_start=cold, items=[self._item(s, r) for s, r in zip(ranked, reasons)],
             content_source=source, model_version=self.model_version, timings_ms={k: round(v, 2) for k, v in timings.items()},
@@ -333,7 +338,6 @@ class Ingress:
             also_like=[self._item(s, r) for s, r in zip(ranked, reasons)], facts_hash=fhash, model_version=self.model_version,
             timings_ms={k: round(v, 2) for k, v in timings.items()},
         )
-        self.m_requests.labels("page", "200").inc()
         return page, product
 
     @api.get("/v1/products/{product_id}/page", response_model=ProductPage, responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
@@ -436,7 +440,6 @@ class Ingress:
 
         async def events():
             note_task = asyncio.create_task(self._note(product_id, user_id, deadline)) if user_id else None
-            status = "200"
             try:
                 yield _sse("start", {"request_id": request_id, "product_id": product_id, "facts_hash": fhash,
                                      "model_version": self.model_version})
@@ -453,14 +456,13 @@ class Ingress:
                     yield _sse("note", {"personalized_note": note, "note_source": note_source})
             except Exception as e:  # a bug, not a slow or failed generator (those fall back above)
                 log.exception("page stream failed")
-                status = "500"
+                self.m_fallback.labels("page_stream", type(e).__name__).inc()  # the HTTP status was 200 already
                 message = f"internal error ({type(e).__name__}); the stream stopped"
                 detail = ErrorDetail(message=message, type="server_error", code=500)
                 yield _sse("error", ErrorBody(error=detail).model_dump())
             finally:
                 if note_task is not None and not note_task.done():
                     note_task.cancel()
-            self.m_requests.labels("page_stream", status).inc()
             total_ms = round(1000 * (time.perf_counter() - started), 2)
             yield _sse("done", {"request_id": request_id, "timings_ms": {"total": total_ms}})
 

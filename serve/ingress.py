@@ -21,12 +21,13 @@ import uuid
 from typing import Any
 
 import numpy as np
+from fastapi import Cookie
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.app import AppArgs
-from serve.content import generator_version, load_precomputed, within_budget
+from serve.content import generator_version, load_precomputed, tidy_highlight, within_budget
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api
 from serve.schemas import (
@@ -66,6 +67,18 @@ def _user_param(user_id: str | None, limit: int) -> str | None:
     if len(user_id) > limit:
         raise ApiError(422, f"user_id is {len(user_id)} characters long; the limit is {limit}", param="user_id")
     return user_id
+
+
+_USER_COOKIE = "shopgraph_user"  # the demo shop's signed-in shopper (serve.page prints no user id)
+
+
+def _flag(value: str | None, param: str) -> bool:
+    """A yes/no query parameter: absent or empty -> no, `1`/`true` -> yes, anything else -> 422."""
+    if value is None or value.strip().lower() in ("", "0", "false", "no"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes"):
+        return True
+    raise ApiError(422, f"{param} is {value[:40]!r}; use {param}=1 or leave it out", param=param)
 
 
 def _history_of(catalog, user_id: str | None, product_id: str) -> np.ndarray:
@@ -397,8 +410,11 @@ class Ingress:
                         settled = True
                         break
                     if "section" in event:
-                        self.m_tokens.inc(len(event["section"]["text"]))
-                        yield event["section"]
+                        piece = event["section"]
+                        self.m_tokens.inc(len(piece["text"]))
+                        if piece["field"] == "highlights":  # as the final sections show it (PageSections)
+                            piece = {**piece, "text": tidy_highlight(piece["text"])}
+                        yield piece
                     else:
                         final = event
             except Exception as e:  # the generator is down or failed: template copy, not an error
@@ -470,17 +486,30 @@ class Ingress:
         return StreamingResponse(events(), media_type="text/event-stream", headers=no_buffering)
 
     @api.get("/shop/products/{product_id}", response_class=HTMLResponse)
-    async def shop_page(self, product_id: str, user_id: str | None = None) -> HTMLResponse:
-        """The demo product page: generated sections, the personalized note, recommendations with reasons."""
+    async def shop_page(
+        self, product_id: str, user_id: str | None = None, debug: str | None = None, shopgraph_user: str | None = Cookie(None)
+    ) -> HTMLResponse:
+        """The demo product page: generated sections, the personalized note, recommendations with reasons.
+
+        `?user_id=` signs the shopper in (empty: signs out); it is kept in a cookie, not in the page
+        or its links. `?debug=1` shows where each text came from, the model and the facts hash."""
         from serve.page import render_page
 
         try:
-            user_id = self._user_param(user_id)
-            page, product = await self._page(product_id, user_id)
+            show_debug = _flag(debug, "debug")
+            user = self._user_param(user_id if user_id is not None else shopgraph_user)
+            page, product = await self._page(product_id, user)
         except ApiError as e:
-            body = f"<!doctype html><title>Not found</title><h1>{e.status}</h1><p>{html.escape(e.message)}</p>"
+            title = "Not found" if e.status == 404 else "Bad request"
+            body = f"<!doctype html><title>{title}</title><h1>{e.status} {title}</h1><p>{html.escape(e.message)}</p>"
             return HTMLResponse(body, status_code=e.status)
-        return HTMLResponse(render_page(page, product, self.catalog.currency, user_id))
+        response = HTMLResponse(render_page(page, product, self.catalog.currency, debug=show_debug))
+        if user_id is not None:  # the shopper chose: remember it for the links, or forget it
+            if user:
+                response.set_cookie(_USER_COOKIE, user, httponly=True, samesite="lax")
+            else:
+                response.delete_cookie(_USER_COOKIE)
+        return response
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

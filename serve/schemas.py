@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ContentSource = Literal["generated", "cached", "template", "mixed", "none"]
@@ -84,8 +84,17 @@ class RecommendationResponse(BaseModel):
 
 class PageSections(BaseModel):
     title: str
-    highlights: list[str]
+    highlights: list[str] = Field(description="'Key: value' facts with the key capitalised ('Brand: Brewly', 'Color: green'), or short sentences.")
     description: str
+
+    @field_validator("highlights")
+    @classmethod
+    def _one_style(cls, highlights: list[str]) -> list[str]:
+        # Template copy writes 'Brand: X' and the catalog's keys as 'color: Y'; a model writes
+        # either. One style whatever the source (a presentation change: grounding is unaffected).
+        from serve.content import tidy_highlight
+
+        return [tidy_highlight(h) for h in highlights]
 
 
 class ProductPage(BaseModel):

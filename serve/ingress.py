@@ -139,8 +139,9 @@ class Ingress:
 
         # The app this replica serves: `serve.ingress` froze a copy of the module's `api` together
         # with this class, so inside its methods `api` is that copy. The middleware of serve.http
-        # reads this replica's settings and request counter from its state.
-        self.app = api
+        # reads this replica's settings and request counter from its state. (Not `self.app`: Serve's
+        # replica wrapper defines `app` as a read-only property.)
+        self.http_app = api
         api.state.max_body_bytes = serve_cfg.limits.max_body_bytes
         self.catalog = catalog
         self.retriever, self.ranker, self.generator = retriever, ranker, generator

@@ -8,6 +8,7 @@ job's precomputed product-page content is loaded at start-up under the same keys
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,11 +55,27 @@ class ContentCache:
         return len(self._data)
 
 
+_HIGHLIGHT_KEY = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _-]{0,39}):\s+(\S.*)$", re.S)
+
+
+def highlight(key: str, value: Any) -> str:
+    """One highlight as the shop shows it: 'Brand: Brewly', 'Color: green', 'Screen size: 6 in'.
+    The catalog's attribute names are lower-case keys; the shopper sees them capitalised."""
+    label = key.replace("_", " ").strip()
+    return f"{label[:1].upper()}{label[1:]}: {value}"
+
+
+def tidy_highlight(text: str) -> str:
+    """A 'key: value' highlight (template or generated copy) in `highlight`'s style; other text as is."""
+    m = _HIGHLIGHT_KEY.match(text)
+    return highlight(m.group(1), m.group(2)) if m else text
+
+
 def template_page(facts: dict[str, Any]) -> dict[str, Any]:
     """Product-page sections built only from the facts: always grounded, never generated."""
     title = facts.get("title", "")
     attributes = facts.get("attributes", {}) or {}
-    highlights = [f"{k}: {v}" for k, v in list(attributes.items())[:5]]
+    highlights = [highlight(k, v) for k, v in list(attributes.items())[:5]]
     if facts.get("brand"):
         highlights.insert(0, f"Brand: {facts['brand']}")
     parts = [title + "."]

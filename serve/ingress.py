@@ -21,12 +21,13 @@ import uuid
 from typing import Any
 
 import numpy as np
+from fastapi import Cookie
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.app import AppArgs
-from serve.content import generator_version, load_precomputed, within_budget
+from serve.content import generator_version, load_precomputed, tidy_highlight, within_budget
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api
 from serve.schemas import (
@@ -66,6 +67,18 @@ def _user_param(user_id: str | None, limit: int) -> str | None:
     if len(user_id) > limit:
         raise ApiError(422, f"user_id is {len(user_id)} characters long; the limit is {limit}", param="user_id")
     return user_id
+
+
+_USER_COOKIE = "shopgraph_user"  # the demo shop's signed-in shopper (serve.page prints no user id)
+
+
+def _flag(value: str | None, param: str) -> bool:
+    """A yes/no query parameter: absent or empty -> no, `1`/`true` -> yes, anything else -> 422."""
+    if value is None or value.strip().lower() in ("", "0", "false", "no"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes"):
+        return True
+    raise ApiError(422, f"{param} is {value[:40]!r}; use {param}=1 or leave it out", param=param)
 
 
 def _history_of(catalog, user_id: str | None, product_id: str) -> np.ndarray:
@@ -114,7 +127,6 @@ class Ingress:
 
         self.args = AppArgs(**args)
         self.cfg = self.args.load_config()
-        api.state.max_body_bytes = self.cfg.serve.limits.max_body_bytes  # this replica's app
         self._setup(self.cfg.serve, load_catalog(self.cfg), retriever, ranker, generator, generator_version(self.cfg))
         if self.gen_cfg.precomputed_content:
             self.precomputed = load_precomputed(self.cfg, self.cache, self.model_version, self.catalog)
@@ -125,6 +137,12 @@ class Ingress:
 
         from serve.content import ContentCache
 
+        # The app this replica serves: `serve.ingress` froze a copy of the module's `api` together
+        # with this class, so inside its methods `api` is that copy. The middleware of serve.http
+        # reads this replica's settings and request counter from its state. (Not `self.app`: Serve's
+        # replica wrapper defines `app` as a read-only property.)
+        self.http_app = api
+        api.state.max_body_bytes = serve_cfg.limits.max_body_bytes
         self.catalog = catalog
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
@@ -136,7 +154,9 @@ class Ingress:
                                    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
         self.m_content = Counter("shopgraph_content_total", "Content served by source", ["kind", "source"], registry=self.registry)
         self.m_fallback = Counter("shopgraph_fallbacks_total", "Stage fallbacks", ["stage", "why"], registry=self.registry)
-        self.m_requests = Counter("shopgraph_requests_total", "Requests by endpoint and status", ["endpoint", "status"], registry=self.registry)
+        # Counted by serve.http's middleware for every response (route template, status), errors included.
+        self.m_requests = Counter("shopgraph_requests_total", "Requests by endpoint (route template) and status", ["endpoint", "status"], registry=self.registry)
+        api.state.requests = self.m_requests
         self.m_tokens = Counter("shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry)
         self._background: set[asyncio.Task] = set()  # late streams being cached; held so they are not collected
 
@@ -270,7 +290,6 @@ class Ingress:
         reasons, source = await self._reasons(ranked, info["history"], deadline) if req.with_reasons else ([None] * len(ranked), "none")
         timings = {**info["timings"], "total": 1000 * (time.perf_counter() - started)}
         self.m_latency.labels("recommendations_total").observe(timings["total"] / 1000)
-        self.m_requests.labels("recommendations", "200").inc()
         return RecommendationResponse(
             request_id=uuid.uuid4().hex, user_id=req.user_id, cold_start=cold, items=[self._item(s, r) for s, r in zip(ranked, reasons)],
             content_source=source, model_version=self.model_version, timings_ms={k: round(v, 2) for k, v in timings.items()},
@@ -333,7 +352,6 @@ class Ingress:
             also_like=[self._item(s, r) for s, r in zip(ranked, reasons)], facts_hash=fhash, model_version=self.model_version,
             timings_ms={k: round(v, 2) for k, v in timings.items()},
         )
-        self.m_requests.labels("page", "200").inc()
         return page, product
 
     @api.get("/v1/products/{product_id}/page", response_model=ProductPage, responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
@@ -393,8 +411,11 @@ class Ingress:
                         settled = True
                         break
                     if "section" in event:
-                        self.m_tokens.inc(len(event["section"]["text"]))
-                        yield event["section"]
+                        piece = event["section"]
+                        self.m_tokens.inc(len(piece["text"]))
+                        if piece["field"] == "highlights":  # as the final sections show it (PageSections)
+                            piece = {**piece, "text": tidy_highlight(piece["text"])}
+                        yield piece
                     else:
                         final = event
             except Exception as e:  # the generator is down or failed: template copy, not an error
@@ -436,7 +457,6 @@ class Ingress:
 
         async def events():
             note_task = asyncio.create_task(self._note(product_id, user_id, deadline)) if user_id else None
-            status = "200"
             try:
                 yield _sse("start", {"request_id": request_id, "product_id": product_id, "facts_hash": fhash,
                                      "model_version": self.model_version})
@@ -453,14 +473,13 @@ class Ingress:
                     yield _sse("note", {"personalized_note": note, "note_source": note_source})
             except Exception as e:  # a bug, not a slow or failed generator (those fall back above)
                 log.exception("page stream failed")
-                status = "500"
+                self.m_fallback.labels("page_stream", type(e).__name__).inc()  # the HTTP status was 200 already
                 message = f"internal error ({type(e).__name__}); the stream stopped"
                 detail = ErrorDetail(message=message, type="server_error", code=500)
                 yield _sse("error", ErrorBody(error=detail).model_dump())
             finally:
                 if note_task is not None and not note_task.done():
                     note_task.cancel()
-            self.m_requests.labels("page_stream", status).inc()
             total_ms = round(1000 * (time.perf_counter() - started), 2)
             yield _sse("done", {"request_id": request_id, "timings_ms": {"total": total_ms}})
 
@@ -468,17 +487,30 @@ class Ingress:
         return StreamingResponse(events(), media_type="text/event-stream", headers=no_buffering)
 
     @api.get("/shop/products/{product_id}", response_class=HTMLResponse)
-    async def shop_page(self, product_id: str, user_id: str | None = None) -> HTMLResponse:
-        """The demo product page: generated sections, the personalized note, recommendations with reasons."""
+    async def shop_page(
+        self, product_id: str, user_id: str | None = None, debug: str | None = None, shopgraph_user: str | None = Cookie(None)
+    ) -> HTMLResponse:
+        """The demo product page: generated sections, the personalized note, recommendations with reasons.
+
+        `?user_id=` signs the shopper in (empty: signs out); it is kept in a cookie, not in the page
+        or its links. `?debug=1` shows where each text came from, the model and the facts hash."""
         from serve.page import render_page
 
         try:
-            user_id = self._user_param(user_id)
-            page, product = await self._page(product_id, user_id)
+            show_debug = _flag(debug, "debug")
+            user = self._user_param(user_id if user_id is not None else shopgraph_user)
+            page, product = await self._page(product_id, user)
         except ApiError as e:
-            body = f"<!doctype html><title>Not found</title><h1>{e.status}</h1><p>{html.escape(e.message)}</p>"
+            title = "Not found" if e.status == 404 else "Bad request"
+            body = f"<!doctype html><title>{title}</title><h1>{e.status} {title}</h1><p>{html.escape(e.message)}</p>"
             return HTMLResponse(body, status_code=e.status)
-        return HTMLResponse(render_page(page, product, self.catalog.currency, user_id))
+        response = HTMLResponse(render_page(page, product, self.catalog.currency, debug=show_debug))
+        if user_id is not None:  # the shopper chose: remember it for the links, or forget it
+            if user:
+                response.set_cookie(_USER_COOKIE, user, httponly=True, samesite="lax")
+            else:
+                response.delete_cookie(_USER_COOKIE)
+        return response
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

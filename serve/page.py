@@ -1,12 +1,16 @@
 """The demo product page (`GET /shop/products/{id}?user_id=`): server-rendered HTML, no JS.
 
-Everything shown comes from the API's own response, with the source of each text marked, so
-what a shopper sees is exactly what an API client gets.
+Everything shown comes from the API's own response, so what a shopper sees is exactly what an
+API client gets. It is a shop page: where each text came from (generated, cached, template),
+the model version and the facts hash are shown only with `?debug=1`; the shopper's id is never
+printed (the route keeps it in a cookie, so the links need not carry it); every value from the
+URL or the catalog is HTML-escaped.
 """
 
 from __future__ import annotations
 
 from html import escape
+from urllib.parse import quote
 
 from serve.schemas import ProductPage
 
@@ -29,34 +33,39 @@ def _price(value: float | None, currency: str) -> str:
     return f"{value:,.2f} {escape(currency)}" if value is not None else ""
 
 
-def render_page(page: ProductPage, product, currency: str, user_id: str | None) -> str:
+def _source(source: str, debug: bool) -> str:
+    return f'<span class="src">{escape(source)}</span>' if debug else ""
+
+
+def render_page(page: ProductPage, product, currency: str, debug: bool = False) -> str:
     s = page.sections
-    q = f"?user_id={escape(user_id)}" if user_id else ""
+    q = "?debug=1" if debug else ""
     highlights = "".join(f"<li>{escape(h)}</li>" for h in s.highlights)
     stock = '<span class="stock">in stock</span>' if page.in_stock else '<span class="stock">out of stock</span>' if page.in_stock is False else ""
     note = (
-        f'<div class="note" id="note">{escape(page.personalized_note)}<span class="src">{page.note_source}</span></div>'
+        f'<div class="note" id="note">{escape(page.personalized_note)}{_source(page.note_source, debug)}</div>'
         if page.personalized_note else ""
     )
     cards = "".join(
-        f'<div class="card"><a href="/shop/products/{escape(i.product_id)}{q}">{escape(i.title)}</a>'
+        f'<div class="card"><a href="/shop/products/{quote(i.product_id, safe="")}{q}">{escape(i.title)}</a>'
         f'<div class="p">{_price(i.price, currency)}</div>'
-        f'<div class="why">{escape(i.reason or "")}<span class="src">{i.reason_source}</span></div></div>'
+        f'<div class="why">{escape(i.reason or "")}{_source(i.reason_source, debug)}</div></div>'
         for i in page.also_like
     )
     crumbs = escape(product.category or "")
+    footer = f'<p class="src" id="debug">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}</p>' if debug else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(s.title)} · shopgraph</title><style>{_CSS}</style></head>
-<body><header>shopgraph demo shop{(" · signed in as " + escape(user_id)) if user_id else ""}</header>
+<body><header>shopgraph demo shop</header>
 <main>
 <div class="meta">{crumbs}{(" · " + escape(product.brand)) if product.brand else ""}</div>
 <h1 id="title">{escape(s.title)}</h1>
 <div><span class="price">{_price(page.price, currency)}</span>{stock}</div>
 {note}
-<h3>Highlights<span class="src">{page.sections_source}</span></h3>
+<h3>Highlights{_source(page.sections_source, debug)}</h3>
 <ul class="hl" id="highlights">{highlights}</ul>
 <p id="description">{escape(s.description)}</p>
 <h3>You may also like</h3>
 <div class="strip" id="also-like">{cards}</div>
-<p class="src">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}</p>
+{footer}
 </main></body></html>"""

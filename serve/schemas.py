@@ -1,15 +1,17 @@
 """Request and response models of the HTTP API (versioned under /v1), OpenAI-style errors.
 
 Requests validate themselves (types, ranges, lengths) so that bad input becomes a clear 4xx
-before any deployment is called; responses say where their text came from
+before any deployment is called. Their fields are strict where a client could send the wrong JSON
+type: `k: true`, `k: "5"` or `with_reasons: "no"` are 422s, not silently converted; responses say where their text came from
 (`content_source`), so a client can tell generated copy from cached or template copy.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ContentSource = Literal["generated", "cached", "template", "mixed", "none"]
 MAX_ID_CHARS = 512  # also enforced by serve.limits.max_text_chars, the stricter of the two wins
@@ -18,26 +20,38 @@ MAX_ID_CHARS = 512  # also enforced by serve.limits.max_text_chars, the stricter
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: str | None = Field(None, max_length=MAX_ID_CHARS, description="Only items whose category path starts with this (e.g. 'Toys > Puzzles').")
-    brand: str | None = Field(None, max_length=MAX_ID_CHARS, description="Only this brand.")
-    min_price: float | None = Field(None, ge=0, description="Lowest price.")
-    max_price: float | None = Field(None, ge=0, description="Highest price.")
-    in_stock_only: bool | None = Field(None, description="Override serve.rules.in_stock_only for this request.")
+    category: str | None = Field(None, max_length=MAX_ID_CHARS, strict=True, description="Only items whose category path starts with this (e.g. 'Toys > Puzzles').")
+    brand: str | None = Field(None, max_length=MAX_ID_CHARS, strict=True, description="Only this brand.")
+    min_price: float | None = Field(None, ge=0, strict=True, description="Lowest price (a JSON number, not negative).")
+    max_price: float | None = Field(None, ge=0, strict=True, description="Highest price (a JSON number, not negative, not below min_price).")
+    in_stock_only: bool | None = Field(None, strict=True, description="Override serve.rules.in_stock_only for this request.")
+
+    @model_validator(mode="after")
+    def _price_range(self) -> Filters:
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            # Raised as a ValidationError so that it names the field (filters.min_price), which a
+            # ValueError from a model validator would not.
+            error = PydanticCustomError("price_range", "min_price {min_price} is above max_price {max_price}; lower min_price or raise max_price",
+                                        {"min_price": self.min_price, "max_price": self.max_price})
+            raise ValidationError.from_exception_data("Filters", [InitErrorDetails(type=error, loc=("min_price",), input=self.min_price)])
+        return self
 
 
 class RecommendationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # What the 422 for a missing or non-object body says the body must be (serve.http).
+    body_hint: ClassVar[str] = 'with "user_id" or "recent_items" (or both), e.g. {"user_id": "u42", "k": 10}'
 
-    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="Known or unknown user; unknown users get a cold-start answer.")
-    recent_items: list[str] = Field(default_factory=list, description="Product ids the shopper just looked at, oldest first (anonymous sessions).")
-    k: int = Field(10, ge=1, le=100, description="Number of items to return.")
-    with_reasons: bool = Field(True, description="Attach a one-sentence reason to each item.")
+    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, strict=True, description="Known or unknown user; unknown users get a cold-start answer.")
+    recent_items: list[str] = Field(default_factory=list, strict=True, description="Product ids the shopper just looked at, oldest first (anonymous sessions).")
+    k: int = Field(10, ge=1, le=100, strict=True, description="Number of items to return (a JSON integer).")
+    with_reasons: bool = Field(True, strict=True, description="Attach a one-sentence reason to each item (a JSON boolean).")
     filters: Filters = Field(default_factory=Filters, description="Restrict the results.")
 
     @model_validator(mode="after")
     def _who(self) -> RecommendationRequest:
         if self.user_id is None and not self.recent_items:
-            raise ValueError("give user_id or recent_items (or both)")
+            raise PydanticCustomError("missing_who", "the request body must be a JSON object {hint}", {"hint": self.body_hint})
         return self
 
 
@@ -70,8 +84,17 @@ class RecommendationResponse(BaseModel):
 
 class PageSections(BaseModel):
     title: str
-    highlights: list[str]
+    highlights: list[str] = Field(description="'Key: value' facts with the key capitalised ('Brand: Brewly', 'Color: green'), or short sentences.")
     description: str
+
+    @field_validator("highlights")
+    @classmethod
+    def _one_style(cls, highlights: list[str]) -> list[str]:
+        # Template copy writes 'Brand: X' and the catalog's keys as 'color: Y'; a model writes
+        # either. One style whatever the source (a presentation change: grounding is unaffected).
+        from serve.content import tidy_highlight
+
+        return [tidy_highlight(h) for h in highlights]
 
 
 class ProductPage(BaseModel):

@@ -188,14 +188,25 @@ def test_dead_generator_degrades_to_template_copy(client, app):
         ("get", "/v1/products/" + "p" * 600 + "/page/stream", {}, 422),
         ("get", "/v1/products/x/page/stream", {"params": {"user_id": "u" * 600}}, 422),
         ("get", "/shop/products/no-such-product", {}, 404),
+        # The framework's own errors and strict types, in the same shape (issue 19).
+        ("post", "/v1/recommendations", {"content": b'{"user_id": "\xff"}', "headers": {"content-type": "application/json"}}, 400),
+        ("post", "/v1/recommendations", {"content": b'{"k": ' + b"[" * 5000 + b"]" * 5000 + b"}", "headers": {"content-type": "application/json"}}, 400),
+        ("post", "/v1/recommendations", {"content": b"", "headers": {"content-type": "application/json"}}, 422),
+        ("post", "/v1/recommendations", {"json": {"user_id": "u", "k": True}}, 422),
+        ("post", "/v1/recommendations", {"json": {"user_id": "u", "k": "5"}}, 422),
+        ("post", "/v1/recommendations", {"json": {"user_id": "u", "filters": {"min_price": 50, "max_price": 10}}}, 422),
+        ("get", "/v1/recommendations", {}, 405),
+        ("get", "/v2/no/such/route", {}, 404),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_with_an_openai_style_body(client, method, path, kwargs, status):
     r = getattr(client, method)(path, **kwargs)
     assert r.status_code == status, r.text
-    if path.startswith("/v1"):
+    if not path.startswith("/shop"):
         err = r.json()["error"]
         assert err["code"] == status and err["message"] and err["type"]
+    if status == 405:
+        assert r.headers["allow"] == "POST"
 
 
 def test_no_replica_crashed_after_the_bad_inputs(client, app):
@@ -209,6 +220,11 @@ def test_openapi_metrics_and_readiness(client):
     metrics = client.get("/metrics").text
     assert "shopgraph_stage_latency_seconds" in metrics and 'stage="retrieve"' in metrics
     assert "shopgraph_content_total" in metrics
+    # Every status, by route template (never a raw product or user id), unknown routes as `unmatched`.
+    for label in ('status="400"', 'status="404"', 'status="405"', 'status="413"', 'status="422"', 'endpoint="unmatched"',
+                  'endpoint="/v1/products/{product_id}/page",status="200"'):
+        assert label in metrics, label
+    assert "no-such-product" not in metrics
     ready = client.get("/readyz").json()
     assert ready["ready"] and ready["recommendations"] == "ok"
 
@@ -218,3 +234,5 @@ def test_demo_page_renders_html(client, app):
     r = client.get(f"/shop/products/{pid}", params={"user_id": _heavy_user(app)})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert html.escape(app.products[pid].title) in r.text and 'id="also-like"' in r.text
+    assert _heavy_user(app) not in r.text and 'class="src"' not in r.text  # a shop page: no user id, no debug labels
+    assert 'class="src"' in client.get(f"/shop/products/{pid}", params={"debug": "1"}).text

@@ -19,6 +19,7 @@ from serve.ingress import Ingress
 from serve.catalog import Catalog, Product, facts_hash, facts_of
 from core.config.serve import GenerationConfig, ServeConfig
 from serve.content import CacheKey
+from serve.schemas import PageSections
 from serve.engine import FakeEngine
 from serve.generator import GeneratorCore, GroundedPageStream, ground_page
 from serve.testing import GROUNDED_SENTENCE, INVENTED_SENTENCE, LocalGenerator, echo_facts, half_grounded
@@ -217,7 +218,7 @@ def test_stream_sends_grounded_sentences_only_then_sections_and_done():
     )
     # The page endpoint now finds the same sections in the cache.
     key = CacheKey("p1", "page", "all", "fake-1", facts_hash(_catalog().products["p1"], "USD"))
-    assert ingress.cache.get(key) == final["sections"]
+    assert PageSections(**ingress.cache.get(key)).model_dump() == final["sections"]  # as served: one highlight style
     again = _stream(ingress)
     assert [e for e, _ in again] == ["start", "sections", "done"] and dict(again)["sections"][
         "sections_source"

@@ -65,8 +65,8 @@ def main() -> None:
     import ray
 
     from data.embed import embed_products, product_text
+    from ml.encoder import TextEncoder, resolve_encoder_dir
     from ml.index import vectors_of
-    from ml.encoder import resolve_encoder_dir, TextEncoder
 
     model_dir = resolve_encoder_dir(cfg.models.dir, cfg.models.encoder)
     table = products(args.n)

@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np
+import numpy as np  # noqa: E402  (after the repository is put on sys.path)
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -38,8 +38,8 @@ def prepare(args: argparse.Namespace):
     artifacts; return (cfg, catalog)."""
     import ray
 
-    from core.config import load_config
     from cluster.pipeline import run_pipeline
+    from core.config import load_config
     from core.runtime import use_serve_env
     from serve.catalog import load_catalog
 

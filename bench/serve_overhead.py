@@ -19,10 +19,10 @@ state. Overhead = HTTP p50 - in-process p50; `ingress_handler_ms` (the ingress's
 from __future__ import annotations
 
 import argparse
-from http.client import HTTPConnection
 import json
 import sys
 import time
+from http.client import HTTPConnection
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -61,8 +61,8 @@ def plain_pytorch(loo: LooData, hp, *, epochs: int, threads: int, seed: int, sto
     """
     import torch
 
-    from train.recommender import training_rows
     from ml.sasrec import SASRec, SASRecConfig, sequence_loss
+    from train.recommender import training_rows
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)

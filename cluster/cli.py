@@ -17,9 +17,9 @@ from typing import Annotated
 
 import typer
 
+from cluster.ops_cli import register as register_cluster_ops
 from core.cli import ConfigOpt, SetOpt, load_or_exit, stage_argv
 from core.config import dump_config
-from cluster.ops_cli import register as register_cluster_ops
 from data.cli import app as data_app
 from serve.cli import app as serve_app
 from train.cli import app as train_app
@@ -92,8 +92,8 @@ def models_prepare(
     Idempotent: a directory whose manifest verifies is kept; a missing, half-written or
     altered one is rebuilt. Nothing is downloaded.
     """
-    from ml.encoder import ENCODER_NAME, prepare_encoder
     from ml.base_model import GENERATOR_NAME, prepare_generator_base
+    from ml.encoder import ENCODER_NAME, prepare_encoder
 
     cfg = load_or_exit(config, set_)
     steps = []
@@ -115,9 +115,9 @@ def models_prepare(
 @models_app.command("verify")
 def models_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Re-hash every prepared model file against its manifest; exit 1 if anything is off."""
-    from ml.encoder import resolve_encoder_dir
     from core.manifest import IncompleteDirError, verify_dir
     from ml.base_model import resolve_generator_dir
+    from ml.encoder import resolve_encoder_dir
 
     cfg = load_or_exit(config, set_)
     failed = False

@@ -130,8 +130,8 @@ def generator_part(cfg, layout, out_dir: Path) -> dict[str, Any]:
 
 def _serving_inputs_missing(cfg, layout) -> list[str]:
     """What the in-process graph reads besides the two models, as `path (command)` for each missing piece."""
-    from core.runtime import local_dir
     from core.manifest import IncompleteDirError, verify_dir
+    from core.runtime import local_dir
 
     missing = []
     committed = [(layout.products, "shopgraph data prepare"), (layout.events, "shopgraph data prepare"),
@@ -259,8 +259,8 @@ def run_evaluation(cfg, parts: list[str] | None = None, *, echo: Callable[[str],
 
     A part whose model is missing is recorded as `{"skipped": why}`; any other failure raises.
     """
-    from core.runtime import local_dir
     from core.layout import ArtifactLayout
+    from core.runtime import local_dir
 
     parts = list(PARTS) if parts is None else parse_parts(",".join(parts))
     root = artifacts_dir(cfg)

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from core.config import ShopgraphConfig
 from cluster.local import LocalClusterError, auth_headers, get_json
 from cluster.stages import REPO_ROOT, Stage
+from core.config import ShopgraphConfig
 
 Echo = Callable[[str], None]
 

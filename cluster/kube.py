@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.config import ShopgraphConfig
 from cluster.manifests import core_objects, ray_service
+from core.config import ShopgraphConfig
 
 Echo = Callable[[str], None]
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayservices"

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from core.config import ConfigError, dump_config, ShopgraphConfig
-from core.config.k8s import K8sConfig, WorkerGroupConfig
 from cluster.stages import REPO_ROOT, STAGES, Stage
+from core.config import ConfigError, ShopgraphConfig, dump_config
+from core.config.k8s import K8sConfig, WorkerGroupConfig
 
 K8S_DIR = REPO_ROOT / "k8s"
 CONFIG_MOUNT = "/etc/shopgraph"

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli import ConfigOpt, load_or_exit, SetOpt
+from core.cli import ConfigOpt, SetOpt, load_or_exit
 from core.config import CONFIG_DIR, ConfigError
 
 AddressOpt = Annotated[

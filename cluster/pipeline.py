@@ -40,8 +40,8 @@ class Stage:
 def stages(cfg) -> list[Stage]:
     """Every stage in dependency order, with its outputs, config keys and inputs."""
     from data import corpus, embed, index, splits
-    from ml.encoder import resolve_encoder_dir
     from data.prepare import prepare
+    from ml.encoder import resolve_encoder_dir
     from train.ranker import train_ranker
     from train.recommender import train_recommender
 
@@ -107,7 +107,7 @@ def source_digests(cfg) -> dict[str, str]:
 def build_record_of(stage: Stage, cfg) -> dict[str, Any]:
     """What `stage` would be built from now: its config values, input digests and the version."""
     from cluster.fingerprint import build_record, config_parts
-    from core.manifest import files_digest, IncompleteDirError, verify_dir
+    from core.manifest import IncompleteDirError, files_digest, verify_dir
 
     inputs = {}
     for name, path in stage.inputs.items():
@@ -148,8 +148,8 @@ def run_pipeline(
     `echo` gets one line per stage (up to date / rebuilding: why / done in); `progress(name)`,
     if given, wraps each stage run (the demo shows an elapsed-time ticker with it).
     """
-    from core.runtime import ensure_ray
     from core.manifest import record_build
+    from core.runtime import ensure_ray
 
     ensure_ray(cfg)
     timings: dict[str, float] = {}

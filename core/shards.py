@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.layout import ArtifactLayout
-from core.manifest import IncompleteDirError, MANIFEST_NAME, MANIFEST_VERSION, staged_dir, verify_dir, write_manifest
+from core.manifest import MANIFEST_NAME, MANIFEST_VERSION, IncompleteDirError, staged_dir, verify_dir, write_manifest
 from core.schemas import EVENTS, PRODUCTS, QUARANTINE
 
 

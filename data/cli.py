@@ -21,7 +21,7 @@ def embed(
     set_: SetOpt = None,
 ) -> None:
     """Embed TEXTS with the configured encoder and print their cosine-similarity matrix."""
-    from ml.encoder import resolve_encoder_dir, TextEncoder
+    from ml.encoder import TextEncoder, resolve_encoder_dir
 
     cfg = load_or_exit(config, set_)
     encoder = TextEncoder(resolve_encoder_dir(cfg.models.dir, cfg.models.encoder))

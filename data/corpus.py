@@ -35,13 +35,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.config.data import CorpusConfig
-from data.inputs import conform, load_events, load_products
-from core.runtime import local_dir
+from core.facts import clean_text, facts_of, serialize_facts
 from core.layout import ArtifactLayout
 from core.manifest import staged_dir, write_manifest
+from core.runtime import local_dir
 from core.schemas import EVENTS, PRODUCTS
-from core.facts import clean_text, facts_of, serialize_facts
-from ml.prompts import FACTS_CLOSE, FACTS_OPEN, PDP_SYSTEM, PDP_TASK, PROFILE_CLOSE, PROFILE_OPEN, REASON_SYSTEM, REASON_TASK
+from data.inputs import conform, load_events, load_products
+from ml.prompts import (
+    FACTS_CLOSE,
+    FACTS_OPEN,
+    PDP_SYSTEM,
+    PDP_TASK,
+    PROFILE_CLOSE,
+    PROFILE_OPEN,
+    REASON_SYSTEM,
+    REASON_TASK,
+)
 
 
 def split_of(product_id: str, eval_fraction: float) -> str:

@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 
 from core.config.data import EmbeddingConfig
 from core.facts import facts_of
-from data.inputs import conform, load_products
-from core.runtime import local_dir
 from core.layout import ArtifactLayout
 from core.manifest import IncompleteDirError, read_manifest, staged_dir, verify_dir, write_manifest
+from core.runtime import local_dir
 from core.schemas import ITEM_IDS, PRODUCTS
+from data.inputs import conform, load_products
 
 TEXT_BUILDER_VERSION = 1  # bump when product_text changes: old vectors no longer match new text
 _TEXT_COLUMNS = ["product_id", "title", "brand", "category", "attributes"]
@@ -131,8 +131,8 @@ def write_embeddings(layout: ArtifactLayout, dataset, meta: dict[str, Any]) -> P
 
 def run(config) -> dict[str, Any]:
     """The `shopgraph data embed-products` stage."""
-    from ml.encoder import resolve_encoder_dir
     from core.runtime import ensure_ray
+    from ml.encoder import resolve_encoder_dir
 
     ensure_ray(config)
     layout = ArtifactLayout(config.artifacts.root)

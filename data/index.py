@@ -28,10 +28,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config.data import IndexConfig
-from ml.index import IDS_FILE, IDS_SCHEMA, INDEX_FILE, RECALL_K, LoadedIndex, check_vectors, load_embeddings, load_index, set_search_params, vectors_of
-from core.runtime import local_dir
 from core.layout import ArtifactLayout
 from core.manifest import IncompleteDirError, read_manifest, staged_dir, write_manifest
+from core.runtime import local_dir
+from ml.index import (
+    IDS_FILE,
+    IDS_SCHEMA,
+    INDEX_FILE,
+    RECALL_K,
+    LoadedIndex,
+    check_vectors,
+    load_embeddings,
+    load_index,
+    set_search_params,
+    vectors_of,
+)
+
 
 def auto_nlist(n: int) -> int:
     # 4*sqrt(N) is FAISS's rule of thumb; k-means wants >= 39 training points per centroid.

@@ -39,11 +39,11 @@ import ray
 
 from core.config import ShopgraphConfig
 from core.config.ingest import SourceConfig
-from core.runtime import ensure_ray
 from core.layout import ArtifactLayout
-from data.readers import parse_chunk
+from core.runtime import ensure_ray
 from core.schemas import EVENTS, PRODUCTS, QUARANTINE
 from core.shards import write_shard_set
+from data.readers import parse_chunk
 from data.sources import plan_sources
 
 SAMPLE_SOURCE = "sample"

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config.ingest import SourceConfig
-from data.readers import HEADER_FORMATS, JSON_FORMATS, DEFAULT_DELIMITER, _json_record, required_source_columns
+from data.readers import DEFAULT_DELIMITER, HEADER_FORMATS, JSON_FORMATS, _json_record, required_source_columns
 from data.values import RowError
 
 _SCAN = 8 * 1024 * 1024  # bytes read at a time when counting lines for chunk offsets

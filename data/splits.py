@@ -51,11 +51,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.config.data import SplitsConfig
-from data.inputs import conform, load_events
-from core.runtime import local_dir
 from core.layout import ArtifactLayout
 from core.manifest import staged_dir, write_manifest
+from core.runtime import local_dir
 from core.schemas import EVENT_TYPES, EVENTS, ITEM_IDS, LOO_SPLIT, SEQUENCES, USER_IDS
+from data.inputs import conform, load_events
 
 _TS = pa.timestamp("ms", tz="UTC")
 _MS_PER_DAY = 86_400_000

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn

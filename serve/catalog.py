@@ -78,8 +78,8 @@ def artifact_version(paths: list[Path]) -> str:
 def load_catalog(cfg) -> Catalog:
     import pyarrow.parquet as pq
 
-    from core.runtime import local_dir
     from core.layout import ArtifactLayout
+    from core.runtime import local_dir
     from core.shards import read_events, read_products
 
     layout = ArtifactLayout(cfg.artifacts.root)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from core.cli import ConfigOpt, load_or_exit, SetOpt
+from core.cli import ConfigOpt, SetOpt, load_or_exit
 
 app = typer.Typer(help="Serve recommendations and product pages with Ray Serve (ingress -> retriever -> ranker -> generator).", no_args_is_help=True)
 

@@ -55,7 +55,7 @@ class GeneratorCore:
         return {"text": kept or None, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
     async def page(self, facts: dict) -> dict[str, Any]:
-        from ml.prompts import pdp_messages, PDP_SCHEMA
+        from ml.prompts import PDP_SCHEMA, pdp_messages
 
         started = time.perf_counter()
         raw = await self._complete(pdp_messages(facts), self.cfg.page_max_tokens, json_schema=PDP_SCHEMA)
@@ -67,7 +67,7 @@ class GeneratorCore:
 
         The title is the catalog's, as `ground_page` makes it, so it comes first (once the engine
         answers) and the model's title is never streamed."""
-        from ml.prompts import pdp_messages, PDP_SCHEMA
+        from ml.prompts import PDP_SCHEMA, pdp_messages
 
         started = time.perf_counter()
         parts = []

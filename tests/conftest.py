@@ -26,8 +26,8 @@ SHARED = Path(os.environ.get("SHOPGRAPH_SHARED_DIR", REPO.parent / "shared"))
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """Both embedded models, prepared once per session exactly as `shopgraph models prepare` does."""
-    from ml.encoder import prepare_encoder
     from ml.base_model import prepare_generator_base
+    from ml.encoder import prepare_encoder
 
     root = tmp_path_factory.mktemp("models")
     prepare_generator_base(root)
@@ -66,8 +66,8 @@ def serving_artifacts(tmp_path_factory, models_dir) -> list[str]:
     recommender -> ranker), built once per session; returns the --set overrides that point at it."""
     import ray
 
-    from core.config import load_config
     from cluster.pipeline import run_pipeline
+    from core.config import load_config
 
     root = tmp_path_factory.mktemp("serving-artifacts")
     overrides = [f"artifacts.root={root}", f"models.dir={models_dir}", *SMALL_PIPELINE]

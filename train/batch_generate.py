@@ -109,10 +109,10 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
     import pyarrow.parquet as pq
     import ray.data
 
-    from data.inputs import load_products
-    from core.runtime import local_dir
     from core.layout import ArtifactLayout
     from core.manifest import staged_dir, verify_dir, write_manifest
+    from core.runtime import local_dir
+    from data.inputs import load_products
     from train.recommender import init_ray
 
     layout = ArtifactLayout(cfg.artifacts.root)

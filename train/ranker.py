@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ml.ranker import ranker_mlp, unwrap
 from ml.index import inner_product_index
+from ml.metrics import metrics_from_ranks
+from ml.ranker import ranker_mlp, unwrap
+from ml.ranker_features import FEATURES, Featurizer, ItemTable, cooccurrence_matrix
 from ml.sasrec import load_exported, pad_left
 from train.evaluate import LooData, item_counts
-from ml.metrics import metrics_from_ranks
-from ml.ranker_features import cooccurrence_matrix, FEATURES, Featurizer, ItemTable
 
 # ----------------------------------------------------------------------------- setup: items, candidates, features
 
@@ -40,8 +40,8 @@ def build_item_table(layout, num_items: int, loo: LooData) -> ItemTable:
     """Item metadata by dense id from the committed data artifacts; unknowns stay unknown."""
     import pyarrow.parquet as pq
 
-    from data.inputs import load_products
     from core.runtime import local_dir
+    from data.inputs import load_products
 
     table = ItemTable.empty(num_items)
     table.popularity = item_counts(loo.interactions(include_valid=False), num_items).astype(np.float64)

@@ -29,10 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from train.evaluate import evaluate_with_baselines, item_counts, LooData, ModelScorer, write_report
-from ml.sasrec import pad_left
 from ml.metrics import sample_negatives
-from ml.sasrec import load_exported, SASRec, SASRecConfig, sequence_loss
+from ml.sasrec import SASRec, SASRecConfig, load_exported, pad_left, sequence_loss
+from train.evaluate import LooData, ModelScorer, evaluate_with_baselines, item_counts, write_report
 
 # ----------------------------------------------------------------------------- setup
 
@@ -84,8 +83,8 @@ def catalog_attributes(layout, num_items: int) -> dict[int, list[int]]:
     ("a", "a > b", ...), so items of a sub-category also share their parent's embedding."""
     import pyarrow.parquet as pq
 
-    from data.inputs import load_products
     from core.runtime import local_dir
+    from data.inputs import load_products
 
     ids_path = local_dir(layout.id_maps) / "items.parquet"
     try:

@@ -24,8 +24,8 @@ import fsspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.config.k8s import K8sConfig
 from core.config.data import DataConfig
+from core.config.k8s import K8sConfig
 from core.config.serve import ServeConfig
 from core.config.train import GeneratorEngineConfig, TrainConfig
 

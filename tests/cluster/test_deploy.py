@@ -14,9 +14,9 @@ import yaml
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from core.config import load_config, profile_path
 from cluster.kube import readiness
 from cluster.manifests import ray_service
+from core.config import load_config, profile_path
 from tests.cluster.kube_standin import KubeStandin
 
 runner = CliRunner()

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.config import load_config
-from cluster.evaluate import PARTS, EvaluationInputError, parse_parts, run_evaluation
-from tests.conftest import REPO
 from cluster.cli import app
+from cluster.evaluate import PARTS, EvaluationInputError, parse_parts, run_evaluation
+from core.config import load_config
+from tests.conftest import REPO
 
 runner = CliRunner()
 

@@ -24,8 +24,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from core.config import ConfigError, load_config, PATHS_BASE_ENV
 from cluster.local import LocalClusterError, head_auth_mode, head_env, stop_head
+from core.config import PATHS_BASE_ENV, ConfigError, load_config
 from tests.cluster.ray_ports import free_ports, head_overrides
 from tests.conftest import SMALL_PIPELINE
 

@@ -17,10 +17,10 @@ import yaml
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from core.config import load_config, profile_path
 from cluster.manifest_schema import CRD_FILES, validate, validate_core, validate_kuberay
 from cluster.manifests import K8S_DIR, config_path_in_pod, ray_service, render, render_texts
 from cluster.stages import STAGES
+from core.config import load_config, profile_path
 from tests.conftest import SHARED
 
 runner = CliRunner()

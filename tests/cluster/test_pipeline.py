@@ -59,8 +59,8 @@ def test_config_parts_reads_dotted_paths_and_rejects_unknown_ones():
 
 
 def test_no_stage_depends_on_serving_or_placement_keys():
-    from core.config import load_config
     from cluster.pipeline import stages
+    from core.config import load_config
 
     cfg = load_config(None, [])
     dumped = cfg.model_dump(mode="json")
@@ -71,8 +71,8 @@ def test_no_stage_depends_on_serving_or_placement_keys():
 
 
 def test_prepare_record_follows_the_raw_source_files(tmp_path):
-    from core.config import load_config
     from cluster.pipeline import build_record_of, stages
+    from core.config import load_config
 
     raw = tmp_path / "seq.txt"
     raw.write_text("1 2 3\n2 3 4\n")
@@ -177,8 +177,8 @@ def artifact_copy(serving_artifacts, local_ray, tmp_path) -> list[str]:
 
 
 def _run(overrides: list[str]) -> tuple[dict[str, float], str]:
-    from core.config import load_config
     from cluster.pipeline import run_pipeline
+    from core.config import load_config
 
     lines: list[str] = []
     timings = run_pipeline(load_config(None, overrides), echo=lines.append)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_config
 from cluster.local import stop_head
 from cluster.stages import STAGES
+from core.config import load_config
 from tests.cluster.ray_ports import head_overrides
 from tests.conftest import REPO, SMALL_PIPELINE
 

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cluster.cli import app
-from core.config import load_config
 from cluster.local import start_head, stop_head
 from cluster.stages import REPO_ROOT, STAGES, Stage, StageError, get_stage
+from core.config import load_config
 from tests.cluster.ray_ports import head_overrides
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from core.config import CONFIG_DIR, ConfigError, load_config, profile_path, PROFILES, ShopgraphConfig
+from core.config import CONFIG_DIR, PROFILES, ConfigError, ShopgraphConfig, load_config, profile_path
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.manifest import ensure_dir, IncompleteDirError, MANIFEST_NAME, staged_dir, verify_dir, write_manifest
+from core.manifest import MANIFEST_NAME, IncompleteDirError, ensure_dir, staged_dir, verify_dir, write_manifest
 
 
 def _build(files: dict[str, bytes], calls: list[int] | None = None):

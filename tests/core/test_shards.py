@@ -12,10 +12,10 @@ import ray
 
 import core.shards as shards
 from core.layout import ArtifactLayout
-from core.manifest import IncompleteDirError, MANIFEST_NAME
+from core.manifest import MANIFEST_NAME, IncompleteDirError
+from core.shards import read_events, read_products, read_shard_set, verify_shard_set, write_shard_set
 from data.prepare import prepare
 from data.sample import generate
-from core.shards import read_events, read_products, read_shard_set, verify_shard_set, write_shard_set
 from tests.data.test_quarantine import CATALOG, EVENTS, config
 
 

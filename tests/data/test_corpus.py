@@ -9,12 +9,12 @@ import pyarrow as pa
 import pytest
 
 from core.config.data import CorpusConfig
-from ml.prompts import FACTS_CLOSE, FACTS_OPEN
-from data.corpus import build_corpora, split_of, write_corpora
 from core.facts import facts_hash, facts_of, parse_facts, serialize_facts
 from core.layout import ArtifactLayout
 from core.manifest import verify_dir
 from core.schemas import EVENTS, PRODUCTS
+from data.corpus import build_corpora, split_of, write_corpora
+from ml.prompts import FACTS_CLOSE, FACTS_OPEN
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 

@@ -10,14 +10,13 @@ import pytest
 
 from core.config import load_config
 from core.config.data import SplitsConfig
-from data.embed import embed_products, product_text
-from ml.index import load_embeddings, vectors_of
-from ml.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
-from ml.index import load_index
 from core.layout import ArtifactLayout
 from core.manifest import verify_dir
 from core.schemas import EVENTS, PRODUCTS
+from data.embed import embed_products, product_text
 from data.splits import build_splits, write_splits
+from ml.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
+from ml.index import load_embeddings, load_index, vectors_of
 
 pytestmark = pytest.mark.slow
 

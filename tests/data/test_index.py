@@ -8,10 +8,10 @@ import pytest
 
 from core.config import ConfigError, load_config
 from core.config.data import IndexConfig
-from data.embed import embeddings_schema
-from ml.index import check_vectors, IDS_FILE, INDEX_FILE, load_index
-from data.index import build_from_embeddings, build_index
 from core.manifest import IncompleteDirError, verify_dir
+from data.embed import embeddings_schema
+from data.index import build_from_embeddings, build_index
+from ml.index import IDS_FILE, INDEX_FILE, check_vectors, load_index
 
 DIM = 32
 

@@ -7,13 +7,21 @@ from pathlib import Path
 import pytest
 import ray
 
-from core.config import ConfigError, load_config, ShopgraphConfig
+from core.config import ConfigError, ShopgraphConfig, load_config
 from core.layout import ArtifactLayout
-from data.prepare import prepare
 from core.shards import read_events, read_products, read_quarantine
+from data.prepare import prepare
 from data.sources import SourceError
 from tests.conftest import SHARED
-from tests.data.test_readers import CATALOG_MAPPING, EVENTS_MAPPING, FIXTURES, FLIPKART, FLIPKART_MAPPING, S3REC, ZH_MAPPING
+from tests.data.test_readers import (
+    CATALOG_MAPPING,
+    EVENTS_MAPPING,
+    FIXTURES,
+    FLIPKART,
+    FLIPKART_MAPPING,
+    S3REC,
+    ZH_MAPPING,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)

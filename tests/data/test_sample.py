@@ -11,8 +11,8 @@ import pytest
 
 from core.config import ConfigError, load_config
 from core.config.ingest import SampleConfig
-from data.sample import COMPLEMENTS, _generate, generate, leaf_category, transition_share, write_sample_files
 from core.schemas import EVENT_TYPES, EVENTS, PRODUCTS
+from data.sample import COMPLEMENTS, _generate, generate, leaf_category, transition_share, write_sample_files
 
 TINY = SampleConfig(num_products=60, num_users=20, num_events=400)
 

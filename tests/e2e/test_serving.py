@@ -76,8 +76,8 @@ def test_product_page_through_vllm_is_valid_json_and_grounded(live):
 
 
 def test_page_stream_through_vllm_shows_only_grounded_text(live):
-    from serve.catalog import facts_of
     from ml.grounding import check
+    from serve.catalog import facts_of
 
     catalog, user = live
     pid = catalog.popular[1]  # not the page test's product: this one is generated, not cached

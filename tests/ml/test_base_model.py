@@ -7,8 +7,8 @@ import json
 import pytest
 
 from core.manifest import verify_dir
+from ml.base_model import GENERATOR_NAME, check_generator_dir
 from tests.conftest import run_cli
-from ml.base_model import check_generator_dir, GENERATOR_NAME
 
 pytestmark = pytest.mark.slow
 

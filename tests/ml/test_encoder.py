@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ml.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
 from core.manifest import verify_dir
+from ml.encoder import EMBEDDING_DIM, ENCODER_NAME, TextEncoder
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ import json
 import pytest
 
 from core.config.serve import GenerationConfig
+from serve.catalog import Product
 from serve.content import CacheKey, ContentCache, template_page
 from serve.engine import FakeEngine
 from serve.generator import GeneratorCore, ground_page
 from serve.recommend import template_reason
-from serve.catalog import Product
 from serve.testing import echo_facts, invent_claims
 
 FACTS = {"title": "Brewly T76 Coffee Mug", "brand": "Brewly", "category": "Home & Kitchen > Coffee Mugs", "price": 12.99, "currency": "USD",

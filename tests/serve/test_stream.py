@@ -14,16 +14,16 @@ import time
 import numpy as np
 import pytest
 
-from serve.http import ApiError, _api_error
-from serve.ingress import Ingress
-from serve.catalog import Catalog, Product, facts_hash, facts_of
 from core.config.serve import GenerationConfig, ServeConfig
+from ml.grounding import check
+from serve.catalog import Catalog, Product, facts_hash, facts_of
 from serve.content import CacheKey
-from serve.schemas import PageSections
 from serve.engine import FakeEngine
 from serve.generator import GeneratorCore, GroundedPageStream, ground_page
+from serve.http import ApiError, _api_error
+from serve.ingress import Ingress
+from serve.schemas import PageSections
 from serve.testing import GROUNDED_SENTENCE, INVENTED_SENTENCE, LocalGenerator, echo_facts, half_grounded
-from ml.grounding import check
 
 FACTS = {
     "title": "Brewly T76 Coffee Mug",

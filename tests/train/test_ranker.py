@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core.manifest import verify_dir
-from tests.train.conftest import _cfg
 from ml.ranker_features import FEATURES
+from tests.train.conftest import _cfg
 
 pytestmark = pytest.mark.slow
 

@@ -201,8 +201,8 @@ def test_item_attributes_without_a_catalog_fail_before_training(tmp_path):
 def test_attribute_embeddings_enter_input_and_output_and_survive_export():
     import torch
 
-    from train.recommender import attribute_table
     from ml.sasrec import SASRec, SASRecConfig, sequence_loss
+    from train.recommender import attribute_table
 
     table, num_attributes = attribute_table({i: [1 + i % 3, 4] for i in range(1, 21)}, num_items=20, max_attributes=4)
     torch.manual_seed(0)
@@ -233,9 +233,9 @@ def test_item_bias_scores_as_one_more_dimension_that_an_inner_product_index_serv
     import faiss
     import torch
 
+    from ml.sasrec import SASRec, SASRecConfig
     from train.evaluate import LooData
     from train.recommender import _log_counts
-    from ml.sasrec import SASRec, SASRecConfig
 
     loo = LooData.from_sequences([[1, 2, 2, 3, 4], [2, 5, 6]], num_items=7)
     counts = _log_counts(loo)  # train items: [1, 2, 2] and [2]

@@ -58,7 +58,13 @@ def _prepare(raw: Path, art: Path) -> dict:
             "data": {
                 "sources": [
                     {"name": "products", "format": "jsonl", "path": str(raw / "products.jsonl"), "table": "products"},
-                    {"name": "events", "format": "csv", "path": str(raw / "events.csv"), "table": "events", "timestamp_unit": "ms"},
+                    {
+                        "name": "events",
+                        "format": "csv",
+                        "path": str(raw / "events.csv"),
+                        "table": "events",
+                        "timestamp_unit": "ms",
+                    },
                 ],
             },
         }
@@ -175,7 +181,9 @@ def run(products: int, users: int, events: int, work: Path, seed: int, keep_raw:
         "worker_peak_rss_mib": round(sampler.worker / 2**20),
         "tree_peak_pss_mib": round(sampler.pss / 2**20),
         "tree_peak_rss_mib": round(sampler.rss / 2**20),
-        "tree_cpu_s": round(sum(sampler.cpu.values()), 1),  # CPU seconds of the prepare process tree (sampled: a lower bound)
+        "tree_cpu_s": round(
+            sum(sampler.cpu.values()), 1
+        ),  # CPU seconds of the prepare process tree (sampled: a lower bound)
         "memory_samples": sampler.samples,
         **load,
         "load_average_after": round(os.getloadavg()[0], 1),
@@ -187,9 +195,16 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=None, help="default: events / 25")
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--scales", type=int, nargs="+", default=[1, 2], help="each scale multiplies products, users and events")
+    parser.add_argument(
+        "--scales", type=int, nargs="+", default=[1, 2], help="each scale multiplies products, users and events"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", type=Path, default=None, help="keep raw files here and reuse them (default: a temporary directory, removed)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keep raw files here and reuse them (default: a temporary directory, removed)",
+    )
     parser.add_argument("--sample-s", type=float, default=1.0, help="memory sampling interval")
     parser.add_argument("--phase", choices=["generate", "prepare"], default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
@@ -209,7 +224,9 @@ def main() -> None:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for s in args.scales:
-            res = run(args.products * s, users * s, args.events * s, work, args.seed, keep_raw=args.work_dir is not None)
+            res = run(
+                args.products * s, users * s, args.events * s, work, args.seed, keep_raw=args.work_dir is not None
+            )
             results.append(res)
             print(json.dumps(res), flush=True)
     if len(results) > 1:

@@ -26,7 +26,18 @@ import pyarrow as pa  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.schemas import PRODUCTS  # noqa: E402
 
-NOUNS = ["train set", "puzzle", "jacket", "kettle", "phone case", "headphones", "backpack", "lamp", "sneakers", "board game"]
+NOUNS = [
+    "train set",
+    "puzzle",
+    "jacket",
+    "kettle",
+    "phone case",
+    "headphones",
+    "backpack",
+    "lamp",
+    "sneakers",
+    "board game",
+]
 ADJ = ["wooden", "classic", "wireless", "waterproof", "compact", "deluxe", "organic", "vintage", "foldable", "smart"]
 BRANDS = ["Brio", "Lego", "Acme", "Nordic", "Zen", "Kobo", "Umi", "Polar"]
 
@@ -43,7 +54,10 @@ def products(n: int) -> pa.Table:
                 "brand": str(rng.choice(BRANDS)),
                 "category": f"Shop > {noun.split()[0].title()}",
                 "price": float(rng.integers(5, 500)),
-                "attributes": [("color", str(rng.choice(["red", "blue", "green", "black"]))), ("size", str(rng.integers(1, 5)))],
+                "attributes": [
+                    ("color", str(rng.choice(["red", "blue", "green", "black"]))),
+                    ("size", str(rng.integers(1, 5))),
+                ],
                 "description": None,
                 "in_stock": True,
                 "updated_at": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
@@ -57,7 +71,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3000, help="products to embed")
     parser.add_argument("--config", default=None)
     parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--plain-threads", type=int, default=None, help="torch threads of the plain loop (default: torch's, all cores)")
+    parser.add_argument(
+        "--plain-threads", type=int, default=None, help="torch threads of the plain loop (default: torch's, all cores)"
+    )
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     emb = cfg.data.embedding
@@ -80,7 +96,9 @@ def main() -> None:
     encoder = TextEncoder(model_dir, batch_size=emb.batch_size)
     loaded = time.perf_counter()
     texts = [product_text(r) for r in table.to_pylist()]
-    plain = np.concatenate([encoder.encode(texts[i : i + emb.batch_size]) for i in range(0, len(texts), emb.batch_size)])
+    plain = np.concatenate(
+        [encoder.encode(texts[i : i + emb.batch_size]) for i in range(0, len(texts), emb.batch_size)]
+    )
     plain_s = time.perf_counter() - start
     plain_encode_s = time.perf_counter() - loaded
     del encoder

@@ -31,14 +31,18 @@ from ml.index import set_search_params  # noqa: E402
 K = 10
 
 
-def clustered(n: int, dim: int, clusters: int, rng: np.random.Generator, centres: np.ndarray | None = None, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def clustered(
+    n: int, dim: int, clusters: int, rng: np.random.Generator, centres: np.ndarray | None = None, noise: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     if centres is None:
         centres = rng.standard_normal((clusters, dim)).astype(np.float32)
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     out = np.empty((n, dim), np.float32)
     for start in range(0, n, 100_000):  # chunked: keeps peak memory near the output size
         m = min(100_000, n - start)
-        x = centres[rng.integers(0, clusters, m)] + noise * rng.standard_normal((m, dim), dtype=np.float32) / np.sqrt(dim)
+        x = centres[rng.integers(0, clusters, m)] + noise * rng.standard_normal((m, dim), dtype=np.float32) / np.sqrt(
+            dim
+        )
         out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out, centres
 
@@ -60,7 +64,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--dim", type=int, default=384, help="384 = the MiniLM encoder's dimension")
     p.add_argument("--clusters", type=int, default=1000)
-    p.add_argument("--noise", type=float, default=1.0, help="norm of the Gaussian noise around a unit centre (higher = harder)")
+    p.add_argument(
+        "--noise", type=float, default=1.0, help="norm of the Gaussian noise around a unit centre (higher = harder)"
+    )
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--nlist", type=int, default=None, help="default: 4*sqrt(N)")
     p.add_argument("--nprobe", type=int, nargs="+", default=[8, 16, 32, 64, 128])
@@ -90,7 +96,14 @@ def main() -> None:
         for v in values:
             set_search_params(index, cfg.type, {**params, param: v})
             rows, qps = timed_search(index, queries)
-            entry["sweep"].append({param: v, "recall_at_10": round(recall(rows, truth), 4), "qps": round(qps, 1), "speedup_vs_exact": round(qps / exact_qps, 2)})
+            entry["sweep"].append(
+                {
+                    param: v,
+                    "recall_at_10": round(recall(rows, truth), 4),
+                    "qps": round(qps, 1),
+                    "speedup_vs_exact": round(qps / exact_qps, 2),
+                }
+            )
         ok = [s for s in entry["sweep"] if s["recall_at_10"] >= 0.95]
         entry["best"] = max(ok, key=lambda s: s["qps"]) if ok else None
         entry["meets_target"] = bool(entry["best"] and entry["best"]["speedup_vs_exact"] >= 5)
@@ -99,9 +112,21 @@ def main() -> None:
 
     if "ivf" not in args.skip:
         nlist = args.nlist or auto_nlist(args.n)
-        sweep("ivf", IndexConfig(type="ivf", nlist=nlist, nprobe=min(args.nprobe[0], nlist)), "nprobe", [v for v in args.nprobe if v <= nlist])
+        sweep(
+            "ivf",
+            IndexConfig(type="ivf", nlist=nlist, nprobe=min(args.nprobe[0], nlist)),
+            "nprobe",
+            [v for v in args.nprobe if v <= nlist],
+        )
     if "hnsw" not in args.skip:
-        sweep("hnsw", IndexConfig(type="hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search[0]), "ef_search", args.ef_search)
+        sweep(
+            "hnsw",
+            IndexConfig(
+                type="hnsw", hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search[0]
+            ),
+            "ef_search",
+            args.ef_search,
+        )
     report["total_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(report, indent=2))
 

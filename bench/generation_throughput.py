@@ -43,7 +43,11 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
     out = []
     for i in range(n):
         title, brand, attrs = ITEMS[i % len(ITEMS)]
-        out.append(pdp_messages({"title": f"{title} #{i}", "brand": brand, "category": "Catalog", "price": 10 + i, "attributes": attrs}))
+        out.append(
+            pdp_messages(
+                {"title": f"{title} #{i}", "brand": brand, "category": "Catalog", "price": 10 + i, "attributes": attrs}
+            )
+        )
     return out
 
 
@@ -77,7 +81,9 @@ def bench_hf(model_dir: Path, levels: list[int], max_new: int) -> dict[str, floa
         prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations(n)]
         batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=max_new, min_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
+            out = model.generate(
+                **batch, max_new_tokens=max_new, min_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id
+            )
         return int((out.shape[1] - batch["input_ids"].shape[1]) * n)
 
     run(1)  # warm-up
@@ -91,7 +97,15 @@ def bench_hf(model_dir: Path, levels: list[int], max_new: int) -> dict[str, floa
 
 def bench_finetune(model_dir: Path, hp: dict, steps: int, seq_len: int) -> dict[str, float]:
     """DeepSpeed bf16 SFT steps on one GPU with the recipe's own model and config builders."""
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": os.environ.get("MASTER_PORT", "29511"), "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": os.environ.get("MASTER_PORT", "29511"),
+            "RANK": "0",
+            "WORLD_SIZE": "1",
+            "LOCAL_RANK": "0",
+        }
+    )
     import deepspeed
     import torch
     from transformers import AutoTokenizer
@@ -100,10 +114,23 @@ def bench_finetune(model_dir: Path, hp: dict, steps: int, seq_len: int) -> dict[
 
     deepspeed.init_distributed("nccl")
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    convs = [c + [{"role": "assistant", "content": json.dumps({"title": "x " * 20, "highlights": ["y " * 10] * 4, "description": "z " * 120})}] for c in conversations(64)]
+    convs = [
+        c
+        + [
+            {
+                "role": "assistant",
+                "content": json.dumps({"title": "x " * 20, "highlights": ["y " * 10] * 4, "description": "z " * 120}),
+            }
+        ]
+        for c in conversations(64)
+    ]
     rows = [r for r in (tokenize_example(tok, c, seq_len) for c in convs) if r]
     model = build_model(str(model_dir), hp)
-    engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=deepspeed_config(hp, on_gpu=True, world_size=1))
+    engine, *_ = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=deepspeed_config(hp, on_gpu=True, world_size=1),
+    )
     mb = hp["micro_batch_size"]
 
     def step(i: int) -> int:
@@ -122,7 +149,13 @@ def bench_finetune(model_dir: Path, hp: dict, steps: int, seq_len: int) -> dict[
         tokens += step(i)
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {"tokens_per_s": tokens / seconds, "micro_batches": steps, "micro_batch_size": mb, "zero_stage": hp["zero_stage"], "gpu": torch.cuda.get_device_name(0)}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "micro_batches": steps,
+        "micro_batch_size": mb,
+        "zero_stage": hp["zero_stage"],
+        "gpu": torch.cuda.get_device_name(0),
+    }
 
 
 def main() -> None:
@@ -132,7 +165,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--engines", nargs="+", default=["vllm", "hf"], choices=["vllm", "hf"])
-    parser.add_argument("--finetune", action="store_true", help="Also measure DeepSpeed bf16 fine-tuning tokens/s (needs a GPU).")
+    parser.add_argument(
+        "--finetune", action="store_true", help="Also measure DeepSpeed bf16 fine-tuning tokens/s (needs a GPU)."
+    )
     parser.add_argument("--finetune-steps", type=int, default=20)
     args = parser.parse_args()
 
@@ -152,7 +187,9 @@ def main() -> None:
         if not torch.cuda.is_available():
             report["finetune"] = "skipped: no CUDA device (DeepSpeed bf16 fine-tuning throughput is a GPU measurement)"
         else:
-            report["finetune"] = bench_finetune(model_dir, cfg.train.generator.model_dump(), args.finetune_steps, cfg.train.generator.max_seq_len)
+            report["finetune"] = bench_finetune(
+                model_dir, cfg.train.generator.model_dump(), args.finetune_steps, cfg.train.generator.max_seq_len
+            )
     print(json.dumps(report, indent=2))
 
 

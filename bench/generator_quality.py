@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-METRICS = ("rougeL", "bleu", "distinct_2", "json_validity", "json_complete", "unsupported_rate", "mean_output_unsupported_rate", "outputs_with_unsupported")
+METRICS = (
+    "rougeL",
+    "bleu",
+    "distinct_2",
+    "json_validity",
+    "json_complete",
+    "unsupported_rate",
+    "mean_output_unsupported_rate",
+    "outputs_with_unsupported",
+)
 
 
 def shopgraph(*args: str, overrides: list[str], config: str | None) -> float:
@@ -40,7 +49,14 @@ def shopgraph(*args: str, overrides: list[str], config: str | None) -> float:
     cmd = [str(exe), *args, *(["--config", config] if config else []), *(x for o in overrides for x in ("--set", o))]
     print("+ " + " ".join(cmd), file=sys.stderr, flush=True)
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, stdout=sys.stderr, stderr=sys.stderr, check=False, env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        stdout=sys.stderr,
+        stderr=sys.stderr,
+        check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"`shopgraph {' '.join(args)}` failed with exit code {proc.returncode}")
     return time.perf_counter() - started
@@ -49,15 +65,27 @@ def shopgraph(*args: str, overrides: list[str], config: str | None) -> float:
 def summarize(root: Path) -> dict:
     report = json.loads((root / "reports" / "generator" / "eval.json").read_text())
     models = {
-        name: {"generate_seconds": m.get("generate_seconds"), **{task: {"n": t["examples"], **{k: t.get(k) for k in METRICS}} for task, t in m["tasks"].items()}}
+        name: {
+            "generate_seconds": m.get("generate_seconds"),
+            **{task: {"n": t["examples"], **{k: t.get(k) for k in METRICS}} for task, t in m["tasks"].items()},
+        }
         for name, m in report["models"].items()
     }
     delta = {}
     if {"base", "fine_tuned"} <= models.keys():
         for task in models["fine_tuned"]:
             if task in models["base"] and isinstance(models["base"][task], dict):
-                delta[task] = {k: models["fine_tuned"][task][k] - models["base"][task][k] for k in METRICS if models["base"][task][k] is not None and models["fine_tuned"][task][k] is not None}
-    return {"model_version": report.get("model_version"), "settings": report.get("settings"), "models": models, "fine_tuned_minus_base": delta}
+                delta[task] = {
+                    k: models["fine_tuned"][task][k] - models["base"][task][k]
+                    for k in METRICS
+                    if models["base"][task][k] is not None and models["fine_tuned"][task][k] is not None
+                }
+    return {
+        "model_version": report.get("model_version"),
+        "settings": report.get("settings"),
+        "models": models,
+        "fine_tuned_minus_base": delta,
+    }
 
 
 def training(root: Path) -> dict:
@@ -66,15 +94,36 @@ def training(root: Path) -> dict:
         return {}
     meta = json.loads(path.read_text())
     hp = meta.get("hyperparameters", {})
-    keep = ("tasks", "max_seq_len", "micro_batch_size", "grad_accum_steps", "epochs", "max_steps", "lr", "warmup_ratio", "zero_stage", "lora")
-    return {"hyperparameters": {k: hp.get(k) for k in keep}, "scaling": meta.get("scaling"), "metrics": meta.get("metrics")}
+    keep = (
+        "tasks",
+        "max_seq_len",
+        "micro_batch_size",
+        "grad_accum_steps",
+        "epochs",
+        "max_steps",
+        "lr",
+        "warmup_ratio",
+        "zero_stage",
+        "lora",
+    )
+    return {
+        "hyperparameters": {k: hp.get(k) for k in keep},
+        "scaling": meta.get("scaling"),
+        "metrics": meta.get("metrics"),
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", required=True, help="Artifact root (artifacts.root) to build and evaluate in.")
     ap.add_argument("--config", default=None, help="YAML config (default: configs/local.yaml).")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="Config override KEY=VALUE, repeatable; passed to every stage.")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="Config override KEY=VALUE, repeatable; passed to every stage.",
+    )
     ap.add_argument("--skip", nargs="*", default=[], choices=["data", "train", "eval"], help="Stages not to run.")
     args = ap.parse_args()
 
@@ -84,7 +133,10 @@ def main() -> None:
         overrides.append(f"models.dir={REPO / 'models'}")  # the prepared embedded models of this checkout
     wall: dict[str, float] = {}
     if "data" not in args.skip and not (root / "data" / "corpora" / "shopgraph-manifest.json").is_file():
-        wall["data"] = sum(shopgraph("data", stage, overrides=overrides, config=args.config) for stage in ("prepare", "split", "corpus"))
+        wall["data"] = sum(
+            shopgraph("data", stage, overrides=overrides, config=args.config)
+            for stage in ("prepare", "split", "corpus")
+        )
     if "train" not in args.skip:
         wall["train"] = shopgraph("train", "generator", overrides=overrides, config=args.config)
     if "eval" not in args.skip:

@@ -42,12 +42,26 @@ PUBLISHED = {
 def main() -> None:
     repo = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(repo.parent / "shared" / "data" / "amazon-toys-s3rec" / "Toys_and_Games.txt"))
-    parser.add_argument("--attributes", default=None, help="item -> attribute ids JSON (default: <data stem>_item2attributes.json beside --data)")
+    parser.add_argument(
+        "--data", default=str(repo.parent / "shared" / "data" / "amazon-toys-s3rec" / "Toys_and_Games.txt")
+    )
+    parser.add_argument(
+        "--attributes",
+        default=None,
+        help="item -> attribute ids JSON (default: <data stem>_item2attributes.json beside --data)",
+    )
     parser.add_argument("--name", default="amazon-toys-s3rec")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--keep", default=None, help="write the split, model and reports here instead of a temporary folder")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.recommender.dropout=0.5")
+    parser.add_argument(
+        "--keep", default=None, help="write the split, model and reports here instead of a temporary folder"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override, e.g. train.recommender.dropout=0.5",
+    )
     args = parser.parse_args()
 
     lines = Path(args.data).read_text().split("\n")
@@ -73,7 +87,9 @@ def main() -> None:
             path = Path(args.attributes or Path(args.data).with_name(Path(args.data).stem + "_item2attributes.json"))
             attributes = {int(k): v for k, v in json.loads(path.read_text()).items()}
         start = time.perf_counter()
-        meta = train_recommender(cfg, num_items=loo.num_items, item_attributes=attributes, run_name=f"bench-{args.name}")
+        meta = train_recommender(
+            cfg, num_items=loo.num_items, item_attributes=attributes, run_name=f"bench-{args.name}"
+        )
         seconds = time.perf_counter() - start
         curves = json.loads((root / "models" / "recommender" / "metrics.json").read_text())["curves"]
     print(
@@ -89,7 +105,15 @@ def main() -> None:
                 "ours": meta["test"],
                 "selected_on": meta["selected_on"],
                 # validation per epoch: [epoch, full NDCG@10, sampled HR@10, sampled MRR]
-                "valid_curve": [[c["epoch"], round(c["valid_ndcg@10"], 4), round(c["valid_sampled_hr@10"], 4), round(c["valid_sampled_mrr"], 4)] for c in curves],
+                "valid_curve": [
+                    [
+                        c["epoch"],
+                        round(c["valid_ndcg@10"], 4),
+                        round(c["valid_sampled_hr@10"], 4),
+                        round(c["valid_sampled_mrr"], 4),
+                    ]
+                    for c in curves
+                ],
                 "published": PUBLISHED.get(args.name, {}),
             },
             indent=2,

@@ -21,16 +21,30 @@ import numpy as np  # noqa: E402  (after the repository is put on sys.path)
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--artifacts", required=True, help="artifact root; built with the default sample size when missing, reused otherwise")
+    p.add_argument(
+        "--artifacts",
+        required=True,
+        help="artifact root; built with the default sample size when missing, reused otherwise",
+    )
     p.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
     p.add_argument("--models", default=str(REPO / "models"), help="prepared models (`shopgraph models prepare`)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], help="extra dotted.key=value overrides (pipeline and app)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="extra dotted.key=value overrides (pipeline and app)",
+    )
     p.add_argument("--port", type=int, default=8137, help="Serve HTTP port on 127.0.0.1")
     p.add_argument("--seed", type=int, default=0)
 
 
 def overrides_of(args: argparse.Namespace) -> list[str]:
-    return [f"artifacts.root={Path(args.artifacts).resolve()}", f"models.dir={Path(args.models).resolve()}", *args.overrides]
+    return [
+        f"artifacts.root={Path(args.artifacts).resolve()}",
+        f"models.dir={Path(args.models).resolve()}",
+        *args.overrides,
+    ]
 
 
 def prepare(args: argparse.Namespace):
@@ -58,7 +72,11 @@ def start_app(args: argparse.Namespace, engine: str, name: str = "bench", extra:
     from serve.app import build_app
 
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-    serve.run(build_app({"config_path": args.config, "overrides": [*overrides_of(args), *extra], "engine": engine}), name=name, route_prefix="/")
+    serve.run(
+        build_app({"config_path": args.config, "overrides": [*overrides_of(args), *extra], "engine": engine}),
+        name=name,
+        route_prefix="/",
+    )
     base = f"http://127.0.0.1:{args.port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -79,7 +97,9 @@ def stop_app() -> None:
     ray.shutdown()
 
 
-def request_mix(catalog, n: int, seed: int, k: int = 10, shares: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> list[dict]:
+def request_mix(
+    catalog, n: int, seed: int, k: int = 10, shares: tuple[float, float, float] = (0.6, 0.2, 0.2)
+) -> list[dict]:
     """`n` recommendation bodies (with_reasons off): known users, unknown users, anonymous
     sessions of 1-5 recent items, in `shares` proportions, shuffled deterministically."""
     rng = random.Random(seed)
@@ -89,7 +109,10 @@ def request_mix(catalog, n: int, seed: int, k: int = 10, shares: tuple[float, fl
     counts.append(n - sum(counts))
     bodies = [{"user_id": rng.choice(known), "k": k, "with_reasons": False} for _ in range(counts[0])]
     bodies += [{"user_id": f"bench-new-user-{i}", "k": k, "with_reasons": False} for i in range(counts[1])]
-    bodies += [{"recent_items": rng.sample(products, rng.randint(1, 5)), "k": k, "with_reasons": False} for _ in range(counts[2])]
+    bodies += [
+        {"recent_items": rng.sample(products, rng.randint(1, 5)), "k": k, "with_reasons": False}
+        for _ in range(counts[2])
+    ]
     rng.shuffle(bodies)
     return bodies
 
@@ -100,8 +123,15 @@ def stats_ms(seconds: list[float]) -> dict[str, float]:
         return {"n": 0}
     a = np.asarray(seconds) * 1000
     q = np.percentile(a, [50, 90, 95, 99])
-    return {"n": len(a), "mean": round(float(a.mean()), 3), "p50": round(float(q[0]), 3), "p90": round(float(q[1]), 3),
-            "p95": round(float(q[2]), 3), "p99": round(float(q[3]), 3), "max": round(float(a.max()), 3)}
+    return {
+        "n": len(a),
+        "mean": round(float(a.mean()), 3),
+        "p50": round(float(q[0]), 3),
+        "p90": round(float(q[1]), 3),
+        "p95": round(float(q[2]), 3),
+        "p99": round(float(q[3]), 3),
+        "max": round(float(a.max()), 3),
+    }
 
 
 def machine() -> dict[str, object]:

@@ -54,6 +54,7 @@ async def _load(url: str, bodies: list[dict], rate: float, max_inflight: int, ti
     inflight = 0
     limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+
         async def one(body: dict, scheduled: float) -> None:
             nonlocal inflight
             inflight += 1
@@ -87,8 +88,13 @@ async def _load(url: str, bodies: list[dict], rate: float, max_inflight: int, ti
     for t, lat in zip(done_at, latencies):
         windows.setdefault(int((t - t0) // 10) * 10, []).append(lat)
     return {
-        "offered": len(bodies), "ok": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
-        "sent_rps": round(len(bodies) / sent_s, 2), "achieved_rps": round(len(latencies) / elapsed, 2), "elapsed_s": round(elapsed, 2),
+        "offered": len(bodies),
+        "ok": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "sent_rps": round(len(bodies) / sent_s, 2),
+        "achieved_rps": round(len(latencies) / elapsed, 2),
+        "elapsed_s": round(elapsed, 2),
         "latency_ms": stats_ms(latencies),
         "p99_ms_per_10s": {f"{w}s": stats_ms(v)["p99"] for w, v in sorted(windows.items())},
     }
@@ -129,25 +135,61 @@ def main() -> None:
                 if seconds <= 0:
                     continue
                 path = Path(tmp) / f"{phase}.json"
-                path.write_text(json.dumps(request_mix(catalog, int(args.rate * seconds), args.seed + (phase == "load"))))
-                cmd = [sys.executable, __file__, "--client", "--url", base, "--bodies", str(path), "--rate", str(args.rate),
-                       "--max-inflight", str(args.max_inflight), "--timeout", str(args.timeout)]
+                path.write_text(
+                    json.dumps(request_mix(catalog, int(args.rate * seconds), args.seed + (phase == "load")))
+                )
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    "--url",
+                    base,
+                    "--bodies",
+                    str(path),
+                    "--rate",
+                    str(args.rate),
+                    "--max-inflight",
+                    str(args.max_inflight),
+                    "--timeout",
+                    str(args.timeout),
+                ]
                 procs = serve_processes()
                 cpu_before = cpu_seconds(procs)
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 2 * args.timeout + 60, check=True)
+                out = subprocess.run(
+                    cmd, capture_output=True, text=True, timeout=seconds + 2 * args.timeout + 60, check=True
+                )
                 results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
-                results[phase]["server_cpu_ms_per_request"] = cpu_ms_per_request(cpu_before, cpu_seconds({**procs, **serve_processes()}), results[phase]["offered"])
+                results[phase]["server_cpu_ms_per_request"] = cpu_ms_per_request(
+                    cpu_before, cpu_seconds({**procs, **serve_processes()}), results[phase]["offered"]
+                )
     finally:
         stop_app()
 
     load = results["load"]
-    meets = load["achieved_rps"] >= TARGET["rps"] * 0.99 and load["latency_ms"].get("p99", float("inf")) <= TARGET["p99_ms"] and load["errors"] == 0
-    print(json.dumps({
-        "benchmark": "serve_load", "machine": machine(), "proxy": cfg.serve.http.proxy, "endpoint": "POST /v1/recommendations (with_reasons=false, engine=none)",
-        "rate": args.rate, "duration_s": args.duration, "mix": "60% known users, 20% unknown users, 20% anonymous sessions; k=10",
-        **load, "warmup": {k: results["warmup"][k] for k in ("ok", "errors", "latency_ms")} if "warmup" in results else None,
-        "target": TARGET, "meets_target": meets,
-    }))
+    meets = (
+        load["achieved_rps"] >= TARGET["rps"] * 0.99
+        and load["latency_ms"].get("p99", float("inf")) <= TARGET["p99_ms"]
+        and load["errors"] == 0
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "serve_load",
+                "machine": machine(),
+                "proxy": cfg.serve.http.proxy,
+                "endpoint": "POST /v1/recommendations (with_reasons=false, engine=none)",
+                "rate": args.rate,
+                "duration_s": args.duration,
+                "mix": "60% known users, 20% unknown users, 20% anonymous sessions; k=10",
+                **load,
+                "warmup": {k: results["warmup"][k] for k in ("ok", "errors", "latency_ms")}
+                if "warmup" in results
+                else None,
+                "target": TARGET,
+                "meets_target": meets,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -106,15 +106,30 @@ def main() -> None:
 
     http, local = stats_ms(http_s), stats_ms(local_s)
     overhead = round(http["p50"] - local["p50"], 3)
-    print(json.dumps({
-        "benchmark": "serve_overhead", "machine": machine(), "proxy": cfg.serve.http.proxy,
-        "requests": args.requests, "k": args.k, "candidates": n_cands, "mix": "60% known users, 20% unknown users, 20% anonymous sessions",
-        "http_ms": http, "in_process_ms": local, "ingress_handler_ms": stats_ms(ingress_s), "server_cpu_ms_per_request": cpu_http,
-        "overhead_p50_ms": overhead, "overhead_p90_ms": round(http["p90"] - local["p90"], 3), "overhead_p99_ms": round(http["p99"] - local["p99"], 3),
-        "results_differ": mismatched,  # served product ids that differ from the in-process answer (fallbacks aside)
-        "fallbacks": fallbacks,  # responses where retrieval or ranking missed its budget (serve.budgets)
-        "target_ms": TARGET_MS, "meets_target": overhead <= TARGET_MS,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "serve_overhead",
+                "machine": machine(),
+                "proxy": cfg.serve.http.proxy,
+                "requests": args.requests,
+                "k": args.k,
+                "candidates": n_cands,
+                "mix": "60% known users, 20% unknown users, 20% anonymous sessions",
+                "http_ms": http,
+                "in_process_ms": local,
+                "ingress_handler_ms": stats_ms(ingress_s),
+                "server_cpu_ms_per_request": cpu_http,
+                "overhead_p50_ms": overhead,
+                "overhead_p90_ms": round(http["p90"] - local["p90"], 3),
+                "overhead_p99_ms": round(http["p99"] - local["p99"], 3),
+                "results_differ": mismatched,  # served product ids that differ from the in-process answer (fallbacks aside)
+                "fallbacks": fallbacks,  # responses where retrieval or ranking missed its budget (serve.budgets)
+                "target_ms": TARGET_MS,
+                "meets_target": overhead <= TARGET_MS,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

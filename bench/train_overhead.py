@@ -69,7 +69,16 @@ def plain_pytorch(loo: LooData, hp, *, epochs: int, threads: int, seed: int, sto
     started = time.perf_counter()
     rows = training_rows({"train_items": loo.train_items}, hp.max_len)
     inputs, targets = torch.from_numpy(rows["inputs"]), torch.from_numpy(rows["targets"])
-    core = SASRec(SASRecConfig(num_items=loo.num_items, max_len=hp.max_len, hidden=hp.hidden, num_blocks=hp.num_blocks, num_heads=hp.num_heads, dropout=hp.dropout))
+    core = SASRec(
+        SASRecConfig(
+            num_items=loo.num_items,
+            max_len=hp.max_len,
+            hidden=hp.hidden,
+            num_blocks=hp.num_blocks,
+            num_heads=hp.num_heads,
+            dropout=hp.dropout,
+        )
+    )
     optimizer = torch.optim.AdamW(core.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
     rng = np.random.default_rng(seed)
     per_epoch, steps = [], []
@@ -87,7 +96,13 @@ def plain_pytorch(loo: LooData, hp, *, epochs: int, threads: int, seed: int, sto
             batch_inputs, batch_targets = inputs[idx], targets[idx]
             with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=False):  # as the recipe on CPU
                 states = core(batch_inputs)
-                loss = sequence_loss(core.query(states.float()), batch_targets, core.output_table().float(), loss=hp.loss, num_negatives=hp.num_negatives)
+                loss = sequence_loss(
+                    core.query(states.float()),
+                    batch_targets,
+                    core.output_table().float(),
+                    loss=hp.loss,
+                    num_negatives=hp.num_negatives,
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -96,10 +111,20 @@ def plain_pytorch(loo: LooData, hp, *, epochs: int, threads: int, seed: int, sto
             if stop is not None:
                 steps.append((step_started, time.time(), time.process_time() - step_cpu, len(idx)))
         per_epoch.append(
-            {"epoch_seconds": time.perf_counter() - epoch_started, "cpu_seconds": time.process_time() - cpu_started, "train_samples": samples, "train_loss": float(np.mean(losses))}
+            {
+                "epoch_seconds": time.perf_counter() - epoch_started,
+                "cpu_seconds": time.process_time() - cpu_started,
+                "train_samples": samples,
+                "train_loss": float(np.mean(losses)),
+            }
         )
         epoch += 1
-    return {"epochs": per_epoch, "steps": steps, "wall_seconds": time.perf_counter() - started, "torch_threads": torch.get_num_threads()}
+    return {
+        "epochs": per_epoch,
+        "steps": steps,
+        "wall_seconds": time.perf_counter() - started,
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def _plain_in_child(queue, stop, loo, hp, threads, seed) -> None:
@@ -124,7 +149,9 @@ def concurrent(cfg, loo: LooData, *, threads: int, run_name: str) -> dict:
     window = (via_ray["epochs"][0]["epoch_ended_at"], via_ray["epochs"][-1]["epoch_ended_at"])
     inside = [s for s in plain["steps"] if window[0] <= s[0] and s[1] <= window[1]]
     if not inside:
-        raise RuntimeError("the plain loop ran no step inside the Ray run's timed epochs; use more --epochs or --max-users")
+        raise RuntimeError(
+            "the plain loop ran no step inside the Ray run's timed epochs; use more --epochs or --max-users"
+        )
     # plain steps finished in the window, over the window (the Ray side's time includes its
     # validation between epochs, so both are over wall time minus the Ray validation time)
     ray_timed = steady(via_ray["epochs"])
@@ -180,19 +207,31 @@ def steady(epochs: list[dict], world_size: int = 1) -> dict:
 def main() -> None:
     repo = Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(repo.parent / "shared" / "data" / "amazon-toys-s3rec" / "Toys_and_Games.txt"))
+    parser.add_argument(
+        "--data", default=str(repo.parent / "shared" / "data" / "amazon-toys-s3rec" / "Toys_and_Games.txt")
+    )
     parser.add_argument("--max-users", type=int, default=None, help="first N users only (quicker runs)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up")
     parser.add_argument("--rounds", type=int, default=2, help="alternating plain / ray rounds")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (plain) = CPUs reserved by the Ray Train worker")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (plain) = CPUs reserved by the Ray Train worker"
+    )
     parser.add_argument(
         "--mode",
         choices=["sequential", "concurrent"],
         default="concurrent",
         help="sequential: plain, then ray (fair on an idle machine); concurrent: both at once over the same window (fair on a shared, loaded one)",
     )
-    parser.add_argument("--two-workers", action="store_true", help="also run 2 Ray Train workers x threads/2 CPUs (aggregate samples/s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. train.recommender.batch_size=256")
+    parser.add_argument(
+        "--two-workers", action="store_true", help="also run 2 Ray Train workers x threads/2 CPUs (aggregate samples/s)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override, e.g. train.recommender.batch_size=256",
+    )
     args = parser.parse_args()
 
     lines = [line for line in Path(args.data).read_text().split("\n") if line.strip()][: args.max_users]
@@ -236,18 +275,33 @@ def main() -> None:
                 via_ray = through_ray_train(cfg, loo, run_name=f"overhead-{r}")
                 rounds.append(
                     {
-                        "plain": {**steady(plain["epochs"]), "wall_seconds": round(plain["wall_seconds"], 1), "torch_threads": plain["torch_threads"]},
-                        "ray_1_worker": {**steady(via_ray["epochs"]), "wall_seconds": round(via_ray["wall_seconds"], 1)},
+                        "plain": {
+                            **steady(plain["epochs"]),
+                            "wall_seconds": round(plain["wall_seconds"], 1),
+                            "torch_threads": plain["torch_threads"],
+                        },
+                        "ray_1_worker": {
+                            **steady(via_ray["epochs"]),
+                            "wall_seconds": round(via_ray["wall_seconds"], 1),
+                        },
                     }
                 )
-            rounds[-1]["ratio"] = round(rounds[-1]["ray_1_worker"]["samples_per_s"] / rounds[-1]["plain"]["samples_per_s"], 3)
-            rounds[-1]["cpu_ratio"] = round(rounds[-1]["plain"]["cpu_ms_per_sample"] / rounds[-1]["ray_1_worker"]["cpu_ms_per_sample"], 3)
+            rounds[-1]["ratio"] = round(
+                rounds[-1]["ray_1_worker"]["samples_per_s"] / rounds[-1]["plain"]["samples_per_s"], 3
+            )
+            rounds[-1]["cpu_ratio"] = round(
+                rounds[-1]["plain"]["cpu_ms_per_sample"] / rounds[-1]["ray_1_worker"]["cpu_ms_per_sample"], 3
+            )
             print(json.dumps({"round": r, **rounds[-1]}), file=sys.stderr, flush=True)
 
         two = None
         if args.two_workers:
             via_ray = through_ray_train(config(2, args.threads / 2), loo, run_name="overhead-2w")
-            two = {**steady(via_ray["epochs"], world_size=2), "wall_seconds": round(via_ray["wall_seconds"], 1), "cpus_per_worker": args.threads / 2}
+            two = {
+                **steady(via_ray["epochs"], world_size=2),
+                "wall_seconds": round(via_ray["wall_seconds"], 1),
+                "cpus_per_worker": args.threads / 2,
+            }
         ray.shutdown()
 
     print(

@@ -30,7 +30,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 models_app = typer.Typer(help="Embedded models: materialize, verify and try them (offline).", no_args_is_help=True)
-cluster_app = typer.Typer(help="Operate shopgraph: config, local Ray, job submission, KubeRay manifests and deploys.", no_args_is_help=True)
+cluster_app = typer.Typer(
+    help="Operate shopgraph: config, local Ray, job submission, KubeRay manifests and deploys.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(serve_app, name="serve")
@@ -44,7 +46,8 @@ def train_evaluate(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     parts: Annotated[
-        str | None, typer.Option("--parts", help="Comma-separated: recommender,ranker,generator,serving (default: all).")
+        str | None,
+        typer.Option("--parts", help="Comma-separated: recommender,ranker,generator,serving (default: all)."),
     ] = None,
 ) -> None:
     """Evaluate every trained model in one report: <artifacts>/reports/evaluation/{metrics.json, report.html}.
@@ -65,7 +68,9 @@ def train_evaluate(
 def data_generate_content(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    model_dir: Annotated[str | None, typer.Option("--model-dir", help="Generator to use (default: <artifacts>/models/generator).")] = None,
+    model_dir: Annotated[
+        str | None, typer.Option("--model-dir", help="Generator to use (default: <artifacts>/models/generator).")
+    ] = None,
 ) -> None:
     """PDP content for every product with Ray Data + vLLM, grounded, keyed by facts_hash + model_version (train.batch_generate).
 
@@ -121,7 +126,10 @@ def models_verify(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
     cfg = load_or_exit(config, set_)
     failed = False
-    for path in (resolve_generator_dir(cfg.models.dir, cfg.models.generator), resolve_encoder_dir(cfg.models.dir, cfg.models.encoder)):
+    for path in (
+        resolve_generator_dir(cfg.models.dir, cfg.models.generator),
+        resolve_encoder_dir(cfg.models.dir, cfg.models.encoder),
+    ):
         try:
             verify_dir(path, full=True)
             typer.echo(f"ok      {path}")
@@ -174,10 +182,26 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    exit_after_requests: Annotated[bool, typer.Option("--exit-after-requests", help="Stop after printing the sample requests instead of serving until Ctrl-C.")] = False,
-    fresh: Annotated[bool, typer.Option(help="Rebuild every stage even if its committed output is up to date.")] = False,
-    engine: Annotated[str, typer.Option(help="Generator engine: vllm, or none for cached/template copy only.")] = "vllm",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show engine, Ray and worker logs here instead of in <artifacts.root>/logs/demo-<time>.log.")] = False,
+    exit_after_requests: Annotated[
+        bool,
+        typer.Option(
+            "--exit-after-requests", help="Stop after printing the sample requests instead of serving until Ctrl-C."
+        ),
+    ] = False,
+    fresh: Annotated[
+        bool, typer.Option(help="Rebuild every stage even if its committed output is up to date.")
+    ] = False,
+    engine: Annotated[
+        str, typer.Option(help="Generator engine: vllm, or none for cached/template copy only.")
+    ] = "vllm",
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show engine, Ray and worker logs here instead of in <artifacts.root>/logs/demo-<time>.log.",
+        ),
+    ] = False,
 ) -> None:
     """Run shopgraph end to end on the embedded defaults, then serve it.
 
@@ -201,7 +225,15 @@ def demo(
         if console.log_path:
             console.say(f"engine, Ray and worker logs: {console.log_path}  (--verbose shows them here)")
         try:
-            _run_demo(cfg, console, config=config, set_=set_, fresh=fresh, engine=engine, exit_after_requests=exit_after_requests)
+            _run_demo(
+                cfg,
+                console,
+                config=config,
+                set_=set_,
+                fresh=fresh,
+                engine=engine,
+                exit_after_requests=exit_after_requests,
+            )
         except KeyboardInterrupt:
             console.say("stopping")
         except Exception as e:  # noqa: BLE001 -- any failure: the gist here, the traceback in the log
@@ -288,7 +320,12 @@ def _sample_requests(url: str, cfg, console) -> None:
     echo = console.say
 
     def call(method: str, path: str, body: dict | None = None) -> dict:
-        req = urllib.request.Request(url + path, method=method, data=json.dumps(body).encode() if body else None, headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            url + path,
+            method=method,
+            data=json.dumps(body).encode() if body else None,
+            headers={"content-type": "application/json"},
+        )
         with console.step(f"{method} {path.split('?')[0]}"), urllib.request.urlopen(req, timeout=300) as r:
             return json.loads(r.read())
 

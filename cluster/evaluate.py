@@ -98,8 +98,9 @@ def ranker_part(cfg, layout) -> dict[str, Any]:
     from train.ranker import evaluate_exported_ranker
 
     _require(Path(layout.ranker), "ranker", "shopgraph train ranker")
-    _require(Path(layout.recommender), "recommender (the ranker reorders its candidates)",
-             "shopgraph train recommender")
+    _require(
+        Path(layout.recommender), "recommender (the ranker reorders its candidates)", "shopgraph train recommender"
+    )
     metrics = evaluate_exported_ranker(cfg)
     metrics["ndcg@10_lift"] = metrics["ranker"].get("ndcg@10", 0.0) - metrics["retrieval_order"].get("ndcg@10", 0.0)
     return metrics
@@ -111,8 +112,9 @@ def generator_part(cfg, layout, out_dir: Path) -> dict[str, Any]:
     export = Path(layout.generator)
     manifest = _require(export, "fine-tuned generator", "shopgraph train generator")
     gen = cfg.train.generator
-    small = gen.eval.model_copy(update={"max_examples": cfg.train.evaluation.generator_max_examples,
-                                        "compare_base": False})  # fine-tuned only: that is what "trained" means
+    small = gen.eval.model_copy(
+        update={"max_examples": cfg.train.evaluation.generator_max_examples, "compare_base": False}
+    )  # fine-tuned only: that is what "trained" means
     sized_train = cfg.train.model_copy(update={"generator": gen.model_copy(update={"eval": small})})
     sized = cfg.model_copy(update={"train": sized_train})
     report = evaluate_generator(sized, model_dir=export, out_dir=out_dir / "generator")
@@ -134,15 +136,23 @@ def _serving_inputs_missing(cfg, layout) -> list[str]:
     from core.runtime import local_dir
 
     missing = []
-    committed = [(layout.products, "shopgraph data prepare"), (layout.events, "shopgraph data prepare"),
-                 (layout.embeddings, "shopgraph data embed-products"), (layout.index, "shopgraph data index")]
+    committed = [
+        (layout.products, "shopgraph data prepare"),
+        (layout.events, "shopgraph data prepare"),
+        (layout.embeddings, "shopgraph data embed-products"),
+        (layout.index, "shopgraph data index"),
+    ]
     for uri, command in committed:
         try:
             verify_dir(local_dir(uri))
         except IncompleteDirError:
             missing.append(f"{local_dir(uri)} (`{command}`)")
-    split_files = [(layout.id_maps, "users.parquet"), (layout.id_maps, "items.parquet"),
-                   (layout.sequences, "sequences.parquet"), (layout.features, "item_popularity.parquet")]
+    split_files = [
+        (layout.id_maps, "users.parquet"),
+        (layout.id_maps, "items.parquet"),
+        (layout.sequences, "sequences.parquet"),
+        (layout.features, "item_popularity.parquet"),
+    ]
     for uri, name in split_files:
         if not (local_dir(uri) / name).is_file():
             missing.append(f"{local_dir(uri) / name} (`shopgraph data split`)")
@@ -327,6 +337,7 @@ def _bars(ax, groups: list[str], series: dict[str, list[float]], ylabel: str) ->
 
 def _metric_keys(metrics: dict[str, Any]) -> list[str]:
     """hr@5, hr@10, ..., ndcg@5, ..., mrr: the order a reader scans, not the alphabet's."""
+
     def order(key: str) -> tuple[str, int]:
         name, _, k = key.partition("@")
         return (name if k else "~" + name, int(k) if k.isdigit() else 0)
@@ -352,17 +363,23 @@ def _recommender_html(r: dict[str, Any], out: Path) -> str:
     parts.append(_figure(out / "recommender_metrics.png", lambda ax: _bars(ax, protocols, series, f"{metric} (test)")))
     curves = r.get("curves") or []
     if curves:
+
         def draw(ax) -> None:
             epochs = [c["epoch"] for c in curves]
             ax.plot(epochs, [c.get("train_loss") for c in curves], color="tab:blue", label="train loss")
             ax.set_xlabel("epoch")
             ax.set_ylabel("train loss")
             twin = ax.twinx()
-            twin.plot(epochs, [c.get("valid_ndcg@10") for c in curves], color="tab:orange",
-                      label="valid NDCG@10 (full)")
+            twin.plot(
+                epochs, [c.get("valid_ndcg@10") for c in curves], color="tab:orange", label="valid NDCG@10 (full)"
+            )
             if any(c.get("valid_sampled_hr@10") is not None for c in curves):
-                twin.plot(epochs, [c.get("valid_sampled_hr@10") for c in curves], color="tab:green",
-                          label="valid HR@10 (sampled)")
+                twin.plot(
+                    epochs,
+                    [c.get("valid_sampled_hr@10") for c in curves],
+                    color="tab:green",
+                    label="valid HR@10 (sampled)",
+                )
             twin.set_ylabel("validation metric")
             twin.legend(loc="lower right", fontsize="small")
 
@@ -438,8 +455,7 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
         "<style>body{font-family:sans-serif;max-width:60em}table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:3px 8px}.skipped{color:#a60}</style>"
         f"<h1>shopgraph evaluation</h1><p>artifacts: {html.escape(metrics.get('artifacts', ''))}; "
-        f"{html.escape(metrics.get('created_at', ''))}</p>"
-        + "".join(body)
+        f"{html.escape(metrics.get('created_at', ''))}</p>" + "".join(body)
     )
 
 
@@ -459,7 +475,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def options(parser) -> None:
         parser.add_argument(
-            "--parts", type=_parts_option, default=list(PARTS), help=f"Comma-separated: {','.join(PARTS)} (default: all)."
+            "--parts",
+            type=_parts_option,
+            default=list(PARTS),
+            help=f"Comma-separated: {','.join(PARTS)} (default: all).",
         )
 
     def run(cfg, parts: list[str]) -> None:
@@ -470,7 +489,9 @@ def main(argv: list[str] | None = None) -> int:
                 "train a model first, e.g. `shopgraph train recommender`"
             )
 
-    return stage_main(argv, run, prog="python -m cluster.evaluate", description=__doc__, options=options, show=lambda _: None)
+    return stage_main(
+        argv, run, prog="python -m cluster.evaluate", description=__doc__, options=options, show=lambda _: None
+    )
 
 
 if __name__ == "__main__":

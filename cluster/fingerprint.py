@@ -65,8 +65,11 @@ def stale_reasons(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]
         return []
     reasons = []
     old_config, new_config = recorded.get("config", {}), current["config"]
-    keys = [k for path in sorted(set(old_config) | set(new_config))
-            for k in changed_keys(old_config.get(path), new_config.get(path), path)]
+    keys = [
+        k
+        for path in sorted(set(old_config) | set(new_config))
+        for k in changed_keys(old_config.get(path), new_config.get(path), path)
+    ]
     if keys:
         reasons.append(f"{_named(keys)} changed")
     old_inputs, new_inputs = recorded.get("inputs", {}), current["inputs"]

@@ -46,7 +46,9 @@ def config_in_working_dir(config: Path | None, root: Path = REPO_ROOT) -> str:
         return "configs/local.yaml"
     resolved = config.resolve()
     if not resolved.is_relative_to(root):
-        raise JobError(f"--config {config} is outside the working_dir that is uploaded ({root}); put the file under configs/ and pass that path")
+        raise JobError(
+            f"--config {config} is outside the working_dir that is uploaded ({root}); put the file under configs/ and pass that path"
+        )
     return resolved.relative_to(root).as_posix()
 
 
@@ -77,7 +79,9 @@ def _client(address: str):
     except LocalClusterError as e:  # it answers, but with token auth and no token here
         raise JobError(str(e)) from None
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise JobError(f"no Ray job server answers at {address} ({e}); start one with `shopgraph cluster up` or pass --address") from None
+        raise JobError(
+            f"no Ray job server answers at {address} ({e}); start one with `shopgraph cluster up` or pass --address"
+        ) from None
 
 
 def submit_stage(
@@ -143,16 +147,29 @@ def cluster_status(address: str) -> dict[str, Any]:
     except (OSError, ValueError):
         usage = ""
     try:  # the first call after a head starts can take a few seconds (Serve's REST module warms up)
-        serve = {name: app.get("status") for name, app in (get_json(f"{address}/api/serve/applications/", timeout=15).get("applications") or {}).items()}
+        serve = {
+            name: app.get("status")
+            for name, app in (
+                get_json(f"{address}/api/serve/applications/", timeout=15).get("applications") or {}
+            ).items()
+        }
     except (OSError, ValueError) as e:
         serve = {"<unknown>": f"Serve REST API did not answer ({e})"}
     jobs = [j for j in client.list_jobs() if not j.status.is_terminal()]
     return {
         "nodes": [
-            {"node_id": n.node_id[:12], "ip": n.node_ip, "head": n.is_head_node, "state": n.state, "resources": n.resources_total}
+            {
+                "node_id": n.node_id[:12],
+                "ip": n.node_ip,
+                "head": n.is_head_node,
+                "state": n.state,
+                "resources": n.resources_total,
+            }
             for n in nodes
         ],
         "usage": usage,
         "serve_applications": serve,
-        "jobs": [{"id": j.submission_id or j.job_id, "status": j.status.value, "entrypoint": j.entrypoint} for j in jobs],
+        "jobs": [
+            {"id": j.submission_id or j.job_id, "status": j.status.value, "entrypoint": j.entrypoint} for j in jobs
+        ],
     }

@@ -23,7 +23,9 @@ from core.config import ShopgraphConfig
 
 Echo = Callable[[str], None]
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayservices"
-INSTALL_HINT = "install the KubeRay operator (e.g. `helm install kuberay-operator kuberay/kuberay-operator --version 1.7.0`)"
+INSTALL_HINT = (
+    "install the KubeRay operator (e.g. `helm install kuberay-operator kuberay/kuberay-operator --version 1.7.0`)"
+)
 
 
 class DeployError(RuntimeError):
@@ -39,7 +41,9 @@ def api_client(kubeconfig: Path | None = None, context: str | None = None):
     try:
         if kubeconfig is not None and not kubeconfig.is_file():
             raise DeployError(f"kubeconfig {kubeconfig} not found; pass --kubeconfig with an existing file")
-        config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, context=context, client_configuration=configuration)
+        config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None, context=context, client_configuration=configuration
+        )
     except ConfigException as e:
         if kubeconfig is not None:
             raise DeployError(f"kubeconfig {kubeconfig} is not usable: {e}") from None
@@ -65,10 +69,14 @@ def _explain(e: Exception, what: str, namespace: str) -> DeployError:
                 "your kubeconfig user needs RBAC rights (get, create, patch) on rayservices.ray.io, configmaps and persistentvolumeclaims there"
             )
         if e.status == 401:
-            return DeployError(f"unauthorized (HTTP 401) to {what}: {reason}; refresh the credentials in your kubeconfig")
+            return DeployError(
+                f"unauthorized (HTTP 401) to {what}: {reason}; refresh the credentials in your kubeconfig"
+            )
         return DeployError(f"the API server refused to {what} (HTTP {e.status}): {reason}")
     if isinstance(e, HTTPError):
-        return DeployError(f"cannot reach the Kubernetes API server to {what}: {e}; check the server in your kubeconfig (--kubeconfig, --context)")
+        return DeployError(
+            f"cannot reach the Kubernetes API server to {what}: {e}; check the server in your kubeconfig (--kubeconfig, --context)"
+        )
     return DeployError(f"cannot {what}: {e}")
 
 
@@ -90,13 +98,17 @@ def check_kuberay(api) -> None:
         resources = client.CustomObjectsApi(api).get_api_resources(GROUP, VERSION)
     except ApiException as e:
         if e.status == 404:
-            raise DeployError(f"KubeRay is not installed in this cluster: the API group {GROUP}/{VERSION} is not served (HTTP 404); {INSTALL_HINT}") from None
+            raise DeployError(
+                f"KubeRay is not installed in this cluster: the API group {GROUP}/{VERSION} is not served (HTTP 404); {INSTALL_HINT}"
+            ) from None
         raise _explain(e, f"discover {GROUP}/{VERSION}", "-") from None
     except Exception as e:
         raise _explain(e, f"discover {GROUP}/{VERSION}", "-") from None
     names = {r.name for r in resources.resources}
     if PLURAL not in names:
-        raise DeployError(f"the {GROUP}/{VERSION} API has no {PLURAL} (found: {', '.join(sorted(names)) or 'none'}); {INSTALL_HINT}")
+        raise DeployError(
+            f"the {GROUP}/{VERSION} API has no {PLURAL} (found: {', '.join(sorted(names)) or 'none'}); {INSTALL_HINT}"
+        )
 
 
 def _apply(read: Callable, create: Callable, patch: Callable | None, body: dict[str, Any], dry_run: bool) -> str:
@@ -128,7 +140,14 @@ def deploy(cfg: ShopgraphConfig, api, *, dry_run: bool = False, echo: Echo = pri
     service = ray_service(cfg)
     name = service["metadata"]["name"]
     steps = [
-        ("namespace", ns, lambda: core.read_namespace(ns), lambda b, **k: core.create_namespace(b, **k), None, namespace),
+        (
+            "namespace",
+            ns,
+            lambda: core.read_namespace(ns),
+            lambda b, **k: core.create_namespace(b, **k),
+            None,
+            namespace,
+        ),
         (
             "configmap",
             config_map["metadata"]["name"],
@@ -163,7 +182,9 @@ def deploy(cfg: ShopgraphConfig, api, *, dry_run: bool = False, echo: Echo = pri
             raise _explain(e, f"apply {kind}/{obj_name}", ns) from None
         echo(f"{kind}/{obj_name} {result}{suffix}")
         if dry_run and kind == "namespace" and result == "created":
-            echo(f"namespace {ns} does not exist yet: the namespaced objects are checked once it does (nothing was changed)")
+            echo(
+                f"namespace {ns} does not exist yet: the namespaced objects are checked once it does (nothing was changed)"
+            )
             return
 
 
@@ -176,7 +197,11 @@ def readiness(obj: dict[str, Any]) -> tuple[bool, str]:
     observed = status.get("observedGeneration")
     current = generation is None or observed is None or observed >= generation
     ready = bool(ready_cond and ready_cond.get("status") == "True" and current)
-    parts = [f"Ready={ready_cond.get('status')} ({ready_cond.get('reason')}: {ready_cond.get('message') or '-'})" if ready_cond else "Ready=Unknown (no status yet)"]
+    parts = [
+        f"Ready={ready_cond.get('status')} ({ready_cond.get('reason')}: {ready_cond.get('message') or '-'})"
+        if ready_cond
+        else "Ready=Unknown (no status yet)"
+    ]
     upgrade = conditions.get("UpgradeInProgress")
     if upgrade and upgrade.get("status") == "True":
         parts.append(f"upgrade in progress ({upgrade.get('reason')})")
@@ -190,7 +215,9 @@ def readiness(obj: dict[str, Any]) -> tuple[bool, str]:
     return ready, "; ".join(parts)
 
 
-def rollout_status(cfg: ShopgraphConfig, api, *, wait: bool, timeout: float, poll: float = 5.0, echo: Echo = print) -> bool:
+def rollout_status(
+    cfg: ShopgraphConfig, api, *, wait: bool, timeout: float, poll: float = 5.0, echo: Echo = print
+) -> bool:
     """Report the RayService's readiness; with `wait`, poll until ready or `timeout` seconds."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -205,7 +232,9 @@ def rollout_status(cfg: ShopgraphConfig, api, *, wait: bool, timeout: float, pol
         except ApiException as e:
             if e.status == 404:
                 check_kuberay(api)  # a missing CRD also answers 404: say which it is
-                raise DeployError(f"RayService {name} not found in namespace {ns}; run `shopgraph cluster deploy`") from None
+                raise DeployError(
+                    f"RayService {name} not found in namespace {ns}; run `shopgraph cluster deploy`"
+                ) from None
             raise _explain(e, f"read rayservice/{name}", ns) from None
         except Exception as e:
             raise _explain(e, f"read rayservice/{name}", ns) from None
@@ -218,6 +247,8 @@ def rollout_status(cfg: ShopgraphConfig, api, *, wait: bool, timeout: float, pol
             return True
         if not wait or time.monotonic() >= deadline:
             if wait:
-                echo(f"rayservice/{name} not ready after {timeout:.0f}s; see `kubectl -n {ns} describe rayservice {name}`")
+                echo(
+                    f"rayservice/{name} not ready after {timeout:.0f}s; see `kubectl -n {ns} describe rayservice {name}`"
+                )
             return False
         time.sleep(poll)

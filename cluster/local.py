@@ -182,7 +182,9 @@ def _ray_executable() -> str:
     beside = Path(sys.executable).parent / "ray"
     found = str(beside) if beside.is_file() else shutil.which("ray")
     if not found:
-        raise LocalClusterError("the `ray` command is not installed beside this Python; install shopgraph with scripts/setup.sh")
+        raise LocalClusterError(
+            "the `ray` command is not installed beside this Python; install shopgraph with scripts/setup.sh"
+        )
     return found
 
 

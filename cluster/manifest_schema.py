@@ -26,7 +26,11 @@ from typing import Any
 import jsonschema
 import yaml
 
-CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayService": "ray.io_rayservices.yaml"}
+CRD_FILES = {
+    "RayCluster": "ray.io_rayclusters.yaml",
+    "RayJob": "ray.io_rayjobs.yaml",
+    "RayService": "ray.io_rayservices.yaml",
+}
 SERVED_VERSION = "v1"
 
 
@@ -41,7 +45,11 @@ def _structural(node: Any) -> Any:
     if out.get("x-kubernetes-embedded-resource"):
         out.setdefault("required", [])
         out["required"] = sorted({*out["required"], "apiVersion", "kind"})
-    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     return out
 
@@ -71,7 +79,10 @@ def validate_kuberay(obj: dict[str, Any], crd_dir: Path) -> list[str]:
     if obj.get("apiVersion") != f"ray.io/{SERVED_VERSION}":
         return [f"apiVersion: expected ray.io/{SERVED_VERSION}, got {obj.get('apiVersion')!r}"]
     validator = _validator(crd_dir, obj["kind"])
-    return [f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in sorted(validator.iter_errors(obj), key=str)]
+    return [
+        f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}"
+        for e in sorted(validator.iter_errors(obj), key=str)
+    ]
 
 
 def validate_core(obj: dict[str, Any], kubernetes_version: str) -> list[str]:

@@ -40,15 +40,27 @@ def check_renderable(cfg: ShopgraphConfig) -> None:
     mount = cfg.cluster.k8s.storage.mount_path.rstrip("/") + "/"
     problems = []
     if not cfg.models.dir.startswith(mount):
-        problems.append(f"models.dir is {cfg.models.dir!r}; set it under cluster.k8s.storage.mount_path ({mount}models)")
+        problems.append(
+            f"models.dir is {cfg.models.dir!r}; set it under cluster.k8s.storage.mount_path ({mount}models)"
+        )
     if "://" not in cfg.artifacts.root and not cfg.artifacts.root.startswith(mount):
-        problems.append(f"artifacts.root is {cfg.artifacts.root!r}; set it under cluster.k8s.storage.mount_path ({mount}artifacts) or to a URI (s3://...)")
+        problems.append(
+            f"artifacts.root is {cfg.artifacts.root!r}; set it under cluster.k8s.storage.mount_path ({mount}artifacts) or to a URI (s3://...)"
+        )
     if problems:
-        raise ConfigError("cannot render Kubernetes manifests:\n  " + "\n  ".join(problems) + "\n  (use --config configs/gpu-cluster.yaml)")
+        raise ConfigError(
+            "cannot render Kubernetes manifests:\n  "
+            + "\n  ".join(problems)
+            + "\n  (use --config configs/gpu-cluster.yaml)"
+        )
 
 
 def _labels(cfg: ShopgraphConfig, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "shopgraph", "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": cfg.cluster.k8s.serve_app.name}
+    return {
+        "app.kubernetes.io/name": "shopgraph",
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": cfg.cluster.k8s.serve_app.name,
+    }
 
 
 def _meta(cfg: ShopgraphConfig, name: str, component: str) -> Obj:
@@ -63,10 +75,24 @@ def _resources(cpu: str, memory: str, gpus: int = 0) -> Obj:
 
 
 def _probe(path: str, port: int, period: int, failures: int) -> Obj:
-    return {"httpGet": {"path": path, "port": port}, "initialDelaySeconds": 10, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
+    return {
+        "httpGet": {"path": path, "port": port},
+        "initialDelaySeconds": 10,
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
 
 
-def _pod(cfg: ShopgraphConfig, name: str, resources: Obj, ports: list[Obj], probes: tuple[str, int], gpu: bool, component: str) -> Obj:
+def _pod(
+    cfg: ShopgraphConfig,
+    name: str,
+    resources: Obj,
+    ports: list[Obj],
+    probes: tuple[str, int],
+    gpu: bool,
+    component: str,
+) -> Obj:
     k8s = cfg.cluster.k8s
     path, port = probes
     container = {
@@ -76,7 +102,10 @@ def _pod(cfg: ShopgraphConfig, name: str, resources: Obj, ports: list[Obj], prob
         "workingDir": k8s.app_dir,
         # Serve imports `serve.app:build_app` in Ray workers: put the repository on their path.
         # Serve's start-up settings (serve.http.proxy) are read from the environment of Ray's processes.
-        "env": [{"name": "PYTHONPATH", "value": k8s.app_dir}, *({"name": k, "value": v} for k, v in sorted(cfg.serve.http.ray_env().items()))],
+        "env": [
+            {"name": "PYTHONPATH", "value": k8s.app_dir},
+            *({"name": k, "value": v} for k, v in sorted(cfg.serve.http.ray_env().items())),
+        ],
         "resources": resources,
         "volumeMounts": [
             {"name": "shopgraph-data", "mountPath": k8s.storage.mount_path},
@@ -112,12 +141,30 @@ def _head(cfg: ShopgraphConfig, component: str, *, serve: bool, num_cpus_zero: b
     params = {"dashboard-host": "0.0.0.0"}
     if num_cpus_zero:
         params["num-cpus"] = "0"  # the head schedules, it does not run tasks or replicas
-    pod = _pod(cfg, "ray-head", _resources(k8s.head.cpu, k8s.head.memory), ports, ("/api/gcs_healthz", DASHBOARD_PORT), gpu=False, component=component)
+    pod = _pod(
+        cfg,
+        "ray-head",
+        _resources(k8s.head.cpu, k8s.head.memory),
+        ports,
+        ("/api/gcs_healthz", DASHBOARD_PORT),
+        gpu=False,
+        component=component,
+    )
     return {"rayStartParams": params, "template": pod}
 
 
-def _worker_group(cfg: ShopgraphConfig, name: str, group: WorkerGroupConfig, component: str, replicas: int | None = None) -> Obj:
-    pod = _pod(cfg, "ray-worker", _resources(group.cpu, group.memory, group.gpus), [], ("/api/local_raylet_healthz", AGENT_PORT), gpu=group.gpus > 0, component=component)
+def _worker_group(
+    cfg: ShopgraphConfig, name: str, group: WorkerGroupConfig, component: str, replicas: int | None = None
+) -> Obj:
+    pod = _pod(
+        cfg,
+        "ray-worker",
+        _resources(group.cpu, group.memory, group.gpus),
+        [],
+        ("/api/local_raylet_healthz", AGENT_PORT),
+        gpu=group.gpus > 0,
+        component=component,
+    )
     return {
         "groupName": name,
         "replicas": group.replicas if replicas is None else replicas,
@@ -147,7 +194,9 @@ def _gcs_ft(k8s: K8sConfig) -> Obj:
         return {}
     options: Obj = {"redisAddress": k8s.gcs_ft.redis_address}
     if k8s.gcs_ft.password_secret:
-        options["redisPassword"] = {"valueFrom": {"secretKeyRef": {"name": k8s.gcs_ft.password_secret, "key": k8s.gcs_ft.password_key}}}
+        options["redisPassword"] = {
+            "valueFrom": {"secretKeyRef": {"name": k8s.gcs_ft.password_secret, "key": k8s.gcs_ft.password_key}}
+        }
     return {"gcsFaultToleranceOptions": options}
 
 
@@ -223,7 +272,9 @@ def dev_cluster(cfg: ShopgraphConfig) -> Obj:
         "spec": {
             "rayVersion": k8s.ray_version,
             "headGroupSpec": _head(cfg, "raycluster-dev", serve=False, num_cpus_zero=False),
-            "workerGroupSpecs": [_worker_group(cfg, "cpu", k8s.cpu_workers, "raycluster-dev", replicas=k8s.cpu_workers.min_replicas)],
+            "workerGroupSpecs": [
+                _worker_group(cfg, "cpu", k8s.cpu_workers, "raycluster-dev", replicas=k8s.cpu_workers.min_replicas)
+            ],
         },
     }
 
@@ -234,9 +285,23 @@ def core_objects(cfg: ShopgraphConfig) -> list[Obj]:
     if storage.storage_class:
         pvc_spec["storageClassName"] = storage.storage_class
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": cfg.cluster.namespace, "labels": _labels(cfg, "namespace")}},
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(cfg, CONFIG_MAP, "config"), "data": {CONFIG_FILE: dump_config(cfg)}},
-        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(cfg, storage.claim_name, "storage"), "spec": pvc_spec},
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": cfg.cluster.namespace, "labels": _labels(cfg, "namespace")},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(cfg, CONFIG_MAP, "config"),
+            "data": {CONFIG_FILE: dump_config(cfg)},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": _meta(cfg, storage.claim_name, "storage"),
+            "spec": pvc_spec,
+        },
     ]
 
 
@@ -287,7 +352,11 @@ def write(texts: dict[str, str], out: Path = K8S_DIR) -> list[str]:
 
 
 def _rendered(out: Path) -> list[str]:
-    return sorted(p.name for p in out.glob("*.yaml") if p.read_text(encoding="utf-8").startswith("# Rendered by `shopgraph cluster render"))
+    return sorted(
+        p.name
+        for p in out.glob("*.yaml")
+        if p.read_text(encoding="utf-8").startswith("# Rendered by `shopgraph cluster render")
+    )
 
 
 def diff(texts: dict[str, str], out: Path = K8S_DIR) -> list[str]:

@@ -24,10 +24,23 @@ from core.config import CONFIG_DIR, ConfigError
 
 AddressOpt = Annotated[
     str | None,
-    typer.Option("--address", help="Dashboard / job API of the Ray cluster (default: http://<cluster.ray.dashboard_host>:<cluster.ray.dashboard_port>).", show_default=False),
+    typer.Option(
+        "--address",
+        help="Dashboard / job API of the Ray cluster (default: http://<cluster.ray.dashboard_host>:<cluster.ray.dashboard_port>).",
+        show_default=False,
+    ),
 ]
-KubeconfigOpt = Annotated[Path | None, typer.Option("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).", show_default=False)]
-ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context (default: its current-context).", show_default=False)]
+KubeconfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster).",
+        show_default=False,
+    ),
+]
+ContextOpt = Annotated[
+    str | None, typer.Option("--context", help="kubeconfig context (default: its current-context).", show_default=False)
+]
 K8S_CONFIG = CONFIG_DIR / "gpu-cluster.yaml"
 
 
@@ -95,7 +108,9 @@ def register(app: typer.Typer) -> None:
         except JobError as e:
             raise _fail(str(e)) from None
         except Exception as e:  # the state API raises several types when nothing answers
-            raise _fail(f"no Ray cluster answers at {url} ({type(e).__name__}: {e}); start one with `shopgraph cluster up` or pass --address") from None
+            raise _fail(
+                f"no Ray cluster answers at {url} ({type(e).__name__}: {e}); start one with `shopgraph cluster up` or pass --address"
+            ) from None
         typer.echo(f"Ray cluster at {url}")
         typer.echo(f"nodes ({len(info['nodes'])}):")
         for n in info["nodes"]:
@@ -112,11 +127,21 @@ def register(app: typer.Typer) -> None:
     @app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def submit(
         ctx: typer.Context,
-        stage: Annotated[str, typer.Argument(help="Batch stage to run (see cluster/stages.py): prepare, splits, corpus, embed, index, train-recommender, train-ranker, train-generator, evaluate, generate-content, smoke.")],
+        stage: Annotated[
+            str,
+            typer.Argument(
+                help="Batch stage to run (see cluster/stages.py): prepare, splits, corpus, embed, index, train-recommender, train-ranker, train-generator, evaluate, generate-content, smoke."
+            ),
+        ],
         config: ConfigOpt = None,
         set_: SetOpt = None,
         address: AddressOpt = None,
-        wait: Annotated[bool, typer.Option(help="Stream the job's logs and exit with its status (--no-wait: print the job id and return).")] = True,
+        wait: Annotated[
+            bool,
+            typer.Option(
+                help="Stream the job's logs and exit with its status (--no-wait: print the job id and return)."
+            ),
+        ] = True,
     ) -> None:
         """Submit a batch stage as a Ray job (working_dir = this checkout); stream logs; exit 0 if it succeeded.
 
@@ -135,17 +160,33 @@ def register(app: typer.Typer) -> None:
         except JobError as e:
             raise _fail(str(e), 2) from None
         try:
-            code = submit_stage(cfg, found, address=_address(cfg, address), config_path=rel, overrides=set_, extra_args=list(ctx.args), wait=wait, echo=typer.echo)
+            code = submit_stage(
+                cfg,
+                found,
+                address=_address(cfg, address),
+                config_path=rel,
+                overrides=set_,
+                extra_args=list(ctx.args),
+                wait=wait,
+                echo=typer.echo,
+            )
         except JobError as e:
             raise _fail(str(e)) from None
         raise typer.Exit(code)
 
     @app.command("render")
     def render(
-        config: Annotated[Path, typer.Option("--config", "-c", help="YAML config the manifests describe.")] = K8S_CONFIG,
+        config: Annotated[
+            Path, typer.Option("--config", "-c", help="YAML config the manifests describe.")
+        ] = K8S_CONFIG,
         set_: SetOpt = None,
         out: Annotated[Path, typer.Option(help="Directory the manifests are written to.")] = Path("k8s"),
-        check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the files in --out differ from what the config renders.")] = False,
+        check: Annotated[
+            bool,
+            typer.Option(
+                "--check", help="Write nothing; exit 1 if the files in --out differ from what the config renders."
+            ),
+        ] = False,
     ) -> None:
         """Render the KubeRay manifests (RayService, RayJobs, dev RayCluster, ConfigMap, PVC) into k8s/."""
         from cluster import manifests
@@ -160,11 +201,15 @@ def register(app: typer.Typer) -> None:
         if check:
             differ = manifests.diff(texts, out)
             if differ:
-                raise _fail(f"{len(differ)} manifest(s) in {out.name}/ differ from {source}: {', '.join(differ)}; run `shopgraph cluster render --config {source}`")
+                raise _fail(
+                    f"{len(differ)} manifest(s) in {out.name}/ differ from {source}: {', '.join(differ)}; run `shopgraph cluster render --config {source}`"
+                )
             typer.echo(f"{len(texts)} manifests in {out.name}/ match {source}")
             return
         changed = manifests.write(texts, out)
-        typer.echo(f"wrote {len(texts)} manifests to {out} ({len(changed)} changed{': ' + ', '.join(changed) if changed else ''})")
+        typer.echo(
+            f"wrote {len(texts)} manifests to {out} ({len(changed)} changed{': ' + ', '.join(changed) if changed else ''})"
+        )
 
     @app.command("deploy")
     def deploy(
@@ -172,7 +217,9 @@ def register(app: typer.Typer) -> None:
         set_: SetOpt = None,
         kubeconfig: KubeconfigOpt = None,
         context: ContextOpt = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Server-side dry run (dryRun=All): validate, change nothing.")] = False,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Server-side dry run (dryRun=All): validate, change nothing.")
+        ] = False,
         wait: Annotated[bool, typer.Option(help="Wait until the RayService reports Ready.")] = True,
         timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for Ready.")] = 900,
         poll: Annotated[float, typer.Option(min=0.05, help="Seconds between status checks.")] = 5,
@@ -210,7 +257,9 @@ def register(app: typer.Typer) -> None:
 
         cfg = load_or_exit(config, set_)
         try:
-            ready = kube.rollout_status(cfg, kube.api_client(kubeconfig, context), wait=wait, timeout=timeout, poll=poll, echo=typer.echo)
+            ready = kube.rollout_status(
+                cfg, kube.api_client(kubeconfig, context), wait=wait, timeout=timeout, poll=poll, echo=typer.echo
+            )
         except kube.DeployError as e:
             raise _fail(str(e)) from None
         raise typer.Exit(0 if ready else 1)

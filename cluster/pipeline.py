@@ -56,21 +56,52 @@ def stages(cfg) -> list[Stage]:
     protocol = ("train.evaluation.ks", "train.evaluation.num_negatives", "train.evaluation.max_users")
     trained = ("train.seed", "train.scaling", *protocol)
     return [
-        Stage("data prepare", lambda c: prepare(c, log=lambda *a, **k: None),
-              (layout.events, layout.products, layout.quarantine),
-              ("data.sources", "data.sample", "data.prepare", "data.seed", "data.currency"), {}, reads_sources=True),
-        Stage("data split", splits.run, (layout.splits, layout.id_maps, layout.sequences, layout.features),
-              ("data.splits",), read(layout.events)),
-        Stage("data corpus", corpus.run, (layout.corpora,), ("data.corpus", "data.currency"),
-              read(layout.products, layout.events)),
-        Stage("data embed-products", embed.run, (layout.embeddings,), ("data.embedding", "models.encoder"),
-              {**read(layout.products, layout.id_maps), **encoder}),
+        Stage(
+            "data prepare",
+            lambda c: prepare(c, log=lambda *a, **k: None),
+            (layout.events, layout.products, layout.quarantine),
+            ("data.sources", "data.sample", "data.prepare", "data.seed", "data.currency"),
+            {},
+            reads_sources=True,
+        ),
+        Stage(
+            "data split",
+            splits.run,
+            (layout.splits, layout.id_maps, layout.sequences, layout.features),
+            ("data.splits",),
+            read(layout.events),
+        ),
+        Stage(
+            "data corpus",
+            corpus.run,
+            (layout.corpora,),
+            ("data.corpus", "data.currency"),
+            read(layout.products, layout.events),
+        ),
+        Stage(
+            "data embed-products",
+            embed.run,
+            (layout.embeddings,),
+            ("data.embedding", "models.encoder"),
+            {**read(layout.products, layout.id_maps), **encoder},
+        ),
         Stage("data index", index.run, (layout.index,), ("data.index", "data.seed"), read(layout.embeddings)),
-        Stage("train recommender", train_recommender, (layout.recommender,), ("train.recommender", *trained),
-              read(layout.splits, layout.id_maps, layout.products)),
-        Stage("train ranker", train_ranker, (layout.ranker,), ("train.ranker", *trained),
-              read(layout.recommender, layout.splits, layout.id_maps, layout.features, layout.embeddings,
-                   layout.products)),
+        Stage(
+            "train recommender",
+            train_recommender,
+            (layout.recommender,),
+            ("train.recommender", *trained),
+            read(layout.splits, layout.id_maps, layout.products),
+        ),
+        Stage(
+            "train ranker",
+            train_ranker,
+            (layout.ranker,),
+            ("train.ranker", *trained),
+            read(
+                layout.recommender, layout.splits, layout.id_maps, layout.features, layout.embeddings, layout.products
+            ),
+        ),
     ]
 
 

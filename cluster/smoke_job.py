@@ -28,7 +28,9 @@ def _square(x: int, fail: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.smoke_job", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None, help="YAML config (default: configs/local.yaml).")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Override one config key (repeatable).")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="Override one config key (repeatable)."
+    )
     parser.add_argument("--fail", action="store_true", help="Raise inside a Ray task, so the job fails.")
     args = parser.parse_args(argv)
     try:

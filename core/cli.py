@@ -28,11 +28,20 @@ from core.manifest import IncompleteDirError
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="YAML config (default: configs/local.yaml, the one-CPU-node profile).", show_default=False),
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML config (default: configs/local.yaml, the one-CPU-node profile).",
+        show_default=False,
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override one config key, e.g. --set train.seed=3 (repeatable; the value is YAML).", show_default=False),
+    typer.Option(
+        "--set",
+        help="Override one config key, e.g. --set train.seed=3 (repeatable; the value is YAML).",
+        show_default=False,
+    ),
 ]
 
 # A stage whose inputs are missing or malformed raises one of these; anything else is a bug and keeps its traceback.
@@ -70,7 +79,9 @@ def stage_main(
     `input_errors` exit 1 with "error: <message><hint>"; `usage_errors` (and config errors)
     exit 2. `show` turns the run's result into what is printed on stdout.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description.strip().splitlines()[0] if description else None)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description.strip().splitlines()[0] if description else None
+    )
     parser.add_argument("--config", "-c", type=Path, default=None, help="YAML config (default: configs/local.yaml).")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -50,8 +50,7 @@ def _listed_files(root: Path) -> Iterator[Path]:
 def write_manifest(root: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Hash every file under `root` and write the manifest (the commit record) last."""
     files = {
-        str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in _listed_files(root)
+        str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in _listed_files(root)
     }
     manifest = {
         "manifest_version": MANIFEST_VERSION,
@@ -109,9 +108,7 @@ def verify_dir(root: str | Path, *, full: bool = False) -> dict[str, Any]:
         if not path.is_file():
             raise IncompleteDirError(f"{root}: {rel} is listed in the manifest but missing")
         if path.stat().st_size != info["size"]:
-            raise IncompleteDirError(
-                f"{root}: {rel} has {path.stat().st_size} bytes, manifest says {info['size']}"
-            )
+            raise IncompleteDirError(f"{root}: {rel} has {path.stat().st_size} bytes, manifest says {info['size']}")
         if full and sha256_file(path) != info["sha256"]:
             raise IncompleteDirError(f"{root}: {rel} does not match its sha256 in the manifest")
     return manifest

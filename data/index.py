@@ -74,7 +74,11 @@ def build_index(cfg: IndexConfig, vectors: np.ndarray, *, dim: int | None = None
         index.cp.seed = seed
         # FAISS samples 256 points per centroid anyway; pick them ourselves so the seed decides.
         rng = np.random.default_rng(seed)
-        train = vectors if n <= 256 * params["nlist"] else vectors[np.sort(rng.choice(n, 256 * params["nlist"], replace=False))]
+        train = (
+            vectors
+            if n <= 256 * params["nlist"]
+            else vectors[np.sort(rng.choice(n, 256 * params["nlist"], replace=False))]
+        )
         index.train(train)
     elif cfg.type == "hnsw":
         index = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -86,7 +90,9 @@ def build_index(cfg: IndexConfig, vectors: np.ndarray, *, dim: int | None = None
     return index, params
 
 
-def recall_at_k(index, vectors: np.ndarray, sample: int, *, k: int = RECALL_K, seed: int = 0) -> tuple[float | None, int]:
+def recall_at_k(
+    index, vectors: np.ndarray, sample: int, *, k: int = RECALL_K, seed: int = 0
+) -> tuple[float | None, int]:
     """Mean overlap of the index's and exact search's k nearest other rows, over a seeded sample."""
     import faiss
 
@@ -119,7 +125,15 @@ def write_index(final: Path, index, ids: pa.Table, meta: dict[str, Any]) -> Path
     return final
 
 
-def build_from_embeddings(cfg: IndexConfig, embeddings: pa.Table, final: Path, *, dim: int | None = None, seed: int = 0, extra_meta: dict | None = None) -> LoadedIndex:
+def build_from_embeddings(
+    cfg: IndexConfig,
+    embeddings: pa.Table,
+    final: Path,
+    *,
+    dim: int | None = None,
+    seed: int = 0,
+    extra_meta: dict | None = None,
+) -> LoadedIndex:
     """Build, measure and commit an index from an embeddings table (product_id, item_idx, vector)."""
     if embeddings.num_rows == 0:
         raise ValueError("no embeddings to index; run `shopgraph data embed-products` on a non-empty catalog first")
@@ -129,7 +143,12 @@ def build_from_embeddings(cfg: IndexConfig, embeddings: pa.Table, final: Path, *
     build_s = time.perf_counter() - start
     recall, queries = recall_at_k(index, vectors, cfg.recall_sample, seed=seed)
     ids = pa.table(
-        {"row": np.arange(embeddings.num_rows), "product_id": embeddings["product_id"], "item_idx": embeddings["item_idx"]}, schema=IDS_SCHEMA
+        {
+            "row": np.arange(embeddings.num_rows),
+            "product_id": embeddings["product_id"],
+            "item_idx": embeddings["item_idx"],
+        },
+        schema=IDS_SCHEMA,
     )
     meta = {
         "stage": "index",
@@ -162,7 +181,10 @@ def run(config) -> dict[str, Any]:
         local_dir(layout.index),
         dim=emb_meta.get("dim"),
         seed=config.data.seed,
-        extra_meta={"encoder": emb_meta.get("encoder"), "embeddings_created": read_manifest(local_dir(layout.embeddings))["created_at"]},
+        extra_meta={
+            "encoder": emb_meta.get("encoder"),
+            "embeddings_created": read_manifest(local_dir(layout.embeddings))["created_at"],
+        },
     )
     return loaded.meta
 

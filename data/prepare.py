@@ -77,8 +77,12 @@ class PrepareResult:
             for reason, n in sorted(c.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5]:
                 lines.append(f"{'':<24}   {n:>8} x {reason}")
         if self.stubs:
-            lines.append(f"{self.stubs} stub products created for event-only product ids (data.prepare.unknown_products=stub)")
-        lines.append(f"wrote {self.products} products, {self.events} events, {self.quarantined} quarantined rows in {self.seconds:.1f}s")
+            lines.append(
+                f"{self.stubs} stub products created for event-only product ids (data.prepare.unknown_products=stub)"
+            )
+        lines.append(
+            f"wrote {self.products} products, {self.events} events, {self.quarantined} quarantined rows in {self.seconds:.1f}s"
+        )
         return "\n".join(lines)
 
 
@@ -111,7 +115,13 @@ def compact_schema(table: str) -> pa.Schema:
 def _compact(parsed: pa.Table, chunk_index: int, table: str) -> pa.Table:
     n = parsed.num_rows
     columns = [parsed[f.name] for f in contract_of(table)]
-    columns += [pa.array(np.full(n, chunk_index, dtype=np.int32)), parsed["_line"], parsed["_sub"], parsed["_reason"], parsed["_raw"]]
+    columns += [
+        pa.array(np.full(n, chunk_index, dtype=np.int32)),
+        parsed["_line"],
+        parsed["_sub"],
+        parsed["_reason"],
+        parsed["_raw"],
+    ]
     return pa.Table.from_arrays(columns, schema=compact_schema(table))
 
 
@@ -171,7 +181,11 @@ def parsed_dataset(cfg: ShopgraphConfig, table: str, chunks: list[dict[str, Any]
         return ray.data.from_arrow(compact_schema(table).empty_table())
     sources = [s.model_dump() for s in cfg.data.sources]
     return ray.data.from_items(mine, override_num_blocks=len(mine)).map_batches(
-        _parse_batch, batch_size=1, batch_format="pyarrow", fn_kwargs={"sources": sources}, num_cpus=cfg.data.prepare.num_cpus
+        _parse_batch,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"sources": sources},
+        num_cpus=cfg.data.prepare.num_cpus,
     )
 
 
@@ -195,7 +209,13 @@ def _sources(chunks: list[dict[str, Any]], chunk_idx: pa.Array | pa.ChunkedArray
     return pc.take(names, pa.array(idx)), srcs[idx]
 
 
-def _quarantine_rows(rows: pa.Table, reasons: list[str] | pa.Array, table: str, raw: list[str | None] | pa.Array, chunks: list[dict[str, Any]]) -> pa.Table:
+def _quarantine_rows(
+    rows: pa.Table,
+    reasons: list[str] | pa.Array,
+    table: str,
+    raw: list[str | None] | pa.Array,
+    chunks: list[dict[str, Any]],
+) -> pa.Table:
     files, srcs = _sources(chunks, rows["_chunk"])
     return pa.table(
         {
@@ -230,7 +250,9 @@ def gather(ds: ray.data.Dataset, table: str, chunks: list[dict[str, Any]]) -> Ga
         good.append(block.select(keep))
     return Gathered(
         good=pa.concat_tables(good) if good else pa.schema([schema.field(n) for n in keep]).empty_table(),
-        rejected=pa.concat_tables(rejected) if rejected else _quarantine_rows(schema.empty_table(), [], table, [], chunks),
+        rejected=pa.concat_tables(rejected)
+        if rejected
+        else _quarantine_rows(schema.empty_table(), [], table, [], chunks),
         read=read,
     )
 
@@ -271,7 +293,9 @@ def dedupe_products(good: pa.Table, chunks: list[dict[str, Any]]) -> tuple[np.nd
     files, _ = _sources(chunks, first["_chunk"])
     reasons = [
         f"duplicate product_id {pid!r} (first seen at {file}:{line}; the first is kept)"
-        for pid, file, line in zip(dups["product_id"].to_pylist(), files.to_pylist(), first["_line"].to_pylist(), strict=True)
+        for pid, file, line in zip(
+            dups["product_id"].to_pylist(), files.to_pylist(), first["_line"].to_pylist(), strict=True
+        )
     ]
     contract = [f.name for f in PRODUCTS]
     return np.sort(first_row), _quarantine_rows(dups, reasons, "products", _row_json(dups, contract), chunks)
@@ -281,7 +305,11 @@ def _mark_unknown(batch: pa.Table, known_ref: list[ray.ObjectRef]) -> pa.Table:
     known = ray.get(known_ref[0])
     ok = pc.is_in(batch["product_id"], value_set=known)
     ok = pc.or_(ok, pc.is_valid(batch["_reason"]))  # already-rejected rows keep their first reason
-    reasons = pc.if_else(ok, batch["_reason"], pc.binary_join_element_wise("unknown product_id '", batch["product_id"], "' (not in the products table)", ""))
+    reasons = pc.if_else(
+        ok,
+        batch["_reason"],
+        pc.binary_join_element_wise("unknown product_id '", batch["product_id"], "' (not in the products table)", ""),
+    )
     return batch.set_column(batch.schema.get_field_index("_reason"), "_reason", reasons)
 
 
@@ -319,7 +347,13 @@ def _events_order(good: pa.Table) -> pa.Array:
     """
     users = pc.unique(good["user_id"])
     users = pc.take(users, pc.sort_indices(users))
-    keys = pa.table({"rank": pc.index_in(good["user_id"], value_set=users), "ts": good["ts"].cast(pa.int64()), **{k: good[k] for k in INPUT_ORDER}})
+    keys = pa.table(
+        {
+            "rank": pc.index_in(good["user_id"], value_set=users),
+            "ts": good["ts"].cast(pa.int64()),
+            **{k: good[k] for k in INPUT_ORDER},
+        }
+    )
     return pc.sort_indices(keys, sort_keys=[(name, "ascending") for name in keys.column_names])
 
 
@@ -328,7 +362,11 @@ def _events_order(good: pa.Table) -> pa.Array:
 
 def _per_source(n_sources: int, chunks: list[dict[str, Any]], per_chunk: np.ndarray) -> np.ndarray:
     srcs = np.array([c["src"] for c in chunks], dtype=np.int64)
-    return np.bincount(srcs, weights=per_chunk, minlength=n_sources).astype(np.int64) if len(chunks) else np.zeros(n_sources, np.int64)
+    return (
+        np.bincount(srcs, weights=per_chunk, minlength=n_sources).astype(np.int64)
+        if len(chunks)
+        else np.zeros(n_sources, np.int64)
+    )
 
 
 def _chunk_counts(chunk_idx: pa.ChunkedArray | np.ndarray, n_chunks: int) -> np.ndarray:
@@ -363,7 +401,9 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     lap("products_parse_s")
     keep_idx, dups = dedupe_products(p.good, chunks)
     read += p.read
-    kept += _chunk_counts(p.good["_chunk"].to_numpy()[keep_idx] if len(keep_idx) else np.zeros(0, np.int32), len(chunks))
+    kept += _chunk_counts(
+        p.good["_chunk"].to_numpy()[keep_idx] if len(keep_idx) else np.zeros(0, np.int32), len(chunks)
+    )
     ids = pc.take(p.good["product_id"], pa.array(keep_idx))
     by_id = pc.take(pa.array(keep_idx), pc.sort_indices(ids))  # product ids are unique now: a total order
     products = p.good.select(contract_products).take(by_id).combine_chunks()  # the one copy of the catalog
@@ -389,7 +429,9 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     del e
     lap("events_sort_s")
 
-    for c, r, k in zip(counts, _per_source(len(sources), chunks, read), _per_source(len(sources), chunks, kept), strict=True):
+    for c, r, k in zip(
+        counts, _per_source(len(sources), chunks, read), _per_source(len(sources), chunks, kept), strict=True
+    ):
         c.read, c.kept = int(r), int(k)
     quarantine = pa.concat_tables([products_rejected, events_rejected])
     if quarantine.num_rows:
@@ -401,15 +443,23 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
         counts[src].reasons[key] = counts[src].reasons.get(key, 0) + 1
     for c in counts:
         if c.read != c.kept + c.quarantined:  # an internal bug, never bad input
-            raise AssertionError(f"row accounting broken for source {c.name}: read {c.read} != kept {c.kept} + quarantined {c.quarantined}")
+            raise AssertionError(
+                f"row accounting broken for source {c.name}: read {c.read} != kept {c.kept} + quarantined {c.quarantined}"
+            )
 
     products = products.cast(PRODUCTS)
     events = events.cast(EVENTS)
-    quarantine = quarantine.sort_by([("table", "ascending"), ("source", "ascending"), ("line", "ascending"), ("reason", "ascending")])
+    quarantine = quarantine.sort_by(
+        [("table", "ascending"), ("source", "ascending"), ("line", "ascending"), ("reason", "ascending")]
+    )
     quarantine = quarantine.select([f.name for f in QUARANTINE]).cast(QUARANTINE)
 
     layout = ArtifactLayout(cfg.artifacts.root)
-    meta = {"sources": [s.model_dump(mode="json") for s in sources], "sample": cfg.data.sample.model_dump(), "seed": cfg.data.seed}
+    meta = {
+        "sources": [s.model_dump(mode="json") for s in sources],
+        "sample": cfg.data.sample.model_dump(),
+        "seed": cfg.data.seed,
+    }
     shard = {"rows_per_shard": pcfg.rows_per_shard, "row_group_rows": pcfg.row_group_rows}
     manifests = {
         # Quarantine and events first, products last: later stages look for products first.
@@ -418,7 +468,16 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
         "products": write_shard_set(products, layout.products, meta={**meta, "table": "products"}, **shard),
     }
     lap("write_s")
-    result = PrepareResult(counts, products.num_rows, events.num_rows, quarantine.num_rows, stubs, time.perf_counter() - start, manifests, phases)
+    result = PrepareResult(
+        counts,
+        products.num_rows,
+        events.num_rows,
+        quarantine.num_rows,
+        stubs,
+        time.perf_counter() - start,
+        manifests,
+        phases,
+    )
     log(result.table())
     return result
 
@@ -432,7 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import stage_main
     from data.sources import SourceError
 
-    return stage_main(argv, lambda cfg: prepare(cfg), prog="python -m data.prepare", description=__doc__, show=lambda _: None, usage_errors=(SourceError,))
+    return stage_main(
+        argv,
+        lambda cfg: prepare(cfg),
+        prog="python -m data.prepare",
+        description=__doc__,
+        show=lambda _: None,
+        usage_errors=(SourceError,),
+    )
 
 
 if __name__ == "__main__":

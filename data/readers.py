@@ -57,8 +57,21 @@ SYNTH_TS_BASE_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: synthesized timestam
 REQUIRED = {"products": ("product_id", "title"), "events": ("user_id", "product_id", "event", "ts")}
 
 DEFAULT_MAPPING: dict[str, dict[str, str]] = {
-    "amazon_reviews": {"user_id": "reviewerID", "product_id": "asin", "value": "overall", "ts": "unixReviewTime", "text": "reviewText"},
-    "amazon_metadata": {"product_id": "asin", "title": "title", "brand": "brand", "category": "categories", "price": "price", "description": "description"},
+    "amazon_reviews": {
+        "user_id": "reviewerID",
+        "product_id": "asin",
+        "value": "overall",
+        "ts": "unixReviewTime",
+        "text": "reviewText",
+    },
+    "amazon_metadata": {
+        "product_id": "asin",
+        "title": "title",
+        "brand": "brand",
+        "category": "categories",
+        "price": "price",
+        "description": "description",
+    },
     "retailrocket": {"ts": "timestamp", "user_id": "visitorid", "event": "event", "product_id": "itemid"},
 }
 DEFAULT_EVENT_MAP = {"retailrocket": {"view": "view", "addtocart": "cart", "transaction": "purchase"}}
@@ -174,7 +187,9 @@ def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str,
     }
 
 
-def event_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str, str], event_map: dict[str, str]) -> dict[str, Any]:
+def event_values(
+    record: dict[str, Any], src: SourceConfig, mapping: dict[str, str], event_map: dict[str, str]
+) -> dict[str, Any]:
     get = lambda c: record.get(mapping[c]) if c in mapping else None  # noqa: E731
     fallback = default_event(src)
     raw_event = get("event")
@@ -192,7 +207,9 @@ def event_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str, s
 # bytes -> lines -> records
 
 
-def _lines(data: bytes, first_line: int, encoding: str, is_file_end: bool) -> Iterator[tuple[int, str | None, str | None]]:
+def _lines(
+    data: bytes, first_line: int, encoding: str, is_file_end: bool
+) -> Iterator[tuple[int, str | None, str | None]]:
     """(line number, text or None, error) per non-blank line; undecodable lines carry an error."""
     parts = data.split(b"\n")
     ends_with_newline = parts[-1] == b""
@@ -209,7 +226,11 @@ def _lines(data: bytes, first_line: int, encoding: str, is_file_end: bool) -> It
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError as e:
-            yield line, raw.decode(encoding, "replace"), f"invalid {encoding} at byte {e.start} of the line ({e.reason})"
+            yield (
+                line,
+                raw.decode(encoding, "replace"),
+                f"invalid {encoding} at byte {e.start} of the line ({e.reason})",
+            )
             continue
         yield line, text, ("TRUNCATED" if truncated else None)
 

@@ -37,59 +37,183 @@ DEPARTMENTS: dict[str, tuple[list[str], dict[str, tuple[str, tuple[float, float]
     "Electronics": (
         ["Voltix", "Lumio", "Zentro", "Kairo", "Nuvia"],
         {
-            "Smartphones": ("smartphone", (150, 1200), {"storage": ["64 GB", "128 GB", "256 GB", "512 GB"], "screen size": ["6.1 in", "6.4 in", "6.7 in"]}),
-            "Phone Cases": ("phone case", (8, 45), {"material": ["silicone", "leather", "TPU", "recycled plastic"], "drop protection": ["1.2 m", "2 m", "3 m"]}),
-            "Screen Protectors": ("screen protector", (6, 30), {"material": ["tempered glass", "PET film"], "pack size": ["1", "2", "3"]}),
-            "Chargers": ("charger", (12, 60), {"power": ["20 W", "30 W", "45 W", "65 W"], "connector": ["USB-C", "USB-C and USB-A"]}),
-            "Power Banks": ("power bank", (18, 90), {"capacity": ["5000 mAh", "10000 mAh", "20000 mAh"], "ports": ["2", "3"]}),
-            "Headphones": ("pair of headphones", (25, 400), {"type": ["in-ear", "over-ear", "on-ear"], "noise cancelling": ["yes", "no"]}),
+            "Smartphones": (
+                "smartphone",
+                (150, 1200),
+                {"storage": ["64 GB", "128 GB", "256 GB", "512 GB"], "screen size": ["6.1 in", "6.4 in", "6.7 in"]},
+            ),
+            "Phone Cases": (
+                "phone case",
+                (8, 45),
+                {
+                    "material": ["silicone", "leather", "TPU", "recycled plastic"],
+                    "drop protection": ["1.2 m", "2 m", "3 m"],
+                },
+            ),
+            "Screen Protectors": (
+                "screen protector",
+                (6, 30),
+                {"material": ["tempered glass", "PET film"], "pack size": ["1", "2", "3"]},
+            ),
+            "Chargers": (
+                "charger",
+                (12, 60),
+                {"power": ["20 W", "30 W", "45 W", "65 W"], "connector": ["USB-C", "USB-C and USB-A"]},
+            ),
+            "Power Banks": (
+                "power bank",
+                (18, 90),
+                {"capacity": ["5000 mAh", "10000 mAh", "20000 mAh"], "ports": ["2", "3"]},
+            ),
+            "Headphones": (
+                "pair of headphones",
+                (25, 400),
+                {"type": ["in-ear", "over-ear", "on-ear"], "noise cancelling": ["yes", "no"]},
+            ),
         },
     ),
     "Cameras": (
         ["Optika", "Fotex", "Shutterly", "Lensmark"],
         {
-            "Cameras": ("camera", (300, 2500), {"sensor": ["APS-C", "full frame", "Micro Four Thirds"], "resolution": ["20 MP", "24 MP", "33 MP", "45 MP"]}),
-            "Camera Lenses": ("lens", (150, 1800), {"focal length": ["24 mm", "35 mm", "50 mm", "85 mm", "70-200 mm"], "aperture": ["f/1.4", "f/1.8", "f/2.8", "f/4"]}),
-            "Memory Cards": ("memory card", (10, 120), {"capacity": ["64 GB", "128 GB", "256 GB"], "speed class": ["V30", "V60", "V90"]}),
-            "Tripods": ("tripod", (30, 350), {"material": ["aluminium", "carbon fibre"], "max height": ["150 cm", "165 cm", "180 cm"]}),
-            "Camera Bags": ("camera bag", (35, 220), {"style": ["backpack", "sling", "shoulder bag"], "capacity": ["10 L", "16 L", "22 L"]}),
+            "Cameras": (
+                "camera",
+                (300, 2500),
+                {
+                    "sensor": ["APS-C", "full frame", "Micro Four Thirds"],
+                    "resolution": ["20 MP", "24 MP", "33 MP", "45 MP"],
+                },
+            ),
+            "Camera Lenses": (
+                "lens",
+                (150, 1800),
+                {
+                    "focal length": ["24 mm", "35 mm", "50 mm", "85 mm", "70-200 mm"],
+                    "aperture": ["f/1.4", "f/1.8", "f/2.8", "f/4"],
+                },
+            ),
+            "Memory Cards": (
+                "memory card",
+                (10, 120),
+                {"capacity": ["64 GB", "128 GB", "256 GB"], "speed class": ["V30", "V60", "V90"]},
+            ),
+            "Tripods": (
+                "tripod",
+                (30, 350),
+                {"material": ["aluminium", "carbon fibre"], "max height": ["150 cm", "165 cm", "180 cm"]},
+            ),
+            "Camera Bags": (
+                "camera bag",
+                (35, 220),
+                {"style": ["backpack", "sling", "shoulder bag"], "capacity": ["10 L", "16 L", "22 L"]},
+            ),
         },
     ),
     "Computers": (
         ["Corebyte", "Nexa", "Arcline", "Keystone"],
         {
-            "Laptops": ("laptop", (400, 3000), {"memory": ["8 GB", "16 GB", "32 GB"], "screen size": ["13.3 in", "14 in", "15.6 in", "16 in"]}),
-            "Laptop Sleeves": ("laptop sleeve", (15, 60), {"fits": ["13 in", "14 in", "15-16 in"], "material": ["neoprene", "felt", "canvas"]}),
-            "Wireless Mice": ("wireless mouse", (12, 120), {"connection": ["Bluetooth", "2.4 GHz receiver"], "buttons": ["3", "5", "7"]}),
-            "Keyboards": ("keyboard", (25, 220), {"switch type": ["membrane", "mechanical, brown", "mechanical, red"], "layout": ["full size", "tenkeyless", "75%"]}),
-            "USB-C Hubs": ("USB-C hub", (20, 110), {"ports": ["4", "7", "10"], "display output": ["HDMI 4K", "two HDMI", "none"]}),
+            "Laptops": (
+                "laptop",
+                (400, 3000),
+                {"memory": ["8 GB", "16 GB", "32 GB"], "screen size": ["13.3 in", "14 in", "15.6 in", "16 in"]},
+            ),
+            "Laptop Sleeves": (
+                "laptop sleeve",
+                (15, 60),
+                {"fits": ["13 in", "14 in", "15-16 in"], "material": ["neoprene", "felt", "canvas"]},
+            ),
+            "Wireless Mice": (
+                "wireless mouse",
+                (12, 120),
+                {"connection": ["Bluetooth", "2.4 GHz receiver"], "buttons": ["3", "5", "7"]},
+            ),
+            "Keyboards": (
+                "keyboard",
+                (25, 220),
+                {
+                    "switch type": ["membrane", "mechanical, brown", "mechanical, red"],
+                    "layout": ["full size", "tenkeyless", "75%"],
+                },
+            ),
+            "USB-C Hubs": (
+                "USB-C hub",
+                (20, 110),
+                {"ports": ["4", "7", "10"], "display output": ["HDMI 4K", "two HDMI", "none"]},
+            ),
         },
     ),
     "Home & Kitchen": (
         ["Brewly", "Hearthline", "Kettleworks", "Morrow"],
         {
-            "Coffee Makers": ("coffee maker", (40, 900), {"type": ["drip", "espresso", "pour-over", "French press"], "capacity": ["0.35 L", "1 L", "1.5 L"]}),
-            "Coffee Beans": ("bag of coffee beans", (8, 35), {"roast": ["light", "medium", "dark"], "origin": ["Ethiopia", "Colombia", "Brazil", "Guatemala"]}),
-            "Milk Frothers": ("milk frother", (15, 150), {"power source": ["battery", "mains"], "capacity": ["150 ml", "300 ml"]}),
-            "Coffee Mugs": ("coffee mug", (6, 40), {"material": ["ceramic", "stoneware", "double-wall glass"], "capacity": ["250 ml", "350 ml", "450 ml"]}),
+            "Coffee Makers": (
+                "coffee maker",
+                (40, 900),
+                {"type": ["drip", "espresso", "pour-over", "French press"], "capacity": ["0.35 L", "1 L", "1.5 L"]},
+            ),
+            "Coffee Beans": (
+                "bag of coffee beans",
+                (8, 35),
+                {"roast": ["light", "medium", "dark"], "origin": ["Ethiopia", "Colombia", "Brazil", "Guatemala"]},
+            ),
+            "Milk Frothers": (
+                "milk frother",
+                (15, 150),
+                {"power source": ["battery", "mains"], "capacity": ["150 ml", "300 ml"]},
+            ),
+            "Coffee Mugs": (
+                "coffee mug",
+                (6, 40),
+                {"material": ["ceramic", "stoneware", "double-wall glass"], "capacity": ["250 ml", "350 ml", "450 ml"]},
+            ),
         },
     ),
     "Sports & Outdoors": (
         ["Stride", "Peakform", "Trailborn", "Aquafit"],
         {
-            "Running Shoes": ("pair of running shoes", (50, 250), {"surface": ["road", "trail"], "drop": ["4 mm", "8 mm", "10 mm"]}),
-            "Running Socks": ("pack of running socks", (8, 30), {"pack size": ["2", "3", "5"], "material": ["merino wool", "synthetic"]}),
-            "Water Bottles": ("water bottle", (8, 45), {"capacity": ["500 ml", "750 ml", "1 L"], "insulated": ["yes", "no"]}),
-            "Fitness Trackers": ("fitness tracker", (40, 400), {"battery life": ["5 days", "10 days", "14 days"], "GPS": ["built-in", "connected"]}),
+            "Running Shoes": (
+                "pair of running shoes",
+                (50, 250),
+                {"surface": ["road", "trail"], "drop": ["4 mm", "8 mm", "10 mm"]},
+            ),
+            "Running Socks": (
+                "pack of running socks",
+                (8, 30),
+                {"pack size": ["2", "3", "5"], "material": ["merino wool", "synthetic"]},
+            ),
+            "Water Bottles": (
+                "water bottle",
+                (8, 45),
+                {"capacity": ["500 ml", "750 ml", "1 L"], "insulated": ["yes", "no"]},
+            ),
+            "Fitness Trackers": (
+                "fitness tracker",
+                (40, 400),
+                {"battery life": ["5 days", "10 days", "14 days"], "GPS": ["built-in", "connected"]},
+            ),
         },
     ),
     "Toys & Games": (
         ["Blockwise", "Playfort", "Tinker & Twig", "Zoomster"],
         {
-            "Remote Control Cars": ("remote control car", (25, 200), {"scale": ["1:10", "1:16", "1:24"], "top speed": ["20 km/h", "35 km/h", "50 km/h"]}),
-            "Rechargeable Batteries": ("pack of rechargeable batteries", (10, 40), {"size": ["AA", "AAA"], "pack size": ["4", "8"]}),
-            "Building Sets": ("building set", (15, 250), {"pieces": ["250", "600", "1200", "3000"], "age": ["6+", "9+", "12+", "18+"]}),
-            "Jigsaw Puzzles": ("jigsaw puzzle", (10, 45), {"pieces": ["500", "1000", "2000"], "theme": ["landscape", "city", "animals", "art"]}),
+            "Remote Control Cars": (
+                "remote control car",
+                (25, 200),
+                {"scale": ["1:10", "1:16", "1:24"], "top speed": ["20 km/h", "35 km/h", "50 km/h"]},
+            ),
+            "Rechargeable Batteries": (
+                "pack of rechargeable batteries",
+                (10, 40),
+                {"size": ["AA", "AAA"], "pack size": ["4", "8"]},
+            ),
+            "Building Sets": (
+                "building set",
+                (15, 250),
+                {"pieces": ["250", "600", "1200", "3000"], "age": ["6+", "9+", "12+", "18+"]},
+            ),
+            "Jigsaw Puzzles": (
+                "jigsaw puzzle",
+                (10, 45),
+                {"pieces": ["500", "1000", "2000"], "theme": ["landscape", "city", "animals", "art"]},
+            ),
         },
     ),
 }
@@ -155,7 +279,16 @@ class _GroupSampler:
 def _catalog(n: int, rng: np.random.Generator) -> dict[str, np.ndarray | list]:
     """Which leaf and brand each product is, with its price, stock and popularity."""
     leaf_traffic = rng.lognormal(0.0, 0.6, size=len(_LEAVES))  # some categories draw more visits
-    leaf = np.concatenate([np.arange(len(_LEAVES)), rng.choice(len(_LEAVES), size=n - len(_LEAVES), p=leaf_traffic / leaf_traffic.sum())]) if n >= len(_LEAVES) else rng.choice(len(_LEAVES), size=n)
+    leaf = (
+        np.concatenate(
+            [
+                np.arange(len(_LEAVES)),
+                rng.choice(len(_LEAVES), size=n - len(_LEAVES), p=leaf_traffic / leaf_traffic.sum()),
+            ]
+        )
+        if n >= len(_LEAVES)
+        else rng.choice(len(_LEAVES), size=n)
+    )
     dept_of_leaf = np.array([_DEPTS.index(d) for d, _ in _LEAVES])
     brand_start = np.cumsum([0] + [len(DEPARTMENTS[d][0]) for d in _DEPTS])
     dept = dept_of_leaf[leaf]
@@ -170,7 +303,9 @@ def _catalog(n: int, rng: np.random.Generator) -> dict[str, np.ndarray | list]:
     return {"leaf": leaf, "brand": brand, "dept": dept, "popularity": popularity, "leaf_traffic": leaf_traffic}
 
 
-def _product_text(i: int, leaf_i: int, brand_i: int, rng: np.random.Generator) -> tuple[str, dict[str, str], str | None]:
+def _product_text(
+    i: int, leaf_i: int, brand_i: int, rng: np.random.Generator
+) -> tuple[str, dict[str, str], str | None]:
     dept, leaf = _LEAVES[leaf_i]
     noun, _, attrs = DEPARTMENTS[dept][1][leaf]
     brand = _BRANDS[brand_i]
@@ -202,7 +337,10 @@ def _products_table(cat: dict, rng: np.random.Generator) -> pa.Table:
     lo_hi = np.array([DEPARTMENTS[d][1][leaf][1] for d, leaf in _LEAVES])
     lo, hi = lo_hi[cat["leaf"], 0], lo_hi[cat["leaf"], 1]
     price = np.floor(np.exp(rng.uniform(np.log(lo), np.log(hi)))) + 0.99
-    text = [_product_text(i, int(li), int(bi), rng) for i, (li, bi) in enumerate(zip(cat["leaf"], cat["brand"], strict=True))]
+    text = [
+        _product_text(i, int(li), int(bi), rng)
+        for i, (li, bi) in enumerate(zip(cat["leaf"], cat["brand"], strict=True))
+    ]
     categories = [f"{d} > {leaf}" for d, leaf in _LEAVES]
     return pa.table(
         {
@@ -273,7 +411,9 @@ def _events_table(cfg: SampleConfig, cat: dict, rng: np.random.Generator) -> pa.
         leaves = anchor_table[dept, rng.integers(0, 4, size=len(users))]
         # sometimes browse a non-anchor leaf of that department
         other = rng.random(len(users)) < 0.3
-        leaves[other] = dept_leaf_table[dept[other], (rng.random(int(other.sum())) * dept_leaf_n[dept[other]]).astype(np.int64)]
+        leaves[other] = dept_leaf_table[
+            dept[other], (rng.random(int(other.sum())) * dept_leaf_n[dept[other]]).astype(np.int64)
+        ]
         return pick(leaves, fav_brand[users, dept_of_leaf[leaves]], rng.random(len(users)) < 0.5)
 
     lengths = _lengths(cfg, rng)
@@ -308,11 +448,19 @@ def _events_table(cfg: SampleConfig, cat: dict, rng: np.random.Generator) -> pa.
     item_of = items[mask]
     n = len(item_of)
     # time: sessions of minutes apart, sessions days apart
-    gaps = np.where(rng.random(n) < 0.15, rng.exponential(3 * DAY_MS, n), rng.exponential(20 * 60_000, n)).astype(np.int64) + 1000
+    gaps = (
+        np.where(rng.random(n) < 0.15, rng.exponential(3 * DAY_MS, n), rng.exponential(20 * 60_000, n)).astype(np.int64)
+        + 1000
+    )
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     gaps[starts == np.arange(n)] = 0
     csum = np.cumsum(gaps)
-    ts = BASE_MS + np.repeat(rng.integers(0, 120 * DAY_MS, size=n_users), lengths) + csum - np.repeat(csum[np.cumsum(lengths) - lengths], lengths)
+    ts = (
+        BASE_MS
+        + np.repeat(rng.integers(0, 120 * DAY_MS, size=n_users), lengths)
+        + csum
+        - np.repeat(csum[np.cumsum(lengths) - lengths], lengths)
+    )
     names = np.array([e for e, _ in EVENT_MIX])
     kind = rng.choice(len(EVENT_MIX), size=n, p=[p for _, p in EVENT_MIX])
     value = np.where(kind == 3, rng.choice(5, size=n, p=RATING_P) + 1.0, np.nan)
@@ -352,7 +500,13 @@ def leaf_category(category: str) -> str:
 
 def transition_share(products: pa.Table, events: pa.Table) -> float:
     """Share of consecutive same-user steps that go to a complement or stay in the same leaf category."""
-    leaf_of = dict(zip(products["product_id"].to_pylist(), (leaf_category(c) for c in products["category"].to_pylist()), strict=True))
+    leaf_of = dict(
+        zip(
+            products["product_id"].to_pylist(),
+            (leaf_category(c) for c in products["category"].to_pylist()),
+            strict=True,
+        )
+    )
     users, items = events["user_id"].to_pylist(), events["product_id"].to_pylist()
     hits = total = 0
     for k in range(1, len(items)):

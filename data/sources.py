@@ -124,19 +124,33 @@ def plan_source(src: SourceConfig, i: int, chunk_bytes: int) -> list[dict[str, A
             start, first_line = 0, 1
             if src.format in HEADER_FORMATS:
                 text, nbytes = _first_line(fs, path, src.encoding, compressed)
-                header = next(csv.reader(io.StringIO(text), delimiter=src.delimiter or DEFAULT_DELIMITER[src.format]), [])
+                header = next(
+                    csv.reader(io.StringIO(text), delimiter=src.delimiter or DEFAULT_DELIMITER[src.format]), []
+                )
                 header = [h.strip() for h in header]
                 _check_columns(header, src, i, display, "its header is")
                 base["header"], start, first_line = header, (0 if compressed else nbytes), 2
             elif src.format in JSON_FORMATS:
                 _probe_json(fs, path, src, i, display, compressed)
         except UnicodeDecodeError as e:
-            raise SourceError(f"source '{src.name}': the first line of {display} is not {src.encoding} ({e.reason}); set {_key(i, 'encoding')}") from None
+            raise SourceError(
+                f"source '{src.name}': the first line of {display} is not {src.encoding} ({e.reason}); set {_key(i, 'encoding')}"
+            ) from None
         except (OSError, pa.ArrowInvalid) as e:
-            raise SourceError(f"source '{src.name}': cannot read {display} ({e}); fix {_key(i, 'path')} or the file's permissions") from None
+            raise SourceError(
+                f"source '{src.name}': cannot read {display} ({e}); fix {_key(i, 'path')} or the file's permissions"
+            ) from None
         ranges = [(start, -1, 0)] if compressed else _line_chunks(fs, path, start, size, chunk_bytes)
         for j, (s, e, lines_before) in enumerate(ranges):
-            chunks.append({**base, "start": s, "end": e, "first_line": first_line + lines_before, "is_file_end": j == len(ranges) - 1})
+            chunks.append(
+                {
+                    **base,
+                    "start": s,
+                    "end": e,
+                    "first_line": first_line + lines_before,
+                    "is_file_end": j == len(ranges) - 1,
+                }
+            )
     return chunks
 
 

@@ -176,10 +176,18 @@ def _popularity(events: pa.Table, item_ids: pa.Table, half_life_days: float) -> 
     ts = events["ts"].cast(pa.int64()).to_numpy()
     # Relative to the data's last event, not the wall clock, so reruns give the same scores.
     age_days = (ts.max() - ts) / _MS_PER_DAY
-    cols = {"product_id": events["product_id"], "one": pa.array(np.ones(len(ts), np.int64)), "w": pa.array(0.5 ** (age_days / half_life_days))}
+    cols = {
+        "product_id": events["product_id"],
+        "one": pa.array(np.ones(len(ts), np.int64)),
+        "w": pa.array(0.5 ** (age_days / half_life_days)),
+    }
     for e in EVENT_TYPES:
         cols[f"is_{e}"] = pc.cast(pc.equal(events["event"], e), pa.int64())
-    grouped = pa.table(cols).group_by("product_id").aggregate([("one", "sum"), ("w", "sum"), *[(f"is_{e}", "sum") for e in EVENT_TYPES]])
+    grouped = (
+        pa.table(cols)
+        .group_by("product_id")
+        .aggregate([("one", "sum"), ("w", "sum"), *[(f"is_{e}", "sum") for e in EVENT_TYPES]])
+    )
     idx = pc.index_in(grouped["product_id"], value_set=item_ids["product_id"])
     out = pa.table(
         {
@@ -198,13 +206,17 @@ def build_splits(cfg: SplitsConfig, events: pa.Table, *, filter_event_types: boo
     """Every derived table from an EVENTS table (row order breaks timestamp ties)."""
     events = conform(events, EVENTS, "events")
     if events.num_rows == 0:
-        raise ValueError("the events table is empty: nothing to split; check the events shard set (`shopgraph data prepare`)")
+        raise ValueError(
+            "the events table is empty: nothing to split; check the events shard set (`shopgraph data prepare`)"
+        )
     stats: dict[str, Any] = {"events": events.num_rows}
 
     inter = events.filter(pc.is_in(events["event"], pa.array(cfg.interaction_events))) if filter_event_types else events
     stats["interactions"] = inter.num_rows
     if inter.num_rows == 0:
-        raise ValueError(f"no events of the interaction types {cfg.interaction_events}; change data.splits.interaction_events (types present: {sorted(set(events['event'].to_pylist()))})")
+        raise ValueError(
+            f"no events of the interaction types {cfg.interaction_events}; change data.splits.interaction_events (types present: {sorted(set(events['event'].to_pylist()))})"
+        )
 
     u, user_dict = _codes(inter["user_id"])
     i, item_dict = _codes(inter["product_id"])
@@ -272,7 +284,9 @@ def events_from_sequences(lines: Iterable[str], event: str = "rating") -> pa.Tab
         users.extend([parts[0]] * (len(parts) - 1))
         items.extend(parts[1:])
         ts.extend(range(len(parts) - 1))
-    table = pa.table({"user_id": users, "product_id": items, "event": [event] * len(users), "ts": pa.array(ts, pa.int64()).cast(_TS)})
+    table = pa.table(
+        {"user_id": users, "product_id": items, "event": [event] * len(users), "ts": pa.array(ts, pa.int64()).cast(_TS)}
+    )
     return conform(table, EVENTS, "events")
 
 
@@ -297,11 +311,20 @@ def write_splits(layout: ArtifactLayout, splits: Splits, cfg: SplitsConfig) -> d
     Every manifest records `id_maps_sha256`, so a consumer can tell that sequences, splits and
     features were built with the same id maps it loaded.
     """
-    meta = {"stage": "split", "config": cfg.model_dump(mode="json"), "stats": splits.stats, "id_maps_sha256": _digest(splits.user_ids, splits.item_ids)}
+    meta = {
+        "stage": "split",
+        "config": cfg.model_dump(mode="json"),
+        "stats": splits.stats,
+        "id_maps_sha256": _digest(splits.user_ids, splits.item_ids),
+    }
     outputs = {
         layout.id_maps: {"users.parquet": splits.user_ids, "items.parquet": splits.item_ids},
         layout.sequences: {"sequences.parquet": splits.sequences},
-        layout.splits: {"loo.parquet": splits.loo, "temporal/train.parquet": splits.temporal_train, "temporal/test.parquet": splits.temporal_test},
+        layout.splits: {
+            "loo.parquet": splits.loo,
+            "temporal/train.parquet": splits.temporal_train,
+            "temporal/test.parquet": splits.temporal_test,
+        },
         layout.features: {"item_popularity.parquet": splits.popularity},
     }
     written = {}

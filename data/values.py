@@ -158,7 +158,9 @@ def as_event(value: Any, event_map: dict[str, str]) -> str:
     name = value.strip()
     event = event_map.get(name, event_map.get(name.lower(), name.lower()))
     if event not in EVENT_TYPES:
-        raise RowError(f"unknown event type {value!r}; map it with the source's event_map to one of {', '.join(EVENT_TYPES)}")
+        raise RowError(
+            f"unknown event type {value!r}; map it with the source's event_map to one of {', '.join(EVENT_TYPES)}"
+        )
     return event
 
 

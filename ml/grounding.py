@@ -183,14 +183,71 @@ _COLOUR_RE = _term_pattern(_COLOURS)
 # ratings and rankings, certifications, eco claims, guarantees, offers. Small models add
 # them freely ("a top-rated, eco-friendly mug"); each is unsupported unless the facts use it.
 _ASSURANCES = (
-    "top-rated", "top rated", "best-selling", "best selling", "bestseller", "best seller", "award-winning", "award winning",
-    "#1", "number one", "no. 1", "most popular", "5-star", "five-star", "highly rated", "customer favorite", "customer favourite",
-    "eco-friendly", "eco friendly", "environmentally friendly", "sustainable", "sustainably", "recycled", "biodegradable", "organic",
-    "non-toxic", "bpa-free", "bpa free", "hypoallergenic", "certified", "fda-approved", "clinically proven", "dermatologist tested",
-    "waterproof", "water-resistant", "water resistant", "shockproof", "dishwasher safe", "dishwasher-safe", "microwave safe",
-    "lifetime", "warranty", "guarantee", "guaranteed", "money-back", "free shipping", "free delivery", "limited time", "limited edition",
-    "limited supply", "on sale", "discount", "handmade", "hand-made", "made in",
-    "好评", "畅销", "环保", "有机", "防水", "保修", "包邮", "限时", "正品保证", "无毒",
+    "top-rated",
+    "top rated",
+    "best-selling",
+    "best selling",
+    "bestseller",
+    "best seller",
+    "award-winning",
+    "award winning",
+    "#1",
+    "number one",
+    "no. 1",
+    "most popular",
+    "5-star",
+    "five-star",
+    "highly rated",
+    "customer favorite",
+    "customer favourite",
+    "eco-friendly",
+    "eco friendly",
+    "environmentally friendly",
+    "sustainable",
+    "sustainably",
+    "recycled",
+    "biodegradable",
+    "organic",
+    "non-toxic",
+    "bpa-free",
+    "bpa free",
+    "hypoallergenic",
+    "certified",
+    "fda-approved",
+    "clinically proven",
+    "dermatologist tested",
+    "waterproof",
+    "water-resistant",
+    "water resistant",
+    "shockproof",
+    "dishwasher safe",
+    "dishwasher-safe",
+    "microwave safe",
+    "lifetime",
+    "warranty",
+    "guarantee",
+    "guaranteed",
+    "money-back",
+    "free shipping",
+    "free delivery",
+    "limited time",
+    "limited edition",
+    "limited supply",
+    "on sale",
+    "discount",
+    "handmade",
+    "hand-made",
+    "made in",
+    "好评",
+    "畅销",
+    "环保",
+    "有机",
+    "防水",
+    "保修",
+    "包邮",
+    "限时",
+    "正品保证",
+    "无毒",
 )
 _ASSURANCE_RE = _term_pattern(_ASSURANCES)
 # Product types: concept -> names (singular; Latin plurals are derived). Only nouns that name a
@@ -260,11 +317,15 @@ _TYPE_OF = {form: concept for concept, terms in _PRODUCT_TYPES.items() for t in 
 _TYPE_RE = _term_pattern(_TYPE_OF)
 # A name grounds every type named inside it: "phone case" -> {phone case, smartphone}, 手机壳 ->
 # {phone case, smartphone}, "t-shirt" -> {t-shirt, shirt}; "phone" grounds only "smartphone".
-_TYPE_CLOSURE = {form: {_TYPE_OF[m.group(0)] for i in range(len(form)) if (m := _TYPE_RE.match(form, i))} | {concept} for form, concept in _TYPE_OF.items()}
+_TYPE_CLOSURE = {
+    form: {_TYPE_OF[m.group(0)] for i in range(len(form)) if (m := _TYPE_RE.match(form, i))} | {concept}
+    for form, concept in _TYPE_OF.items()
+}
 
 
 def _types_in(text: str) -> set[str]:
     return {c for m in _TYPE_RE.finditer(text) for c in _TYPE_CLOSURE[m.group(0)]}
+
 
 # "key: value" — a short key (≤3 Latin words or ≤8 CJK chars) before ':' / '：' / '='.
 _KV = re.compile(
@@ -322,7 +383,10 @@ class _Facts:
     types: set[str] = field(default_factory=set)  # product-type concepts the facts name
 
 
-_INSTRUCTION = re.compile(r"ignore (?:all |any )?(?:the )?(?:previous|prior|above)|disregard|system prompt|you are now|忽略|无视|指令|提示词", re.IGNORECASE)
+_INSTRUCTION = re.compile(
+    r"ignore (?:all |any )?(?:the )?(?:previous|prior|above)|disregard|system prompt|you are now|忽略|无视|指令|提示词",
+    re.IGNORECASE,
+)
 
 
 def is_plain_value(value: str) -> bool:
@@ -331,7 +395,11 @@ def is_plain_value(value: str) -> bool:
     are catalog text, not facts, so they support nothing (the prompt-injection defence)."""
     v = value.strip()
     # a colon between digits is a ratio or a time ("1:16", "2:30"), not an embedded "key: value"
-    return len(v) <= 120 and not re.search(r"(?<!\d)[:：]|[:：](?!\d)|[.!?](?=\s+\S)|[。！？](?=\s*\S)", v) and not _INSTRUCTION.search(v)
+    return (
+        len(v) <= 120
+        and not re.search(r"(?<!\d)[:：]|[:：](?!\d)|[.!?](?=\s+\S)|[。！？](?=\s*\S)", v)
+        and not _INSTRUCTION.search(v)
+    )
 
 
 def _index(facts: Mapping[str, Any] | str) -> _Facts:
@@ -340,7 +408,11 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
     currency = facts.get("currency")
     attrs = {str(k): str(v) for k, v in (facts.get("attributes") or {}).items() if is_plain_value(str(v))}
     attributes = {_norm(k): (k, _norm(v)) for k, v in attrs.items()}
-    extra = {k: _norm(str(facts[k])) for k in ("title", "brand", "category") if facts.get(k) and is_plain_value(str(facts[k]))}
+    extra = {
+        k: _norm(str(facts[k]))
+        for k in ("title", "brand", "category")
+        if facts.get(k) and is_plain_value(str(facts[k]))
+    }
     for k, v in extra.items():
         attributes.setdefault(k, (k, v))
     canon = {}
@@ -395,11 +467,15 @@ class _Profile:
     types: set[str]
 
 
-def _split_profile(facts: Mapping[str, Any] | str, profile: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
+def _split_profile(
+    facts: Mapping[str, Any] | str, profile: Mapping[str, Any] | None
+) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
     if isinstance(facts, str):
         facts = json.loads(facts)
     attrs = facts.get("attributes") or {}
-    legacy = {str(k)[len(_PROFILE_ATTR) :]: str(v).split("; ") for k, v in attrs.items() if str(k).startswith(_PROFILE_ATTR)}
+    legacy = {
+        str(k)[len(_PROFILE_ATTR) :]: str(v).split("; ") for k, v in attrs.items() if str(k).startswith(_PROFILE_ATTR)
+    }
     if not legacy:
         return facts, profile
     own = {k: v for k, v in attrs.items() if not str(k).startswith(_PROFILE_ATTR)}
@@ -464,7 +540,9 @@ def _match_key(key: str, idx: _Facts) -> str | None:
     """The fact attribute a claimed key names: exact, a suffix of it (CJK/long keys), or a synonym."""
     nk = _norm(key)
     words = nk.split(" ")
-    candidates = [" ".join(words[i:]) for i in range(len(words))] if not _CJK.search(nk) else [nk[i:] for i in range(len(nk))]
+    candidates = (
+        [" ".join(words[i:]) for i in range(len(words))] if not _CJK.search(nk) else [nk[i:] for i in range(len(nk))]
+    )
     for cand in candidates:
         if cand in idx.attributes:
             return cand
@@ -519,7 +597,27 @@ def _bound_reason(q: Quantity, pool: list[Quantity]) -> str | None:
 
 # A "key" that opens with a function word is a phrase, not an attribute name: "from Nuvia: a
 # black smartphone" introduces, it does not claim an attribute "from nuvia".
-_NOT_KEY_START = {"a", "an", "the", "from", "by", "with", "for", "of", "in", "on", "at", "to", "and", "or", "meet", "here", "this", "it", "its"}
+_NOT_KEY_START = {
+    "a",
+    "an",
+    "the",
+    "from",
+    "by",
+    "with",
+    "for",
+    "of",
+    "in",
+    "on",
+    "at",
+    "to",
+    "and",
+    "or",
+    "meet",
+    "here",
+    "this",
+    "it",
+    "its",
+}
 
 
 def _looks_like_key(key: str) -> bool:
@@ -576,7 +674,9 @@ def _flatten(text: str) -> str:
             obj = json.loads(stripped)
         except json.JSONDecodeError:
             # cut-off JSON: check its string values, not its quotes (`"2022"` is no 2022-inch claim)
-            values = [m.group(1) for m in _JSON_STRING.finditer(stripped) if not stripped[m.end() :].lstrip().startswith(":")]
+            values = [
+                m.group(1) for m in _JSON_STRING.finditer(stripped) if not stripped[m.end() :].lstrip().startswith(":")
+            ]
             return "\n".join(values)
         if isinstance(obj, dict):
             return pdp_visible_text(obj)
@@ -590,7 +690,13 @@ def pdp_visible_text(obj: Mapping[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = (), profile: Mapping[str, Any] | None = None) -> GroundingResult:
+def check(
+    text: str,
+    facts: Mapping[str, Any] | str,
+    *,
+    known_brands: Iterable[str] = (),
+    profile: Mapping[str, Any] | None = None,
+) -> GroundingResult:
     """Extract the claims of `text` and mark each supported or not by `facts`.
 
     `known_brands` (e.g. every brand of the catalog) lets the check catch a wrong brand; the
@@ -615,26 +721,39 @@ def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[s
         reason = _bound_reason(q, pool) if pool else _quantity_reason(q, idx.quantities)
         claims.append(Claim(text[s:e].strip(), "quantity" if q.dimension else "number", reason is None, reason, s, e))
 
-    for pattern, lexicon, known, kind in ((_MATERIAL_RE, _MATERIALS, idx.materials, "material"), (_COLOUR_RE, _COLOURS, idx.colours, "colour")):
+    for pattern, lexicon, known, kind in (
+        (_MATERIAL_RE, _MATERIALS, idx.materials, "material"),
+        (_COLOUR_RE, _COLOURS, idx.colours, "colour"),
+    ):
         for m in pattern.finditer(low):
             if _inside(skip, m.start(), m.end()):
                 continue
             ok = lexicon[m.group(0)] in known or m.group(0) in idx.text
-            claims.append(Claim(text[m.start() : m.end()], kind, ok, None if ok else "not_in_facts", m.start(), m.end()))
+            claims.append(
+                Claim(text[m.start() : m.end()], kind, ok, None if ok else "not_in_facts", m.start(), m.end())
+            )
 
     kv_claims = [(c.start, c.end) for c in claims if c.kind == "attribute"]  # "Warranty: 3 years" is one claim
     for m in _ASSURANCE_RE.finditer(low):
         if _inside(kv_claims + quoted, m.start(), m.end()):
             continue
         ok = m.group(0) in idx.text
-        claims.append(Claim(text[m.start() : m.end()], "assurance", ok, None if ok else "not_in_facts", m.start(), m.end()))
+        claims.append(
+            Claim(text[m.start() : m.end()], "assurance", ok, None if ok else "not_in_facts", m.start(), m.end())
+        )
 
     for m in _TYPE_RE.finditer(low):
         if _inside(skip, m.start(), m.end()):
             continue
         concept = _TYPE_OF[m.group(0)]
-        ok = concept in idx.types or m.group(0) in idx.text or bool(prof and (concept in prof.types or m.group(0) in prof.text))
-        claims.append(Claim(text[m.start() : m.end()], "product_type", ok, None if ok else "type_mismatch", m.start(), m.end()))
+        ok = (
+            concept in idx.types
+            or m.group(0) in idx.text
+            or bool(prof and (concept in prof.types or m.group(0) in prof.text))
+        )
+        claims.append(
+            Claim(text[m.start() : m.end()], "product_type", ok, None if ok else "type_mismatch", m.start(), m.end())
+        )
 
     brands = {_norm(b) for b in known_brands if b and str(b).strip()}
     if idx.brand:
@@ -645,19 +764,27 @@ def check(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[s
             if _inside(skip, m.start(), m.end()):
                 continue
             ok = brand == idx.brand or brand in idx.text or bool(prof and brand in prof.text)
-            claims.append(Claim(text[m.start() : m.end()], "brand", ok, None if ok else "brand_mismatch", m.start(), m.end()))
+            claims.append(
+                Claim(text[m.start() : m.end()], "brand", ok, None if ok else "brand_mismatch", m.start(), m.end())
+            )
     claims.sort(key=lambda c: (c.start, c.end))
     return GroundingResult(claims)
 
 
 def check_batch(
-    texts: list[str], facts: list[Mapping[str, Any] | str], *, known_brands: Iterable[str] = (), profiles: list[Mapping[str, Any] | None] | None = None
+    texts: list[str],
+    facts: list[Mapping[str, Any] | str],
+    *,
+    known_brands: Iterable[str] = (),
+    profiles: list[Mapping[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Per-output results and the overall unsupported-claim rate (unsupported / all claims).
 
     `profiles`: one shopper profile per text for personalized reasons (None = no profile)."""
     if len(texts) != len(facts) or (profiles is not None and len(profiles) != len(texts)):
-        raise ValueError(f"{len(texts)} texts, {len(facts)} facts, {'no' if profiles is None else len(profiles)} profiles; pass one facts entry per text (and one profile per text, or none)")
+        raise ValueError(
+            f"{len(texts)} texts, {len(facts)} facts, {'no' if profiles is None else len(profiles)} profiles; pass one facts entry per text (and one profile per text, or none)"
+        )
     brands = list(known_brands)
     profiles = profiles if profiles is not None else [None] * len(texts)
     results = [check(t, f, known_brands=brands, profile=p) for t, f, p in zip(texts, facts, profiles, strict=True)]
@@ -691,7 +818,13 @@ def sentences(text: str) -> list[str]:
     return [s for s in out if s]
 
 
-def remove_unsupported(text: str, facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = (), profile: Mapping[str, Any] | None = None) -> str:
+def remove_unsupported(
+    text: str,
+    facts: Mapping[str, Any] | str,
+    *,
+    known_brands: Iterable[str] = (),
+    profile: Mapping[str, Any] | None = None,
+) -> str:
     """`text` without the sentences that carry an unsupported claim (serving runs this).
 
     `profile`: the shopper data a personalized reason was written from (see `check`)."""
@@ -701,7 +834,9 @@ def remove_unsupported(text: str, facts: Mapping[str, Any] | str, *, known_brand
     return "".join(kept).strip()
 
 
-def ground_pdp(obj: Mapping[str, Any], facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = ()) -> dict[str, Any]:
+def ground_pdp(
+    obj: Mapping[str, Any], facts: Mapping[str, Any] | str, *, known_brands: Iterable[str] = ()
+) -> dict[str, Any]:
     """A PDP object with unsupported claims removed: bad highlights dropped, description filtered,
     and a title that claims something unsupported replaced by the catalog title."""
     f = json.loads(facts) if isinstance(facts, str) else facts
@@ -709,5 +844,13 @@ def ground_pdp(obj: Mapping[str, Any], facts: Mapping[str, Any] | str, *, known_
     title = str(obj.get("title") or "")
     if not title or check(title, f, known_brands=brands).unsupported:
         title = str(f.get("title") or "")
-    highlights = [h for h in obj.get("highlights") or [] if isinstance(h, str) and h.strip() and not check(h, f, known_brands=brands).unsupported]
-    return {"title": title, "highlights": highlights, "description": remove_unsupported(str(obj.get("description") or ""), f, known_brands=brands)}
+    highlights = [
+        h
+        for h in obj.get("highlights") or []
+        if isinstance(h, str) and h.strip() and not check(h, f, known_brands=brands).unsupported
+    ]
+    return {
+        "title": title,
+        "highlights": highlights,
+        "description": remove_unsupported(str(obj.get("description") or ""), f, known_brands=brands),
+    }

@@ -25,7 +25,11 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 RECALL_K = 10
 IDS_SCHEMA = pa.schema(
-    [pa.field("row", pa.int64(), nullable=False), pa.field("product_id", pa.string(), nullable=False), pa.field("item_idx", pa.int64())]
+    [
+        pa.field("row", pa.int64(), nullable=False),
+        pa.field("product_id", pa.string(), nullable=False),
+        pa.field("item_idx", pa.int64()),
+    ]
 )
 
 
@@ -33,9 +37,13 @@ def check_vectors(vectors: np.ndarray, dim: int | None = None, what: str = "vect
     """A contiguous float32 (N, dim) copy, L2-normalized; a clear error for anything else."""
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[0] == 0:
-        raise ValueError(f"{what} must be a non-empty (N, dim) array, got shape {vectors.shape}; run `shopgraph data embed-products` first")
+        raise ValueError(
+            f"{what} must be a non-empty (N, dim) array, got shape {vectors.shape}; run `shopgraph data embed-products` first"
+        )
     if dim is not None and vectors.shape[1] != dim:
-        raise ValueError(f"{what} have dim {vectors.shape[1]}, expected {dim}; embed them with the same encoder (models.encoder) as the index")
+        raise ValueError(
+            f"{what} have dim {vectors.shape[1]}, expected {dim}; embed them with the same encoder (models.encoder) as the index"
+        )
     vectors = np.ascontiguousarray(vectors, dtype=np.float32).copy()
     if not np.isfinite(vectors).all():
         raise ValueError(f"{what} contain NaN or inf; re-run `shopgraph data embed-products`")
@@ -115,4 +123,8 @@ def load_embeddings(layout_or_dir: ArtifactLayout | str | Path) -> tuple[pa.Tabl
 def vectors_of(table: pa.Table) -> np.ndarray:
     """The `vector` column as a contiguous (N, dim) float32 array."""
     column = table["vector"].combine_chunks()
-    return column.values.to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size).astype(np.float32, copy=False)
+    return (
+        column.values.to_numpy(zero_copy_only=False)
+        .reshape(len(column), column.type.list_size)
+        .astype(np.float32, copy=False)
+    )

@@ -44,9 +44,7 @@ def rank_of_target(scores: np.ndarray, target_col: np.ndarray, rng: np.random.Ge
     return greater + equal.sum(axis=1)
 
 
-def sample_negatives(
-    num_items: int, seen: list[set[int]], num_negatives: int, rng: np.random.Generator
-) -> np.ndarray:
+def sample_negatives(num_items: int, seen: list[set[int]], num_negatives: int, rng: np.random.Generator) -> np.ndarray:
     """For each user, `num_negatives` distinct items in 1..num_items they never interacted with."""
     out = np.empty((len(seen), num_negatives), dtype=np.int64)
     for i, items in enumerate(seen):
@@ -78,7 +76,9 @@ def full_ranking_ranks(
     return rank_of_target(scores, targets, rng)
 
 
-def sampled_ranks(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def sampled_ranks(
+    scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Rank of each target among [target] + its negatives, using the full score rows."""
     candidates = np.concatenate([targets[:, None], negatives], axis=1)
     cand_scores = np.take_along_axis(scores, candidates, axis=1)

@@ -88,7 +88,9 @@ def reason_messages(profile: Mapping[str, Any], facts: str | Mapping[str, Any]) 
 # Engine-level structured-outputs settings (vLLM reads `disable_any_whitespace` from the engine
 # config, not per request). xgrammar explicitly: "auto" may pick a backend that lets a weak
 # model spend its budget on newlines between JSON tokens and overrun string lengths.
-STRUCTURED_ENGINE_KWARGS: dict[str, Any] = {"structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}
+STRUCTURED_ENGINE_KWARGS: dict[str, Any] = {
+    "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}
+}
 
 
 def pdp_structured_outputs():
@@ -151,7 +153,11 @@ def repair_pdp(text: str) -> dict[str, Any] | None:
     obj = json.loads(closed)
     if not isinstance(obj, dict):
         return None
-    obj = {"title": obj.get("title", ""), "highlights": obj.get("highlights", []), "description": obj.get("description", "")}
+    obj = {
+        "title": obj.get("title", ""),
+        "highlights": obj.get("highlights", []),
+        "description": obj.get("description", ""),
+    }
     desc = obj["description"] if isinstance(obj["description"], str) else ""
     ends = [i for i, ch in enumerate(desc) if ch in ".!?。！？"]
     obj["description"] = desc[: ends[-1] + 1] if ends else ""

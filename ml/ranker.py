@@ -31,7 +31,9 @@ def ranker_mlp(num_features: int, hidden: int):
     class ResidualRanker(nn.Module):
         def __init__(self):
             super().__init__()
-            self.correction = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            self.correction = nn.Sequential(
+                nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+            )
             nn.init.zeros_(self.correction[-1].weight)
             nn.init.zeros_(self.correction[-1].bias)
             self.retrieval_weight = nn.Parameter(torch.ones(1))
@@ -58,8 +60,19 @@ def load_ranker(path: str | Path):
     names = json.loads((path / "items.json").read_text())
     text = arrays["text"] if arrays["text"].size else None
     num_items = len(arrays["category"]) - 1
-    items = ItemTable(num_items, arrays["category"], arrays["brand"], arrays["log_price"], arrays["popularity"], arrays["recency"], text,
-                      names["product_ids"], names["titles"], names["categories"], names["brands"])
+    items = ItemTable(
+        num_items,
+        arrays["category"],
+        arrays["brand"],
+        arrays["log_price"],
+        arrays["popularity"],
+        arrays["recency"],
+        text,
+        names["product_ids"],
+        names["titles"],
+        names["categories"],
+        names["brands"],
+    )
     featurizer = Featurizer(items, sp.load_npz(path / "cooccurrence.npz"), recent=spec["recent_items"])
     mlp = ranker_mlp(len(spec["features"]), spec["hidden"])
     mlp.load_state_dict(torch.load(path / "model.pt", map_location="cpu"))

@@ -147,14 +147,33 @@ class Featurizer:
             strength = cooc / (cooc.max() + 1e-9) + sims
             anchor = int(recent[int(np.argmax(strength))])
             if cooc.max() > 0 or sims.max() > 0.5:
-                out.append({"type": "because_you_interacted", "product_id": self._pid(anchor), "title": self._title(anchor),
-                            "detail": "often bought next" if cooc.max() > 0 else "similar product"})
+                out.append(
+                    {
+                        "type": "because_you_interacted",
+                        "product_id": self._pid(anchor),
+                        "title": self._title(anchor),
+                        "detail": "often bought next" if cooc.max() > 0 else "similar product",
+                    }
+                )
         cat, brand = int(it.category[candidate]), int(it.brand[candidate])
         if brand >= 0 and f["brand_affinity"] > 0:
             latest = int(history[::-1][it.brand[history[::-1]] == brand][0])  # the most recent item of that brand
-            out.append({"type": "same_brand", "brand": self._name(it.brand_names, brand), "product_id": self._pid(latest), "title": self._title(latest)})
+            out.append(
+                {
+                    "type": "same_brand",
+                    "brand": self._name(it.brand_names, brand),
+                    "product_id": self._pid(latest),
+                    "title": self._title(latest),
+                }
+            )
         if cat >= 0 and f["category_affinity"] >= 0.3:
-            out.append({"type": "favourite_category", "category": self._name(it.category_names, cat), "share": round(f["category_affinity"], 2)})
+            out.append(
+                {
+                    "type": "favourite_category",
+                    "category": self._name(it.category_names, cat),
+                    "share": round(f["category_affinity"], 2),
+                }
+            )
         if self._popular_floor is None:
             self._popular_floor = np.quantile(it.popularity[1:], 0.9)
         if it.popularity[candidate] >= self._popular_floor:

@@ -87,7 +87,9 @@ class SASRec(nn.Module):
             if cfg.max_attributes < 1:
                 raise ValueError(f"max_attributes must be >= 1 when num_attributes > 0, got {cfg.max_attributes}")
             # mean (or sum) over the item's attributes; padding slots (0) are left out
-            self.attr_emb = nn.EmbeddingBag(cfg.num_attributes + 1, cfg.hidden, mode=cfg.attribute_pooling, padding_idx=0)
+            self.attr_emb = nn.EmbeddingBag(
+                cfg.num_attributes + 1, cfg.hidden, mode=cfg.attribute_pooling, padding_idx=0
+            )
             self.register_buffer("item_attrs", torch.zeros(cfg.num_items + 1, cfg.max_attributes, dtype=torch.long))
         self.item_bias = nn.Parameter(torch.zeros(cfg.num_items + 1)) if cfg.item_bias else None
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.hidden)
@@ -114,7 +116,9 @@ class SASRec(nn.Module):
         if self.attr_emb is None:
             raise ValueError("this model has no attribute embeddings (num_attributes=0)")
         if tuple(item_attrs.shape) != tuple(self.item_attrs.shape):
-            raise ValueError(f"item attribute table has shape {tuple(item_attrs.shape)}, the model expects {tuple(self.item_attrs.shape)}")
+            raise ValueError(
+                f"item attribute table has shape {tuple(item_attrs.shape)}, the model expects {tuple(self.item_attrs.shape)}"
+            )
         with torch.no_grad():
             self.item_attrs.copy_(item_attrs)
 
@@ -205,9 +209,9 @@ def sequence_loss(
         neg = torch.randint(1, num_items + 1, pos.shape, device=pos.device, generator=generator)
         pos_logit = (h * item_weight[pos]).sum(-1)
         neg_logit = (h * item_weight[neg]).sum(-1)
-        return F.binary_cross_entropy_with_logits(pos_logit, torch.ones_like(pos_logit)) + F.binary_cross_entropy_with_logits(
-            neg_logit, torch.zeros_like(neg_logit)
-        )
+        return F.binary_cross_entropy_with_logits(
+            pos_logit, torch.ones_like(pos_logit)
+        ) + F.binary_cross_entropy_with_logits(neg_logit, torch.zeros_like(neg_logit))
     if loss == "sampled_ce":
         neg = torch.randint(1, num_items + 1, (num_negatives,), device=pos.device, generator=generator)
         pos_logit = (h * item_weight[pos]).sum(-1, keepdim=True)

@@ -24,7 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 _EXACT_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._ -]+\])?==[A-Za-z0-9.!+_-]+(\s*;.*)?$")
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 # Options that send pip somewhere other than the registry, or install a tree from disk.
-_LOCATION_OPTIONS = ("-e", "--editable", "-f", "--find-links", "-i", "--index-url", "--extra-index-url", "-r", "-c", "--requirement", "--constraint")
+_LOCATION_OPTIONS = (
+    "-e",
+    "--editable",
+    "-f",
+    "--find-links",
+    "-i",
+    "--index-url",
+    "--extra-index-url",
+    "-r",
+    "-c",
+    "--requirement",
+    "--constraint",
+)
 
 
 def problem(requirement: str, *, exact: bool) -> str | None:
@@ -34,7 +46,9 @@ def problem(requirement: str, *, exact: bool) -> str | None:
         return None
     name = (_NAME.match(req) or [None, req])[1]
     if req.startswith(_LOCATION_OPTIONS):
-        return f"the option {req.split()[0]} points pip at a location outside the registry; pin packages by name instead"
+        return (
+            f"the option {req.split()[0]} points pip at a location outside the registry; pin packages by name instead"
+        )
     if " @ " in req or req.startswith("@") or "@ " in req:
         return f"{name} is a direct reference ({req.split('@', 1)[1].strip()[:80]}), which installs only where that file or URL exists; pin it as {name}==<version> from the registry"
     if "://" in req or req.startswith((".", "/", "~")) or req.endswith((".whl", ".tar.gz", ".zip")):
@@ -45,7 +59,11 @@ def problem(requirement: str, *, exact: bool) -> str | None:
 
 
 def _lock_lines(path: Path) -> list[tuple[int, str]]:
-    return [(n, line.rstrip("\n")) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        (n, line.rstrip("\n"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def _pyproject_requirements(path: Path) -> list[tuple[int, str]]:
@@ -77,14 +95,35 @@ def default_files(root: Path = ROOT) -> list[Path]:
 
 # pip's messages for the usual failures, most specific first: (pattern with the package as group 1, cause).
 _PIP_FAILURES = [
-    (r"No such file or directory: '[^']*/([A-Za-z0-9_.]+?)-\d[^/']*\.whl'", "a requirement points at a wheel file that is not on this machine (a `file://` or path pin); pin it by name and version"),
-    (r"No matching distribution found for ([A-Za-z0-9._-]+)", "no release of it matches the pin for this Python and platform on the registry (wrong version, or no network to the registry)"),
-    (r"Could not find a version that satisfies the requirement ([A-Za-z0-9._-]+)", "no release of it matches the pin for this Python and platform on the registry"),
-    (r"Failed to build ([A-Za-z0-9._-]+)", "it has no wheel for this platform and building it from source failed (a compiler or system library is missing)"),
-    (r"Cannot install ([A-Za-z0-9._-]+).*because these package versions have conflicting", "its pins conflict with another package's; rerun `scripts/setup.sh --relock` after fixing pyproject.toml"),
-    (r"The user requested \(constraint\) ([A-Za-z0-9._-]+)", "a constraint on this machine caps its version below the pin"),
+    (
+        r"No such file or directory: '[^']*/([A-Za-z0-9_.]+?)-\d[^/']*\.whl'",
+        "a requirement points at a wheel file that is not on this machine (a `file://` or path pin); pin it by name and version",
+    ),
+    (
+        r"No matching distribution found for ([A-Za-z0-9._-]+)",
+        "no release of it matches the pin for this Python and platform on the registry (wrong version, or no network to the registry)",
+    ),
+    (
+        r"Could not find a version that satisfies the requirement ([A-Za-z0-9._-]+)",
+        "no release of it matches the pin for this Python and platform on the registry",
+    ),
+    (
+        r"Failed to build ([A-Za-z0-9._-]+)",
+        "it has no wheel for this platform and building it from source failed (a compiler or system library is missing)",
+    ),
+    (
+        r"Cannot install ([A-Za-z0-9._-]+).*because these package versions have conflicting",
+        "its pins conflict with another package's; rerun `scripts/setup.sh --relock` after fixing pyproject.toml",
+    ),
+    (
+        r"The user requested \(constraint\) ([A-Za-z0-9._-]+)",
+        "a constraint on this machine caps its version below the pin",
+    ),
     (r"HASH[^\n]*\n\s*([A-Za-z0-9._-]+)==", "the downloaded file does not match the pinned hash"),
-    (r"(?:Connection|Read timed out|Max retries exceeded)[^\n]*?/simple/([A-Za-z0-9._-]+)/", "the registry could not be reached; check the network or proxy settings"),
+    (
+        r"(?:Connection|Read timed out|Max retries exceeded)[^\n]*?/simple/([A-Za-z0-9._-]+)/",
+        "the registry could not be reached; check the network or proxy settings",
+    ),
 ]
 
 
@@ -100,7 +139,11 @@ def diagnose(log: str) -> str:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("check", "diagnose"):
-        print(__doc__.strip().splitlines()[0], "\nusage: requirements_check.py check [FILE ...] | diagnose PIP_LOG", file=sys.stderr)
+        print(
+            __doc__.strip().splitlines()[0],
+            "\nusage: requirements_check.py check [FILE ...] | diagnose PIP_LOG",
+            file=sys.stderr,
+        )
         return 2
     if argv[0] == "diagnose":
         print(diagnose(Path(argv[1]).read_text(encoding="utf-8", errors="replace")))

@@ -34,8 +34,12 @@ class AppArgs(BaseModel):
 
     config_path: str | None = Field(None, description="shopgraph YAML config; default configs/local.yaml.")
     overrides: list[str] = Field(default_factory=list, description="`dotted.key=value` overrides, as --set on the CLI.")
-    engine: Literal["vllm", "fake", "none"] = Field("vllm", description="Generator engine: vllm (production), fake (tests), none (template copy only).")
-    fake_respond: str = Field("serve.testing:echo_facts", description="module:function producing fake completions (engine=fake).")
+    engine: Literal["vllm", "fake", "none"] = Field(
+        "vllm", description="Generator engine: vllm (production), fake (tests), none (template copy only)."
+    )
+    fake_respond: str = Field(
+        "serve.testing:echo_facts", description="module:function producing fake completions (engine=fake)."
+    )
     fake_delay_s: float = Field(0.0, ge=0, description="Per-completion delay of the fake engine.")
     fake_fail: bool = Field(False, description="Make the fake engine fail every call.")
 
@@ -56,7 +60,10 @@ def build_app(args: dict) -> serve.Application:
     cfg = parsed.load_config()
     deps = cfg.serve.deployments
     plain = parsed.model_dump()
-    log.info("shopgraph serve: %s", json.dumps({name: getattr(deps, name).options() for name in ("ingress", "retriever", "ranker", "generator")}))
+    log.info(
+        "shopgraph serve: %s",
+        json.dumps({name: getattr(deps, name).options() for name in ("ingress", "retriever", "ranker", "generator")}),
+    )
     retriever = Retriever.options(**deps.retriever.options()).bind(plain)
     ranker = Ranker.options(**deps.ranker.options()).bind(plain)
     generator = None
@@ -66,9 +73,21 @@ def build_app(args: dict) -> serve.Application:
 
         if parsed.engine == "vllm":
             model_dir = generator_model_dir(cfg)
-            spec = {"kind": "vllm", "model_dir": str(model_dir), "model_version": generator_version(cfg), "config_path": parsed.config_path, "overrides": parsed.overrides}
+            spec = {
+                "kind": "vllm",
+                "model_dir": str(model_dir),
+                "model_version": generator_version(cfg),
+                "config_path": parsed.config_path,
+                "overrides": parsed.overrides,
+            }
         else:
-            spec = {"kind": "fake", "respond": parsed.fake_respond, "delay_s": parsed.fake_delay_s, "fail": parsed.fake_fail, "model_version": generator_version(cfg)}
+            spec = {
+                "kind": "fake",
+                "respond": parsed.fake_respond,
+                "delay_s": parsed.fake_delay_s,
+                "fail": parsed.fake_fail,
+                "model_version": generator_version(cfg),
+            }
         brands = sorted({p.brand for p in load_catalog(cfg).products.values() if p.brand})
         generator = Generator.options(**deps.generator.options()).bind(spec, cfg.serve.generation.model_dump(), brands)
     return Ingress.options(**deps.ingress.options()).bind(plain, retriever, ranker, generator)

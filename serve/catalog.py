@@ -88,8 +88,15 @@ def load_catalog(cfg) -> Catalog:
     idx_of = dict(zip(ids["product_id"], ids["item_idx"]))
     products = {
         r["product_id"]: Product(
-            r["product_id"], r["title"], r["category"], r["brand"], r["price"],
-            dict(r["attributes"] or []), r["description"], r["in_stock"], idx_of.get(r["product_id"]),
+            r["product_id"],
+            r["title"],
+            r["category"],
+            r["brand"],
+            r["price"],
+            dict(r["attributes"] or []),
+            r["description"],
+            r["in_stock"],
+            idx_of.get(r["product_id"]),
         )
         for r in products_t
     }
@@ -97,14 +104,20 @@ def load_catalog(cfg) -> Catalog:
     users = pq.read_table(local_dir(layout.id_maps) / "users.parquet").to_pydict()
     uid_of = dict(zip(users["user_idx"], users["user_id"]))
     seqs = pq.read_table(local_dir(layout.sequences) / "sequences.parquet", columns=["user_idx", "items"]).to_pydict()
-    history = {uid_of[u]: np.asarray(items, dtype=np.int64) for u, items in zip(seqs["user_idx"], seqs["items"]) if u in uid_of}
+    history = {
+        uid_of[u]: np.asarray(items, dtype=np.int64) for u, items in zip(seqs["user_idx"], seqs["items"]) if u in uid_of
+    }
     events = read_events(layout).select(["user_id", "product_id", "event"]).to_pydict()
     purchases: dict[str, set[str]] = {}
     for u, p, e in zip(events["user_id"], events["product_id"], events["event"]):
         if e == "purchase":
             purchases.setdefault(u, set()).add(p)
-    pop = pq.read_table(local_dir(layout.features) / "item_popularity.parquet", columns=["product_id", "recency_score", "count"]).to_pydict()
-    order = sorted(range(len(pop["product_id"])), key=lambda i: (-pop["recency_score"][i], -pop["count"][i], pop["product_id"][i]))
+    pop = pq.read_table(
+        local_dir(layout.features) / "item_popularity.parquet", columns=["product_id", "recency_score", "count"]
+    ).to_pydict()
+    order = sorted(
+        range(len(pop["product_id"])), key=lambda i: (-pop["recency_score"][i], -pop["count"][i], pop["product_id"][i])
+    )
     popular = [pop["product_id"][i] for i in order if pop["product_id"][i] in products]
     version = artifact_version([Path(layout.recommender), Path(layout.ranker), local_dir(layout.index)])
     return Catalog(products, by_item_idx, history, purchases, popular, version, cfg.data.currency)

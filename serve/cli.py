@@ -1,7 +1,7 @@
 """`shopgraph serve ...`: run the Serve application on the configured Ray cluster.
 
-    shopgraph serve run                      # local Ray, blocks until Ctrl-C
-    serve run serve.app:build_app config_path=configs/local.yaml      # Ray's own CLI, same app
+shopgraph serve run                      # local Ray, blocks until Ctrl-C
+serve run serve.app:build_app config_path=configs/local.yaml      # Ray's own CLI, same app
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import typer
 
 from core.cli import ConfigOpt, SetOpt, load_or_exit
 
-app = typer.Typer(help="Serve recommendations and product pages with Ray Serve (ingress -> retriever -> ranker -> generator).", no_args_is_help=True)
+app = typer.Typer(
+    help="Serve recommendations and product pages with Ray Serve (ingress -> retriever -> ranker -> generator).",
+    no_args_is_help=True,
+)
 
 
 def start_app(cfg, config_path: str | None, overrides: list[str], engine: str = "vllm") -> str:
@@ -25,7 +28,11 @@ def start_app(cfg, config_path: str | None, overrides: list[str], engine: str = 
 
     ensure_ray(cfg)
     serve.start(http_options={"host": cfg.serve.http.host, "port": cfg.serve.http.port})
-    serve.run(build_app({"config_path": config_path, "overrides": overrides, "engine": engine}), name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
+    serve.run(
+        build_app({"config_path": config_path, "overrides": overrides, "engine": engine}),
+        name=cfg.serve.app_name,
+        route_prefix=cfg.serve.route_prefix,
+    )
     host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
     return f"http://{host}:{cfg.serve.http.port}{cfg.serve.route_prefix.rstrip('/')}"
 
@@ -34,7 +41,9 @@ def start_app(cfg, config_path: str | None, overrides: list[str], engine: str = 
 def run(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    engine: Annotated[str, typer.Option(help="vllm (generated copy) or none (cached/template copy only, no LLM).")] = "vllm",
+    engine: Annotated[
+        str, typer.Option(help="vllm (generated copy) or none (cached/template copy only, no LLM).")
+    ] = "vllm",
 ) -> None:
     """Deploy the application and keep serving until Ctrl-C; prints the URL and the endpoints."""
     if engine not in ("vllm", "none"):
@@ -44,7 +53,10 @@ def run(
     try:
         url = start_app(cfg, str(config) if config else None, list(set_ or []), engine)
     except Exception as e:  # missing artifacts and the like: say which stage to run
-        typer.echo(f"error: the application did not start: {e}\nrun `shopgraph demo --exit-after-requests` (or the data/train stages) first", err=True)
+        typer.echo(
+            f"error: the application did not start: {e}\nrun `shopgraph demo --exit-after-requests` (or the data/train stages) first",
+            err=True,
+        )
         raise typer.Exit(1) from None
     print_endpoints(url)
     try:
@@ -56,7 +68,7 @@ def run(
 
 def print_endpoints(url: str) -> None:
     typer.echo(f"\nshopgraph is serving at {url}")
-    typer.echo(f"  POST {url}/v1/recommendations       {{\"user_id\": ..., \"k\": 10}}")
+    typer.echo(f'  POST {url}/v1/recommendations       {{"user_id": ..., "k": 10}}')
     typer.echo(f"  GET  {url}/v1/products/<id>/page?user_id=...")
     typer.echo(f"  GET  {url}/shop/products/<id>?user_id=...   (demo page)")
     typer.echo(f"  GET  {url}/docs  (OpenAPI)   {url}/readyz   {url}/metrics")

@@ -106,7 +106,11 @@ def generator_version(cfg) -> str:
         manifest = read_manifest(generator_model_dir(cfg))
     except Exception:
         return "unknown"
-    return manifest.get("meta", {}).get("model_version") or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12] or "unknown"
+    return (
+        manifest.get("meta", {}).get("model_version")
+        or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12]
+        or "unknown"
+    )
 
 
 def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
@@ -127,11 +131,19 @@ def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
     for path in sorted(root.glob("*.parquet")):
         for row in pq.read_table(path).to_pylist():
             product = catalog.products.get(row["product_id"])
-            if product is None or row.get("model_version") != model_version or row["facts_hash"] != facts_hash(product, catalog.currency):
+            if (
+                product is None
+                or row.get("model_version") != model_version
+                or row["facts_hash"] != facts_hash(product, catalog.currency)
+            ):
                 continue  # stale: the facts or the model changed since the batch job
             if not row.get("description"):
                 continue
-            sections = {"title": row["title"], "highlights": list(row.get("highlights") or []), "description": row["description"]}
+            sections = {
+                "title": row["title"],
+                "highlights": list(row.get("highlights") or []),
+                "description": row["description"],
+            }
             cache.put(CacheKey(row["product_id"], "page", "all", model_version, row["facts_hash"]), sections)
             loaded += 1
     return loaded
@@ -141,7 +153,9 @@ async def _await(ref):
     return await ref
 
 
-async def within_budget(refs: list, timeout_s: float, on_late: Callable[[int, Any], None]) -> list[tuple[Any | None, str]]:
+async def within_budget(
+    refs: list, timeout_s: float, on_late: Callable[[int, Any], None]
+) -> list[tuple[Any | None, str]]:
     """Wait at most `timeout_s` for generations (deployment responses), all at once.
 
     Returns one `(result, status)` per ref: `(result, "ok")` when it finished in time,
@@ -155,7 +169,9 @@ async def within_budget(refs: list, timeout_s: float, on_late: Callable[[int, An
     out: list[tuple[Any | None, str]] = []
     for i, task in enumerate(tasks):
         if not task.done():
-            task.add_done_callback(lambda t, i=i: on_late(i, t.result()) if not t.cancelled() and t.exception() is None else None)
+            task.add_done_callback(
+                lambda t, i=i: on_late(i, t.result()) if not t.cancelled() and t.exception() is None else None
+            )
             out.append((None, "budget"))
         elif task.exception() is not None:
             out.append((None, type(task.exception()).__name__))

@@ -23,7 +23,9 @@ class RetrieveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: str | None = Field(None, description="Known user whose history seeds retrieval; None for an anonymous session.")
+    user_id: str | None = Field(
+        None, description="Known user whose history seeds retrieval; None for an anonymous session."
+    )
     recent_items: list[str] = Field(default_factory=list, description="Product ids of the session, oldest first.")
     n: int = Field(..., ge=1, description="Candidates to return.")
 
@@ -33,14 +35,18 @@ class Retrieved(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    history: np.ndarray = Field(..., description="Item ids (int64) of the user's history plus the session's known items.")
+    history: np.ndarray = Field(
+        ..., description="Item ids (int64) of the user's history plus the session's known items."
+    )
     candidates: Candidates = Field(..., description="Recommender and text-index candidates, with the cold-start flag.")
 
 
 class RankFilters(Filters):
     """The request's public filters plus what the ingress excludes."""
 
-    exclude: list[str] = Field(default_factory=list, description="Product ids never to return (the session's own items, the viewed product).")
+    exclude: list[str] = Field(
+        default_factory=list, description="Product ids never to return (the session's own items, the viewed product)."
+    )
 
 
 class RankRequest(BaseModel):

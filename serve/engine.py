@@ -17,7 +17,9 @@ from typing import Any, Protocol
 class Engine(Protocol):
     model_version: str
 
-    def stream(self, messages: list[dict[str, str]], *, max_tokens: int, json_schema: dict | None = None) -> AsyncIterator[str]:
+    def stream(
+        self, messages: list[dict[str, str]], *, max_tokens: int, json_schema: dict | None = None
+    ) -> AsyncIterator[str]:
         """Text deltas of one greedy completion."""
 
 
@@ -36,7 +38,9 @@ class VLLMEngine:
 
         # The same structured-output backend as evaluation and batch generation (xgrammar, no
         # free whitespace), so a served page is held to the JSON validity measured offline.
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**vllm_engine_kwargs(model_dir, engine_cfg), **STRUCTURED_ENGINE_KWARGS))
+        self.engine = AsyncLLM.from_engine_args(
+            AsyncEngineArgs(**vllm_engine_kwargs(model_dir, engine_cfg), **STRUCTURED_ENGINE_KWARGS)
+        )
         self.model_version = model_version
         # Small models loop ("..., and the X, and the X"); a mild penalty stops it.
         self.repetition_penalty = repetition_penalty
@@ -70,7 +74,14 @@ class VLLMEngine:
 class FakeEngine:
     """Deterministic stand-in for unit tests: `respond(messages) -> str`, optional delay/failure."""
 
-    def __init__(self, respond: Callable[[list[dict[str, str]]], str], *, delay_s: float = 0.0, fail: bool = False, model_version: str = "fake-1"):
+    def __init__(
+        self,
+        respond: Callable[[list[dict[str, str]]], str],
+        *,
+        delay_s: float = 0.0,
+        fail: bool = False,
+        model_version: str = "fake-1",
+    ):
         self.respond, self.delay_s, self.fail, self.model_version = respond, delay_s, fail, model_version
         self.calls = 0
 
@@ -92,10 +103,20 @@ def build_engine(spec: dict[str, Any]) -> Engine:
         from ml.base_model import check_generator_dir
 
         cfg = load_config(spec.get("config_path"), spec.get("overrides"))
-        return VLLMEngine(check_generator_dir(Path(spec["model_dir"])), cfg.models.engine, spec["model_version"], cfg.serve.generation.repetition_penalty)
+        return VLLMEngine(
+            check_generator_dir(Path(spec["model_dir"])),
+            cfg.models.engine,
+            spec["model_version"],
+            cfg.serve.generation.repetition_penalty,
+        )
     if spec["kind"] == "fake":
         import importlib
 
         module, _, name = spec["respond"].partition(":")
-        return FakeEngine(getattr(importlib.import_module(module), name), delay_s=spec.get("delay_s", 0.0), fail=spec.get("fail", False), model_version=spec.get("model_version", "fake-1"))
+        return FakeEngine(
+            getattr(importlib.import_module(module), name),
+            delay_s=spec.get("delay_s", 0.0),
+            fail=spec.get("fail", False),
+            model_version=spec.get("model_version", "fake-1"),
+        )
     raise ValueError(f"unknown engine kind {spec['kind']!r}; use 'vllm' or 'fake'")

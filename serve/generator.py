@@ -72,7 +72,9 @@ class GeneratorCore:
         started = time.perf_counter()
         parts = []
         grounded = GroundedPageStream(facts, self.known_brands)
-        async for delta in self.engine.stream(pdp_messages(facts), max_tokens=self.cfg.page_max_tokens, json_schema=PDP_SCHEMA):
+        async for delta in self.engine.stream(
+            pdp_messages(facts), max_tokens=self.cfg.page_max_tokens, json_schema=PDP_SCHEMA
+        ):
             if not parts and facts.get("title"):  # once the engine answers: a dead one streams nothing
                 yield {"section": {"field": "title", "text": facts["title"]}}
             parts.append(delta)
@@ -91,7 +93,11 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
 
     page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
-        return {"sections": None, "why": "invalid_json", "error": "generated page is not valid JSON with title, highlights, description"}
+        return {
+            "sections": None,
+            "why": "invalid_json",
+            "error": "generated page is not valid JSON with title, highlights, description",
+        }
     grounded = ground_pdp(page, facts, known_brands=known_brands)
     # The page title is the catalog's: a small model's "The Ultimate Toys For Kids" claims
     # nothing checkable yet names no product. Generation writes highlights and description.
@@ -101,7 +107,11 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
 
         grounded["highlights"] = template_page(facts)["highlights"]
     if not grounded["description"]:
-        return {"sections": None, "why": "ungrounded", "error": "every sentence of the description had an unsupported claim"}
+        return {
+            "sections": None,
+            "why": "ungrounded",
+            "error": "every sentence of the description had an unsupported claim",
+        }
     removed = len(page["highlights"]) - len(grounded["highlights"]) + (grounded["description"] != page["description"])
     return {"sections": grounded, "removed": removed}
 
@@ -118,7 +128,16 @@ class _JsonStrings:
     `feed(chunk)` -> [(field, index, text, closed)], with index the array position (highlights)
     or None. Keys, nesting and anything outside the top-level object's strings are skipped."""
 
-    _ESCAPES: ClassVar[dict[str, str]] = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", '"': '"', "\\": "\\", "/": "/"}
+    _ESCAPES: ClassVar[dict[str, str]] = {
+        "n": "\n",
+        "t": "\t",
+        "r": "\r",
+        "b": "\b",
+        "f": "\f",
+        '"': '"',
+        "\\": "\\",
+        "/": "/",
+    }
 
     def __init__(self):
         self.stack: list[str] = []  # "{" / "["

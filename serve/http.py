@@ -39,7 +39,9 @@ class ApiError(Exception):
         self.status, self.message, self.type, self.param = status, message, type_, param
 
 
-def error_response(status: int, message: str, type_: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, type_: str, param: str | None = None, headers: dict | None = None
+) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(message=message, type=type_, param=param, code=status))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -59,15 +61,26 @@ async def _validation_error(request: Request, e: RequestValidationError):
     errors = e.errors()
     first = errors[0]
     if first.get("type") == "json_invalid":
-        return error_response(400, f"request body is not valid JSON: {first.get('ctx', {}).get('error') or first.get('msg')}", "invalid_request_error")
+        return error_response(
+            400,
+            f"request body is not valid JSON: {first.get('ctx', {}).get('error') or first.get('msg')}",
+            "invalid_request_error",
+        )
 
     def path(err) -> str:
         return ".".join(str(p) for p in err.get("loc", ()) if p != "body")
 
-    if first.get("loc") == ("body",) and first.get("type") in ("missing", "model_attributes_type", "dict_type", "model_type"):
+    if first.get("loc") == ("body",) and first.get("type") in (
+        "missing",
+        "model_attributes_type",
+        "dict_type",
+        "model_type",
+    ):
         # No body, `null`, a list or a string: the body itself is wrong, not one of its fields.
         hint = _body_hint(request)
-        return error_response(422, "the request body must be a JSON object" + (f" {hint}" if hint else ""), "invalid_request_error")
+        return error_response(
+            422, "the request body must be a JSON object" + (f" {hint}" if hint else ""), "invalid_request_error"
+        )
     param = path(first) or None
     msgs = "; ".join(f"{path(err)}: {err.get('msg')}" if path(err) else str(err.get("msg")) for err in errors[:5])
     return error_response(422, msgs, "invalid_request_error", param)
@@ -77,15 +90,26 @@ async def _http_error(request: Request, e: StarletteHTTPException):
     """The framework's own errors (unmatched route, wrong method, unparseable body) in the API's shape."""
     where = request.url.path[:_MAX_ECHO]
     if e.status_code == 404:
-        return error_response(404, f"no route {request.method} {where}; see /docs for the API", "not_found_error", headers=e.headers)
+        return error_response(
+            404, f"no route {request.method} {where}; see /docs for the API", "not_found_error", headers=e.headers
+        )
     if e.status_code == 405:
         allowed = (e.headers or {}).get("Allow", "")
-        return error_response(405, f"{request.method} is not allowed on {where}; use {allowed or 'another method'}", "invalid_request_error", headers=e.headers)
+        return error_response(
+            405,
+            f"{request.method} is not allowed on {where}; use {allowed or 'another method'}",
+            "invalid_request_error",
+            headers=e.headers,
+        )
     cause = e.__cause__
     if e.status_code == 400 and isinstance(cause, UnicodeDecodeError):
-        return error_response(400, "request body is not valid UTF-8; send JSON encoded as UTF-8", "invalid_request_error")
+        return error_response(
+            400, "request body is not valid UTF-8; send JSON encoded as UTF-8", "invalid_request_error"
+        )
     if e.status_code == 400 and isinstance(cause, RecursionError):
-        return error_response(400, f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels", "invalid_request_error")
+        return error_response(
+            400, f"request body nests JSON deeper than {MAX_JSON_DEPTH} levels", "invalid_request_error"
+        )
     kind = "server_error" if e.status_code >= 500 else "invalid_request_error"
     return error_response(e.status_code, str(e.detail), kind, headers=e.headers)
 
@@ -134,7 +158,9 @@ class _CheckBody:
         limit = getattr(scope["app"].state, "max_body_bytes", 64 * 1024)
         length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > limit:
-            return await error_response(413, f"request body is {length} bytes; the limit is {limit}", "invalid_request_error")(scope, receive, send)
+            return await error_response(
+                413, f"request body is {length} bytes; the limit is {limit}", "invalid_request_error"
+            )(scope, receive, send)
         messages, chunks, size, more = [], [], 0, True
         while more:  # read it all (with or without a length), check it, then replay it downstream
             message = await receive()
@@ -145,7 +171,9 @@ class _CheckBody:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > limit:
-                return await error_response(413, f"request body is over {limit} bytes", "invalid_request_error")(scope, receive, send)
+                return await error_response(413, f"request body is over {limit} bytes", "invalid_request_error")(
+                    scope, receive, send
+                )
         body = b"".join(chunks)
         problem = None
         try:

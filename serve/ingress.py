@@ -97,7 +97,9 @@ def _overall(sources: list[str]) -> str:
 
 
 def _evidence_key(evidence: list[dict]) -> str:
-    return "/".join(f"{e.get('type')}:{e.get('product_id') or e.get('brand') or e.get('category') or ''}" for e in evidence[:2])
+    return "/".join(
+        f"{e.get('type')}:{e.get('product_id') or e.get('brand') or e.get('category') or ''}" for e in evidence[:2]
+    )
 
 
 def _self_scored(product_id: str, history: np.ndarray, catalog):
@@ -106,23 +108,43 @@ def _self_scored(product_id: str, history: np.ndarray, catalog):
 
     product = catalog.products[product_id]
     evidence = []
-    hist_products = [catalog.products[catalog.by_item_idx[int(i)]] for i in history[::-1] if int(i) in catalog.by_item_idx]
-    same_brand = next((p for p in hist_products if product.brand and p.brand == product.brand and p.product_id != product_id), None)
+    hist_products = [
+        catalog.products[catalog.by_item_idx[int(i)]] for i in history[::-1] if int(i) in catalog.by_item_idx
+    ]
+    same_brand = next(
+        (p for p in hist_products if product.brand and p.brand == product.brand and p.product_id != product_id), None
+    )
     if same_brand:
-        evidence.append({"type": "same_brand", "brand": product.brand, "product_id": same_brand.product_id, "title": same_brand.title})
+        evidence.append(
+            {
+                "type": "same_brand",
+                "brand": product.brand,
+                "product_id": same_brand.product_id,
+                "title": same_brand.title,
+            }
+        )
     same_cat = [p for p in hist_products if product.category and p.category == product.category]
     if same_cat:
-        evidence.append({"type": "favourite_category", "category": product.category, "share": round(len(same_cat) / max(len(hist_products), 1), 2)})
+        evidence.append(
+            {
+                "type": "favourite_category",
+                "category": product.category,
+                "share": round(len(same_cat) / max(len(hist_products), 1), 2),
+            }
+        )
     return Scored(product_id, 0.0, evidence or [{"type": "popular", "category": product.category}])
 
 
 # The ingress class comes last: `serve.ingress` serializes it when the class is defined,
 # so every module-level helper it uses must already exist at that point.
 
+
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, args: dict, retriever: DeploymentHandle, ranker: DeploymentHandle, generator: DeploymentHandle | None):
+    def __init__(
+        self, args: dict, retriever: DeploymentHandle, ranker: DeploymentHandle, generator: DeploymentHandle | None
+    ):
         from serve.catalog import load_catalog
 
         self.args = AppArgs(**args)
@@ -150,14 +172,30 @@ class Ingress:
         self.cache = ContentCache(self.gen_cfg.cache_entries)
         self.precomputed = 0
         self.registry = CollectorRegistry()
-        self.m_latency = Histogram("shopgraph_stage_latency_seconds", "Latency per stage", ["stage"], registry=self.registry,
-                                   buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-        self.m_content = Counter("shopgraph_content_total", "Content served by source", ["kind", "source"], registry=self.registry)
-        self.m_fallback = Counter("shopgraph_fallbacks_total", "Stage fallbacks", ["stage", "why"], registry=self.registry)
+        self.m_latency = Histogram(
+            "shopgraph_stage_latency_seconds",
+            "Latency per stage",
+            ["stage"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.m_content = Counter(
+            "shopgraph_content_total", "Content served by source", ["kind", "source"], registry=self.registry
+        )
+        self.m_fallback = Counter(
+            "shopgraph_fallbacks_total", "Stage fallbacks", ["stage", "why"], registry=self.registry
+        )
         # Counted by serve.http's middleware for every response (route template, status), errors included.
-        self.m_requests = Counter("shopgraph_requests_total", "Requests by endpoint (route template) and status", ["endpoint", "status"], registry=self.registry)
+        self.m_requests = Counter(
+            "shopgraph_requests_total",
+            "Requests by endpoint (route template) and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
         api.state.requests = self.m_requests
-        self.m_tokens = Counter("shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry)
+        self.m_tokens = Counter(
+            "shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry
+        )
         self._background: set[asyncio.Task] = set()  # late streams being cached; held so they are not collected
 
     # -- helpers
@@ -179,19 +217,27 @@ class Ingress:
     def _check_ids(self, values: list[str | None], param: str) -> None:
         for v in values:
             if v is not None and len(v) > self.limits.max_text_chars:
-                raise ApiError(422, f"{param} is {len(v)} characters long; the limit is {self.limits.max_text_chars}", param=param)
+                raise ApiError(
+                    422, f"{param} is {len(v)} characters long; the limit is {self.limits.max_text_chars}", param=param
+                )
 
-    async def _recommend(self, req: RecommendationRequest, deadline: float, exclude: set[str] = frozenset()) -> tuple[list, bool, dict]:
+    async def _recommend(
+        self, req: RecommendationRequest, deadline: float, exclude: set[str] = frozenset()
+    ) -> tuple[list, bool, dict]:
         timings: dict[str, float] = {}
         n = min(max(req.k * 3, 50), 300)
         started = time.perf_counter()
         try:
             retrieve = RetrieveRequest(user_id=req.user_id, recent_items=req.recent_items, n=n)
-            got = await self._timed("retrieve", self.retriever.retrieve.remote(retrieve), self.budgets.retrieval_ms, deadline)
+            got = await self._timed(
+                "retrieve", self.retriever.retrieve.remote(retrieve), self.budgets.retrieval_ms, deadline
+            )
             timings["retrieve"] = 1000 * (time.perf_counter() - started)
             started = time.perf_counter()
             filters = RankFilters(**req.filters.model_dump(), exclude=sorted(set(exclude) | set(req.recent_items)))
-            rank = RankRequest(user_id=req.user_id, history=got.history, candidates=got.candidates, k=req.k, filters=filters)
+            rank = RankRequest(
+                user_id=req.user_id, history=got.history, candidates=got.candidates, k=req.k, filters=filters
+            )
             ranked = await self._timed("rank", self.ranker.rank.remote(rank), self.budgets.ranking_ms, deadline)
             timings["rank"] = 1000 * (time.perf_counter() - started)
             cold = bool(got.candidates.cold_start)
@@ -209,7 +255,9 @@ class Ingress:
         out = []
         for pid in self.catalog.popular:
             p = self.catalog.products[pid]
-            if p.in_stock is False or (req.filters.category and not (p.category or "").startswith(req.filters.category)):
+            if p.in_stock is False or (
+                req.filters.category and not (p.category or "").startswith(req.filters.category)
+            ):
                 continue
             out.append(Scored(pid, -len(out), [{"type": "popular", "category": p.category}]))
             if len(out) == req.k:
@@ -227,12 +275,24 @@ class Ingress:
         pending = []
         for i, s in enumerate(items):
             product = self.catalog.products[s.product_id]
-            key = CacheKey(s.product_id, "reason", f"{segment}|{_evidence_key(s.evidence)}", self.model_version, facts_hash(product, self.catalog.currency))
+            key = CacheKey(
+                s.product_id,
+                "reason",
+                f"{segment}|{_evidence_key(s.evidence)}",
+                self.model_version,
+                facts_hash(product, self.catalog.currency),
+            )
             cached = self.cache.get(key)
             if cached:
                 results[i] = (cached, "cached")
-            elif self.generator is not None and self.gen_cfg.enabled and len(pending) < self.gen_cfg.max_reasons_per_request:
-                pending.append((i, key, self.generator.reason.remote(facts_of(product, self.catalog.currency), profile)))
+            elif (
+                self.generator is not None
+                and self.gen_cfg.enabled
+                and len(pending) < self.gen_cfg.max_reasons_per_request
+            ):
+                pending.append(
+                    (i, key, self.generator.reason.remote(facts_of(product, self.catalog.currency), profile))
+                )
         if pending:
             started = time.perf_counter()
             # Late reasons are served as templates now and cached for the next request of this
@@ -251,7 +311,10 @@ class Ingress:
                     self.cache.put(key, text)
                     self.m_tokens.inc(len(text))
                     results[i] = (text, "generated")
-        final = [r or (template_reason(self.catalog.products[s.product_id], s.evidence), "template") for r, s in zip(results, items)]
+        final = [
+            r or (template_reason(self.catalog.products[s.product_id], s.evidence), "template")
+            for r, s in zip(results, items)
+        ]
         for _, source in final:
             self.m_content.labels("reason", source).inc()
         return final, _overall([src for _, src in final])
@@ -262,37 +325,71 @@ class Ingress:
             self.cache.put(key, value)
 
     def _profile(self, history: np.ndarray) -> dict[str, Any]:
-        recent = [self.catalog.products[self.catalog.by_item_idx[int(i)]] for i in history[::-1][:5] if int(i) in self.catalog.by_item_idx]
+        recent = [
+            self.catalog.products[self.catalog.by_item_idx[int(i)]]
+            for i in history[::-1][:5]
+            if int(i) in self.catalog.by_item_idx
+        ]
         cats = [p.category for p in recent if p.category]
         brands = [p.brand for p in recent if p.brand]
-        return {"recent_items": [p.title for p in recent], "top_categories": sorted(set(cats), key=cats.count, reverse=True)[:3],
-                "top_brands": sorted(set(brands), key=brands.count, reverse=True)[:3]}
+        return {
+            "recent_items": [p.title for p in recent],
+            "top_categories": sorted(set(cats), key=cats.count, reverse=True)[:3],
+            "top_brands": sorted(set(brands), key=brands.count, reverse=True)[:3],
+        }
 
     def _item(self, scored, reason: tuple[str, str] | None) -> RecommendedItem:
         p = self.catalog.products[scored.product_id]
         return RecommendedItem(
-            product_id=p.product_id, title=p.title, category=p.category, brand=p.brand, price=p.price, score=round(float(scored.score), 6),
-            evidence=[Evidence(type=e["type"], detail={k: v for k, v in e.items() if k != "type"}) for e in scored.evidence],
-            reason=reason[0] if reason else None, reason_source=reason[1] if reason else "none",
+            product_id=p.product_id,
+            title=p.title,
+            category=p.category,
+            brand=p.brand,
+            price=p.price,
+            score=round(float(scored.score), 6),
+            evidence=[
+                Evidence(type=e["type"], detail={k: v for k, v in e.items() if k != "type"}) for e in scored.evidence
+            ],
+            reason=reason[0] if reason else None,
+            reason_source=reason[1] if reason else "none",
         )
 
     # -- routes
 
-    @api.post("/v1/recommendations", response_model=RecommendationResponse, responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+    @api.post(
+        "/v1/recommendations",
+        response_model=RecommendationResponse,
+        responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
     async def recommendations(self, req: RecommendationRequest) -> RecommendationResponse:
         """Top-k items for a user (or an anonymous session's recent items), with evidence and a reason each."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
-        self._check_ids([req.user_id, *req.recent_items, req.filters.category, req.filters.brand], "user_id/recent_items/filters")
+        self._check_ids(
+            [req.user_id, *req.recent_items, req.filters.category, req.filters.brand], "user_id/recent_items/filters"
+        )
         if len(req.recent_items) > self.limits.max_recent_items:
-            raise ApiError(422, f"recent_items has {len(req.recent_items)} entries; the limit is {self.limits.max_recent_items}", param="recent_items")
+            raise ApiError(
+                422,
+                f"recent_items has {len(req.recent_items)} entries; the limit is {self.limits.max_recent_items}",
+                param="recent_items",
+            )
         ranked, cold, info = await self._recommend(req, deadline)
-        reasons, source = await self._reasons(ranked, info["history"], deadline) if req.with_reasons else ([None] * len(ranked), "none")
+        reasons, source = (
+            await self._reasons(ranked, info["history"], deadline)
+            if req.with_reasons
+            else ([None] * len(ranked), "none")
+        )
         timings = {**info["timings"], "total": 1000 * (time.perf_counter() - started)}
         self.m_latency.labels("recommendations_total").observe(timings["total"] / 1000)
         return RecommendationResponse(
-            request_id=uuid.uuid4().hex, user_id=req.user_id, cold_start=cold, items=[self._item(s, r) for s, r in zip(ranked, reasons)],
-            content_source=source, model_version=self.model_version, timings_ms={k: round(v, 2) for k, v in timings.items()},
+            request_id=uuid.uuid4().hex,
+            user_id=req.user_id,
+            cold_start=cold,
+            items=[self._item(s, r) for s, r in zip(ranked, reasons)],
+            content_source=source,
+            model_version=self.model_version,
+            timings_ms={k: round(v, 2) for k, v in timings.items()},
         )
 
     def _page_request(self, product_id: str, user_id: str | None):
@@ -343,18 +440,32 @@ class Ingress:
         ranked, _, info = await also_task
         user_history = info["history"]
         note_items = [_self_scored(product_id, user_history, self.catalog)]
-        (note,), note_source = await self._reasons(note_items, user_history, deadline) if user_id else ([(None, "none")], "none")
+        (note,), note_source = (
+            await self._reasons(note_items, user_history, deadline) if user_id else ([(None, "none")], "none")
+        )
         reasons, _ = await self._reasons(ranked, user_history, deadline)
         timings = {**info["timings"], "total": 1000 * (time.perf_counter() - started)}
         page = ProductPage(
-            request_id=uuid.uuid4().hex, product_id=product_id, price=product.price, in_stock=product.in_stock,
-            sections=PageSections(**sections), sections_source=source, personalized_note=note[0], note_source=note[1] if note[0] else "none",
-            also_like=[self._item(s, r) for s, r in zip(ranked, reasons)], facts_hash=fhash, model_version=self.model_version,
+            request_id=uuid.uuid4().hex,
+            product_id=product_id,
+            price=product.price,
+            in_stock=product.in_stock,
+            sections=PageSections(**sections),
+            sections_source=source,
+            personalized_note=note[0],
+            note_source=note[1] if note[0] else "none",
+            also_like=[self._item(s, r) for s, r in zip(ranked, reasons)],
+            facts_hash=fhash,
+            model_version=self.model_version,
             timings_ms={k: round(v, 2) for k, v in timings.items()},
         )
         return page, product
 
-    @api.get("/v1/products/{product_id}/page", response_model=ProductPage, responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+    @api.get(
+        "/v1/products/{product_id}/page",
+        response_model=ProductPage,
+        responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
     async def product_page(self, product_id: str, user_id: str | None = None) -> ProductPage:
         """Product-page sections (title, highlights, description), a personalized note and 'you may also like'."""
         page, _ = await self._page(product_id, user_id)
@@ -442,7 +553,10 @@ class Ingress:
         "/v1/products/{product_id}/page/stream",
         response_class=StreamingResponse,
         responses={
-            200: {"content": {"text/event-stream": {}}, "description": "Server-sent events: start, section*, sections, note?, done."},
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "Server-sent events: start, section*, sections, note?, done.",
+            },
             404: {"model": ErrorBody},
             422: {"model": ErrorBody},
         },
@@ -458,16 +572,25 @@ class Ingress:
         async def events():
             note_task = asyncio.create_task(self._note(product_id, user_id, deadline)) if user_id else None
             try:
-                yield _sse("start", {"request_id": request_id, "product_id": product_id, "facts_hash": fhash,
-                                     "model_version": self.model_version})
+                yield _sse(
+                    "start",
+                    {
+                        "request_id": request_id,
+                        "product_id": product_id,
+                        "facts_hash": fhash,
+                        "model_version": self.model_version,
+                    },
+                )
                 final: dict[str, Any] = {}
                 async with contextlib.aclosing(self._stream_sections(facts, key, deadline, final)) as pieces:
                     async for piece in pieces:  # aclosing: a client that goes away stops the generation
                         yield _sse("section", piece)
                 self.m_content.labels("page", final["source"]).inc()
                 sections = PageSections(**final["sections"]).model_dump()
-                yield _sse("sections", {"sections": sections, "sections_source": final["source"],
-                                        "fallback": final["fallback"]})
+                yield _sse(
+                    "sections",
+                    {"sections": sections, "sections_source": final["source"], "fallback": final["fallback"]},
+                )
                 if note_task is not None:
                     note, note_source = await note_task
                     yield _sse("note", {"personalized_note": note, "note_source": note_source})
@@ -483,12 +606,19 @@ class Ingress:
             total_ms = round(1000 * (time.perf_counter() - started), 2)
             yield _sse("done", {"request_id": request_id, "timings_ms": {"total": total_ms}})
 
-        no_buffering = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # each event reaches the shopper at once
+        no_buffering = {
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }  # each event reaches the shopper at once
         return StreamingResponse(events(), media_type="text/event-stream", headers=no_buffering)
 
     @api.get("/shop/products/{product_id}", response_class=HTMLResponse)
     async def shop_page(
-        self, product_id: str, user_id: str | None = None, debug: str | None = None, shopgraph_user: str | None = Cookie(None)
+        self,
+        product_id: str,
+        user_id: str | None = None,
+        debug: str | None = None,
+        shopgraph_user: str | None = Cookie(None),
     ) -> HTMLResponse:
         """The demo product page: generated sections, the personalized note, recommendations with reasons.
 
@@ -520,7 +650,11 @@ class Ingress:
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
         """Readiness: the retriever and ranker answer; the generator is reported, not required."""
-        status: dict[str, Any] = {"catalog_products": len(self.catalog.products), "cache_entries": len(self.cache), "precomputed": self.precomputed}
+        status: dict[str, Any] = {
+            "catalog_products": len(self.catalog.products),
+            "cache_entries": len(self.cache),
+            "precomputed": self.precomputed,
+        }
         try:
             probe = RecommendationRequest(recent_items=[self.catalog.popular[0]], k=1, with_reasons=False)
             ranked, _, _ = await self._recommend(probe, time.monotonic() + 5)
@@ -543,5 +677,3 @@ class Ingress:
         from prometheus_client import generate_latest
 
         return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")
-
-

@@ -41,10 +41,17 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
     s = page.sections
     q = "?debug=1" if debug else ""
     highlights = "".join(f"<li>{escape(h)}</li>" for h in s.highlights)
-    stock = '<span class="stock">in stock</span>' if page.in_stock else '<span class="stock">out of stock</span>' if page.in_stock is False else ""
+    stock = (
+        '<span class="stock">in stock</span>'
+        if page.in_stock
+        else '<span class="stock">out of stock</span>'
+        if page.in_stock is False
+        else ""
+    )
     note = (
         f'<div class="note" id="note">{escape(page.personalized_note)}{_source(page.note_source, debug)}</div>'
-        if page.personalized_note else ""
+        if page.personalized_note
+        else ""
     )
     cards = "".join(
         f'<div class="card"><a href="/shop/products/{quote(i.product_id, safe="")}{q}">{escape(i.title)}</a>'
@@ -53,7 +60,11 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
         for i in page.also_like
     )
     crumbs = escape(product.category or "")
-    footer = f'<p class="src" id="debug">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}</p>' if debug else ""
+    footer = (
+        f'<p class="src" id="debug">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}</p>'
+        if debug
+        else ""
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(s.title)} · shopgraph</title><style>{_CSS}</style></head>
 <body><header>shopgraph demo shop</header>

@@ -77,7 +77,9 @@ class RetrieverCore:
         warm = [i for i, h in enumerate(histories) if len(h)]
         if warm:
             with torch.inference_mode():
-                q = self.model.predict(torch.from_numpy(pad_left([histories[i] for i in warm], self.model_cfg.max_len))).numpy()
+                q = self.model.predict(
+                    torch.from_numpy(pad_left([histories[i] for i in warm], self.model_cfg.max_len))
+                ).numpy()
             # History items stay candidates, as in the ranker's training (train/ranker.py):
             # the ranker and the business rules decide whether a seen item comes back.
             scores, rows = self.index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, self.index.ntotal))
@@ -134,7 +136,15 @@ class RankerCore:
             with torch.no_grad():
                 scores = self.mlp(torch.from_numpy((feats - self.mean) / self.std)).squeeze(-1).numpy()
             order = np.argsort(-scores, kind="stable")
-            pool = [(self.catalog.by_item_idx.get(int(cands.item_ids[j])), float(scores[j]), feats[j], int(cands.item_ids[j])) for j in order]
+            pool = [
+                (
+                    self.catalog.by_item_idx.get(int(cands.item_ids[j])),
+                    float(scores[j]),
+                    feats[j],
+                    int(cands.item_ids[j]),
+                )
+                for j in order
+            ]
             pool = [p for p in pool if p[0] is not None]
         else:
             pool = []
@@ -153,12 +163,26 @@ class RankerCore:
         floor = min((s.score for s in picked), default=0.0)
         taken = {s.product_id for s in picked}
         slots = max(1, k // 5) if picked else k
-        new = [n for n in cands.new_items if n[0] not in taken and allowed(self.catalog.products[n[0]])
-               and per_category.get(self.catalog.products[n[0]].category, 0) < cap][:slots]
+        new = [
+            n
+            for n in cands.new_items
+            if n[0] not in taken
+            and allowed(self.catalog.products[n[0]])
+            and per_category.get(self.catalog.products[n[0]].category, 0) < cap
+        ][:slots]
         for offset, (pid, sim, anchor) in enumerate(new):
-            item = Scored(pid, floor - 1e-3 * (offset + 1), [{"type": "similar_new_item" if self.catalog.products[pid].item_idx is None else "similar_item",
-                                                               "product_id": anchor, "title": self.catalog.products[anchor].title if anchor in self.catalog.products else None,
-                                                               "similarity": round(sim, 3)}])
+            item = Scored(
+                pid,
+                floor - 1e-3 * (offset + 1),
+                [
+                    {
+                        "type": "similar_new_item" if self.catalog.products[pid].item_idx is None else "similar_item",
+                        "product_id": anchor,
+                        "title": self.catalog.products[anchor].title if anchor in self.catalog.products else None,
+                        "similarity": round(sim, 3),
+                    }
+                ],
+            )
             picked.insert(min(len(picked), 2 + 3 * offset), item) if picked else picked.append(item)
         picked = picked[:k]
         for i in range(1, len(picked)):  # scores follow the final order (new items were slotted in)
@@ -177,7 +201,9 @@ class RankerCore:
         return self.featurizer.evidence(history, item_idx, feats)
 
     def _allowed(self, user_id: str | None, history: np.ndarray, filters: dict):
-        purchased = self.catalog.user_purchases.get(user_id, set()) if (user_id and self.rules.exclude_purchased) else set()
+        purchased = (
+            self.catalog.user_purchases.get(user_id, set()) if (user_id and self.rules.exclude_purchased) else set()
+        )
         seen = {self.catalog.by_item_idx.get(int(i)) for i in history} if self.rules.exclude_seen else set()
         seen |= set(filters.get("exclude") or ())  # the session's own items, the page's product
         in_stock_only = filters.get("in_stock_only")
@@ -211,7 +237,9 @@ def template_reason(product: Product, evidence: list[dict]) -> str:
             verb = "Often bought after" if e.get("detail") == "often bought next" else "Similar to"
             return f"{verb} {e['title']}, which you viewed."
         if kind in ("similar_new_item", "similar_item") and e.get("title"):
-            return f"{'New and similar' if kind == 'similar_new_item' else 'Similar'} to {e['title']}, which you viewed."
+            return (
+                f"{'New and similar' if kind == 'similar_new_item' else 'Similar'} to {e['title']}, which you viewed."
+            )
         if kind == "same_brand" and e.get("brand"):
             return f"From {e['brand']}, a brand you have chosen before."
         if kind == "favourite_category" and e.get("category"):

@@ -20,20 +20,34 @@ MAX_ID_CHARS = 512  # also enforced by serve.limits.max_text_chars, the stricter
 class Filters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    category: str | None = Field(None, max_length=MAX_ID_CHARS, strict=True, description="Only items whose category path starts with this (e.g. 'Toys > Puzzles').")
+    category: str | None = Field(
+        None,
+        max_length=MAX_ID_CHARS,
+        strict=True,
+        description="Only items whose category path starts with this (e.g. 'Toys > Puzzles').",
+    )
     brand: str | None = Field(None, max_length=MAX_ID_CHARS, strict=True, description="Only this brand.")
     min_price: float | None = Field(None, ge=0, strict=True, description="Lowest price (a JSON number, not negative).")
-    max_price: float | None = Field(None, ge=0, strict=True, description="Highest price (a JSON number, not negative, not below min_price).")
-    in_stock_only: bool | None = Field(None, strict=True, description="Override serve.rules.in_stock_only for this request.")
+    max_price: float | None = Field(
+        None, ge=0, strict=True, description="Highest price (a JSON number, not negative, not below min_price)."
+    )
+    in_stock_only: bool | None = Field(
+        None, strict=True, description="Override serve.rules.in_stock_only for this request."
+    )
 
     @model_validator(mode="after")
     def _price_range(self) -> Filters:
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             # Raised as a ValidationError so that it names the field (filters.min_price), which a
             # ValueError from a model validator would not.
-            error = PydanticCustomError("price_range", "min_price {min_price} is above max_price {max_price}; lower min_price or raise max_price",
-                                        {"min_price": self.min_price, "max_price": self.max_price})
-            raise ValidationError.from_exception_data("Filters", [InitErrorDetails(type=error, loc=("min_price",), input=self.min_price)])
+            error = PydanticCustomError(
+                "price_range",
+                "min_price {min_price} is above max_price {max_price}; lower min_price or raise max_price",
+                {"min_price": self.min_price, "max_price": self.max_price},
+            )
+            raise ValidationError.from_exception_data(
+                "Filters", [InitErrorDetails(type=error, loc=("min_price",), input=self.min_price)]
+            )
         return self
 
 
@@ -42,22 +56,40 @@ class RecommendationRequest(BaseModel):
     # What the 422 for a missing or non-object body says the body must be (serve.http).
     body_hint: ClassVar[str] = 'with "user_id" or "recent_items" (or both), e.g. {"user_id": "u42", "k": 10}'
 
-    user_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, strict=True, description="Known or unknown user; unknown users get a cold-start answer.")
-    recent_items: list[str] = Field(default_factory=list, strict=True, description="Product ids the shopper just looked at, oldest first (anonymous sessions).")
+    user_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        strict=True,
+        description="Known or unknown user; unknown users get a cold-start answer.",
+    )
+    recent_items: list[str] = Field(
+        default_factory=list,
+        strict=True,
+        description="Product ids the shopper just looked at, oldest first (anonymous sessions).",
+    )
     k: int = Field(10, ge=1, le=100, strict=True, description="Number of items to return (a JSON integer).")
-    with_reasons: bool = Field(True, strict=True, description="Attach a one-sentence reason to each item (a JSON boolean).")
+    with_reasons: bool = Field(
+        True, strict=True, description="Attach a one-sentence reason to each item (a JSON boolean)."
+    )
     filters: Filters = Field(default_factory=Filters, description="Restrict the results.")
 
     @model_validator(mode="after")
     def _who(self) -> RecommendationRequest:
         if self.user_id is None and not self.recent_items:
-            raise PydanticCustomError("missing_who", "the request body must be a JSON object {hint}", {"hint": self.body_hint})
+            raise PydanticCustomError(
+                "missing_who", "the request body must be a JSON object {hint}", {"hint": self.body_hint}
+            )
         return self
 
 
 class Evidence(BaseModel):
-    type: str = Field(description="because_you_interacted | same_brand | favourite_category | popular | similar_new_item | cold_start_popular")
-    detail: dict[str, Any] = Field(default_factory=dict, description="The catalog facts behind it (product ids, titles, category, brand).")
+    type: str = Field(
+        description="because_you_interacted | same_brand | favourite_category | popular | similar_new_item | cold_start_popular"
+    )
+    detail: dict[str, Any] = Field(
+        default_factory=dict, description="The catalog facts behind it (product ids, titles, category, brand)."
+    )
 
 
 class RecommendedItem(BaseModel):
@@ -68,7 +100,9 @@ class RecommendedItem(BaseModel):
     price: float | None = None
     score: float = Field(description="Ranker score (higher is better); only comparable within one response.")
     evidence: list[Evidence] = Field(default_factory=list)
-    reason: str | None = Field(None, description="One sentence for the shopper, grounded in the evidence and the product facts.")
+    reason: str | None = Field(
+        None, description="One sentence for the shopper, grounded in the evidence and the product facts."
+    )
     reason_source: ContentSource = "none"
 
 
@@ -84,7 +118,9 @@ class RecommendationResponse(BaseModel):
 
 class PageSections(BaseModel):
     title: str
-    highlights: list[str] = Field(description="'Key: value' facts with the key capitalised ('Brand: Brewly', 'Color: green'), or short sentences.")
+    highlights: list[str] = Field(
+        description="'Key: value' facts with the key capitalised ('Brand: Brewly', 'Color: green'), or short sentences."
+    )
     description: str
 
     @field_validator("highlights")

@@ -24,7 +24,9 @@ def echo_facts(messages: list[dict[str, str]]) -> str:
     title = facts.get("title", "This product")
     if "PDP" in messages[0]["content"] or "highlights" in messages[-1]["content"].lower():
         highlights = [f"{k}: {v}" for k, v in (facts.get("attributes") or {}).items()][:3]
-        return json.dumps({"title": title, "highlights": highlights, "description": f"{title} from {facts.get('brand', 'our shop')}."})
+        return json.dumps(
+            {"title": title, "highlights": highlights, "description": f"{title} from {facts.get('brand', 'our shop')}."}
+        )
     return f"The {title} fits what you have been looking at."
 
 
@@ -33,7 +35,13 @@ def invent_claims(messages: list[dict[str, str]]) -> str:
     facts = _facts(messages)
     title = facts.get("title", "This product")
     if "highlights" in messages[-1]["content"].lower():
-        return json.dumps({"title": title, "highlights": ["Weight: 12 kg", "Made of titanium"], "description": f"{title} weighs 12 kg. It is made of titanium."})
+        return json.dumps(
+            {
+                "title": title,
+                "highlights": ["Weight: 12 kg", "Made of titanium"],
+                "description": f"{title} weighs 12 kg. It is made of titanium.",
+            }
+        )
     return f"The {title} weighs 12 kg and is made of titanium."
 
 

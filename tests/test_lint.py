@@ -1,7 +1,7 @@
 """ruff is part of the suite: lint and format are checked on every run (config in pyproject.toml).
 
-    .venv/bin/ruff check . && .venv/bin/ruff format --check .    # the same, by hand
-    .venv/bin/ruff check --fix . && .venv/bin/ruff format .        # fix what it reports
+.venv/bin/ruff check . && .venv/bin/ruff format --check .    # the same, by hand
+.venv/bin/ruff check --fix . && .venv/bin/ruff format .        # fix what it reports
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ def _ruff(*args: str) -> subprocess.CompletedProcess:
 
 def test_ruff_lint_is_clean():
     out = _ruff("check", "--output-format", "concise", ".")
-    assert out.returncode == 0, f"ruff check found problems (fix: ruff check --fix .):\n{out.stdout[-4000:]}{out.stderr[-2000:]}"
+    assert out.returncode == 0, (
+        f"ruff check found problems (fix: ruff check --fix .):\n{out.stdout[-4000:]}{out.stderr[-2000:]}"
+    )
 
 
 def test_ruff_format_is_clean():

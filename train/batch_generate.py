@@ -61,7 +61,15 @@ def facts_rows(batch: dict[str, np.ndarray], currency: str | None = None) -> dic
 class PdpGenerator:
     """Holds one vLLM engine; called on batches of facts rows."""
 
-    def __init__(self, model_dir: str, engine: dict[str, Any], model_version: str, max_new_tokens: int, ground: bool, known_brands: list[str]):
+    def __init__(
+        self,
+        model_dir: str,
+        engine: dict[str, Any],
+        model_version: str,
+        max_new_tokens: int,
+        ground: bool,
+        known_brands: list[str],
+    ):
         from core.config.train import GeneratorEngineConfig
         from ml.prompts import build_structured_vllm
 
@@ -74,10 +82,15 @@ class PdpGenerator:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from vllm import SamplingParams
 
-        params = SamplingParams(max_tokens=self.max_new_tokens, temperature=0.0, seed=0, structured_outputs=pdp_structured_outputs())
+        params = SamplingParams(
+            max_tokens=self.max_new_tokens, temperature=0.0, seed=0, structured_outputs=pdp_structured_outputs()
+        )
         facts = [str(f) for f in batch["facts"]]
         outputs = self.llm.chat([pdp_messages(f) for f in facts], params, use_tqdm=False)
-        out: dict[str, list[Any]] = {k: [] for k in ("title", "highlights", "description", "json_valid", "json_complete", "unsupported_removed", "raw")}
+        out: dict[str, list[Any]] = {
+            k: []
+            for k in ("title", "highlights", "description", "json_valid", "json_complete", "unsupported_removed", "raw")
+        }
         for f, o in zip(facts, outputs, strict=True):
             raw = o.outputs[0].text
             complete = parse_pdp(raw) is not None
@@ -85,7 +98,9 @@ class PdpGenerator:
             content = parsed or {"title": json.loads(f).get("title", ""), "highlights": [], "description": ""}
             removed = 0
             if self.ground and parsed:
-                removed = len(check(json.dumps(parsed, ensure_ascii=False), f, known_brands=self.known_brands).unsupported)
+                removed = len(
+                    check(json.dumps(parsed, ensure_ascii=False), f, known_brands=self.known_brands).unsupported
+                )
                 content = ground_pdp(parsed, f, known_brands=self.known_brands)
             out["title"].append(content["title"])
             out["highlights"].append(list(content["highlights"]))
@@ -121,8 +136,14 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
     try:
         manifest = verify_dir(model_dir)
     except Exception as e:
-        raise FileNotFoundError(f"{e}; train the generator first (`shopgraph train generator`) or pass --model-dir") from e
-    model_version = manifest.get("meta", {}).get("model_version") or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12] or "unknown"
+        raise FileNotFoundError(
+            f"{e}; train the generator first (`shopgraph train generator`) or pass --model-dir"
+        ) from e
+    model_version = (
+        manifest.get("meta", {}).get("model_version")
+        or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12]
+        or "unknown"
+    )
     products = load_products(layout).sort_by("product_id")
     if content.max_products:
         products = products.slice(0, content.max_products)
@@ -132,8 +153,14 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
     ds = ds.map_batches(facts_rows, fn_kwargs={"currency": cfg.data.currency}, batch_format="numpy")
     ds = ds.map_batches(
         PdpGenerator,
-        fn_constructor_kwargs={"model_dir": str(model_dir.resolve()), "engine": cfg.models.engine.model_dump(), "model_version": model_version,
-                               "max_new_tokens": content.max_new_tokens, "ground": content.ground, "known_brands": brands},  # fmt: skip
+        fn_constructor_kwargs={
+            "model_dir": str(model_dir.resolve()),
+            "engine": cfg.models.engine.model_dump(),
+            "model_version": model_version,
+            "max_new_tokens": content.max_new_tokens,
+            "ground": content.ground,
+            "known_brands": brands,
+        },  # fmt: skip
         batch_size=content.batch_size,
         batch_format="numpy",
         concurrency=content.concurrency,
@@ -146,11 +173,18 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
         pq.write_table(table.sort_by("product_id"), staging / "content.parquet")
         stats = {
             "products": table.num_rows,
-            "json_valid": float(np.mean(table.column("json_valid").to_numpy(zero_copy_only=False))) if table.num_rows else 0.0,
-            "json_complete": float(np.mean(table.column("json_complete").to_numpy(zero_copy_only=False))) if table.num_rows else 0.0,
+            "json_valid": float(np.mean(table.column("json_valid").to_numpy(zero_copy_only=False)))
+            if table.num_rows
+            else 0.0,
+            "json_complete": float(np.mean(table.column("json_complete").to_numpy(zero_copy_only=False)))
+            if table.num_rows
+            else 0.0,
             "unsupported_removed": int(np.sum(table.column("unsupported_removed").to_numpy())) if table.num_rows else 0,
         }
-        write_manifest(staging, {"stage": "generate-content", "model_dir": str(model_dir), "model_version": model_version, "stats": stats})
+        write_manifest(
+            staging,
+            {"stage": "generate-content", "model_dir": str(model_dir), "model_version": model_version, "stats": stats},
+        )
     return {"out": str(final), "model_version": model_version, **stats}
 
 
@@ -170,9 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import stage_main
 
     def options(parser) -> None:
-        parser.add_argument("--model-dir", default=None, help="Generator to use (default: <artifacts>/models/generator).")
+        parser.add_argument(
+            "--model-dir", default=None, help="Generator to use (default: <artifacts>/models/generator)."
+        )
 
-    return stage_main(argv, lambda cfg, model_dir: generate_content(cfg, model_dir=model_dir), prog="python -m train.batch_generate", description=__doc__, options=options)
+    return stage_main(
+        argv,
+        lambda cfg, model_dir: generate_content(cfg, model_dir=model_dir),
+        prog="python -m train.batch_generate",
+        description=__doc__,
+        options=options,
+    )
 
 
 if __name__ == "__main__":

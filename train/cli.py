@@ -12,7 +12,10 @@ import typer
 
 from core.cli import ConfigOpt, SetOpt, stage_argv
 
-app = typer.Typer(help="Train with Ray Train and evaluate: the sequential recommender (SASRec), the ranker over its candidates, and the generator LM.", no_args_is_help=True)
+app = typer.Typer(
+    help="Train with Ray Train and evaluate: the sequential recommender (SASRec), the ranker over its candidates, and the generator LM.",
+    no_args_is_help=True,
+)
 
 
 @app.command()
@@ -55,7 +58,9 @@ def generator(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 def eval_generator(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    model_dir: Annotated[str | None, typer.Option("--model-dir", help="Fine-tuned model dir (default: <artifacts>/models/generator).")] = None,
+    model_dir: Annotated[
+        str | None, typer.Option("--model-dir", help="Fine-tuned model dir (default: <artifacts>/models/generator).")
+    ] = None,
 ) -> None:
     """Evaluate base vs fine-tuned generator on held-out products: BLEU, ROUGE-L, distinct-2,
     JSON validity, unsupported-claim rate. Writes <artifacts>/reports/generator/eval.{json,md,html}."""

@@ -65,7 +65,9 @@ def bleu_rouge(hypotheses: list[str], references: list[str]) -> dict[str, float]
         return {"bleu": 0.0, "rougeL": 0.0}
     bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="zh").score
     scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_CjkTokenizer())
-    rouge = sum(scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hypotheses, references, strict=True)) / len(hypotheses)
+    rouge = sum(scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hypotheses, references, strict=True)) / len(
+        hypotheses
+    )
     return {"bleu": bleu, "rougeL": rouge}
 
 
@@ -79,7 +81,9 @@ def load_eval_examples(corpora_dir: str | Path, tasks: list[str], limit: int) ->
         # references must be human-written (pdp) or at least present (reasons)
         out[task] = [r for r in rows if r["split"] == "eval" and r.get("has_reference")][:limit]
     if not any(out.values()):
-        raise ValueError(f"no held-out (split == 'eval') examples with a reference in {corpora_dir}; raise data.corpus.eval_fraction and rerun `shopgraph data corpus`")
+        raise ValueError(
+            f"no held-out (split == 'eval') examples with a reference in {corpora_dir}; raise data.corpus.eval_fraction and rerun `shopgraph data corpus`"
+        )
     return out
 
 
@@ -87,7 +91,11 @@ def known_brands(corpora_dir: str | Path) -> list[str]:
     path = Path(corpora_dir) / "pdp.jsonl"
     if not path.is_file():
         return []
-    brands = {json.loads(json.loads(line)["facts"]).get("brand") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    brands = {
+        json.loads(json.loads(line)["facts"]).get("brand")
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    }
     return sorted(b for b in brands if b)
 
 
@@ -121,7 +129,15 @@ def score_task(task: str, outputs: list[str], examples: list[dict[str, Any]], br
     }
 
 
-def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str, Any]]], *, max_new_tokens: int, guided_json: bool, reason_max_new_tokens: int | None = None) -> dict[str, list[str]]:
+def generate_all(
+    model_dir: Path,
+    engine_cfg,
+    examples: dict[str, list[dict[str, Any]]],
+    *,
+    max_new_tokens: int,
+    guided_json: bool,
+    reason_max_new_tokens: int | None = None,
+) -> dict[str, list[str]]:
     """One vLLM engine per model; PDP prompts constrained to the JSON schema."""
     from vllm import SamplingParams
 
@@ -137,7 +153,11 @@ def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str,
             structured = pdp_structured_outputs() if task == "pdp" and guided_json else None
             budget = reason_max_new_tokens if task == "reasons" and reason_max_new_tokens else max_new_tokens
             params = SamplingParams(max_tokens=budget, temperature=0.0, seed=0, structured_outputs=structured)
-            results = llm.chat([r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"] for r in rows], params, use_tqdm=False)
+            results = llm.chat(
+                [r["messages"][:-1] if r["messages"][-1]["role"] == "assistant" else r["messages"] for r in rows],
+                params,
+                use_tqdm=False,
+            )
             out[task] = [r.outputs[0].text.strip() for r in results]
         return out
     finally:
@@ -145,7 +165,13 @@ def generate_all(model_dir: Path, engine_cfg, examples: dict[str, list[dict[str,
         gc.collect()
 
 
-def evaluate_generator(cfg, *, model_dir: str | Path | None = None, corpora_dir: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
+def evaluate_generator(
+    cfg,
+    *,
+    model_dir: str | Path | None = None,
+    corpora_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
     from core.layout import ArtifactLayout
     from core.manifest import verify_dir
     from train.generator import check_setup
@@ -168,7 +194,14 @@ def evaluate_generator(cfg, *, model_dir: str | Path | None = None, corpora_dir:
     }
     for name, path in models.items():
         started = time.perf_counter()
-        outputs = generate_all(path, cfg.models.engine, examples, max_new_tokens=ev.max_new_tokens, guided_json=ev.guided_json, reason_max_new_tokens=ev.reason_max_new_tokens)
+        outputs = generate_all(
+            path,
+            cfg.models.engine,
+            examples,
+            max_new_tokens=ev.max_new_tokens,
+            guided_json=ev.guided_json,
+            reason_max_new_tokens=ev.reason_max_new_tokens,
+        )
         seconds = time.perf_counter() - started  # engine start + generation of every task
         report["models"][name] = {"path": str(path), "generate_seconds": seconds,
                                   "tasks": {task: score_task(task, outputs[task], rows, brands) for task, rows in examples.items() if rows}}  # fmt: skip
@@ -211,10 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import stage_main
 
     def options(parser) -> None:
-        parser.add_argument("--model-dir", default=None, help="Fine-tuned model dir (default: <artifacts>/models/generator).")
+        parser.add_argument(
+            "--model-dir", default=None, help="Fine-tuned model dir (default: <artifacts>/models/generator)."
+        )
 
-    return stage_main(argv, lambda cfg, model_dir: evaluate_generator(cfg, model_dir=model_dir), prog="python -m train.eval_generator", description=__doc__, options=options, show=lambda report: "\n".join("  ".join(row) for row in summary_rows(report)),
-        hint="; train one first with `shopgraph train generator` (or pass --model-dir)")
+    return stage_main(
+        argv,
+        lambda cfg, model_dir: evaluate_generator(cfg, model_dir=model_dir),
+        prog="python -m train.eval_generator",
+        description=__doc__,
+        options=options,
+        show=lambda report: "\n".join("  ".join(row) for row in summary_rows(report)),
+        hint="; train one first with `shopgraph train generator` (or pass --model-dir)",
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,12 @@ class LooData:
         from core.schemas import LOO_SPLIT
 
         table = pa.table(
-            {"user_idx": self.user_idx, "train_items": [t.tolist() for t in self.train_items], "valid_item": self.valid_item, "test_item": self.test_item},
+            {
+                "user_idx": self.user_idx,
+                "train_items": [t.tolist() for t in self.train_items],
+                "valid_item": self.valid_item,
+                "test_item": self.test_item,
+            },
             schema=LOO_SPLIT,
         )
         pq.write_table(table, str(path))
@@ -188,7 +193,11 @@ def evaluate_scorer(
     for start in range(0, len(rows), batch_size):
         end = start + batch_size
         scores = scorer.scores(histories[start:end])
-        full.append(full_ranking_ranks(scores, targets[start:end], [set(h.tolist()) for h in histories[start:end]], tie_rng_full))
+        full.append(
+            full_ranking_ranks(
+                scores, targets[start:end], [set(h.tolist()) for h in histories[start:end]], tie_rng_full
+            )
+        )
         sampled.append(sampled_ranks(scores, targets[start:end], negatives[start:end], tie_rng_sampled))
     return {
         "full": metrics_from_ranks(np.concatenate(full), ks) | {"users": int(len(rows))},
@@ -204,7 +213,9 @@ def evaluate_with_baselines(model_scorer: Scorer | None, loo: LooData, **kwargs)
     return {s.name: evaluate_scorer(s, loo, **kwargs) for s in scorers}
 
 
-def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None, title: str = "shopgraph recommender") -> None:
+def write_report(
+    out_dir: Path, results: dict, curves: list[dict] | None = None, title: str = "shopgraph recommender"
+) -> None:
     """metrics.json, curves.png (training loss, validation NDCG@10 full and HR@10 sampled) and report.html."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps({"results": results, "curves": curves or []}, indent=2))
@@ -223,7 +234,9 @@ def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None,
         ax2 = ax1.twinx()
         ax2.plot(epochs, [c.get("valid_ndcg@10") for c in curves], color="tab:orange", label="valid NDCG@10 (full)")
         if any(c.get("valid_sampled_hr@10") is not None for c in curves):
-            ax2.plot(epochs, [c.get("valid_sampled_hr@10") for c in curves], color="tab:green", label="valid HR@10 (sampled)")
+            ax2.plot(
+                epochs, [c.get("valid_sampled_hr@10") for c in curves], color="tab:green", label="valid HR@10 (sampled)"
+            )
         ax2.set_ylabel("validation metric")
         ax2.legend(loc="lower right", fontsize="small")
         fig.tight_layout()
@@ -237,7 +250,9 @@ def write_report(out_dir: Path, results: dict, curves: list[dict] | None = None,
                 continue
             m = r[protocol]
             cells = "".join(f"<td>{m[k]:.4f}</td>" for k in sorted(m) if k != "users")
-            rows.append(f"<tr><td>{html.escape(protocol)}</td><td>{html.escape(name)}</td>{cells}<td>{m['users']}</td></tr>")
+            rows.append(
+                f"<tr><td>{html.escape(protocol)}</td><td>{html.escape(name)}</td>{cells}<td>{m['users']}</td></tr>"
+            )
     first = next(iter(next(iter(results.values())).values()))
     head = "".join(f"<th>{html.escape(k)}</th>" for k in sorted(first) if k != "users")
     (out_dir / "report.html").write_text(
@@ -252,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import stage_main
     from train.recommender import evaluate_exported
 
-    return stage_main(argv, lambda cfg: evaluate_exported(cfg), prog="python -m train.evaluate", description=__doc__, hint="; train one first with `shopgraph train recommender`")
+    return stage_main(
+        argv,
+        lambda cfg: evaluate_exported(cfg),
+        prog="python -m train.evaluate",
+        description=__doc__,
+        hint="; train one first with `shopgraph train recommender`",
+    )
 
 
 if __name__ == "__main__":

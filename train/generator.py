@@ -56,7 +56,9 @@ def corpus_files(corpora_dir: str | Path, tasks: list[str]) -> list[Path]:
     files = [Path(corpora_dir) / f"{task}.jsonl" for task in tasks]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise FileNotFoundError(f"corpus file(s) {', '.join(missing)} not found; run `shopgraph data corpus` first, or set --set train.generator.tasks=[...] to the corpora you have")
+        raise FileNotFoundError(
+            f"corpus file(s) {', '.join(missing)} not found; run `shopgraph data corpus` first, or set --set train.generator.tasks=[...] to the corpora you have"
+        )
     return files
 
 
@@ -80,7 +82,9 @@ def tokenize_example(tokenizer, messages: list[dict[str, str]], max_seq_len: int
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
-        raise ValueError("the chat template renders the prompt differently with and without the answer; prompt masking needs a prefix-stable template")
+        raise ValueError(
+            "the chat template renders the prompt differently with and without the answer; prompt masking needs a prefix-stable template"
+        )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     if len(prompt_ids) + len(answer_ids) > max_seq_len:
@@ -132,7 +136,15 @@ def deepspeed_config(hp: dict[str, Any], *, on_gpu: bool, world_size: int) -> di
         "zero_optimization": zero,
         "bf16": {"enabled": bool(on_gpu and hp["bf16"])},
         # torch's AdamW needs no compiled op; with offload DeepSpeed's CPU Adam does the step.
-        "optimizer": {"type": "AdamW", "params": {"lr": hp["lr"], "weight_decay": hp["weight_decay"], "betas": [0.9, 0.95], "torch_adam": not hp["offload_optimizer"]}},
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": hp["lr"],
+                "weight_decay": hp["weight_decay"],
+                "betas": [0.9, 0.95],
+                "torch_adam": not hp["offload_optimizer"],
+            },
+        },
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
@@ -149,7 +161,16 @@ def build_model(base_dir: str, hp: dict[str, Any]):
         from peft import LoraConfig, get_peft_model
 
         lora = hp["lora"]
-        model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"], target_modules=lora["target_modules"]))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type="CAUSAL_LM",
+                r=lora["r"],
+                lora_alpha=lora["alpha"],
+                lora_dropout=lora["dropout"],
+                target_modules=lora["target_modules"],
+            ),
+        )
         if hp["gradient_checkpointing"]:
             model.enable_input_require_grads()  # frozen embeddings would cut the checkpointed graph
     if hp["gradient_checkpointing"]:
@@ -182,7 +203,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def tokenized(split: str, limit: int | None = None) -> list[dict[str, list[int]]]:
-        rows = [tokenize_example(tokenizer, m, hp["max_seq_len"]) for m in load_examples(config["corpus_files"], split)[:limit]]
+        rows = [
+            tokenize_example(tokenizer, m, hp["max_seq_len"])
+            for m in load_examples(config["corpus_files"], split)[:limit]
+        ]
         return [r for r in rows if r is not None]
 
     train_rows = tokenized("train")
@@ -195,7 +219,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         total_steps = min(total_steps, hp["max_steps"])
 
     if total_steps == 0:
-        raise ValueError(f"{len(train_rows)} training examples fit train.generator.max_seq_len={hp['max_seq_len']}: too few for one optimizer step; raise max_seq_len or lower micro_batch_size / grad_accum_steps")
+        raise ValueError(
+            f"{len(train_rows)} training examples fit train.generator.max_seq_len={hp['max_seq_len']}: too few for one optimizer step; raise max_seq_len or lower micro_batch_size / grad_accum_steps"
+        )
     model = build_model(config["base_dir"], hp)
     ds_config = deepspeed_config(hp, on_gpu=config["use_gpu"], world_size=world)
     warmup = math.ceil(hp["warmup_ratio"] * total_steps)
@@ -256,7 +282,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.backward(loss)
             boundary = engine.is_gradient_accumulation_boundary()
             engine.step()
-            loss_sum, loss_n, tokens = loss_sum + float(loss.detach()), loss_n + 1, tokens + int(batch["attention_mask"].sum())
+            loss_sum, loss_n, tokens = (
+                loss_sum + float(loss.detach()),
+                loss_n + 1,
+                tokens + int(batch["attention_mask"].sum()),
+            )
             if boundary:
                 step += 1
                 if step >= total_steps:
@@ -278,7 +308,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # Train merges the ranks' files into one checkpoint directory.
             engine.save_checkpoint(tmp, tag=DS_TAG, client_state={"epoch": epoch, "step": step, "curves": curves})
             if rank == 0:
-                (Path(tmp) / "trainer_state.json").write_text(json.dumps({"epoch": epoch, "step": step, "curves": curves, "deepspeed_config": ds_config}, indent=2))
+                (Path(tmp) / "trainer_state.json").write_text(
+                    json.dumps(
+                        {"epoch": epoch, "step": step, "curves": curves, "deepspeed_config": ds_config}, indent=2
+                    )
+                )
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -312,11 +346,15 @@ def check_setup(cfg) -> Path:
     hp = cfg.train.generator
     context = model_context(base)
     if context is not None and hp.max_seq_len > context:
-        raise ValueError(f"train.generator.max_seq_len={hp.max_seq_len} exceeds the context of {base.name} ({context} tokens); set --set train.generator.max_seq_len={context} or lower")
+        raise ValueError(
+            f"train.generator.max_seq_len={hp.max_seq_len} exceeds the context of {base.name} ({context} tokens); set --set train.generator.max_seq_len={context} or lower"
+        )
     return base
 
 
-def train_generator(cfg, *, corpora_dir: str | Path | None = None, run_name: str = "generator", fail_once_at_epoch: int | None = None) -> dict[str, Any]:
+def train_generator(
+    cfg, *, corpora_dir: str | Path | None = None, run_name: str = "generator", fail_once_at_epoch: int | None = None
+) -> dict[str, Any]:
     """Run the recipe with the root config `cfg`; returns the exported manifest's meta."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -350,7 +388,11 @@ def train_generator(cfg, *, corpora_dir: str | Path | None = None, run_name: str
             "use_gpu": scaling.use_gpu,
             "fail_once_at_epoch": fail_once_at_epoch,
         },
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage,
@@ -429,13 +471,23 @@ def export_checkpoint(cfg, checkpoint, base: Path, files: list[Path], out: Path)
         meta = {
             "model": "generator",
             "model_version": version,
-            "base_model": {"path": str(base), "name": base.name, **{k: base_meta[k] for k in ("name", "source", "source_sha256") if k in base_meta}},
+            "base_model": {
+                "path": str(base),
+                "name": base.name,
+                **{k: base_meta[k] for k in ("name", "source", "source_sha256") if k in base_meta},
+            },
             "data_snapshot": {f.name: sha256_file(f) for f in files},
             "hyperparameters": hp.model_dump(mode="json"),
             "scaling": cfg.train.scaling.model_dump(mode="json"),
             "deepspeed_config": trainer_state["deepspeed_config"],
-            "metrics": {"epochs_trained": trainer_state["epoch"] + 1, "steps": trainer_state["step"], "train_loss": last.get("train_loss"), "eval_loss": last.get("eval_loss"),
-                        "base_eval_loss": curves[0].get("eval_loss") if curves and curves[0]["epoch"] == -1 else None, "curves": curves},  # fmt: skip
+            "metrics": {
+                "epochs_trained": trainer_state["epoch"] + 1,
+                "steps": trainer_state["step"],
+                "train_loss": last.get("train_loss"),
+                "eval_loss": last.get("eval_loss"),
+                "base_eval_loss": curves[0].get("eval_loss") if curves and curves[0]["epoch"] == -1 else None,
+                "curves": curves,
+            },  # fmt: skip
         }
         (staging / "training_config.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
         write_manifest(staging, meta)
@@ -447,9 +499,13 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import as_json, stage_main
 
     def show(meta: dict) -> str:
-        return as_json({"model_version": meta["model_version"], **{k: v for k, v in meta["metrics"].items() if k != "curves"}})
+        return as_json(
+            {"model_version": meta["model_version"], **{k: v for k, v in meta["metrics"].items() if k != "curves"}}
+        )
 
-    return stage_main(argv, lambda cfg: train_generator(cfg), prog="python -m train.generator", description=__doc__, show=show)
+    return stage_main(
+        argv, lambda cfg: train_generator(cfg), prog="python -m train.generator", description=__doc__, show=show
+    )
 
 
 if __name__ == "__main__":

@@ -64,7 +64,9 @@ def build_item_table(layout, num_items: int, loo: LooData) -> ItemTable:
         brands = sorted({b for b in products["brand"] if b})
         cat_code, brand_code = {c: i for i, c in enumerate(cats)}, {b: i for i, b in enumerate(brands)}
         table.category_names, table.brand_names = cats, brands
-        for pid, title, cat, brand, price in zip(products["product_id"], products["title"], products["category"], products["brand"], products["price"]):
+        for pid, title, cat, brand, price in zip(
+            products["product_id"], products["title"], products["category"], products["brand"], products["price"]
+        ):
             idx = idx_of.get(pid)
             if idx is None or idx > num_items:
                 continue
@@ -109,7 +111,9 @@ def retrieve(model, item_index, histories: list[np.ndarray], k: int, max_len: in
     return (rows + 1).astype(np.int64), scores.astype(np.float32)  # faiss row i = item i + 1
 
 
-def listwise_examples(featurizer: Featurizer, histories, targets, cand_ids, cand_scores) -> tuple[np.ndarray, np.ndarray]:
+def listwise_examples(
+    featurizer: Featurizer, histories, targets, cand_ids, cand_scores
+) -> tuple[np.ndarray, np.ndarray]:
     """(users, K, F) features and the target's position among the candidates (-1 = not retrieved)."""
     feats = np.stack([featurizer.features(h, c, s) for h, c, s in zip(histories, cand_ids, cand_scores)])
     labels = np.array([int(np.nonzero(c == t)[0][0]) if t in c else -1 for c, t in zip(cand_ids, targets)])
@@ -150,7 +154,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(start, hp["epochs"]):
         losses = []
-        for batch in shard.iter_torch_batches(batch_size=hp["batch_size"], local_shuffle_buffer_size=4 * hp["batch_size"]):
+        for batch in shard.iter_torch_batches(
+            batch_size=hp["batch_size"], local_shuffle_buffer_size=4 * hp["batch_size"]
+        ):
             x = batch["features"].float()  # (B, K, F), already normalized
             logits = model(x).squeeze(-1)
             loss = F.cross_entropy(logits, batch["label"].long())
@@ -161,9 +167,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             saved = None
             if ray.train.get_context().get_world_rank() == 0:
-                torch.save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}, Path(tmp) / "state.pt")
+                torch.save(
+                    {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch},
+                    Path(tmp) / "state.pt",
+                )
                 saved = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}, checkpoint=saved)
+            ray.train.report(
+                {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan")}, checkpoint=saved
+            )
 
 
 # ----------------------------------------------------------------------------- driver
@@ -185,15 +196,21 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
     try:
         rec, model_cfg, vectors = load_exported(rec_dir)
     except Exception as e:
-        raise FileNotFoundError(f"no trained recommender at {rec_dir} ({e}); run `shopgraph train recommender` first") from None
+        raise FileNotFoundError(
+            f"no trained recommender at {rec_dir} ({e}); run `shopgraph train recommender` first"
+        ) from None
     loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo.parquet", model_cfg.num_items)
     if hp.candidates >= model_cfg.num_items:
-        raise ValueError(f"train.ranker.candidates={hp.candidates} must be below the catalog size {model_cfg.num_items}; lower it")
+        raise ValueError(
+            f"train.ranker.candidates={hp.candidates} must be below the catalog size {model_cfg.num_items}; lower it"
+        )
 
     started = time.perf_counter()
     index = inner_product_index(vectors)
     items = build_item_table(layout, model_cfg.num_items, loo)
-    cooc = cooccurrence_matrix(loo.interactions(include_valid=False), model_cfg.num_items, window=hp.cooccurrence_window)
+    cooc = cooccurrence_matrix(
+        loo.interactions(include_valid=False), model_cfg.num_items, window=hp.cooccurrence_window
+    )
     featurizer = Featurizer(items, cooc, recent=hp.recent_items)
 
     # Training examples: validation targets, train-only histories.
@@ -202,7 +219,9 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
     x_v, y_v = listwise_examples(featurizer, hist_v, tgt_v, ids_v, sc_v)
     keep = y_v >= 0
     if keep.sum() < 10:
-        raise ValueError(f"only {int(keep.sum())} validation targets are among the top-{hp.candidates} candidates; raise train.ranker.candidates or train the recommender longer")
+        raise ValueError(
+            f"only {int(keep.sum())} validation targets are among the top-{hp.candidates} candidates; raise train.ranker.candidates or train the recommender longer"
+        )
     flat = x_v[keep].reshape(-1, len(FEATURES))
     mean, std = flat.mean(axis=0), flat.std(axis=0) + 1e-6
     normalize = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
@@ -215,10 +234,16 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"hp": hp.model_dump(), "seed": cfg.train.seed},
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=False, resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=False, resources_per_worker={"CPU": scaling.cpus_per_worker}
+        ),
         datasets={"train": train_ds},
         run_config=fresh_run_config(
-            "ranker", run_name, str(Path(f"{layout.reports}/ray-train").resolve()), CheckpointConfig(num_to_keep=1), cfg.train.recommender.max_failures
+            "ranker",
+            run_name,
+            str(Path(f"{layout.reports}/ray-train").resolve()),
+            CheckpointConfig(num_to_keep=1),
+            cfg.train.recommender.max_failures,
         ),
     )
     result = trainer.fit()
@@ -240,10 +265,39 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
     meta = {"model": "listwise-mlp", "features": list(FEATURES), "hyperparameters": hp.model_dump(), "test": metrics}
     with staged_dir(Path(layout.ranker)) as staging:
         torch.save(mlp.state_dict(), staging / "model.pt")
-        (staging / "ranker.json").write_text(json.dumps({"features": list(FEATURES), "mean": mean.tolist(), "std": std.tolist(), "hidden": hp.hidden, "recent_items": hp.recent_items, "candidates": hp.candidates}, indent=2))
-        np.savez_compressed(staging / "items.npz", category=items.category, brand=items.brand, log_price=items.log_price, popularity=items.popularity, recency=items.recency,
-                            text=items.text if items.text is not None else np.zeros((0, 0), np.float32))
-        (staging / "items.json").write_text(json.dumps({"product_ids": items.product_ids, "titles": items.titles, "categories": items.category_names, "brands": items.brand_names}, ensure_ascii=False))
+        (staging / "ranker.json").write_text(
+            json.dumps(
+                {
+                    "features": list(FEATURES),
+                    "mean": mean.tolist(),
+                    "std": std.tolist(),
+                    "hidden": hp.hidden,
+                    "recent_items": hp.recent_items,
+                    "candidates": hp.candidates,
+                },
+                indent=2,
+            )
+        )
+        np.savez_compressed(
+            staging / "items.npz",
+            category=items.category,
+            brand=items.brand,
+            log_price=items.log_price,
+            popularity=items.popularity,
+            recency=items.recency,
+            text=items.text if items.text is not None else np.zeros((0, 0), np.float32),
+        )
+        (staging / "items.json").write_text(
+            json.dumps(
+                {
+                    "product_ids": items.product_ids,
+                    "titles": items.titles,
+                    "categories": items.category_names,
+                    "brands": items.brand_names,
+                },
+                ensure_ascii=False,
+            )
+        )
         sp.save_npz(staging / "cooccurrence.npz", cooc)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_manifest(staging, meta)
@@ -251,8 +305,16 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
 
 
 def heldout_metrics(
-    rec, item_index, featurizer: Featurizer, mlp, normalization: tuple[np.ndarray, np.ndarray], loo: LooData,
-    candidates: int, max_len: int, *, ks: tuple[int, ...],
+    rec,
+    item_index,
+    featurizer: Featurizer,
+    mlp,
+    normalization: tuple[np.ndarray, np.ndarray],
+    loo: LooData,
+    candidates: int,
+    max_len: int,
+    *,
+    ks: tuple[int, ...],
 ) -> dict[str, Any]:
     """The ranker's order vs the retrieval order on the test targets (histories with the validation item).
 
@@ -302,7 +364,13 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m train.ranker` (a `ray job submit` / RayJob entry point) and `shopgraph train ranker`."""
     from core.cli import as_json, stage_main
 
-    return stage_main(argv, lambda cfg: train_ranker(cfg), prog="python -m train.ranker", description=__doc__, show=lambda meta: as_json(meta["test"]))
+    return stage_main(
+        argv,
+        lambda cfg: train_ranker(cfg),
+        prog="python -m train.ranker",
+        description=__doc__,
+        show=lambda meta: as_json(meta["test"]),
+    )
 
 
 if __name__ == "__main__":

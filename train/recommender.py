@@ -57,7 +57,9 @@ def training_rows(batch: dict[str, Any], max_len: int, prefixes: bool = False) -
     return {"inputs": inputs, "targets": targets}
 
 
-def attribute_table(item_attributes: dict[int, list[int]] | list[list[int]], num_items: int, max_attributes: int) -> tuple[np.ndarray, int]:
+def attribute_table(
+    item_attributes: dict[int, list[int]] | list[list[int]], num_items: int, max_attributes: int
+) -> tuple[np.ndarray, int]:
     """Item -> attribute ids as a (num_items + 1, slots) int64 table, row 0 and padding = 0.
 
     `item_attributes` maps dense item ids (1..num_items) to attribute ids (1-based, 0 reserved
@@ -65,9 +67,15 @@ def attribute_table(item_attributes: dict[int, list[int]] | list[list[int]], num
     Returns the table and the number of attribute ids.
     """
     pairs = item_attributes.items() if isinstance(item_attributes, dict) else enumerate(item_attributes)
-    rows = {int(i): [int(a) for a in attrs][:max_attributes] for i, attrs in pairs if 1 <= int(i) <= num_items and len(attrs)}
+    rows = {
+        int(i): [int(a) for a in attrs][:max_attributes]
+        for i, attrs in pairs
+        if 1 <= int(i) <= num_items and len(attrs)
+    }
     if not rows:
-        raise ValueError("train.recommender.item_attributes=true but no item has attributes; set it to false or give the products a category/brand")
+        raise ValueError(
+            "train.recommender.item_attributes=true but no item has attributes; set it to false or give the products a category/brand"
+        )
     bad = [a for attrs in rows.values() for a in attrs if a < 1]
     if bad:
         raise ValueError(f"attribute ids must be >= 1 (0 is padding), got {bad[:5]}")
@@ -90,7 +98,9 @@ def catalog_attributes(layout, num_items: int) -> dict[int, list[int]]:
     try:
         products = load_products(layout).to_pydict()
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"train.recommender.item_attributes=true needs the product catalog: {e}; run `shopgraph data prepare` or set it to false") from e
+        raise FileNotFoundError(
+            f"train.recommender.item_attributes=true needs the product catalog: {e}; run `shopgraph data prepare` or set it to false"
+        ) from e
     ids = pq.read_table(ids_path, columns=["product_id", "item_idx"]).to_pydict()
     idx_of = dict(zip(ids["product_id"], ids["item_idx"]))
     vocab: dict[str, int] = {}
@@ -100,12 +110,16 @@ def catalog_attributes(layout, num_items: int) -> dict[int, list[int]]:
         if idx is None or idx > num_items:
             continue
         parts = [p.strip() for p in (category or "").split(">") if p.strip()]
-        names = [f"category:{' > '.join(parts[: n + 1])}" for n in range(len(parts))] + ([f"brand:{brand}"] if brand else [])
+        names = [f"category:{' > '.join(parts[: n + 1])}" for n in range(len(parts))] + (
+            [f"brand:{brand}"] if brand else []
+        )
         out[idx] = [vocab.setdefault(name, len(vocab) + 1) for name in names]
     return out
 
 
-def _validation_arrays(loo: LooData, max_len: int, max_users: int, seed: int, num_negatives: int) -> dict[str, np.ndarray]:
+def _validation_arrays(
+    loo: LooData, max_len: int, max_users: int, seed: int, num_negatives: int
+) -> dict[str, np.ndarray]:
     rows, histories, targets = loo.stage("valid")
     if len(rows) > max_users:
         keep = np.sort(np.random.default_rng(seed).choice(len(rows), max_users, replace=False))
@@ -115,13 +129,24 @@ def _validation_arrays(loo: LooData, max_len: int, max_users: int, seed: int, nu
     # The sampled protocol's negatives, drawn once so every validation ranks the same lists.
     seen = [set(h.tolist()) | {int(t)} for h, t in zip(histories, targets)]
     negatives = sample_negatives(loo.num_items, seen, num_negatives, np.random.default_rng(seed))
-    return {"inputs": pad_left(histories, max_len), "targets": targets, "flat": flat, "lengths": lengths, "negatives": negatives}
+    return {
+        "inputs": pad_left(histories, max_len),
+        "targets": targets,
+        "flat": flat,
+        "lengths": lengths,
+        "negatives": negatives,
+    }
 
 
 # ----------------------------------------------------------------------------- train loop (runs on every worker)
 
 # `train.recommender.select_on` -> the validation metric that picks the model and stops training
-VALID_SCORE_KEYS = {"full_ndcg@10": "valid_ndcg@10", "full_mrr": "valid_mrr", "sampled_ndcg@10": "valid_sampled_ndcg@10", "sampled_mrr": "valid_sampled_mrr"}
+VALID_SCORE_KEYS = {
+    "full_ndcg@10": "valid_ndcg@10",
+    "full_mrr": "valid_mrr",
+    "sampled_ndcg@10": "valid_sampled_ndcg@10",
+    "sampled_mrr": "valid_sampled_mrr",
+}
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -171,11 +196,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         losses, samples, data_wait = [], 0, 0.0
         started = fetch_started = time.perf_counter()
         cpu_started = time.process_time()
-        for batch in shard.iter_torch_batches(batch_size=hp["batch_size"], dtypes=torch.long, device=device, local_shuffle_buffer_size=4 * hp["batch_size"]):
+        for batch in shard.iter_torch_batches(
+            batch_size=hp["batch_size"],
+            dtypes=torch.long,
+            device=device,
+            local_shuffle_buffer_size=4 * hp["batch_size"],
+        ):
             data_wait += time.perf_counter() - fetch_started  # time the step waited on Ray Data
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 states = model(batch["inputs"])
-                loss = sequence_loss(core.query(states.float()), batch["targets"], core.output_table().float(), loss=hp["loss"], num_negatives=hp["num_negatives"])
+                loss = sequence_loss(
+                    core.query(states.float()),
+                    batch["targets"],
+                    core.output_table().float(),
+                    loss=hp["loss"],
+                    num_negatives=hp["num_negatives"],
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,17 +233,42 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if (epoch + 1) % hp["eval_every"] == 0 or epoch + 1 == hp["epochs"]:
             core.eval()
             with torch.no_grad():
-                scores = core.to(device).score_all(torch.as_tensor(valid["inputs"], device=device)).float().cpu().numpy()
+                scores = (
+                    core.to(device).score_all(torch.as_tensor(valid["inputs"], device=device)).float().cpu().numpy()
+                )
             # Both protocols on the same scores; `select_on` names the one that picks the model.
-            full = metrics_from_ranks(full_ranking_ranks(scores, valid["targets"], [set(h.tolist()) for h in histories], np.random.default_rng(0)), (10,))
-            sampled = metrics_from_ranks(sampled_ranks(scores, valid["targets"], valid["negatives"], np.random.default_rng(0)), (10,))
+            full = metrics_from_ranks(
+                full_ranking_ranks(
+                    scores, valid["targets"], [set(h.tolist()) for h in histories], np.random.default_rng(0)
+                ),
+                (10,),
+            )
+            sampled = metrics_from_ranks(
+                sampled_ranks(scores, valid["targets"], valid["negatives"], np.random.default_rng(0)), (10,)
+            )
             for name in ("ndcg@10", "hr@10", "mrr"):
                 metrics[f"valid_{name}"], metrics[f"valid_sampled_{name}"] = full[name], sampled[name]
             score = metrics[VALID_SCORE_KEYS[hp["select_on"]]]
             metrics["valid_score"] = score
             improved = score > best
             best, bad_rounds = (score, 0) if improved else (best, bad_rounds + 1)
-            curves.append({k: metrics[k] for k in ("epoch", "train_loss", *VALID_SCORE_KEYS.values(), "valid_hr@10", "valid_sampled_hr@10", "epoch_seconds", "train_samples", "data_wait_seconds", "cpu_seconds", "epoch_ended_at")})
+            curves.append(
+                {
+                    k: metrics[k]
+                    for k in (
+                        "epoch",
+                        "train_loss",
+                        *VALID_SCORE_KEYS.values(),
+                        "valid_hr@10",
+                        "valid_sampled_hr@10",
+                        "epoch_seconds",
+                        "train_samples",
+                        "data_wait_seconds",
+                        "cpu_seconds",
+                        "epoch_ended_at",
+                    )
+                }
+            )
             stop = torch.tensor([bad_rounds >= hp["patience"]], dtype=torch.int32)
             if dist.is_initialized():
                 dist.broadcast(stop, src=0)  # rank 0's view decides, so all ranks stop together
@@ -215,7 +276,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 saved = None
                 if rank == 0:
                     torch.save(
-                        {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "bad_rounds": bad_rounds, "curves": curves},
+                        {
+                            "model": core.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "epoch": epoch,
+                            "best": best,
+                            "bad_rounds": bad_rounds,
+                            "curves": curves,
+                        },
                         Path(tmp) / "state.pt",
                     )
                     saved = ray.train.Checkpoint.from_directory(tmp)
@@ -255,18 +323,28 @@ def build_trainer(
     scaling = cfg.train.scaling
     loo_path = loo_path or f"{layout.splits}/loo.parquet"
     if not Path(loo_path).exists():
-        raise FileNotFoundError(f"no leave-one-out split at {loo_path}; run `shopgraph data split` first (or set --set artifacts.root)")
+        raise FileNotFoundError(
+            f"no leave-one-out split at {loo_path}; run `shopgraph data split` first (or set --set artifacts.root)"
+        )
     if num_items is None:
         num_items = _num_items(layout)
     loo = LooData.from_parquet(loo_path, num_items)
     ev = cfg.train.evaluation
     if ev.num_negatives >= num_items:
-        raise ValueError(f"train.evaluation.num_negatives={ev.num_negatives} needs more than that many items, the catalog has {num_items}; lower it")
+        raise ValueError(
+            f"train.evaluation.num_negatives={ev.num_negatives} needs more than that many items, the catalog has {num_items}; lower it"
+        )
     if not len(loo.stage("valid")[0]):
-        raise ValueError(f"{loo_path} has no user with 3+ interactions, so there is nothing to validate on; check the data split")
+        raise ValueError(
+            f"{loo_path} has no user with 3+ interactions, so there is nothing to validate on; check the data split"
+        )
     item_attrs, num_attributes = None, 0
     if hp.item_attributes:
-        item_attrs, num_attributes = attribute_table(item_attributes if item_attributes is not None else catalog_attributes(layout, num_items), num_items, hp.max_attributes)
+        item_attrs, num_attributes = attribute_table(
+            item_attributes if item_attributes is not None else catalog_attributes(layout, num_items),
+            num_items,
+            hp.max_attributes,
+        )
     init_ray(cfg)
     _check_resources(scaling)
 
@@ -306,11 +384,19 @@ def build_trainer(
             "item_attrs": item_attrs,
             "item_bias_init": _log_counts(loo) if hp.item_bias else None,
         },
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker={"CPU": scaling.cpus_per_worker}),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
         datasets={"train": train_ds},
         run_config=fresh_run_config(
-            "recommender", run_name, storage,
-            CheckpointConfig(num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_score", checkpoint_score_order="max"),
+            "recommender",
+            run_name,
+            storage,
+            CheckpointConfig(
+                num_to_keep=hp.num_to_keep, checkpoint_score_attribute="valid_score", checkpoint_score_order="max"
+            ),
             hp.max_failures,
         ),
     )
@@ -339,7 +425,12 @@ def train_recommender(
     ev = cfg.train.evaluation
     scaling = cfg.train.scaling
     trainer, model_cfg, loo = build_trainer(
-        cfg, loo_path=loo_path, num_items=num_items, item_attributes=item_attributes, run_name=run_name, fail_once_at_epoch=fail_once_at_epoch
+        cfg,
+        loo_path=loo_path,
+        num_items=num_items,
+        item_attributes=item_attributes,
+        run_name=run_name,
+        fail_once_at_epoch=fail_once_at_epoch,
     )
     result = trainer.fit()
     best = _best_checkpoint(result)
@@ -355,7 +446,14 @@ def train_recommender(
     model = SASRec(model_cfg)
     model.load_state_dict(state["model"])
     model.eval()
-    results = evaluate_with_baselines(ModelScorer(model, hp.max_len), loo, ks=tuple(ev.ks), num_negatives=ev.num_negatives, seed=cfg.train.seed, max_users=ev.max_users)
+    results = evaluate_with_baselines(
+        ModelScorer(model, hp.max_len),
+        loo,
+        ks=tuple(ev.ks),
+        num_negatives=ev.num_negatives,
+        seed=cfg.train.seed,
+        max_users=ev.max_users,
+    )
 
     out = Path(layout.recommender)
     meta = {
@@ -428,7 +526,14 @@ def evaluate_exported(cfg, *, loo_path: str | None = None) -> dict[str, Any]:
     model, model_cfg, _ = load_exported(layout.recommender)
     loo = LooData.from_parquet(loo_path or f"{layout.splits}/loo.parquet", model_cfg.num_items)
     ev = cfg.train.evaluation
-    results = evaluate_with_baselines(ModelScorer(model, model_cfg.max_len), loo, ks=tuple(ev.ks), num_negatives=ev.num_negatives, seed=cfg.train.seed, max_users=ev.max_users)
+    results = evaluate_with_baselines(
+        ModelScorer(model, model_cfg.max_len),
+        loo,
+        ks=tuple(ev.ks),
+        num_negatives=ev.num_negatives,
+        seed=cfg.train.seed,
+        max_users=ev.max_users,
+    )
     write_report(Path(layout.reports) / "recommender", results, title="shopgraph recommender (SASRec) — test set")
     return results
 
@@ -464,7 +569,9 @@ def main(argv: list[str] | None = None) -> int:
         keep = ("best_epoch", "selected_on", "best_valid_score", "test")
         return as_json({k: meta[k] for k in keep})
 
-    return stage_main(argv, lambda cfg: train_recommender(cfg), prog="python -m train.recommender", description=__doc__, show=show)
+    return stage_main(
+        argv, lambda cfg: train_recommender(cfg), prog="python -m train.recommender", description=__doc__, show=show
+    )
 
 
 if __name__ == "__main__":

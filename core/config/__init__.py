@@ -52,17 +52,24 @@ class ArtifactsConfig(BaseModel):
     @classmethod
     def _known_protocol(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("must not be empty; use a local path such as 'artifacts' or a URI such as 's3://bucket/shopgraph'")
+            raise ValueError(
+                "must not be empty; use a local path such as 'artifacts' or a URI such as 's3://bucket/shopgraph'"
+            )
         protocol = fsspec.utils.get_protocol(value)
         if protocol not in fsspec.available_protocols():
-            raise ValueError(f"unknown storage protocol '{protocol}://'; use a local path or one of s3://, gs://, abfs://, file://, memory://")
+            raise ValueError(
+                f"unknown storage protocol '{protocol}://'; use a local path or one of s3://, gs://, abfs://, file://, memory://"
+            )
         return value
 
 
 class ModelsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dir: str = Field("models", description="Local directory that `shopgraph models prepare` fills; vLLM and transformers load from it (must be a local or mounted path).")
+    dir: str = Field(
+        "models",
+        description="Local directory that `shopgraph models prepare` fills; vLLM and transformers load from it (must be a local or mounted path).",
+    )
     generator: str = Field(
         "smollm2-135m-instruct",
         description="Generator base model: the embedded 'smollm2-135m-instruct', or a path to any local Hugging Face causal-LM directory.",
@@ -81,23 +88,58 @@ class ModelsConfig(BaseModel):
     @classmethod
     def _local_path(cls, value: str) -> str:
         if "://" in value and not value.startswith("file://"):
-            raise ValueError("must be a local or mounted path (vLLM loads weights from disk); put remote copies under artifacts.root")
+            raise ValueError(
+                "must be a local or mounted path (vLLM loads weights from disk); put remote copies under artifacts.root"
+            )
         return value.removeprefix("file://")
 
 
 class RayConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts a local Ray instance.")
-    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance and of the head that `shopgraph cluster up` starts; None = all cores.")
-    num_gpus: int | None = Field(None, ge=0, description="GPUs of the head that `shopgraph cluster up` starts; None = what Ray detects.")
-    object_store_memory_mb: int | None = Field(None, ge=75, description="Object store size of the head that `shopgraph cluster up` starts, in MiB; None = Ray's default (30% of RAM).")
-    dashboard_host: str = Field("127.0.0.1", description="Address the dashboard (and job submission API) of `shopgraph cluster up` binds; 0.0.0.0 to reach it from other machines.")
+    address: str | None = Field(
+        None, description="Ray cluster to join ('auto', 'ray://host:10001'); None starts a local Ray instance."
+    )
+    num_cpus: int | None = Field(
+        None,
+        ge=1,
+        description="CPUs of the local Ray instance and of the head that `shopgraph cluster up` starts; None = all cores.",
+    )
+    num_gpus: int | None = Field(
+        None, ge=0, description="GPUs of the head that `shopgraph cluster up` starts; None = what Ray detects."
+    )
+    object_store_memory_mb: int | None = Field(
+        None,
+        ge=75,
+        description="Object store size of the head that `shopgraph cluster up` starts, in MiB; None = Ray's default (30% of RAM).",
+    )
+    dashboard_host: str = Field(
+        "127.0.0.1",
+        description="Address the dashboard (and job submission API) of `shopgraph cluster up` binds; 0.0.0.0 to reach it from other machines.",
+    )
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard / job submission port.")
-    gcs_port: int = Field(6379, ge=1, le=65535, description="GCS port of the head that `shopgraph cluster up` starts (the address workers and drivers join).")
-    client_server_port: int = Field(10001, ge=1, le=65535, description="Ray Client server port of the head that `shopgraph cluster up` starts (ray://host:port).")
-    dashboard_agent_listen_port: int = Field(52365, ge=1, le=65535, description="HTTP port of the head's dashboard agent; change it when two Ray heads share a machine.")
-    temp_dir: str | None = Field(None, description="Ray's session/log directory for `shopgraph cluster up` (keep it short: Ray puts sockets in it); None = Ray's default under the system temp dir.")
+    gcs_port: int = Field(
+        6379,
+        ge=1,
+        le=65535,
+        description="GCS port of the head that `shopgraph cluster up` starts (the address workers and drivers join).",
+    )
+    client_server_port: int = Field(
+        10001,
+        ge=1,
+        le=65535,
+        description="Ray Client server port of the head that `shopgraph cluster up` starts (ray://host:port).",
+    )
+    dashboard_agent_listen_port: int = Field(
+        52365,
+        ge=1,
+        le=65535,
+        description="HTTP port of the head's dashboard agent; change it when two Ray heads share a machine.",
+    )
+    temp_dir: str | None = Field(
+        None,
+        description="Ray's session/log directory for `shopgraph cluster up` (keep it short: Ray puts sockets in it); None = Ray's default under the system temp dir.",
+    )
 
 
 class JobsConfig(BaseModel):
@@ -107,18 +149,36 @@ class JobsConfig(BaseModel):
         [".venv", ".git", "models", "artifacts", "**/__pycache__", "*.egg-info"],
         description="Paths left out of the working_dir that `shopgraph cluster submit` uploads (gitignore syntax); models and artifacts come from ml.dir / artifacts.root instead.",
     )
-    pip: list[str] = Field([], description="Extra pip requirements installed into the job's runtime_env; [] = use the cluster's environment as is.")
-    image_uri: str | None = Field(None, description="Container image the job runs in (runtime_env `image_uri`, needs podman on the nodes); None = the node's own environment.")
-    entrypoint_num_cpus: float = Field(0, ge=0, description="CPUs reserved for the job's driver process; 0 so the driver never blocks its own tasks on a small node.")
+    pip: list[str] = Field(
+        [],
+        description="Extra pip requirements installed into the job's runtime_env; [] = use the cluster's environment as is.",
+    )
+    image_uri: str | None = Field(
+        None,
+        description="Container image the job runs in (runtime_env `image_uri`, needs podman on the nodes); None = the node's own environment.",
+    )
+    entrypoint_num_cpus: float = Field(
+        0,
+        ge=0,
+        description="CPUs reserved for the job's driver process; 0 so the driver never blocks its own tasks on a small node.",
+    )
 
 
 class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ray: RayConfig = Field(default_factory=RayConfig, description="How to reach (or start) Ray.")
-    namespace: str = Field("shopgraph", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Kubernetes namespace and Ray namespace of the deployment.")
-    jobs: JobsConfig = Field(default_factory=JobsConfig, description="How `shopgraph cluster submit` packages batch stages as Ray jobs.")
-    k8s: K8sConfig = Field(default_factory=K8sConfig, description="KubeRay manifests (k8s/) and `shopgraph cluster deploy`.")
+    namespace: str = Field(
+        "shopgraph",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Kubernetes namespace and Ray namespace of the deployment.",
+    )
+    jobs: JobsConfig = Field(
+        default_factory=JobsConfig, description="How `shopgraph cluster submit` packages batch stages as Ray jobs."
+    )
+    k8s: K8sConfig = Field(
+        default_factory=K8sConfig, description="KubeRay manifests (k8s/) and `shopgraph cluster deploy`."
+    )
 
 
 class ShopgraphConfig(BaseModel):
@@ -127,7 +187,9 @@ class ShopgraphConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile: Literal["local", "gpu-cluster"] = Field("local", description="Which environment this config describes.")
-    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig, description="Where artifacts are written and read.")
+    artifacts: ArtifactsConfig = Field(
+        default_factory=ArtifactsConfig, description="Where artifacts are written and read."
+    )
     models: ModelsConfig = Field(default_factory=ModelsConfig, description="Embedded or local models.")
     data: DataConfig = Field(default_factory=DataConfig, description="Ray Data stages.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Ray Train recipes.")
@@ -207,7 +269,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(tree, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (data, train, serve, ...), got {type(tree).__name__}")
+        raise ConfigError(
+            f"{path} must hold a mapping of sections (data, train, serve, ...), got {type(tree).__name__}"
+        )
     return _validate(tree, str(path), overrides)
 
 

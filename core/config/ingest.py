@@ -35,7 +35,17 @@ FORMAT_TABLE: dict[str, str] = {
     "attribute_catalog": "products",
 }
 
-PRODUCT_COLUMNS = ("product_id", "title", "category", "brand", "price", "attributes", "description", "in_stock", "updated_at")
+PRODUCT_COLUMNS = (
+    "product_id",
+    "title",
+    "category",
+    "brand",
+    "price",
+    "attributes",
+    "description",
+    "in_stock",
+    "updated_at",
+)
 EVENT_COLUMNS = ("user_id", "product_id", "event", "ts", "value", "text")
 
 
@@ -44,19 +54,45 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1, description="Short name used in the row-accounting table and as `source` prefix in quarantine rows.")
-    format: SourceFormat = Field(..., description="Reader to use: csv, jsonl, parquet (generic, with `mapping`), amazon_reviews, amazon_metadata (2014/2018 JSON(L), gzip or not), user_item_pairs ('user item' per line), user_item_sequences ('user item item ...' per line), retailrocket (timestamp,visitorid,event,itemid[,transactionid]), attribute_catalog (delimited file with a 'key#value*key#value' attributes column).")
-    path: str = Field(..., min_length=1, description="File, glob (`raw/*.csv`) or directory; a local path or any fsspec URI. Files ending in .gz are decompressed.")
+    name: str = Field(
+        ...,
+        min_length=1,
+        description="Short name used in the row-accounting table and as `source` prefix in quarantine rows.",
+    )
+    format: SourceFormat = Field(
+        ...,
+        description="Reader to use: csv, jsonl, parquet (generic, with `mapping`), amazon_reviews, amazon_metadata (2014/2018 JSON(L), gzip or not), user_item_pairs ('user item' per line), user_item_sequences ('user item item ...' per line), retailrocket (timestamp,visitorid,event,itemid[,transactionid]), attribute_catalog (delimited file with a 'key#value*key#value' attributes column).",
+    )
+    path: str = Field(
+        ...,
+        min_length=1,
+        description="File, glob (`raw/*.csv`) or directory; a local path or any fsspec URI. Files ending in .gz are decompressed.",
+    )
     table: Literal["products", "events"] = Field(..., description="Contract table the rows become: products or events.")
     mapping: dict[str, str] = Field(
         default_factory=dict,
         description="Contract column -> source column (or JSON key). Merged over the format's defaults; for attribute_catalog a value 'attributes.<key>' takes the field from the parsed attributes (e.g. brand: attributes.品牌).",
     )
-    encoding: str = Field("utf-8", description="Text encoding of the file (utf-8, gbk, gb18030, latin-1, ...); must be ASCII-compatible because lines are split on b'\\n'. Lines that do not decode are quarantined one by one.")
-    delimiter: str | None = Field(None, description="Field delimiter; None = the format's default (',' for csv/retailrocket, tab for attribute_catalog, whitespace for the sequence files).")
-    timestamp_unit: Literal["auto", "s", "ms", "iso"] = Field("auto", description="How timestamps are written: s or ms since the epoch, ISO 8601 text, or auto (retailrocket: ms, amazon_reviews: s; otherwise numbers >= 1e11 are ms, smaller ones s, text ISO 8601).")
-    event_map: dict[str, str] = Field(default_factory=dict, description="Source event name -> contract event type (view, click, cart, purchase, rating); merged over the format's defaults (retailrocket maps addtocart->cart, transaction->purchase).")
-    default_event: Literal["view", "click", "cart", "purchase", "rating"] | None = Field(None, description="Event type for sources without an event column (sequence files default to 'view', Amazon reviews to 'rating').")
+    encoding: str = Field(
+        "utf-8",
+        description="Text encoding of the file (utf-8, gbk, gb18030, latin-1, ...); must be ASCII-compatible because lines are split on b'\\n'. Lines that do not decode are quarantined one by one.",
+    )
+    delimiter: str | None = Field(
+        None,
+        description="Field delimiter; None = the format's default (',' for csv/retailrocket, tab for attribute_catalog, whitespace for the sequence files).",
+    )
+    timestamp_unit: Literal["auto", "s", "ms", "iso"] = Field(
+        "auto",
+        description="How timestamps are written: s or ms since the epoch, ISO 8601 text, or auto (retailrocket: ms, amazon_reviews: s; otherwise numbers >= 1e11 are ms, smaller ones s, text ISO 8601).",
+    )
+    event_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Source event name -> contract event type (view, click, cart, purchase, rating); merged over the format's defaults (retailrocket maps addtocart->cart, transaction->purchase).",
+    )
+    default_event: Literal["view", "click", "cart", "purchase", "rating"] | None = Field(
+        None,
+        description="Event type for sources without an event column (sequence files default to 'view', Amazon reviews to 'rating').",
+    )
 
     @field_validator("encoding")
     @classmethod
@@ -64,9 +100,13 @@ class SourceConfig(BaseModel):
         try:
             info = codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown encoding {value!r}; use a Python codec name such as utf-8, gbk, gb18030 or latin-1") from None
+            raise ValueError(
+                f"unknown encoding {value!r}; use a Python codec name such as utf-8, gbk, gb18030 or latin-1"
+            ) from None
         if "\n".encode(info.name) != b"\n":
-            raise ValueError(f"encoding {value!r} is not ASCII-compatible (lines are split on b'\\n'); convert the file to utf-8 first")
+            raise ValueError(
+                f"encoding {value!r} is not ASCII-compatible (lines are split on b'\\n'); convert the file to utf-8 first"
+            )
         return value
 
     @field_validator("delimiter")
@@ -84,10 +124,14 @@ class SourceConfig(BaseModel):
         columns = PRODUCT_COLUMNS if self.table == "products" else EVENT_COLUMNS
         unknown = sorted(set(self.mapping) - set(columns))
         if unknown:
-            raise ValueError(f"source '{self.name}': mapping has unknown contract column(s) {unknown}; keys must be among {list(columns)}")
+            raise ValueError(
+                f"source '{self.name}': mapping has unknown contract column(s) {unknown}; keys must be among {list(columns)}"
+            )
         bad = {k: v for k, v in self.event_map.items() if v not in ("view", "click", "cart", "purchase", "rating")}
         if bad:
-            raise ValueError(f"source '{self.name}': event_map values {bad} are not event types; map to view, click, cart, purchase or rating")
+            raise ValueError(
+                f"source '{self.name}': event_map values {bad} are not event types; map to view, click, cart, purchase or rating"
+            )
         return self
 
 
@@ -96,14 +140,20 @@ class SampleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    num_products: int = Field(5000, ge=20, description="Products in the generated catalog (spread over every category).")
+    num_products: int = Field(
+        5000, ge=20, description="Products in the generated catalog (spread over every category)."
+    )
     num_users: int = Field(2000, ge=1, description="Users whose behaviour is generated.")
-    num_events: int = Field(100_000, ge=1, description="Events in total (views, carts, purchases, ratings); each user gets at least 3.")
+    num_events: int = Field(
+        100_000, ge=1, description="Events in total (views, carts, purchases, ratings); each user gets at least 3."
+    )
 
     @model_validator(mode="after")
     def _enough_events(self) -> SampleConfig:
         if self.num_events < 3 * self.num_users:
-            raise ValueError(f"num_events ({self.num_events}) must be >= 3 * num_users ({3 * self.num_users}) so every user has a sequence; raise data.sample.num_events or lower data.sample.num_users")
+            raise ValueError(
+                f"num_events ({self.num_events}) must be >= 3 * num_users ({3 * self.num_users}) so every user has a sequence; raise data.sample.num_events or lower data.sample.num_users"
+            )
         return self
 
 
@@ -112,10 +162,20 @@ class PrepareConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    rows_per_shard: int = Field(1_000_000, ge=1, description="Rows per Parquet file of a shard set; fixed so reruns give byte-identical files.")
-    row_group_rows: int = Field(100_000, ge=1, description="Rows per Parquet row group (fixed for determinism; smaller = finer-grained reads).")
-    chunk_mb: int = Field(32, ge=1, description="Line-oriented files larger than this are split into chunks at line boundaries, parsed in parallel Ray tasks. CSV files with quoted newlines need a chunk size larger than the file.")
-    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per parse task (fractional so a 2-CPU node runs several).")
+    rows_per_shard: int = Field(
+        1_000_000, ge=1, description="Rows per Parquet file of a shard set; fixed so reruns give byte-identical files."
+    )
+    row_group_rows: int = Field(
+        100_000, ge=1, description="Rows per Parquet row group (fixed for determinism; smaller = finer-grained reads)."
+    )
+    chunk_mb: int = Field(
+        32,
+        ge=1,
+        description="Line-oriented files larger than this are split into chunks at line boundaries, parsed in parallel Ray tasks. CSV files with quoted newlines need a chunk size larger than the file.",
+    )
+    num_cpus: float = Field(
+        0.5, gt=0, description="CPUs reserved per parse task (fractional so a 2-CPU node runs several)."
+    )
     unknown_products: Literal["quarantine", "stub"] = Field(
         "quarantine",
         description="An event whose product_id is not in the products table: quarantine it, or create a stub product (title = product_id) for event-only datasets such as sequence files.",

@@ -13,25 +13,37 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-QUANTITY = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+QUANTITY = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 class HeadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cpu: str = Field("2", pattern=QUANTITY, description="CPU request and limit of the Ray head pod (Kubernetes quantity).")
-    memory: str = Field("8Gi", pattern=QUANTITY, description="Memory request and limit of the Ray head pod (Kubernetes quantity).")
+    cpu: str = Field(
+        "2", pattern=QUANTITY, description="CPU request and limit of the Ray head pod (Kubernetes quantity)."
+    )
+    memory: str = Field(
+        "8Gi", pattern=QUANTITY, description="Memory request and limit of the Ray head pod (Kubernetes quantity)."
+    )
 
 
 class WorkerGroupConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    replicas: int = Field(1, ge=0, description="Workers started with the cluster (the autoscaler moves it between min and max).")
+    replicas: int = Field(
+        1, ge=0, description="Workers started with the cluster (the autoscaler moves it between min and max)."
+    )
     min_replicas: int = Field(0, ge=0, description="Fewest workers the autoscaler keeps.")
     max_replicas: int = Field(2, ge=1, description="Most workers the autoscaler starts.")
-    cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit of one worker pod (Kubernetes quantity).")
-    memory: str = Field("16Gi", pattern=QUANTITY, description="Memory request and limit of one worker pod (Kubernetes quantity).")
+    cpu: str = Field(
+        "4", pattern=QUANTITY, description="CPU request and limit of one worker pod (Kubernetes quantity)."
+    )
+    memory: str = Field(
+        "16Gi", pattern=QUANTITY, description="Memory request and limit of one worker pod (Kubernetes quantity)."
+    )
     gpus: int = Field(0, ge=0, description="`nvidia.com/gpu` limit of one worker pod; 0 for the CPU group.")
 
     @model_validator(mode="after")
@@ -47,18 +59,36 @@ class WorkerGroupConfig(BaseModel):
 class StorageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    claim_name: str = Field("shopgraph-data", pattern=DNS_LABEL, description="Name of the PersistentVolumeClaim that holds artifacts and models.")
+    claim_name: str = Field(
+        "shopgraph-data",
+        pattern=DNS_LABEL,
+        description="Name of the PersistentVolumeClaim that holds artifacts and models.",
+    )
     size: str = Field("50Gi", pattern=QUANTITY, description="Requested size of the claim (Kubernetes quantity).")
-    storage_class: str | None = Field(None, description="StorageClass of the claim (must support ReadWriteMany); None = the cluster's default class.")
-    mount_path: str = Field("/mnt/shopgraph", pattern=r"^/", description="Where every Ray pod mounts the claim; artifacts.root and models.dir must lie under it.")
+    storage_class: str | None = Field(
+        None, description="StorageClass of the claim (must support ReadWriteMany); None = the cluster's default class."
+    )
+    mount_path: str = Field(
+        "/mnt/shopgraph",
+        pattern=r"^/",
+        description="Where every Ray pod mounts the claim; artifacts.root and models.dir must lie under it.",
+    )
 
 
 class GcsFaultToleranceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(False, description="Keep GCS state in an external Redis, so the head can restart without losing Serve applications.")
-    redis_address: str = Field("redis:6379", description="host:port of the external Redis (a Service in the same namespace, usually).")
-    password_secret: str | None = Field(None, description="Name of the Kubernetes Secret that holds the Redis password; None = Redis without a password. The password itself never appears in a manifest.")
+    enabled: bool = Field(
+        False,
+        description="Keep GCS state in an external Redis, so the head can restart without losing Serve applications.",
+    )
+    redis_address: str = Field(
+        "redis:6379", description="host:port of the external Redis (a Service in the same namespace, usually)."
+    )
+    password_secret: str | None = Field(
+        None,
+        description="Name of the Kubernetes Secret that holds the Redis password; None = Redis without a password. The password itself never appears in a manifest.",
+    )
     password_key: str = Field("password", description="Key inside `password_secret` whose value is the Redis password.")
 
 
@@ -66,16 +96,24 @@ class AutoscalerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="Run the Ray autoscaler in the head pod (`enableInTreeAutoscaling`).")
-    idle_timeout_seconds: int = Field(60, ge=0, description="Seconds a worker may sit idle before the autoscaler removes it.")
-    upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = Field("Default", description="How fast the autoscaler adds workers (KubeRay `upscalingMode`).")
+    idle_timeout_seconds: int = Field(
+        60, ge=0, description="Seconds a worker may sit idle before the autoscaler removes it."
+    )
+    upscaling_mode: Literal["Default", "Aggressive", "Conservative"] = Field(
+        "Default", description="How fast the autoscaler adds workers (KubeRay `upscalingMode`)."
+    )
 
 
 class ServeAppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("shopgraph", pattern=DNS_LABEL, description="Name of the RayService and of its Serve application.")
+    name: str = Field(
+        "shopgraph", pattern=DNS_LABEL, description="Name of the RayService and of its Serve application."
+    )
     route_prefix: str = Field("/", pattern=r"^/", description="HTTP route prefix of the Serve application.")
-    import_path: str = Field("serve.app:build_app", description="Serve application builder (`module:function`) that the RayService imports.")
+    import_path: str = Field(
+        "serve.app:build_app", description="Serve application builder (`module:function`) that the RayService imports."
+    )
 
 
 class K8sConfig(BaseModel):
@@ -83,18 +121,37 @@ class K8sConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field("shopgraph:0.1.0", description="Container image of every Ray pod: Ray 2.60 plus this repository under `app_dir`.")
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field("IfNotPresent", description="imagePullPolicy of every Ray container.")
-    app_dir: str = Field("/app", pattern=r"^/", description="Where the image holds this repository; jobs and Serve run from there.")
+    image: str = Field(
+        "shopgraph:0.1.0",
+        description="Container image of every Ray pod: Ray 2.60 plus this repository under `app_dir`.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        "IfNotPresent", description="imagePullPolicy of every Ray container."
+    )
+    app_dir: str = Field(
+        "/app", pattern=r"^/", description="Where the image holds this repository; jobs and Serve run from there."
+    )
     ray_version: str = Field("2.60.0", description="Ray version inside `image` (KubeRay `rayVersion`).")
     head: HeadConfig = Field(default_factory=HeadConfig, description="Ray head pod; it runs no tasks (`num-cpus: 0`).")
-    cpu_workers: WorkerGroupConfig = Field(default_factory=WorkerGroupConfig, description="CPU worker group (data stages, ranker, Serve ingress).")
+    cpu_workers: WorkerGroupConfig = Field(
+        default_factory=WorkerGroupConfig, description="CPU worker group (data stages, ranker, Serve ingress)."
+    )
     gpu_workers: WorkerGroupConfig = Field(
-        default_factory=lambda: WorkerGroupConfig(replicas=0, min_replicas=0, max_replicas=1, cpu="8", memory="32Gi", gpus=1),
+        default_factory=lambda: WorkerGroupConfig(
+            replicas=0, min_replicas=0, max_replicas=1, cpu="8", memory="32Gi", gpus=1
+        ),
         description="GPU worker group (LM training, vLLM generator).",
     )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Shared volume for artifacts and models.")
-    gcs_ft: GcsFaultToleranceConfig = Field(default_factory=GcsFaultToleranceConfig, description="GCS fault tolerance with an external Redis.")
-    autoscaler: AutoscalerConfig = Field(default_factory=AutoscalerConfig, description="Ray autoscaler inside the head pod.")
-    serve_app: ServeAppConfig = Field(default_factory=ServeAppConfig, description="The RayService and its Serve application.")
-    kubernetes_version: str = Field("1.33", pattern=r"^\d+\.\d+$", description="Kubernetes minor version the core objects are validated against.")
+    gcs_ft: GcsFaultToleranceConfig = Field(
+        default_factory=GcsFaultToleranceConfig, description="GCS fault tolerance with an external Redis."
+    )
+    autoscaler: AutoscalerConfig = Field(
+        default_factory=AutoscalerConfig, description="Ray autoscaler inside the head pod."
+    )
+    serve_app: ServeAppConfig = Field(
+        default_factory=ServeAppConfig, description="The RayService and its Serve application."
+    )
+    kubernetes_version: str = Field(
+        "1.33", pattern=r"^\d+\.\d+$", description="Kubernetes minor version the core objects are validated against."
+    )

@@ -40,17 +40,23 @@ class DeploymentSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    num_cpus: float = Field(0.1, ge=0, description="CPUs each replica reserves; fractional on a 2-CPU node so the whole graph schedules.")
+    num_cpus: float = Field(
+        0.1, ge=0, description="CPUs each replica reserves; fractional on a 2-CPU node so the whole graph schedules."
+    )
     num_gpus: float = Field(0, ge=0, description="GPUs each replica reserves (the generator on GPU nodes).")
     min_replicas: int = Field(1, ge=0, description="Autoscaling lower bound.")
     max_replicas: int = Field(1, ge=1, description="Autoscaling upper bound.")
     target_ongoing_requests: float = Field(8, gt=0, description="Ongoing requests per replica the autoscaler aims for.")
-    max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica accepts at once before the router queues them.")
+    max_ongoing_requests: int = Field(
+        64, ge=1, description="Requests a replica accepts at once before the router queues them."
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> DeploymentSettings:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas}); raise max_replicas")
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas}); raise max_replicas"
+            )
         return self
 
     def options(self) -> dict[str, Any]:
@@ -70,11 +76,22 @@ class DeploymentSettings(BaseModel):
 class DeploymentsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ingress: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.1, max_replicas=1, max_ongoing_requests=256), description="HTTP ingress (FastAPI).")
-    retriever: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1), description="FAISS retrieval and cold start.")
-    ranker: DeploymentSettings = Field(default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1), description="Ranker and business rules.")
+    ingress: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(num_cpus=0.1, max_replicas=1, max_ongoing_requests=256),
+        description="HTTP ingress (FastAPI).",
+    )
+    retriever: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1),
+        description="FAISS retrieval and cold start.",
+    )
+    ranker: DeploymentSettings = Field(
+        default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1),
+        description="Ranker and business rules.",
+    )
     generator: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(num_cpus=1.0, max_replicas=1, target_ongoing_requests=16, max_ongoing_requests=64),
+        default_factory=lambda: DeploymentSettings(
+            num_cpus=1.0, max_replicas=1, target_ongoing_requests=16, max_ongoing_requests=64
+        ),
         description="vLLM generator (reasons and product-page copy).",
     )
 
@@ -84,11 +101,21 @@ class BudgetsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_deadline_ms: int = Field(60_000, ge=50, description="Whole-request deadline; stages get what is left of it.")
+    request_deadline_ms: int = Field(
+        60_000, ge=50, description="Whole-request deadline; stages get what is left of it."
+    )
     retrieval_ms: int = Field(300, ge=1, description="Budget of the retriever call.")
     ranking_ms: int = Field(300, ge=1, description="Budget of the ranker call.")
-    reasons_ms: int = Field(4_000, ge=1, description="Budget for generated reasons in a recommendation response; late ones are cached for next time and template reasons are served now.")
-    page_ms: int = Field(30_000, ge=1, description="Budget for generated product-page sections; past it the page uses cached, else template copy (a CPU writes ~12 tokens/s).")
+    reasons_ms: int = Field(
+        4_000,
+        ge=1,
+        description="Budget for generated reasons in a recommendation response; late ones are cached for next time and template reasons are served now.",
+    )
+    page_ms: int = Field(
+        30_000,
+        ge=1,
+        description="Budget for generated product-page sections; past it the page uses cached, else template copy (a CPU writes ~12 tokens/s).",
+    )
 
 
 class LimitsConfig(BaseModel):
@@ -103,10 +130,20 @@ class RankingRulesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     exclude_purchased: bool = Field(True, description="Never recommend what the user already bought.")
-    exclude_seen: bool = Field(False, description="Also drop every item the user interacted with (views included); off by default: returning to a viewed item is common and the ranker learns when.")
+    exclude_seen: bool = Field(
+        False,
+        description="Also drop every item the user interacted with (views included); off by default: returning to a viewed item is common and the ranker learns when.",
+    )
     in_stock_only: bool = Field(True, description="Only in-stock items (a request filter can relax it).")
-    max_per_category: float = Field(0.4, gt=0, le=1, description="Diversity: at most this share of the k results from one category.")
-    new_item_min_similarity: float = Field(0.6, ge=-1, le=1, description="Text similarity a new (untrained) item needs to enter the results through the text index.")
+    max_per_category: float = Field(
+        0.4, gt=0, le=1, description="Diversity: at most this share of the k results from one category."
+    )
+    new_item_min_similarity: float = Field(
+        0.6,
+        ge=-1,
+        le=1,
+        description="Text similarity a new (untrained) item needs to enter the results through the text index.",
+    )
 
 
 class GenerationConfig(BaseModel):
@@ -114,10 +151,20 @@ class GenerationConfig(BaseModel):
 
     enabled: bool = Field(True, description="Run the vLLM generator; False serves cached or template copy only.")
     reason_max_tokens: int = Field(48, ge=8, description="Token budget of one personalized reason.")
-    page_max_tokens: int = Field(384, ge=32, description="Token budget of the product-page sections; the longest answer the PDP schema allows is ~380 tokens, and a page cut off by the limit is invalid JSON.")
-    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0, description="vLLM repetition penalty; small models repeat phrases without one.")
-    max_reasons_per_request: int = Field(4, ge=0, description="Generated reasons per recommendation response; the rest use cache or templates.")
-    precomputed_content: bool = Field(True, description="Load the batch job's product-page content into the cache at start-up.")
+    page_max_tokens: int = Field(
+        384,
+        ge=32,
+        description="Token budget of the product-page sections; the longest answer the PDP schema allows is ~380 tokens, and a page cut off by the limit is invalid JSON.",
+    )
+    repetition_penalty: float = Field(
+        1.1, ge=1.0, le=2.0, description="vLLM repetition penalty; small models repeat phrases without one."
+    )
+    max_reasons_per_request: int = Field(
+        4, ge=0, description="Generated reasons per recommendation response; the rest use cache or templates."
+    )
+    precomputed_content: bool = Field(
+        True, description="Load the batch job's product-page content into the cache at start-up."
+    )
     cache_entries: int = Field(50_000, ge=0, description="Content cache size (LRU).")
 
 
@@ -127,8 +174,16 @@ class ServeConfig(BaseModel):
     http: HttpConfig = Field(default_factory=HttpConfig, description="Serve HTTP proxy address.")
     app_name: str = Field("shopgraph", description="Serve application name.")
     route_prefix: str = Field("/", description="Route prefix of the application.")
-    deployments: DeploymentsConfig = Field(default_factory=DeploymentsConfig, description="Replicas, resources and autoscaling per deployment.")
-    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig, description="Latency budgets and the request deadline.")
+    deployments: DeploymentsConfig = Field(
+        default_factory=DeploymentsConfig, description="Replicas, resources and autoscaling per deployment."
+    )
+    budgets: BudgetsConfig = Field(
+        default_factory=BudgetsConfig, description="Latency budgets and the request deadline."
+    )
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input limits of the HTTP API.")
-    rules: RankingRulesConfig = Field(default_factory=RankingRulesConfig, description="Business rules applied after ranking.")
-    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="What the generator writes and how much.")
+    rules: RankingRulesConfig = Field(
+        default_factory=RankingRulesConfig, description="Business rules applied after ranking."
+    )
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="What the generator writes and how much."
+    )

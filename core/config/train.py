@@ -14,7 +14,9 @@ class ScalingSection(BaseModel):
 
     num_workers: int = Field(2, ge=1, description="Ray Train workers (DDP ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker; NCCL on GPU, gloo on CPU.")
-    cpus_per_worker: float = Field(0.5, gt=0, description="CPUs reserved per worker; fractional on a 2-CPU node so workers schedule.")
+    cpus_per_worker: float = Field(
+        0.5, gt=0, description="CPUs reserved per worker; fractional on a 2-CPU node so workers schedule."
+    )
 
 
 class GeneratorEngineConfig(BaseModel):
@@ -29,9 +31,15 @@ class GeneratorEngineConfig(BaseModel):
     max_model_len: int = Field(2048, ge=128, description="Longest prompt + completion, in tokens.")
     max_num_seqs: int = Field(16, ge=1, description="Sequences vLLM batches together.")
     cpu_kvcache_gb: int = Field(1, ge=1, description="KV-cache space on the CPU backend, GiB (VLLM_CPU_KVCACHE_SPACE).")
-    cpu_threads: int | None = Field(None, ge=1, description="OpenMP threads of the CPU engine; None = all cores it is given.")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may take (GPU only).")
-    enforce_eager: bool = Field(True, description="Skip graph capture: faster start-up, slower decode. Keep True on CPU.")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="OpenMP threads of the CPU engine; None = all cores it is given."
+    )
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="Fraction of GPU memory vLLM may take (GPU only)."
+    )
+    enforce_eager: bool = Field(
+        True, description="Skip graph capture: faster start-up, slower decode. Keep True on CPU."
+    )
 
 
 class RecommenderConfig(BaseModel):
@@ -41,12 +49,17 @@ class RecommenderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_len: int = Field(50, ge=2, le=1024, description="Most recent items the model attends to (the paper uses 50 for Amazon data).")
+    max_len: int = Field(
+        50, ge=2, le=1024, description="Most recent items the model attends to (the paper uses 50 for Amazon data)."
+    )
     hidden: int = Field(64, ge=8, description="Embedding and hidden size.")
     num_blocks: int = Field(2, ge=1, description="Self-attention blocks.")
     num_heads: int = Field(2, ge=1, description="Attention heads; must divide `hidden`.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on embeddings, attention and feed-forward layers.")
-    loss: Literal["bce", "ce", "sampled_ce"] = Field("ce", description="bce = the paper's one sampled negative; ce = full softmax; sampled_ce = softmax over shared sampled negatives.")
+    loss: Literal["bce", "ce", "sampled_ce"] = Field(
+        "ce",
+        description="bce = the paper's one sampled negative; ce = full softmax; sampled_ce = softmax over shared sampled negatives.",
+    )
     num_negatives: int = Field(256, ge=1, description="Negatives per batch for sampled_ce.")
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -59,9 +72,13 @@ class RecommenderConfig(BaseModel):
         description="Validation metric that keeps the best checkpoint and drives early stopping. Both protocols are computed every validation; "
         "sampled_mrr is S3-Rec's rule (its code stops on sampled-99 MRR).",
     )
-    eval_users: int = Field(2000, ge=1, description="Validation users sampled per validation (both protocols); the final test uses all.")
+    eval_users: int = Field(
+        2000, ge=1, description="Validation users sampled per validation (both protocols); the final test uses all."
+    )
     num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (best by the `select_on` metric).")
-    max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from by restarting from the last checkpoint.")
+    max_failures: int = Field(
+        2, ge=0, description="Worker failures Ray Train recovers from by restarting from the last checkpoint."
+    )
     amp: bool = Field(True, description="bf16 autocast when training on GPU (ignored on CPU).")
     item_attributes: bool = Field(
         False,
@@ -83,12 +100,19 @@ class RecommenderConfig(BaseModel):
         description="A learned score offset per item, started at log(1 + its training count): popularity gets a parameter of its own instead of "
         "bending the item vectors. Exported as one more vector dimension, so serving is unchanged.",
     )
-    max_attributes: int = Field(8, ge=1, le=64, description="Attribute slots per item when item_attributes is on; an item's extra attributes are dropped.")
+    max_attributes: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Attribute slots per item when item_attributes is on; an item's extra attributes are dropped.",
+    )
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> RecommenderConfig:
         if self.hidden % self.num_heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads}); change train.recommender.num_heads")
+            raise ValueError(
+                f"hidden ({self.hidden}) must be divisible by num_heads ({self.num_heads}); change train.recommender.num_heads"
+            )
         return self
 
 
@@ -97,13 +121,21 @@ class RankerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    candidates: int = Field(100, ge=2, description="Retrieval candidates per user that the ranker reorders (the Serve retriever's top-K).")
+    candidates: int = Field(
+        100, ge=2, description="Retrieval candidates per user that the ranker reorders (the Serve retriever's top-K)."
+    )
     hidden: int = Field(32, ge=4, description="Hidden units of the ranker MLP.")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate.")
     epochs: int = Field(10, ge=1, description="Epochs over the validation users' candidate lists.")
     batch_size: int = Field(64, ge=1, description="Users (candidate lists) per step per worker.")
-    recent_items: int = Field(5, ge=1, description="Most recent history items behind the co-occurrence, text-similarity and 'because you...' evidence.")
-    cooccurrence_window: int = Field(3, ge=1, description="Steps ahead within which a later item counts as following an earlier one.")
+    recent_items: int = Field(
+        5,
+        ge=1,
+        description="Most recent history items behind the co-occurrence, text-similarity and 'because you...' evidence.",
+    )
+    cooccurrence_window: int = Field(
+        3, ge=1, description="Steps ahead within which a later item counts as following an earlier one."
+    )
 
 
 class EvaluationConfig(BaseModel):
@@ -112,7 +144,9 @@ class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ks: list[int] = Field([5, 10, 20], min_length=1, description="Cut-offs for HR@k and NDCG@k.")
-    num_negatives: int = Field(100, ge=1, description="Negatives per user in the sampled protocol (SASRec: 100; S3-Rec's tables: 99).")
+    num_negatives: int = Field(
+        100, ge=1, description="Negatives per user in the sampled protocol (SASRec: 100; S3-Rec's tables: 99)."
+    )
     max_users: int | None = Field(None, ge=1, description="Evaluate a seeded sample of users (None = all).")
     # The rest sizes the other parts of `shopgraph train evaluate` (cluster/evaluate.py).
     generator_max_examples: int = Field(
@@ -139,7 +173,10 @@ class LoraSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights (a 135M model trains fully on CPU; LoRA pays off for 1B+ models on GPU).")
+    enabled: bool = Field(
+        False,
+        description="Train LoRA adapters instead of all weights (a 135M model trains fully on CPU; LoRA pays off for 1B+ models on GPU).",
+    )
     r: int = Field(16, ge=1, description="Adapter rank.")
     alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
@@ -156,10 +193,20 @@ class GeneratorEvalSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_examples: int = Field(200, ge=1, description="Held-out (split == 'eval') examples per task, in corpus order.")
-    max_new_tokens: int = Field(384, ge=8, description="Generation budget per PDP output; the longest answer the PDP schema allows is ~380 tokens.")
-    reason_max_new_tokens: int = Field(64, ge=8, description="Generation budget per personalized reason (one sentence; serving cuts at serve.generation.reason_max_tokens = 48), so a rambling model is scored on what serving would show, not timed on 384 tokens.")
+    max_new_tokens: int = Field(
+        384,
+        ge=8,
+        description="Generation budget per PDP output; the longest answer the PDP schema allows is ~380 tokens.",
+    )
+    reason_max_new_tokens: int = Field(
+        64,
+        ge=8,
+        description="Generation budget per personalized reason (one sentence; serving cuts at serve.generation.reason_max_tokens = 48), so a rambling model is scored on what serving would show, not timed on 384 tokens.",
+    )
     compare_base: bool = Field(True, description="Also evaluate the base model (models.generator) in the same report.")
-    guided_json: bool = Field(True, description="Constrain PDP outputs to the PDP JSON schema with vLLM structured outputs.")
+    guided_json: bool = Field(
+        True, description="Constrain PDP outputs to the PDP JSON schema with vLLM structured outputs."
+    )
 
 
 class ContentSection(BaseModel):
@@ -169,11 +216,21 @@ class ContentSection(BaseModel):
 
     batch_size: int = Field(32, ge=1, description="Products per vLLM call (one `map_batches` batch).")
     concurrency: int = Field(1, ge=1, description="vLLM engine actors (one model copy each).")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per engine actor; fractional on a 2-CPU node so it schedules beside the driver.")
+    num_cpus: float = Field(
+        1.0,
+        gt=0,
+        description="CPUs reserved per engine actor; fractional on a 2-CPU node so it schedules beside the driver.",
+    )
     num_gpus: float = Field(0, ge=0, description="GPUs per engine actor (1 on GPU nodes).")
-    max_new_tokens: int = Field(384, ge=8, description="Generation budget per product; the longest answer the PDP schema allows is ~380 tokens.")
-    max_products: int | None = Field(None, ge=1, description="Only the first N products in id order (None = whole catalog).")
-    ground: bool = Field(True, description="Drop sentences with claims the facts do not support (ml/grounding.py) before writing.")
+    max_new_tokens: int = Field(
+        384, ge=8, description="Generation budget per product; the longest answer the PDP schema allows is ~380 tokens."
+    )
+    max_products: int | None = Field(
+        None, ge=1, description="Only the first N products in id order (None = whole catalog)."
+    )
+    ground: bool = Field(
+        True, description="Drop sentences with claims the facts do not support (ml/grounding.py) before writing."
+    )
 
 
 class GeneratorConfig(BaseModel):
@@ -184,43 +241,86 @@ class GeneratorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tasks: list[Literal["pdp", "reasons"]] = Field(["pdp", "reasons"], min_length=1, description="Corpora (data/corpora/<task>.jsonl) trained together; the task is stated in each prompt.")
-    max_seq_len: int = Field(512, ge=32, description="Longest prompt + answer in tokens; longer examples are dropped (checked against the base model's context before training).")
+    tasks: list[Literal["pdp", "reasons"]] = Field(
+        ["pdp", "reasons"],
+        min_length=1,
+        description="Corpora (data/corpora/<task>.jsonl) trained together; the task is stated in each prompt.",
+    )
+    max_seq_len: int = Field(
+        512,
+        ge=32,
+        description="Longest prompt + answer in tokens; longer examples are dropped (checked against the base model's context before training).",
+    )
     micro_batch_size: int = Field(2, ge=1, description="Examples per forward pass per worker.")
     grad_accum_steps: int = Field(4, ge=1, description="Micro-batches accumulated per optimizer step.")
     epochs: int = Field(1, ge=1, description="Passes over the training examples.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (None = run all epochs); for smoke runs.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (None = run all epochs); for smoke runs."
+    )
     lr: float = Field(5e-5, gt=0, description="Peak AdamW learning rate (full fine-tune; use ~2e-4 with LoRA).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
-    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of optimizer steps with linear warm-up before the cosine decay.")
+    warmup_ratio: float = Field(
+        0.05, ge=0, lt=1, description="Share of optimizer steps with linear warm-up before the cosine decay."
+    )
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clipping.")
-    gradient_checkpointing: bool = Field(True, description="Recompute activations in backward: less memory, ~30% more compute.")
-    bucket_window: int = Field(64, ge=1, description="Length bucketing: examples are shuffled, then sorted by length within windows of this many micro-batches, so a batch pads little.")
-    zero_stage: int = Field(1, description="DeepSpeed ZeRO stage: 0 (plain data parallel), 1 (optimizer states sharded), 2 (+ gradients), 3 (+ parameters).")
-    offload_optimizer: bool = Field(False, description="ZeRO-Offload the optimizer states to CPU RAM (stage >= 1; JIT-builds DeepSpeed's CPU Adam).")
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in backward: less memory, ~30% more compute."
+    )
+    bucket_window: int = Field(
+        64,
+        ge=1,
+        description="Length bucketing: examples are shuffled, then sorted by length within windows of this many micro-batches, so a batch pads little.",
+    )
+    zero_stage: int = Field(
+        1,
+        description="DeepSpeed ZeRO stage: 0 (plain data parallel), 1 (optimizer states sharded), 2 (+ gradients), 3 (+ parameters).",
+    )
+    offload_optimizer: bool = Field(
+        False, description="ZeRO-Offload the optimizer states to CPU RAM (stage >= 1; JIT-builds DeepSpeed's CPU Adam)."
+    )
     offload_params: bool = Field(False, description="Offload parameters to CPU RAM (ZeRO stage 3 only).")
-    bf16: bool = Field(True, description="bf16 weights/compute on GPU. Ignored on CPU, which trains in fp32 (this CPU has no AVX-512 bf16).")
-    cpu_shm_comm: bool = Field(False, description="On CPU, build DeepSpeed's shared-memory allreduce op (a one-time C++ JIT compile of minutes); False = plain gloo allreduce.")
-    eval_max_examples: int = Field(64, ge=0, description="Held-out examples for the eval loss after each epoch (0 = none).")
+    bf16: bool = Field(
+        True,
+        description="bf16 weights/compute on GPU. Ignored on CPU, which trains in fp32 (this CPU has no AVX-512 bf16).",
+    )
+    cpu_shm_comm: bool = Field(
+        False,
+        description="On CPU, build DeepSpeed's shared-memory allreduce op (a one-time C++ JIT compile of minutes); False = plain gloo allreduce.",
+    )
+    eval_max_examples: int = Field(
+        64, ge=0, description="Held-out examples for the eval loss after each epoch (0 = none)."
+    )
     num_to_keep: int = Field(2, ge=1, description="Checkpoints Ray Train keeps (lowest eval loss, else latest).")
-    max_failures: int = Field(2, ge=0, description="Worker failures Ray Train recovers from by resuming from the last checkpoint.")
+    max_failures: int = Field(
+        2, ge=0, description="Worker failures Ray Train recovers from by resuming from the last checkpoint."
+    )
     lora: LoraSection = Field(default_factory=LoraSection, description="Optional LoRA adapters, merged on export.")
-    eval: GeneratorEvalSection = Field(default_factory=GeneratorEvalSection, description="Base vs fine-tuned evaluation on held-out products.")
-    content: ContentSection = Field(default_factory=ContentSection, description="Batch PDP content generation over the catalog.")
+    eval: GeneratorEvalSection = Field(
+        default_factory=GeneratorEvalSection, description="Base vs fine-tuned evaluation on held-out products."
+    )
+    content: ContentSection = Field(
+        default_factory=ContentSection, description="Batch PDP content generation over the catalog."
+    )
 
     @field_validator("zero_stage")
     @classmethod
     def _zero_stage(cls, value: int) -> int:
         if value not in (0, 1, 2, 3):
-            raise ValueError(f"DeepSpeed ZeRO stage must be 0, 1, 2 or 3, got {value}; change train.generator.zero_stage")
+            raise ValueError(
+                f"DeepSpeed ZeRO stage must be 0, 1, 2 or 3, got {value}; change train.generator.zero_stage"
+            )
         return value
 
     @model_validator(mode="after")
     def _offload_needs_zero(self) -> GeneratorConfig:
         if self.offload_params and self.zero_stage != 3:
-            raise ValueError(f"offload_params needs ZeRO stage 3, got zero_stage={self.zero_stage}; set train.generator.zero_stage=3 or train.generator.offload_params=false")
+            raise ValueError(
+                f"offload_params needs ZeRO stage 3, got zero_stage={self.zero_stage}; set train.generator.zero_stage=3 or train.generator.offload_params=false"
+            )
         if self.offload_optimizer and self.zero_stage == 0:
-            raise ValueError("offload_optimizer needs ZeRO stage 1, 2 or 3; set train.generator.zero_stage or train.generator.offload_optimizer=false")
+            raise ValueError(
+                "offload_optimizer needs ZeRO stage 1, 2 or 3; set train.generator.zero_stage or train.generator.offload_optimizer=false"
+            )
         return self
 
 
@@ -228,11 +328,18 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = Field(0, description="Seed for model init, sampling and data order.")
-    scaling: ScalingSection = Field(default_factory=ScalingSection, description="Ray Train worker shape shared by all recipes.")
-    recommender: RecommenderConfig = Field(default_factory=RecommenderConfig, description="Sequential recommender (SASRec) recipe.")
+    scaling: ScalingSection = Field(
+        default_factory=ScalingSection, description="Ray Train worker shape shared by all recipes."
+    )
+    recommender: RecommenderConfig = Field(
+        default_factory=RecommenderConfig, description="Sequential recommender (SASRec) recipe."
+    )
     ranker: RankerConfig = Field(default_factory=RankerConfig, description="Second-stage ranker recipe.")
     evaluation: EvaluationConfig = Field(
         default_factory=EvaluationConfig,
         description="Recommender evaluation protocols and the evaluation harness (`shopgraph train evaluate`).",
     )
-    generator: GeneratorConfig = Field(default_factory=GeneratorConfig, description="Generator LM fine-tuning (DeepSpeed), evaluation and batch content generation.")
+    generator: GeneratorConfig = Field(
+        default_factory=GeneratorConfig,
+        description="Generator LM fine-tuning (DeepSpeed), evaluation and batch content generation.",
+    )

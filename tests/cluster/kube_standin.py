@@ -27,10 +27,34 @@ from urllib.parse import parse_qs, urlparse
 import yaml
 
 RAY_RESOURCES = [
-    {"name": "rayservices", "singularName": "rayservice", "namespaced": True, "kind": "RayService", "verbs": ["get", "list", "create", "patch", "update", "delete", "watch"]},
-    {"name": "rayservices/status", "singularName": "", "namespaced": True, "kind": "RayService", "verbs": ["get", "patch", "update"]},
-    {"name": "rayclusters", "singularName": "raycluster", "namespaced": True, "kind": "RayCluster", "verbs": ["get", "list", "create", "patch"]},
-    {"name": "rayjobs", "singularName": "rayjob", "namespaced": True, "kind": "RayJob", "verbs": ["get", "list", "create", "patch"]},
+    {
+        "name": "rayservices",
+        "singularName": "rayservice",
+        "namespaced": True,
+        "kind": "RayService",
+        "verbs": ["get", "list", "create", "patch", "update", "delete", "watch"],
+    },
+    {
+        "name": "rayservices/status",
+        "singularName": "",
+        "namespaced": True,
+        "kind": "RayService",
+        "verbs": ["get", "patch", "update"],
+    },
+    {
+        "name": "rayclusters",
+        "singularName": "raycluster",
+        "namespaced": True,
+        "kind": "RayCluster",
+        "verbs": ["get", "list", "create", "patch"],
+    },
+    {
+        "name": "rayjobs",
+        "singularName": "rayjob",
+        "namespaced": True,
+        "kind": "RayJob",
+        "verbs": ["get", "list", "create", "patch"],
+    },
 ]
 NAMESPACED = re.compile(r"^/(api/v1|apis/ray\.io/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?$")
 NAMESPACE = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?$")
@@ -83,7 +107,9 @@ class KubeStandin:
                     "kind": "Config",
                     "clusters": [{"name": "standin", "cluster": {"server": self.url}}],
                     "users": [{"name": "dev", "user": {"token": "not-a-secret"}}],
-                    "contexts": [{"name": "standin", "context": {"cluster": "standin", "user": "dev", "namespace": namespace}}],
+                    "contexts": [
+                        {"name": "standin", "context": {"cluster": "standin", "user": "dev", "namespace": namespace}}
+                    ],
                     "current-context": "standin",
                 }
             )
@@ -93,14 +119,29 @@ class KubeStandin:
     # --- request handling -------------------------------------------------------------
 
     def _status(self, code: int, reason: str, message: str) -> tuple[int, dict[str, Any]]:
-        return code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}
+        return code, {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        }
 
     def _new_meta(self, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
         obj = copy.deepcopy(obj)
         meta = obj.setdefault("metadata", {})
         if namespace:
             meta["namespace"] = namespace
-        meta.update({"uid": str(uuid.uuid4()), "resourceVersion": "1", "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"})
+        meta.update(
+            {
+                "uid": str(uuid.uuid4()),
+                "resourceVersion": "1",
+                "generation": 1,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            }
+        )
         return obj
 
     def _progress(self, key: tuple[str, str, str]) -> None:
@@ -111,7 +152,15 @@ class KubeStandin:
         if left > 0:
             self._reads_left[key] = left - 1
             obj["status"] = {
-                "conditions": [{"type": "Ready", "status": "False", "reason": "Initializing", "message": "waiting for the Ray cluster and Serve applications", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "Initializing",
+                        "message": "waiting for the Ray cluster and Serve applications",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
                 "observedGeneration": generation,
                 "serviceStatus": "",
             }
@@ -120,7 +169,15 @@ class KubeStandin:
         for app in yaml.safe_load(obj["spec"].get("serveConfigV2") or "{}").get("applications", []):
             apps[app["name"]] = {"status": "RUNNING", "serveDeploymentStatuses": {}}
         obj["status"] = {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints", "message": "", "lastTransitionTime": "2026-01-01T00:00:01Z"}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "NonZeroServeEndpoints",
+                    "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:01Z",
+                }
+            ],
             "observedGeneration": generation,
             "serviceStatus": "Running",
             "numServeEndpoints": 2,
@@ -136,7 +193,12 @@ class KubeStandin:
             if path == "/apis/ray.io/v1":
                 if self.mode == "no-crds":
                     return self._status(404, "NotFound", "the server could not find the requested resource")
-                return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "ray.io/v1", "resources": RAY_RESOURCES}
+                return 200, {
+                    "kind": "APIResourceList",
+                    "apiVersion": "v1",
+                    "groupVersion": "ray.io/v1",
+                    "resources": RAY_RESOURCES,
+                }
             if m := NAMESPACE.match(path):
                 return self._namespace(method, m.group(1), body, dry)
             m = NAMESPACED.match(path)
@@ -149,7 +211,9 @@ class KubeStandin:
                 if self.mode == "forbidden":
                     verb = {"GET": "get", "POST": "create", "PATCH": "patch"}.get(method, method.lower())
                     return self._status(
-                        403, "Forbidden", f'{plural}.ray.io "{name or ""}" is forbidden: User "dev" cannot {verb} resource "{plural}" in API group "ray.io" in the namespace "{namespace}"'
+                        403,
+                        "Forbidden",
+                        f'{plural}.ray.io "{name or ""}" is forbidden: User "dev" cannot {verb} resource "{plural}" in API group "ray.io" in the namespace "{namespace}"',
                     )
             return self._namespaced(method, namespace, plural, name, body, dry)
 
@@ -168,7 +232,9 @@ class KubeStandin:
             return 201, obj
         return self._status(405, "MethodNotAllowed", f"{method} not supported by the stand-in")
 
-    def _namespaced(self, method: str, namespace: str, plural: str, name: str | None, body: Any, dry: bool) -> tuple[int, dict[str, Any]]:
+    def _namespaced(
+        self, method: str, namespace: str, plural: str, name: str | None, body: Any, dry: bool
+    ) -> tuple[int, dict[str, Any]]:
         if plural not in GROUP_OF:
             return self._status(404, "NotFound", "the server could not find the requested resource")
         qualified = f"{plural}.{GROUP_OF[plural]}".rstrip(".")
@@ -209,7 +275,11 @@ class KubeStandin:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 if method == "PATCH" and "merge-patch" not in (self.headers.get("Content-Type") or ""):
-                    code, payload = standin._status(415, "UnsupportedMediaType", f"the stand-in only speaks merge-patch, got {self.headers.get('Content-Type')}")
+                    code, payload = standin._status(
+                        415,
+                        "UnsupportedMediaType",
+                        f"the stand-in only speaks merge-patch, got {self.headers.get('Content-Type')}",
+                    )
                 else:
                     code, payload = standin.handle(method, self.path, json.loads(raw) if raw else None)
                 data = json.dumps(payload).encode()

@@ -37,7 +37,13 @@ def test_help_on_every_command(path):
 
 
 def test_commands_that_load_config_accept_config_and_set():
-    for path in [("models", "prepare"), ("models", "verify"), ("models", "generate"), ("cluster", "show-config"), ("demo",)]:
+    for path in [
+        ("models", "prepare"),
+        ("models", "verify"),
+        ("models", "generate"),
+        ("cluster", "show-config"),
+        ("demo",),
+    ]:
         out = runner.invoke(app, [*path, "--help"]).output
         assert "--config" in out and "--set" in out, path
 

@@ -37,7 +37,12 @@ def _deploy(kube, *args: str):
 def test_deploy_creates_everything_and_waits_for_ready(kube):
     result = _deploy(kube)
     assert result.exit_code == 0, result.output
-    for line in ["namespace/shopgraph created", "configmap/shopgraph-config created", "persistentvolumeclaim/shopgraph-data created", "rayservice.ray.io/shopgraph created"]:
+    for line in [
+        "namespace/shopgraph created",
+        "configmap/shopgraph-config created",
+        "persistentvolumeclaim/shopgraph-data created",
+        "rayservice.ray.io/shopgraph created",
+    ]:
         assert line in result.output
     assert "Ready=False (Initializing" in result.output
     assert "rayservice/shopgraph is ready" in result.output and "apps: shopgraph=RUNNING" in result.output
@@ -90,9 +95,22 @@ def test_rollout_status_reports_ready_and_not_found(kube):
 
 def test_deploy_times_out_when_never_ready(tmp_path):
     with KubeStandin(ready_after=10**6) as kube:
-        result = runner.invoke(app, ["cluster", "deploy", "--kubeconfig", str(kube.write_kubeconfig(tmp_path / "kc")), *FAST, "--timeout", "0.3"])
+        result = runner.invoke(
+            app,
+            [
+                "cluster",
+                "deploy",
+                "--kubeconfig",
+                str(kube.write_kubeconfig(tmp_path / "kc")),
+                *FAST,
+                "--timeout",
+                "0.3",
+            ],
+        )
     assert result.exit_code == 1
-    assert "not ready after 0s" in result.output and "kubectl -n shopgraph describe rayservice shopgraph" in result.output
+    assert (
+        "not ready after 0s" in result.output and "kubectl -n shopgraph describe rayservice shopgraph" in result.output
+    )
 
 
 def test_kuberay_not_installed(tmp_path):
@@ -100,7 +118,11 @@ def test_kuberay_not_installed(tmp_path):
         result = runner.invoke(app, ["cluster", "deploy", "--kubeconfig", str(kube.write_kubeconfig(tmp_path / "kc"))])
         status = runner.invoke(app, ["cluster", "rollout-status", "--kubeconfig", str(tmp_path / "kc")])
     assert result.exit_code == 1
-    assert "KubeRay is not installed" in result.output and "ray.io/v1" in result.output and "helm install kuberay-operator" in result.output
+    assert (
+        "KubeRay is not installed" in result.output
+        and "ray.io/v1" in result.output
+        and "helm install kuberay-operator" in result.output
+    )
     assert status.exit_code == 1 and "KubeRay is not installed" in status.output
 
 
@@ -154,7 +176,10 @@ def test_deploy_refuses_a_config_that_cannot_run_on_kubernetes(kube):
 def test_readiness_ignores_status_of_an_older_generation():
     obj = {
         "metadata": {"generation": 3},
-        "status": {"observedGeneration": 2, "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}]},
+        "status": {
+            "observedGeneration": 2,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "NonZeroServeEndpoints"}],
+        },
     }
     ready, summary = readiness(obj)
     assert not ready and "generation 2" in summary

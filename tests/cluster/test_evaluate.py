@@ -112,8 +112,9 @@ def test_untrained_parts_are_skipped_with_what_to_run(serving_artifacts, tmp_pat
     root = tmp_path / "root"
     args = [a for o in overrides for a in ("--set", o)]
     # The RayJob's entry point, as a Ray job runs it.
-    proc = subprocess.run([sys.executable, "-m", "cluster.evaluate", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.evaluate", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     metrics = json.loads((root / "reports" / "evaluation" / "metrics.json").read_text())
@@ -138,7 +139,9 @@ def test_parts_are_parsed_in_harness_order():
 
 
 def test_unknown_part_is_rejected_before_anything_runs(tmp_path):
-    result = runner.invoke(app, ["train", "evaluate", "--parts", "recommender,rankr", "--set", f"artifacts.root={tmp_path}"])
+    result = runner.invoke(
+        app, ["train", "evaluate", "--parts", "recommender,rankr", "--set", f"artifacts.root={tmp_path}"]
+    )
     assert result.exit_code == 2
     assert "unknown part 'rankr' in --parts; choose from recommender,ranker,generator,serving" in result.output
     assert not (tmp_path / "reports").exists()
@@ -159,7 +162,9 @@ def test_remote_artifacts_root_says_to_use_a_local_path():
 
 
 def test_nothing_trained_fails_but_still_reports_the_skips(tmp_path):
-    result = runner.invoke(app, ["train", "evaluate", "--set", f"artifacts.root={tmp_path}", "--parts", "recommender,ranker"])
+    result = runner.invoke(
+        app, ["train", "evaluate", "--set", f"artifacts.root={tmp_path}", "--parts", "recommender,ranker"]
+    )
     assert result.exit_code == 1
     recommender = tmp_path / "models" / "recommender"
     assert f"recommender: skipped: no recommender at {recommender}: run `shopgraph train recommender`" in result.output

@@ -95,7 +95,10 @@ def test_up_refuses_a_port_held_by_another_process():
         s.listen()
         result = runner.invoke(app, ["cluster", "up", *_sets(overrides)])
     assert result.exit_code == 1
-    assert f"cluster.ray.gcs_port={gcs_port}" in result.output and "--set cluster.ray.gcs_port=<free port>" in result.output
+    assert (
+        f"cluster.ray.gcs_port={gcs_port}" in result.output
+        and "--set cluster.ray.gcs_port=<free port>" in result.output
+    )
 
 
 def test_up_with_a_bad_config_exits_2():

@@ -33,7 +33,9 @@ def crd_dir() -> Path:
     path = Path(os.environ.get("SHOPGRAPH_KUBERAY_CRDS", SHARED / "kuberay-crds"))
     missing = [f for f in CRD_FILES.values() if not (path / f).is_file()]
     if missing:
-        pytest.skip(f"KubeRay CRDs not found in {path} (missing {', '.join(missing)}); set SHOPGRAPH_KUBERAY_CRDS to a directory with the KubeRay v1 CRDs")
+        pytest.skip(
+            f"KubeRay CRDs not found in {path} (missing {', '.join(missing)}); set SHOPGRAPH_KUBERAY_CRDS to a directory with the KubeRay v1 CRDs"
+        )
     return path
 
 
@@ -54,9 +56,13 @@ def test_checked_in_manifest_validates(path, crd_dir, gpu_cfg):
 
 def test_checked_in_manifests_match_the_renderer(gpu_cfg):
     texts = render_texts(gpu_cfg, SOURCE)
-    assert sorted(texts) == [p.name for p in CHECKED_IN], "k8s/ has missing or extra files; run `shopgraph cluster render`"
+    assert sorted(texts) == [p.name for p in CHECKED_IN], (
+        "k8s/ has missing or extra files; run `shopgraph cluster render`"
+    )
     for name, text in texts.items():
-        assert (K8S_DIR / name).read_text(encoding="utf-8") == text, f"k8s/{name} drifted; run `shopgraph cluster render`"
+        assert (K8S_DIR / name).read_text(encoding="utf-8") == text, (
+            f"k8s/{name} drifted; run `shopgraph cluster render`"
+        )
 
 
 def test_render_check_cli(tmp_path):
@@ -64,11 +70,17 @@ def test_render_check_cli(tmp_path):
     assert ok.exit_code == 0, ok.output
     out = tmp_path / "k8s"
     shutil.copytree(K8S_DIR, out)
-    (out / "rayservice.yaml").write_text((out / "rayservice.yaml").read_text().replace("maxReplicas: 8", "maxReplicas: 80"))
+    (out / "rayservice.yaml").write_text(
+        (out / "rayservice.yaml").read_text().replace("maxReplicas: 8", "maxReplicas: 80")
+    )
     (out / "rayjob-gone.yaml").write_text("# Rendered by `shopgraph cluster render --config x`; do not edit by hand.\n")
     drift = runner.invoke(app, ["cluster", "render", "--check", "--out", str(out)])
     assert drift.exit_code == 1
-    assert "rayservice.yaml" in drift.output and "rayjob-gone.yaml" in drift.output and "shopgraph cluster render" in drift.output
+    assert (
+        "rayservice.yaml" in drift.output
+        and "rayjob-gone.yaml" in drift.output
+        and "shopgraph cluster render" in drift.output
+    )
     fixed = runner.invoke(app, ["cluster", "render", "--out", str(out)])
     assert fixed.exit_code == 0 and not (out / "rayjob-gone.yaml").exists()
     assert runner.invoke(app, ["cluster", "render", "--check", "--out", str(out)]).exit_code == 0
@@ -93,7 +105,9 @@ def test_validators_catch_typos_and_wrong_types(crd_dir, gpu_cfg):
     wrong["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["replicas"] = "two"
     assert any("replicas" in e for e in validate_kuberay(wrong, crd_dir))
     container = copy.deepcopy(service)
-    container["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = "Always"
+    container["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePulPolicy"] = (
+        "Always"
+    )
     assert validate_kuberay(container, crd_dir)
     pvc = render(gpu_cfg)["00-core.yaml"][2]
     assert validate_core(pvc, "1.33") == []
@@ -167,6 +181,10 @@ def test_one_rayjob_per_stage(gpu_cfg):
 
 def test_bad_k8s_config_values_name_the_key():
     result = runner.invoke(app, ["cluster", "render", "--check", "--set", "cluster.k8s.gpu_workers.min_replicas=9"])
-    assert result.exit_code == 2 and "cluster.k8s.gpu_workers" in result.output and "min_replicas <= replicas" in result.output
+    assert (
+        result.exit_code == 2
+        and "cluster.k8s.gpu_workers" in result.output
+        and "min_replicas <= replicas" in result.output
+    )
     result = runner.invoke(app, ["cluster", "render", "--check", "--set", "cluster.k8s.head.memory=lots"])
     assert result.exit_code == 2 and "cluster.k8s.head.memory" in result.output

@@ -23,8 +23,13 @@ import pytest
 from cluster.fingerprint import build_record, changed_keys, config_parts, stale_reasons
 
 STAGES = (
-    "data prepare", "data split", "data corpus", "data embed-products", "data index",
-    "train recommender", "train ranker",
+    "data prepare",
+    "data split",
+    "data corpus",
+    "data embed-products",
+    "data index",
+    "train recommender",
+    "train ranker",
 )
 
 
@@ -94,8 +99,14 @@ def _fd_streams(monkeypatch) -> None:
 def _demo(root, *, verbose: bool) -> None:
     import cluster.cli
 
-    cluster.cli.demo(config=None, set_=[f"artifacts.root={root}"], exit_after_requests=True, fresh=False, engine="vllm",
-                     verbose=verbose)
+    cluster.cli.demo(
+        config=None,
+        set_=[f"artifacts.root={root}"],
+        exit_after_requests=True,
+        fresh=False,
+        engine="vllm",
+        verbose=verbose,
+    )
 
 
 def _noisy_demo(cfg, console, **_):
@@ -197,8 +208,10 @@ def test_unchanged_or_serving_only_config_reruns_nothing(artifact_copy):
 @pytest.mark.slow
 def test_changed_sample_reruns_prepare_and_everything_downstream_saying_why(artifact_copy):
     cheaper = [
-        "data.sample.num_users=200", "data.sample.num_events=5000",
-        "train.recommender.epochs=2", "train.ranker.epochs=1",
+        "data.sample.num_users=200",
+        "data.sample.num_events=5000",
+        "train.recommender.epochs=2",
+        "train.ranker.epochs=1",
     ]
     changed = [*artifact_copy, "data.sample.num_products=600", *cheaper]
     timings, out = _run(changed)

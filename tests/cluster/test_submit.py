@@ -57,7 +57,21 @@ def test_failing_job_exits_nonzero_and_shows_the_error(head):
 @pytest.mark.slow
 def test_raw_ray_job_submit_equivalent_from_the_readme(head):
     ray = Path(sys.executable).parent / "ray"
-    cmd = [str(ray), "job", "submit", "--address", head, "--working-dir", ".", "--", "python", "-m", "cluster.smoke_job", "--config", "configs/local.yaml"]
+    cmd = [
+        str(ray),
+        "job",
+        "submit",
+        "--address",
+        head,
+        "--working-dir",
+        ".",
+        "--",
+        "python",
+        "-m",
+        "cluster.smoke_job",
+        "--config",
+        "configs/local.yaml",
+    ]
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "sum of squares 0..7 = 140" in result.stdout

@@ -113,7 +113,9 @@ def test_bad_overrides_fail_with_a_clear_message(override, expected):
 
 
 def test_overrides_parse_yaml_values():
-    config = load_config(overrides=["train.scaling.use_gpu=true", "data.embedding.num_cpus=0.25", "cluster.ray.address=auto"])
+    config = load_config(
+        overrides=["train.scaling.use_gpu=true", "data.embedding.num_cpus=0.25", "cluster.ray.address=auto"]
+    )
     assert config.train.scaling.use_gpu is True
     assert config.data.embedding.num_cpus == 0.25
     assert config.cluster.ray.address == "auto"
@@ -126,7 +128,11 @@ def test_artifact_root_accepts_uris():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("data: [1, 2", "not valid YAML"), ("- a\n- b\n", "must hold a mapping"), ("data: 3\n", "data: Input should be a valid dictionary")],
+    [
+        ("data: [1, 2", "not valid YAML"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("data: 3\n", "data: Input should be a valid dictionary"),
+    ],
 )
 def test_malformed_files(tmp_path: Path, text, expected):
     path = tmp_path / "c.yaml"

@@ -25,7 +25,9 @@ def _build(files: dict[str, bytes], calls: list[int] | None = None):
 def test_build_then_skip_when_verified(tmp_path: Path):
     calls: list[int] = []
     target = tmp_path / "m"
-    manifest, built = ensure_dir(target, _build({"a.bin": b"x" * 10, "sub/b.txt": "héllo 你好".encode()}, calls), expect_meta={"v": 1})
+    manifest, built = ensure_dir(
+        target, _build({"a.bin": b"x" * 10, "sub/b.txt": "héllo 你好".encode()}, calls), expect_meta={"v": 1}
+    )
     assert built and manifest["meta"] == {"files_written": 2, "v": 1}
     assert set(manifest["files"]) == {"a.bin", "sub/b.txt"}
     _, built = ensure_dir(target, _build({}, calls), expect_meta={"v": 1})

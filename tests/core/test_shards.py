@@ -30,7 +30,10 @@ def sample_config(root: str, **prepare_opts):
     from core.config import ShopgraphConfig
 
     return ShopgraphConfig.model_validate(
-        {"artifacts": {"root": root}, "data": {"sample": {"num_products": 120, "num_users": 40, "num_events": 900}, "prepare": prepare_opts}}
+        {
+            "artifacts": {"root": root},
+            "data": {"sample": {"num_products": 120, "num_users": 40, "num_events": 900}, "prepare": prepare_opts},
+        }
     )
 
 
@@ -42,7 +45,12 @@ def test_rerun_gives_identical_files(tmp_path: Path):
     for run in ("a", "b"):
         prepare(sample_config(str(tmp_path / run), rows_per_shard=250, row_group_rows=100), log=lambda _: None)
     a, b = ArtifactLayout(str(tmp_path / "a")), ArtifactLayout(str(tmp_path / "b"))
-    assert list(hashes(a.events)) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet", "part-00003.parquet"]
+    assert list(hashes(a.events)) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+        "part-00003.parquet",
+    ]
     for part in ("products", "events", "quarantine"):
         assert hashes(getattr(a, part)) == hashes(getattr(b, part)), part
     products, events = generate(sample_config("x").data.sample)
@@ -58,7 +66,9 @@ def test_rerun_of_real_format_sources_is_identical(tmp_path: Path):
     for run in ("a", "b"):
         prepare(config(tmp_path / run, [CATALOG, EVENTS], chunk_mb=1, rows_per_shard=1), log=lambda _: None)
     for part in ("products", "events", "quarantine"):
-        assert hashes(getattr(ArtifactLayout(str(tmp_path / "a")), part)) == hashes(getattr(ArtifactLayout(str(tmp_path / "b")), part))
+        assert hashes(getattr(ArtifactLayout(str(tmp_path / "a")), part)) == hashes(
+            getattr(ArtifactLayout(str(tmp_path / "b")), part)
+        )
 
 
 def test_memory_root_round_trip_and_commit_marker():

@@ -26,9 +26,17 @@ NOUNS = ["wooden train", "puzzle", "denim jacket", "kettle", "phone case", "牛�
 
 def products(n: int = 45) -> pa.Table:
     rows = [
-        {"product_id": f"p{i:03d}", "title": f"{NOUNS[i % len(NOUNS)]} {i}", "category": "Shop > Things", "brand": ["Brio", "李维斯"][i % 2],
-         "price": 10.0 + i, "attributes": [("color", "red"), ("材质", "牛仔布")] if i % 2 else None, "description": None,
-         "in_stock": True, "updated_at": T0}  # fmt: skip
+        {
+            "product_id": f"p{i:03d}",
+            "title": f"{NOUNS[i % len(NOUNS)]} {i}",
+            "category": "Shop > Things",
+            "brand": ["Brio", "李维斯"][i % 2],
+            "price": 10.0 + i,
+            "attributes": [("color", "red"), ("材质", "牛仔布")] if i % 2 else None,
+            "description": None,
+            "in_stock": True,
+            "updated_at": T0,
+        }  # fmt: skip
         for i in range(n)
     ]
     return pa.Table.from_pylist(rows, schema=PRODUCTS)

@@ -81,7 +81,9 @@ def test_loaded_index_is_the_same_object_state_as_before_save(tmp_path):
         index, _ = build_index(cfg, vectors)
         built = build_from_embeddings(cfg, embeddings(vectors), tmp_path / kind)
         queries = clustered(30, seed=2)
-        np.testing.assert_array_equal(built.index.search(queries, 10)[1], load_index(tmp_path / kind).search(queries, 10)[1])
+        np.testing.assert_array_equal(
+            built.index.search(queries, 10)[1], load_index(tmp_path / kind).search(queries, 10)[1]
+        )
 
 
 def test_malformed_inputs_give_clear_errors(tmp_path):

@@ -32,11 +32,25 @@ def ray_local():
 
 
 def config(root: Path, sources: list[dict], **prepare_opts) -> ShopgraphConfig:
-    return ShopgraphConfig.model_validate({"artifacts": {"root": str(root)}, "data": {"sources": sources, "prepare": prepare_opts}})
+    return ShopgraphConfig.model_validate(
+        {"artifacts": {"root": str(root)}, "data": {"sources": sources, "prepare": prepare_opts}}
+    )
 
 
-CATALOG = {"name": "catalog", "format": "csv", "path": str(FIXTURES / "catalog.csv"), "table": "products", "mapping": CATALOG_MAPPING}
-EVENTS = {"name": "clicks", "format": "jsonl", "path": str(FIXTURES / "events.jsonl"), "table": "events", "mapping": EVENTS_MAPPING}
+CATALOG = {
+    "name": "catalog",
+    "format": "csv",
+    "path": str(FIXTURES / "catalog.csv"),
+    "table": "products",
+    "mapping": CATALOG_MAPPING,
+}
+EVENTS = {
+    "name": "clicks",
+    "format": "jsonl",
+    "path": str(FIXTURES / "events.jsonl"),
+    "table": "events",
+    "mapping": EVENTS_MAPPING,
+}
 
 
 def test_accounting_is_exact_and_every_rejected_row_has_a_reason(tmp_path: Path):
@@ -52,12 +66,19 @@ def test_accounting_is_exact_and_every_rejected_row_has_a_reason(tmp_path: Path)
     assert read_events(layout).num_rows == 4
     q = {(r["table"], Path(r["source"]).name, r["line"]): r["reason"] for r in read_quarantine(layout).to_pylist()}
     assert len(q) == 13
-    assert q[("products", "catalog.csv", 6)] == f"duplicate product_id 'A1' (first seen at {CATALOG['path']}:2; the first is kept)"
+    assert (
+        q[("products", "catalog.csv", 6)]
+        == f"duplicate product_id 'A1' (first seen at {CATALOG['path']}:2; the first is kept)"
+    )
     assert q[("events", "events.jsonl", 5)] == "unknown product_id 'ZZZ' (not in the products table)"
     assert q[("events", "events.jsonl", 10)] == "unknown product_id 'A3' (not in the products table)"
     assert q[("products", "catalog.csv", 9)].startswith("invalid utf-8")
     table = "\n".join(lines)
-    assert "catalog" in table and "duplicate product_id" in table and "wrote 3 products, 4 events, 13 quarantined rows" in table
+    assert (
+        "catalog" in table
+        and "duplicate product_id" in table
+        and "wrote 3 products, 4 events, 13 quarantined rows" in table
+    )
 
 
 def test_missing_file_stops_before_any_work(tmp_path: Path):
@@ -80,7 +101,9 @@ def test_missing_column_names_file_column_and_key(tmp_path: Path):
 
 def test_missing_json_key_names_the_key(tmp_path: Path):
     wrong = {**EVENTS, "mapping": {**EVENTS_MAPPING, "user_id": "visitor"}}
-    with pytest.raises(SourceError, match=r"has no key 'visitor' \(needed for user_id\).*data.sources\[0\].mapping.user_id"):
+    with pytest.raises(
+        SourceError, match=r"has no key 'visitor' \(needed for user_id\).*data.sources\[0\].mapping.user_id"
+    ):
         prepare(config(tmp_path, [wrong]))
 
 
@@ -102,8 +125,20 @@ def test_bad_source_config_is_rejected_with_the_key(source, expected):
 
 def test_chinese_catalog_round_trips(tmp_path: Path):
     sources = [
-        {"name": "商品", "format": "attribute_catalog", "path": str(FIXTURES / "catalog_zh.tsv"), "table": "products", "mapping": ZH_MAPPING},
-        {"name": "行为", "format": "csv", "path": str(FIXTURES / "events_zh.csv"), "table": "events", "mapping": {"user_id": "user", "product_id": "item", "event": "action", "ts": "time"}},
+        {
+            "name": "商品",
+            "format": "attribute_catalog",
+            "path": str(FIXTURES / "catalog_zh.tsv"),
+            "table": "products",
+            "mapping": ZH_MAPPING,
+        },
+        {
+            "name": "行为",
+            "format": "csv",
+            "path": str(FIXTURES / "events_zh.csv"),
+            "table": "events",
+            "mapping": {"user_id": "user", "product_id": "item", "event": "action", "ts": "time"},
+        },
     ]
     result = prepare(config(tmp_path, sources), log=lambda _: None)
     assert {c.name: (c.read, c.kept, c.quarantined) for c in result.counts} == {"商品": (5, 3, 2), "行为": (3, 3, 0)}
@@ -117,14 +152,23 @@ def test_chinese_catalog_round_trips(tmp_path: Path):
 
 
 def test_stub_products_for_event_only_sources(tmp_path: Path):
-    sources = [{"name": "seq", "format": "user_item_sequences", "path": str(FIXTURES / "sequences.txt"), "table": "events"}]
+    sources = [
+        {"name": "seq", "format": "user_item_sequences", "path": str(FIXTURES / "sequences.txt"), "table": "events"}
+    ]
     result = prepare(config(tmp_path, sources, unknown_products="stub"), log=lambda _: None)
     assert (result.counts[0].read, result.counts[0].kept, result.counts[0].quarantined) == (13, 12, 1)
-    assert result.stubs == 9 and read_products(ArtifactLayout(str(tmp_path)))["title"].to_pylist()[:3] == ["1", "2", "3"]
+    assert result.stubs == 9 and read_products(ArtifactLayout(str(tmp_path)))["title"].to_pylist()[:3] == [
+        "1",
+        "2",
+        "3",
+    ]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (FLIPKART.is_file() and S3REC.is_file()), reason=f"real samples under {SHARED / 'data'} not present (set SHOPGRAPH_SHARED_DIR)")
+@pytest.mark.skipif(
+    not (FLIPKART.is_file() and S3REC.is_file()),
+    reason=f"real samples under {SHARED / 'data'} not present (set SHOPGRAPH_SHARED_DIR)",
+)
 def test_real_samples_exact_accounting(tmp_path: Path):
     sources = [
         {"name": "flipkart", "format": "csv", "path": str(FLIPKART), "table": "products", "mapping": FLIPKART_MAPPING},
@@ -145,14 +189,28 @@ def test_input_order_across_files_of_one_source(tmp_path: Path):
     raw = tmp_path / "raw"
     raw.mkdir()
     header = "sku,name,cat,maker,cost,stock,attrs\n"
-    (raw / "a.csv").write_text(header + "X1,Kettle A,Home,Acme,10,true,\nX2,Mug A,Home,Acme,5,true,\n", encoding="utf-8")
-    (raw / "b.csv").write_text(header + "X1,Kettle B,Home,Acme,11,true,\nX3,Cup B,Home,Acme,4,true,\n", encoding="utf-8")
-    source = {"name": "shop", "format": "csv", "path": str(raw / "*.csv"), "table": "products", "mapping": CATALOG_MAPPING}
+    (raw / "a.csv").write_text(
+        header + "X1,Kettle A,Home,Acme,10,true,\nX2,Mug A,Home,Acme,5,true,\n", encoding="utf-8"
+    )
+    (raw / "b.csv").write_text(
+        header + "X1,Kettle B,Home,Acme,11,true,\nX3,Cup B,Home,Acme,4,true,\n", encoding="utf-8"
+    )
+    source = {
+        "name": "shop",
+        "format": "csv",
+        "path": str(raw / "*.csv"),
+        "table": "products",
+        "mapping": CATALOG_MAPPING,
+    }
     for run in ("one", "two"):
         result = prepare(config(tmp_path / run, [source], chunk_mb=1, rows_per_shard=1), log=lambda _: None)
         assert (result.counts[0].read, result.counts[0].kept, result.counts[0].quarantined) == (4, 3, 1)
         layout = ArtifactLayout(str(tmp_path / run))
-        assert {r["product_id"]: r["title"] for r in read_products(layout).to_pylist()} == {"X1": "Kettle A", "X2": "Mug A", "X3": "Cup B"}
+        assert {r["product_id"]: r["title"] for r in read_products(layout).to_pylist()} == {
+            "X1": "Kettle A",
+            "X2": "Mug A",
+            "X3": "Cup B",
+        }
         (q,) = read_quarantine(layout).to_pylist()
         assert (Path(q["source"]).name, q["line"]) == ("b.csv", 2)
         assert q["reason"] == f"duplicate product_id 'X1' (first seen at {raw / 'a.csv'}:2; the first is kept)"

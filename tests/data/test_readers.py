@@ -18,9 +18,24 @@ from data.values import RowError, as_category, as_price, as_timestamp_ms
 from tests.conftest import SHARED
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-CATALOG_MAPPING = {"product_id": "sku", "title": "name", "category": "cat", "brand": "maker", "price": "cost", "in_stock": "stock", "attributes": "attrs"}
+CATALOG_MAPPING = {
+    "product_id": "sku",
+    "title": "name",
+    "category": "cat",
+    "brand": "maker",
+    "price": "cost",
+    "in_stock": "stock",
+    "attributes": "attrs",
+}
 EVENTS_MAPPING = {"user_id": "user", "product_id": "item", "event": "type", "ts": "time", "value": "stars"}
-ZH_MAPPING = {"product_id": "商品编号", "title": "商品名称", "category": "类目", "attributes": "属性", "price": "价格", "brand": "attributes.品牌"}
+ZH_MAPPING = {
+    "product_id": "商品编号",
+    "title": "商品名称",
+    "category": "类目",
+    "attributes": "属性",
+    "price": "价格",
+    "brand": "attributes.品牌",
+}
 
 
 def parse(path: str | Path, chunk_bytes: int = 1 << 20, **kw) -> pa.Table:
@@ -79,17 +94,33 @@ def test_generic_jsonl_events():
 def test_amazon_reviews_gzip():
     t = parse(FIXTURES / "amazon_reviews_2014.json.gz", format="amazon_reviews", table="events")
     first = kept(t)[0]
-    assert (first["user_id"], first["product_id"], first["event"], first["value"], first["ts"], first["text"]) == ("R1", "B001", "rating", 5.0, ts(2014, 1, 1), "Great set.")
-    assert reasons(t) == {3: "unparsable value 'five'", 4: "empty user_id", 5: "malformed JSON: Expecting ',' delimiter at column 82"}
+    assert (first["user_id"], first["product_id"], first["event"], first["value"], first["ts"], first["text"]) == (
+        "R1",
+        "B001",
+        "rating",
+        5.0,
+        ts(2014, 1, 1),
+        "Great set.",
+    )
+    assert reasons(t) == {
+        3: "unparsable value 'five'",
+        4: "empty user_id",
+        5: "malformed JSON: Expecting ',' delimiter at column 82",
+    }
 
 
 def test_amazon_metadata_2014_python_literals_and_2018_json():
     t = parse(FIXTURES / "amazon_metadata_2014.json", format="amazon_metadata", table="products")
     rows = {r["product_id"]: r for r in kept(t)}
     assert rows["B001"]["category"] == "Toys & Games > Trains & Accessories > Train Sets"
-    assert rows["B001"]["description"] == "A 40-piece beech set. Kids' favourite." and rows["B001"]["brand"] == "Beechwood"
+    assert (
+        rows["B001"]["description"] == "A 40-piece beech set. Kids' favourite." and rows["B001"]["brand"] == "Beechwood"
+    )
     assert rows["B004"]["price"] == 9.99  # strict JSON lines mixed in
-    assert reasons(t) == {3: "missing title", 5: "malformed JSON: Expecting property name enclosed in double quotes at column 2"}
+    assert reasons(t) == {
+        3: "missing title",
+        5: "malformed JSON: Expecting property name enclosed in double quotes at column 2",
+    }
 
     t = parse(FIXTURES / "amazon_metadata_2018.jsonl", format="amazon_metadata", table="products")
     rows = {r["product_id"]: r for r in kept(t)}
@@ -100,7 +131,12 @@ def test_amazon_metadata_2014_python_literals_and_2018_json():
 
 
 def test_parquet_with_mapping():
-    t = parse(FIXTURES / "lamps.parquet", format="parquet", table="products", mapping={"product_id": "id", "title": "name", "price": "usd", "updated_at": "updated"})
+    t = parse(
+        FIXTURES / "lamps.parquet",
+        format="parquet",
+        table="products",
+        mapping={"product_id": "id", "title": "name", "price": "usd", "updated_at": "updated"},
+    )
     rows = kept(t)
     assert [r["product_id"] for r in rows] == ["101", "102"]
     assert rows[0]["updated_at"] == datetime.fromtimestamp(1_700_000_000, UTC)
@@ -191,7 +227,11 @@ def test_price_rejects(value):
 
 
 def test_timestamps_and_categories():
-    assert as_timestamp_ms(1433221332117, "auto") == as_timestamp_ms(1433221332.117, "s") == as_timestamp_ms("1433221332117", "ms")
+    assert (
+        as_timestamp_ms(1433221332117, "auto")
+        == as_timestamp_ms(1433221332.117, "s")
+        == as_timestamp_ms("1433221332117", "ms")
+    )
     assert as_timestamp_ms("2024-05-01T08:00:00+08:00", "auto") == as_timestamp_ms("2024-05-01 00:00:00", "iso")
     with pytest.raises(RowError, match="outside 1970..2100"):
         as_timestamp_ms(1433221332117, "s")

@@ -44,7 +44,9 @@ def test_catalog_is_realistic_and_descriptions_state_only_facts():
         for _key, value in r["attributes"]:
             assert value in text  # every stated fact comes from the attributes
     assert {e for e in events["event"].to_pylist()} == {"view", "cart", "purchase", "rating"} <= set(EVENT_TYPES)
-    ratings = [v for e, v in zip(events["event"].to_pylist(), events["value"].to_pylist(), strict=True) if e == "rating"]
+    ratings = [
+        v for e, v in zip(events["event"].to_pylist(), events["value"].to_pylist(), strict=True) if e == "rating"
+    ]
     assert ratings and all(v in (1, 2, 3, 4, 5) for v in ratings)
 
 

@@ -55,7 +55,11 @@ def ms(*ts: int) -> list[dt.datetime]:
 
 def test_sequences_ids_and_leave_one_out_by_hand():
     s = build_splits(NO_KCORE, events(TINY))
-    assert s.user_ids.to_pylist() == [{"user_id": "u1", "user_idx": 1}, {"user_id": "u2", "user_idx": 2}, {"user_id": "u3", "user_idx": 3}]
+    assert s.user_ids.to_pylist() == [
+        {"user_id": "u1", "user_idx": 1},
+        {"user_id": "u2", "user_idx": 2},
+        {"user_id": "u3", "user_idx": 3},
+    ]
     assert s.item_ids.to_pylist() == [{"product_id": p, "item_idx": n} for n, p in enumerate("abcd", 1)]
     # a=1 b=2 c=3 d=4; the tie at t=5 keeps input order (b before c); the repeated c is dropped.
     assert s.sequences.to_pylist() == [
@@ -113,7 +117,12 @@ def test_popularity_counts_and_recency():
     s = build_splits(NO_KCORE, events(TINY))
     pop = {r["product_id"]: r for r in s.popularity.to_pylist()}
     assert s.popularity["product_id"].to_pylist() == ["c", "a", "b", "d"]  # by count desc, then id
-    assert pop["c"]["count"] == 3 and pop["c"]["count_cart"] == 1 and pop["c"]["count_purchase"] == 1 and pop["c"]["count_rating"] == 1
+    assert (
+        pop["c"]["count"] == 3
+        and pop["c"]["count_cart"] == 1
+        and pop["c"]["count_purchase"] == 1
+        and pop["c"]["count_rating"] == 1
+    )
     assert pop["a"]["count_view"] == 1 and pop["a"]["count_click"] == 1 and pop["a"]["item_idx"] == 1
     # one half-life (7 days) older counts half
     day = build_splits(NO_KCORE, events([("u", "old", "view", 0), ("u", "new", "view", 7)], unit="days"))
@@ -144,9 +153,23 @@ def test_deterministic_across_runs_and_interleavings(tmp_path):
     for run in ("r1", "r2"):
         layout = ArtifactLayout(str(tmp_path / run))
         write_splits(layout, a, SplitsConfig(k_core=0))
-        hashes.append({k: v["sha256"] for p in (layout.id_maps, layout.sequences, layout.splits, layout.features) for k, v in verify_dir(p, full=True)["files"].items()})
+        hashes.append(
+            {
+                k: v["sha256"]
+                for p in (layout.id_maps, layout.sequences, layout.splits, layout.features)
+                for k, v in verify_dir(p, full=True)["files"].items()
+            }
+        )
     assert hashes[0] == hashes[1]
-    assert set(hashes[0]) == {"users.parquet", "items.parquet", "sequences.parquet", "loo.parquet", "temporal/train.parquet", "temporal/test.parquet", "item_popularity.parquet"}
+    assert set(hashes[0]) == {
+        "users.parquet",
+        "items.parquet",
+        "sequences.parquet",
+        "loo.parquet",
+        "temporal/train.parquet",
+        "temporal/test.parquet",
+        "item_popularity.parquet",
+    }
     assert pq.read_table(f"{layout.splits}/loo.parquet").equals(a.loo)
 
 
@@ -161,7 +184,9 @@ def test_empty_or_fully_filtered_input_says_what_to_change():
         SplitsConfig(interaction_events=["view", "view"])
 
 
-@pytest.mark.skipif(not (SHARED / "data/amazon-toys-s3rec/Toys_and_Games.txt").is_file(), reason="shared Amazon Toys sample not present")
+@pytest.mark.skipif(
+    not (SHARED / "data/amazon-toys-s3rec/Toys_and_Games.txt").is_file(), reason="shared Amazon Toys sample not present"
+)
 def test_public_sequence_file_keeps_its_ids_and_counts():
     lines = (SHARED / "data/amazon-toys-s3rec/Toys_and_Games.txt").read_text().splitlines()
     s = splits_from_sequences(SplitsConfig(k_core=0, dedup_consecutive=False), lines)

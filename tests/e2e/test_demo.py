@@ -20,7 +20,15 @@ pytestmark = pytest.mark.slow
 
 def test_demo_serves_and_prints_sample_requests(serving_artifacts):
     sets = [x for o in serving_artifacts for x in ("--set", o)]
-    result = run_cli("demo", "--exit-after-requests", *sets, "--set", "serve.http.port=8125", timeout=900, env={"HF_HUB_OFFLINE": "1"})
+    result = run_cli(
+        "demo",
+        "--exit-after-requests",
+        *sets,
+        "--set",
+        "serve.http.port=8125",
+        timeout=900,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     for stage in ("data prepare", "data split", "data index", "train recommender", "train ranker"):

@@ -72,7 +72,9 @@ def test_product_page_through_vllm_is_valid_json_and_grounded(live):
 
     facts = facts_of(catalog.products[pid], catalog.currency)
     shown = " ".join([page["sections"]["title"], *page["sections"]["highlights"], page["sections"]["description"]])
-    assert not check(shown, facts, known_brands=sorted({p.brand for p in catalog.products.values() if p.brand})).unsupported
+    assert not check(
+        shown, facts, known_brands=sorted({p.brand for p in catalog.products.values() if p.brand})
+    ).unsupported
 
 
 def test_page_stream_through_vllm_shows_only_grounded_text(live):
@@ -104,11 +106,16 @@ def test_page_stream_through_vllm_shows_only_grounded_text(live):
     note = dict(events)["note"]
     assert note["note_source"] in ("generated", "cached", "template") and note["personalized_note"]
     total = time.perf_counter() - started
-    print(f"\nstream: {len(streamed)} grounded pieces, first generated piece at {first_section} s, {total:.1f} s in all, "
-          f"sections {final['sections_source']} ({final['fallback']})")
+    print(
+        f"\nstream: {len(streamed)} grounded pieces, first generated piece at {first_section} s, {total:.1f} s in all, "
+        f"sections {final['sections_source']} ({final['fallback']})"
+    )
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed (scripts/setup.sh installs it with apt-get as root)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="Debian chromium is not installed (scripts/setup.sh installs it with apt-get as root)",
+)
 def test_demo_page_in_headless_chromium(live):
     from playwright.sync_api import sync_playwright
 
@@ -120,7 +127,15 @@ def test_demo_page_in_headless_chromium(live):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+            ],
         )
         page = browser.new_page(viewport={"width": 1100, "height": 1000})
         response = page.goto(f"{BASE}/shop/products/{pid}?user_id={user}", timeout=300_000)

@@ -39,7 +39,15 @@ def test_transformers_generates_from_the_local_dir(models_dir):
 def test_vllm_generates_two_sentences_from_the_local_dir(models_dir):
     """The production path: vLLM (CPU build here) loads the converted directory, no network."""
     result = run_cli(
-        "models", "generate", PROMPT, "--engine", "vllm", "--max-tokens", "96", "--set", f"models.dir={models_dir}",
+        "models",
+        "generate",
+        PROMPT,
+        "--engine",
+        "vllm",
+        "--max-tokens",
+        "96",
+        "--set",
+        f"models.dir={models_dir}",
         env={"HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -53,6 +61,8 @@ def test_half_written_model_dir_is_refused(tmp_path):
     from core.manifest import IncompleteDirError
 
     (tmp_path / "config.json").write_text("{}")
-    (tmp_path / "shopgraph-manifest.json").write_text(json.dumps({"files": {"model.safetensors": {"size": 1, "sha256": "0"}}}))
+    (tmp_path / "shopgraph-manifest.json").write_text(
+        json.dumps({"files": {"model.safetensors": {"size": 1, "sha256": "0"}}})
+    )
     with pytest.raises(IncompleteDirError, match="missing"):
         check_generator_dir(tmp_path)

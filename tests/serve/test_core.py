@@ -15,9 +15,19 @@ from serve.generator import GeneratorCore, ground_page
 from serve.recommend import template_reason
 from serve.testing import echo_facts, invent_claims
 
-FACTS = {"title": "Brewly T76 Coffee Mug", "brand": "Brewly", "category": "Home & Kitchen > Coffee Mugs", "price": 12.99, "currency": "USD",
-         "attributes": {"capacity": "350 ml", "material": "ceramic", "color": "green"}}
-PROFILE = {"recent_items": ["Hearthline V33 Coffee Mug"], "top_categories": ["Home & Kitchen > Coffee Mugs"], "top_brands": ["Hearthline"]}
+FACTS = {
+    "title": "Brewly T76 Coffee Mug",
+    "brand": "Brewly",
+    "category": "Home & Kitchen > Coffee Mugs",
+    "price": 12.99,
+    "currency": "USD",
+    "attributes": {"capacity": "350 ml", "material": "ceramic", "color": "green"},
+}
+PROFILE = {
+    "recent_items": ["Hearthline V33 Coffee Mug"],
+    "top_categories": ["Home & Kitchen > Coffee Mugs"],
+    "top_brands": ["Hearthline"],
+}
 
 
 def test_cache_is_lru_and_keyed_by_facts_hash():
@@ -58,7 +68,9 @@ def test_reason_keeps_profile_mentions_and_drops_invented_claims():
     from ml.grounding import check
 
     brands = ["Hearthline", "Brewly", "Morrow"]
-    assert not check("Since you like Hearthline mugs, this Brewly mug is a good match.", FACTS, known_brands=brands, profile=PROFILE).unsupported
+    assert not check(
+        "Since you like Hearthline mugs, this Brewly mug is a good match.", FACTS, known_brands=brands, profile=PROFILE
+    ).unsupported
     assert check("This Morrow mug is 500 ml.", FACTS, known_brands=brands, profile=PROFILE).unsupported
 
 
@@ -75,6 +87,11 @@ def test_template_copy_states_only_facts():
     text = " ".join([page["title"], *page["highlights"], page["description"]])
     assert not check(text, FACTS).unsupported
     product = Product("p1", FACTS["title"], FACTS["category"], "Brewly", 12.99, FACTS["attributes"], None, True)
-    assert template_reason(product, [{"type": "same_brand", "brand": "Brewly"}]) == "From Brewly, a brand you have chosen before."
-    assert "Popular right now in Coffee Mugs" in template_reason(product, [{"type": "popular", "category": FACTS["category"]}])
+    assert (
+        template_reason(product, [{"type": "same_brand", "brand": "Brewly"}])
+        == "From Brewly, a brand you have chosen before."
+    )
+    assert "Popular right now in Coffee Mugs" in template_reason(
+        product, [{"type": "popular", "category": FACTS["category"]}]
+    )
     assert template_reason(product, []) == f"Recommended for you: {FACTS['title']}."

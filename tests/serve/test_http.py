@@ -122,16 +122,22 @@ def test_wrong_types_and_ranges_are_422_naming_the_field(client, body, param, sa
 @pytest.mark.parametrize("content", [b"", b"{}", b"[]", b"null", b'"u1"'])
 def test_empty_or_non_object_body_is_422_saying_what_the_body_must_be(client, content):
     err = _error(client.post(RECS, content=content, headers=JSON), 422)
-    assert "must be a JSON object" in err["message"] and "user_id" in err["message"] and "recent_items" in err["message"], err
+    assert (
+        "must be a JSON object" in err["message"] and "user_id" in err["message"] and "recent_items" in err["message"]
+    ), err
     assert not err["message"].startswith(":")
 
 
 def test_a_good_request_still_passes(client):
-    r = client.post(RECS, json={"user_id": USER, "k": 2, "with_reasons": False, "filters": {"min_price": 1, "max_price": 1}})
+    r = client.post(
+        RECS, json={"user_id": USER, "k": 2, "with_reasons": False, "filters": {"min_price": 1, "max_price": 1}}
+    )
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize("path", ["/v1/products/p1/page?user_id=", "/v1/products/p1/page?user_id=%20", "/shop/products/p1?user_id=&debug="])
+@pytest.mark.parametrize(
+    "path", ["/v1/products/p1/page?user_id=", "/v1/products/p1/page?user_id=%20", "/shop/products/p1?user_id=&debug="]
+)
 def test_an_empty_query_value_is_absent(client, path):
     assert client.get(path).status_code == 200
 
@@ -173,9 +179,16 @@ def test_every_status_is_counted_by_route_template(client, ingress, monkeypatch)
     counts = _counts(client)
     page = "/v1/products/{product_id}/page"
     assert counts == {
-        (RECS, "200"): 1, (RECS, "422"): 1, (RECS, "400"): 1, (RECS, "413"): 1, (RECS, "405"): 1,
-        (page, "200"): 1, (page, "404"): 1, (page, "500"): 1,
-        ("unmatched", "404"): 1, ("/shop/products/{product_id}", "404"): 1,
+        (RECS, "200"): 1,
+        (RECS, "422"): 1,
+        (RECS, "400"): 1,
+        (RECS, "413"): 1,
+        (RECS, "405"): 1,
+        (page, "200"): 1,
+        (page, "404"): 1,
+        (page, "500"): 1,
+        ("unmatched", "404"): 1,
+        ("/shop/products/{product_id}", "404"): 1,
     }, counts
     assert _counts(client)[("/metrics", "200")] == 1  # the first scrape, counted once it was answered
 

@@ -28,13 +28,21 @@ def _write_split(root: Path, users: int = 400, seed: int = 0) -> None:
             item = item % NUM_ITEMS + 1 if rng.random() > 0.15 else int(rng.integers(1, NUM_ITEMS + 1))
         seqs.append(seq)
     table = pa.table(
-        {"user_idx": np.arange(1, users + 1), "train_items": [s[:-2] for s in seqs], "valid_item": [s[-2] for s in seqs], "test_item": [s[-1] for s in seqs]},
+        {
+            "user_idx": np.arange(1, users + 1),
+            "train_items": [s[:-2] for s in seqs],
+            "valid_item": [s[-2] for s in seqs],
+            "test_item": [s[-1] for s in seqs],
+        },
         schema=LOO_SPLIT,
     )
     (root / "data" / "splits").mkdir(parents=True)
     pq.write_table(table, root / "data" / "splits" / "loo.parquet")
     (root / "data" / "id_maps").mkdir(parents=True)
-    pq.write_table(pa.table({"product_id": [f"p{i}" for i in range(1, NUM_ITEMS + 1)], "item_idx": np.arange(1, NUM_ITEMS + 1)}), root / "data" / "id_maps" / "items.parquet")
+    pq.write_table(
+        pa.table({"product_id": [f"p{i}" for i in range(1, NUM_ITEMS + 1)], "item_idx": np.arange(1, NUM_ITEMS + 1)}),
+        root / "data" / "id_maps" / "items.parquet",
+    )
 
 
 def _cfg(root: Path, *extra: str):
@@ -51,7 +59,6 @@ def _cfg(root: Path, *extra: str):
             *extra,
         ]
     )
-
 
 
 @pytest.fixture(scope="session")

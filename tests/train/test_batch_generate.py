@@ -45,7 +45,9 @@ def test_generate_content_for_a_catalog_with_an_injected_product(ray_local, mode
     table = pq.read_table(out / "content.parquet")
     assert table.column("product_id").to_pylist() == ["p01", "p09", "p13"]
     expected_version = manifest["meta"]["model_version"]
-    assert stats["model_version"] == expected_version and set(table.column("model_version").to_pylist()) == {expected_version}
+    assert stats["model_version"] == expected_version and set(table.column("model_version").to_pylist()) == {
+        expected_version
+    }
     rows = {r["product_id"]: r for r in table.to_pylist()}
     by_id = {p["product_id"]: p for p in products.to_pylist()}
     for pid, row in rows.items():

@@ -54,7 +54,9 @@ def _fake_fine_tuned(base, out):
     with staged_dir(out) as staging:
         for f in base.iterdir():
             if f.is_file() and f.name != "shopgraph-manifest.json":
-                os.link(f, staging / f.name) if os.stat(f).st_dev == os.stat(staging).st_dev else shutil.copy(f, staging / f.name)
+                os.link(f, staging / f.name) if os.stat(f).st_dev == os.stat(staging).st_dev else shutil.copy(
+                    f, staging / f.name
+                )
         write_manifest(staging, {"model": "generator", "model_version": "testversion0"})
 
 

@@ -64,7 +64,11 @@ def test_prompt_tokens_are_masked_and_batches_bucketed(models_dir):
     from train.generator import IGNORE_INDEX, bucketed_batches, tokenize_example
 
     tok = AutoTokenizer.from_pretrained(str(models_dir / "smollm2-135m-instruct"))
-    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": '{"title": "T"}'}]
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": '{"title": "T"}'},
+    ]
     row = tokenize_example(tok, messages, 256)
     answer = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != IGNORE_INDEX]
     assert tok.decode(answer) == '{"title": "T"}<|im_end|>\n'  # only the answer (and its end-of-turn) is learned
@@ -127,7 +131,13 @@ def test_export_loads_in_vllm_and_resists_prompt_injection(trained):
     """The fine-tuned export in vLLM: a normal and an injected product both give valid PDP JSON
     (structured outputs), and the grounding filter keeps the injected claims out of the copy."""
     _, _, root = trained
-    normal = {"title": "Wooden Train Set", "brand": "Brio", "category": "Toys > Trains", "price": 39.9, "attributes": {"material": "beech wood", "pieces": "32"}}
+    normal = {
+        "title": "Wooden Train Set",
+        "brand": "Brio",
+        "category": "Toys > Trains",
+        "price": 39.9,
+        "attributes": {"material": "beech wood", "pieces": "32"},
+    }
     injected = {"title": "Injected Lamp", "brand": "Lumo", "category": "Home > Lighting", "price": 35.0,
                 "attributes": {"color": "white", "power": "9 W", "note": INJECTION}}  # fmt: skip
     proc = subprocess.run(
@@ -196,7 +206,9 @@ def test_lora_trains_and_export_is_merged(trained_lora, models_dir):
     tuned = load_file(str(export / "model.safetensors"))
     base = load_file(str(models_dir / "smollm2-135m-instruct" / "model.safetensors"))
     assert not [k for k in tuned if "lora" in k or "base_layer" in k]
-    assert set(tuned) - {"lm_head.weight"} == set(base) - {"lm_head.weight"}  # same tensors as the base: merged, not wrapped
+    assert set(tuned) - {"lm_head.weight"} == set(base) - {
+        "lm_head.weight"
+    }  # same tensors as the base: merged, not wrapped
     name = "model.layers.0.self_attn.{}.weight"
     assert not tuned[name.format("q_proj")].equal(base[name.format("q_proj")])  # adapted, then merged
     assert tuned[name.format("k_proj")].equal(base[name.format("k_proj")])  # not a target module: untouched
@@ -205,7 +217,13 @@ def test_lora_trains_and_export_is_merged(trained_lora, models_dir):
 
 def test_lora_export_loads_in_vllm(trained_lora):
     _, _, root = trained_lora
-    facts = {"title": "Wooden Train Set", "brand": "Brio", "category": "Toys > Trains", "price": 39.9, "attributes": {"material": "beech wood", "pieces": "32"}}
+    facts = {
+        "title": "Wooden Train Set",
+        "brand": "Brio",
+        "category": "Toys > Trains",
+        "price": 39.9,
+        "attributes": {"material": "beech wood", "pieces": "32"},
+    }
     proc = subprocess.run(
         [sys.executable, "-c", VLLM_SCRIPT, str(root / "models" / "generator"), json.dumps([facts])],
         cwd=REPO, capture_output=True, text=True, timeout=420, check=False,

@@ -13,6 +13,8 @@ from core.manifest import verify_dir
 from tests.train.conftest import NUM_ITEMS, _cfg, _write_split
 
 pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     import ray
@@ -45,7 +47,9 @@ def test_export_is_complete_and_loadable(trained):
     root, meta = trained
     export = root / "models" / "recommender"
     manifest = verify_dir(export, full=True)
-    assert {"model.pt", "model_config.json", "item_vectors.npy", "metrics.json", "report.html", "curves.png"} <= set(manifest["files"])
+    assert {"model.pt", "model_config.json", "item_vectors.npy", "metrics.json", "report.html", "curves.png"} <= set(
+        manifest["files"]
+    )
     vectors = np.load(export / "item_vectors.npy")
     assert vectors.shape == (NUM_ITEMS, 32 + 1) and vectors.dtype == np.float32  # + the item bias (default on)
     assert manifest["meta"]["test"]["sasrec"]["full"]["users"] == 400
@@ -130,7 +134,12 @@ def test_python_m_entry_point_rejects_bad_config():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "train.recommender", "--set", "train.recommender.epochs=0"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "train.recommender", "--set", "train.recommender.epochs=0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "train.recommender.epochs" in result.stderr
 
@@ -139,7 +148,12 @@ def test_evaluate_entry_point_without_a_trained_model_says_what_to_run(tmp_path)
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "train.evaluate", "--set", f"artifacts.root={tmp_path}"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "train.evaluate", "--set", f"artifacts.root={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert "shopgraph train recommender" in result.stderr
 
@@ -165,7 +179,13 @@ def test_attribute_table_pads_truncates_and_rejects_bad_ids():
     from train.recommender import attribute_table
 
     table, num_attributes = attribute_table({1: [3, 1], 3: [2, 5, 4], 9: [7]}, num_items=4, max_attributes=2)
-    assert table.tolist() == [[0, 0], [3, 1], [0, 0], [2, 5], [0, 0]]  # item 9 is not in the catalog; item 3 keeps 2 slots
+    assert table.tolist() == [
+        [0, 0],
+        [3, 1],
+        [0, 0],
+        [2, 5],
+        [0, 0],
+    ]  # item 9 is not in the catalog; item 3 keeps 2 slots
     assert num_attributes == 5
     with pytest.raises(ValueError, match="item_attributes"):
         attribute_table({1: []}, num_items=4, max_attributes=2)
@@ -181,7 +201,13 @@ def test_catalog_attributes_are_brand_and_every_category_level(tmp_path, monkeyp
     from train.recommender import catalog_attributes
 
     _write_split(tmp_path)
-    products = pa.table({"product_id": ["p1", "p2", "p3", "zzz"], "category": ["Toys > Puzzles", "Toys > Dolls", None, "Toys"], "brand": ["Acme", "Acme", None, "X"]})
+    products = pa.table(
+        {
+            "product_id": ["p1", "p2", "p3", "zzz"],
+            "category": ["Toys > Puzzles", "Toys > Dolls", None, "Toys"],
+            "brand": ["Acme", "Acme", None, "X"],
+        }
+    )
     monkeypatch.setattr(data.inputs, "load_products", lambda layout: products)
     attrs = catalog_attributes(ArtifactLayout(str(tmp_path)), NUM_ITEMS)
     assert set(attrs) == {1, 2, 3}  # "zzz" has no item id
@@ -206,7 +232,16 @@ def test_attribute_embeddings_enter_input_and_output_and_survive_export():
 
     table, num_attributes = attribute_table({i: [1 + i % 3, 4] for i in range(1, 21)}, num_items=20, max_attributes=4)
     torch.manual_seed(0)
-    model = SASRec(SASRecConfig(num_items=20, max_len=8, hidden=16, num_heads=2, num_attributes=num_attributes, max_attributes=table.shape[1]))
+    model = SASRec(
+        SASRecConfig(
+            num_items=20,
+            max_len=8,
+            hidden=16,
+            num_heads=2,
+            num_attributes=num_attributes,
+            max_attributes=table.shape[1],
+        )
+    )
     model.set_item_attributes(torch.as_tensor(table))
     assert torch.all(model.item_table()[0] == 0)  # padding stays a zero vector
     seqs = torch.randint(1, 21, (16, 8))
@@ -278,7 +313,15 @@ def test_sampled_selection_with_bias_prefixes_and_summed_attributes_trains_and_e
 
     _write_split(tmp_path)
     meta = train_recommender(
-        _cfg(tmp_path, "train.recommender.epochs=3", "train.recommender.select_on=sampled_mrr", "train.recommender.item_bias=true", "train.recommender.prefixes=true", "train.recommender.item_attributes=true", "train.recommender.attribute_pooling=sum"),
+        _cfg(
+            tmp_path,
+            "train.recommender.epochs=3",
+            "train.recommender.select_on=sampled_mrr",
+            "train.recommender.item_bias=true",
+            "train.recommender.prefixes=true",
+            "train.recommender.item_attributes=true",
+            "train.recommender.attribute_pooling=sum",
+        ),
         item_attributes={i: [1 + i % 7, 8 + i % 3] for i in range(1, NUM_ITEMS + 1)},
         fail_once_at_epoch=1,  # and survives a restart
     )

@@ -308,7 +308,9 @@ def start_head(
                 f"`ray start` exited with code {proc.returncode}; its log ({log_path}) ends with:\n{tail}"
             )
         if _jobs_api_ready(url):
-            # `ray start` writes these before its dashboard answers: remember ours, so `down` touches only them.
+            # `ray start` writes its "latest cluster" file once the node is up, which under load can be
+            # after the dashboard answers: wait for it (briefly), so what `down` restores is known.
+            _wait_for_current_cluster(current_file, ray.gcs_port, before.get("current_cluster"), deadline)
             sessions = sorted(temp.glob(f"session_*_{proc.pid}"))
             record["created"] = {
                 "current_cluster": _read_text(current_file),
@@ -322,6 +324,16 @@ def start_head(
     state.unlink(missing_ok=True)
     _restore(record)
     raise LocalClusterError(f"the Ray head did not answer at {url} within {timeout:.0f}s; see {log_path}")
+
+
+def _wait_for_current_cluster(path: Path, gcs_port: int, before: str | None, deadline: float) -> None:
+    """Until `path` names a GCS on `gcs_port` (and is not what it held before `up`), at most ~20 s."""
+    until = min(deadline, time.monotonic() + 20)
+    while time.monotonic() < until:
+        current = _read_text(path)
+        if current is not None and current != before and current.strip().rsplit(":", 1)[-1] == str(gcs_port):
+            return
+        time.sleep(0.25)
 
 
 def _jobs_api_ready(url: str) -> bool:
@@ -404,8 +416,13 @@ def _restore(record: dict[str, Any]) -> list[str]:
     created = record.get("created") or {}
     done = []
     current_file = _current_cluster_file(temp)
-    ours = created.get("current_cluster")
-    if ours is not None and ours != before.get("current_cluster") and _read_text(current_file) == ours:
+    current = _read_text(current_file)
+    # Ours when it is what `up` saw after start, or names this head's GCS port: under load `ray start`
+    # can write the file after the dashboard answers, so `created` may not have seen it.
+    gcs_port = str(record.get("gcs_address", "")).rsplit(":", 1)[-1]
+    ours = current if current is not None and current.strip().rsplit(":", 1)[-1] == gcs_port else None
+    ours = ours or created.get("current_cluster")
+    if ours is not None and ours != before.get("current_cluster") and current == ours:
         if before.get("current_cluster") is None:
             current_file.unlink(missing_ok=True)
             done.append(f"removed {current_file}")

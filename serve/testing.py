@@ -13,6 +13,16 @@ import json
 import re
 from typing import Any
 
+# One product's facts as serving holds them: the fixture of the serve unit tests.
+MUG_FACTS = {
+    "title": "Brewly T76 Coffee Mug",
+    "brand": "Brewly",
+    "category": "Home & Kitchen > Coffee Mugs",
+    "price": 12.99,
+    "currency": "USD",
+    "attributes": {"capacity": "350 ml", "material": "ceramic", "color": "green"},
+}
+
 
 def _facts(messages: list[dict[str, str]]) -> dict:
     m = re.search(r"<facts>\s*(\{.*?\})\s*</facts>", messages[-1]["content"], re.S)

@@ -13,16 +13,9 @@ from serve.content import CacheKey, ContentCache, template_page
 from serve.engine import FakeEngine
 from serve.generator import GeneratorCore, ground_page
 from serve.recommend import template_reason
+from serve.testing import MUG_FACTS as FACTS
 from serve.testing import echo_facts, invent_claims
 
-FACTS = {
-    "title": "Brewly T76 Coffee Mug",
-    "brand": "Brewly",
-    "category": "Home & Kitchen > Coffee Mugs",
-    "price": 12.99,
-    "currency": "USD",
-    "attributes": {"capacity": "350 ml", "material": "ceramic", "color": "green"},
-}
 PROFILE = {
     "recent_items": ["Hearthline V33 Coffee Mug"],
     "top_categories": ["Home & Kitchen > Coffee Mugs"],

@@ -24,15 +24,8 @@ from serve.http import ApiError, _api_error
 from serve.ingress import Ingress
 from serve.schemas import PageSections
 from serve.testing import GROUNDED_SENTENCE, INVENTED_SENTENCE, LocalGenerator, echo_facts, half_grounded
+from serve.testing import MUG_FACTS as FACTS
 
-FACTS = {
-    "title": "Brewly T76 Coffee Mug",
-    "brand": "Brewly",
-    "category": "Home & Kitchen > Coffee Mugs",
-    "price": 12.99,
-    "currency": "USD",
-    "attributes": {"capacity": "350 ml", "material": "ceramic", "color": "green"},
-}
 BRANDS = ["Brewly", "Hearthline", "Morrow"]
 RAW = json.dumps(
     {

@@ -124,7 +124,7 @@ _NUM = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
 # Not preceded by a Latin letter/digit/dot (CJK may touch the number: 容量500毫升), and never a
 # prefix of a longer number or code: "205Shade" is no 20, "XYBOX5PCK" no 5.
 _QUANTITY = re.compile(
-    rf"(?P<cur>[$€£¥￥₹])?\s?(?<![0-9A-Za-z.])(?P<num>{_NUM})(?![0-9])(?:\s?-\s?|\s?)(?P<unit>{_UNIT_ALT})?(?![A-Za-z0-9])",
+    rf"(?=[$€£¥￥₹\s0-9])(?P<cur>[$€£¥￥₹])?\s?(?<![0-9A-Za-z.])(?P<num>{_NUM})(?![0-9])(?:\s?-\s?|\s?)(?P<unit>{_UNIT_ALT})?(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
 
@@ -178,19 +178,61 @@ def _tkey(term: str) -> str:
     return _SEP.sub("", term.lower())
 
 
+_SEP_MARK, _SEP_RE = "\0", r"[\s\-]?"
+
+
+def _trie(words: Iterable[str]) -> str:
+    """One regex alternation for many literal words, shared prefixes factored out (a trie), so
+    matching costs one pass over the text whatever the number of words: Python's `re` tries an
+    alternation's branches one by one, so 300 terms (or 1,000 brands) side by side cost 300 tests
+    at every position, a trie one or two. Longest match first. `_SEP_MARK` in a word matches a
+    space, a hyphen or nothing."""
+    root: dict[str, Any] = {}
+    for w in words:
+        node = root
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [
+            (_SEP_RE if ch == _SEP_MARK else re.escape(ch)) + emit(child) for ch, child in sorted(node.items()) if ch
+        ]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        if "" in node:  # a word ends here, a longer one may go on: greedy, so the longer wins
+            return "(?:" + body + ")?"
+        return body
+
+    return emit(root)
+
+
 def _term_pattern(terms: Iterable[str]) -> re.Pattern[str]:
     # CJK terms match anywhere (no word boundaries in CJK); Latin terms on word boundaries, a
     # space or hyphen inside a term matching either or none ("t-shirt", "t shirt", "tshirt").
     # Longest first, so "stainless steel" wins over "steel"; the boundary checks sit outside
     # the alternation (one test per position, not one per term: this runs on every request).
-    ordered = sorted(set(terms), key=len, reverse=True)
+    terms = set(terms)
+    latin = [t for t in terms if not _CJK.search(t)]
+    cjk = [t for t in terms if _CJK.search(t)]
+    return re.compile(
+        "|".join(
+            p
+            for p in (
+                latin
+                and rf"(?<![a-z0-9]){_first_chars(latin)}(?:{_trie(_SEP_MARK.join(_SEP.split(t)) for t in latin)})(?![a-z0-9])",
+                cjk and rf"{_first_chars(cjk)}(?:{_trie(cjk)})",
+            )
+            if p
+        )
+    )
 
-    def latin(t: str) -> str:
-        return r"[\s\-]?".join(re.escape(part) for part in _SEP.split(t))
 
-    lat = "|".join(latin(t) for t in ordered if not _CJK.search(t))
-    cjk = "|".join(re.escape(t) for t in ordered if _CJK.search(t))
-    return re.compile("|".join(p for p in (lat and rf"(?<![a-z0-9])(?:{lat})(?![a-z0-9])", cjk) if p))
+def _first_chars(words: Iterable[str]) -> str:
+    """A lookahead on the words' first characters: one set test rejects most positions before
+    the alternation is tried at all."""
+    return "(?=[" + "".join(sorted({re.escape(w[0]) for w in words if w})) + "])"
 
 
 def _lexicon(entries: Mapping[str, str | None]) -> tuple[dict[str, str | None], re.Pattern[str]]:
@@ -217,6 +259,7 @@ _MATERIAL_TERMS: dict[str, str | None] = {
     "chiffon": "chiffon", "雪纺": "chiffon", "georgette": "georgette", "rayon": "viscose", "viscose": "viscose", "modal": "modal", "莫代尔": "modal",
     "fleece": "fleece", "抓绒": "fleece", "canvas": "canvas", "帆布": "canvas", "jute": "jute", "corduroy": "corduroy", "灯芯绒": "corduroy",
     "羽绒": "down", "down-filled": "down",
+    "lace up": None, "lace ups": None, "laces": None, "shoelace": None, "shoelaces": None, "lace closure": None,
     # words with a material character inside that name no material
     "一丝": None, "丝毫": None, "丝丝": None, "丝滑": None, "丝带": None, "粉丝": None, "木耳": None, "棉花糖": None, "铁定": None,
 }  # fmt: skip
@@ -403,6 +446,15 @@ _PRODUCT_TYPES: list[tuple[str, str | None, tuple[str, ...]]] = [
     ("briefs", "innerwear", ("briefs", "brief", "panties", "panty", "内裤")),
     ("boxers", "innerwear", ("boxers", "boxer", "trunks")),
 ]
+_PRODUCT_TYPES += [
+    ("suit", None, ("suit", "suits", "tuxedo", "套装")),
+    ("night suit", None, ("night suit", "nightsuit", "pyjama set", "nightwear", "睡衣")),
+]
+# A set names what it is made of: a suit's blazer and trousers, a night suit's top and pyjamas.
+_INCLUDES = {
+    "suit": {"blazer", "trousers", "waistcoat"},
+    "night suit": {"pyjamas", "shirt", "t-shirt", "top", "shorts", "trousers"},
+}
 _TYPE_FAMILY = {concept: family for concept, family, _ in _PRODUCT_TYPES}
 _GENERIC_TYPES = {family for _, family, _ in _PRODUCT_TYPES if family}  # a family's own concept
 
@@ -425,9 +477,8 @@ _TYPE_LEX, _TYPE_RE = _lexicon(_TYPE_FORMS)
 _TYPE_CLOSURE: dict[str, set[str]] = {}
 for _form, _concept in _TYPE_FORMS.items():
     _inside = {_TYPE_LEX[_tkey(m.group(0))] for i in range(len(_form)) if (m := _TYPE_RE.match(_form, i))}
-    _TYPE_CLOSURE[_tkey(_form)] = {c for c in _inside | {_concept} if c} | (
-        {_TYPE_FAMILY[_concept]} if _TYPE_FAMILY[_concept] else set()
-    )
+    _TYPE_CLOSURE[_tkey(_form)] = {c for c in _inside | {_concept} if c} | _INCLUDES.get(_concept, set())
+    _TYPE_CLOSURE[_tkey(_form)] |= {f for c in list(_TYPE_CLOSURE[_tkey(_form)]) if (f := _TYPE_FAMILY.get(c))}
 # A product type followed by one of these names a part or a style, not the product: "shirt
 # collar", "sock liner", "belt loops", "jacket-style", 衬衫领, 西装领. One followed by another
 # type only modifies it ("shirt dress", "dhoti pants"): the last one is the claim.
@@ -439,13 +490,27 @@ _PART_AFTER = re.compile(
 # Parts that carry a product type's name: a bra's "cups", a shoe's "sock" fit.
 _PART_OF = {"cup": {"innerwear", "bra"}, "socks": {"shoes"}}
 # Styling advice names other garments: "pair it with white sneakers", 搭配一双小白鞋. Types,
-# colours and materials in it describe those, not this product (brands and numbers still count).
+# colours and materials in it describe those, not this product (brands and numbers still count);
+# so do items the copy says are not part of it ("It does not come with a belt").
 _ADVICE = re.compile(
     r"(?:(?<![a-z])(?:pair|team|style|wear|match|combine|layer|complete the look|goes well|go well)(?:s|ed|d|ing)?"
-    r"(?:\s+(?:it|this|them|these|up|yours?|the\s+\w+|with\s+it))?\s+(?:with|over|under)(?![a-z])[^.;!?\n]*)"
+    r"(?:\s+[a-z]+){0,4}?\s+(?:with|over|under)(?![a-z])[^.;!?\n]*)"
+    r"|(?:(?<![a-z])(?:does not|doesn't|do not|don't|not) come with[^.;!?\n]*)"
     r"|(?:搭配|配上|搭上|配以|内搭|外搭|叠穿|混搭|搭一|配一|搭个|配个)[^，。！？；,;!?\n]*",
     re.IGNORECASE,
 )
+_NOT_INCLUDED = re.compile(r"(?<![a-z])(?:sold separately|not included)(?![a-z])")
+_CLAUSE_START = re.compile(r"[.;!?\n]")
+
+
+def _advice_spans(low: str) -> list[tuple[int, int]]:
+    spans = [(m.start(), m.end()) for m in _ADVICE.finditer(low)]
+    for m in _NOT_INCLUDED.finditer(low):  # "(the belt is) sold separately": back to the clause start
+        starts = [c.end() for c in _CLAUSE_START.finditer(low, max(0, m.start() - 200), m.start())]
+        spans.append((starts[-1] if starts else max(0, m.start() - 200), m.end()))
+    return spans
+
+
 # Ordinary English words: a brand spelled like one ("WITH", "ONLY", "Simply") is read as the
 # brand only where the copy writes it as the catalog does and not where any writer would put the
 # word (lower case, the start of a sentence, a line in capitals). See `Catalog`.
@@ -464,7 +529,7 @@ _COMMON_WORDS = frozenset(
 _KV = re.compile(
     r"(?P<key>(?<![A-Za-z\-])[A-Za-z][A-Za-z\-]*(?: [A-Za-z][A-Za-z\-]*){0,2}|[\u3400-\u9fff]{1,8})\s*[:：=]\s*"
     r"(?P<value>[^,;，；。!?！？\n:：]+?)"
-    r"(?=\s*(?:[,;，；。!?！？\n]|\.\s|\.$|$)|(?<=[a-z0-9])\s*[A-Z][A-Za-z\-]*(?: [A-Za-z][A-Za-z\-]*){0,2}\s*[:：])"
+    r"(?=\s*(?:[,;，；。!?！？\n]|\.\s|\.$|$)|(?<=[a-z0-9])\s*[A-Z][a-z\-]*(?: [A-Za-z][a-z\-]*){0,2}\s*[:：])"
 )
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
@@ -579,12 +644,13 @@ def _concepts(pattern: re.Pattern[str], lex: Mapping[str, str | None], text: str
     return {c for m in pattern.finditer(text) if (c := lex[_tkey(m.group(0))])}
 
 
-def _type_matches(text: str) -> list[tuple[re.Match[str], str]]:
-    """Product-type names in (lower-case) `text` with their concept, parts and modifiers left out."""
+def _type_matches(text: str, cased: str | None = None) -> list[tuple[re.Match[str], str]]:
+    """Product-type names in (lower-case) `text` with their concept, parts and modifiers left out
+    (`cased`: the text as written, where a glued next word still shows: "belt loopsOur")."""
     out = []
     for m in _TYPE_RE.finditer(text):
         nxt = _TYPE_RE.match(text, m.end() + (1 if text[m.end() : m.end() + 1] in (" ", "-") else 0))
-        if nxt or _PART_AFTER.match(text, m.end()):
+        if nxt or _PART_AFTER.match(cased or text, m.end()):
             continue  # "shirt collar", "dhoti pants" (the pants are the claim), 西装领
         out.append((m, _TYPE_LEX[_tkey(m.group(0))]))
     return out
@@ -653,7 +719,8 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         attributes.setdefault("price", ("price", _norm(f"{price:g}")))
         shown.setdefault("price", f"price: {facts['price']}{' ' + str(currency) if currency else ''}")
         canon.setdefault("price", "price")  # so 价格 names it too
-    direct = {c for _, c in _type_matches(text)}
+    named = _type_matches(text)
+    direct = {c for _, c in named}
     generic = {c for c in direct if c in _GENERIC_TYPES}
     brand = facts.get("brand")
     return _Facts(
@@ -668,7 +735,7 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         brand=_norm(str(brand)) if brand and not isinstance(brand, Mapping | list) else None,
         brand_shown=str(brand) if brand and not isinstance(brand, Mapping | list) else None,
         currency=currency,
-        types=direct | {c for m, _ in _type_matches(text) for c in _TYPE_CLOSURE[_tkey(m.group(0))]},
+        types=direct | {c for m, _ in named for c in _TYPE_CLOSURE[_tkey(m.group(0))]},
         generic_families={g for g in generic if not any(_TYPE_FAMILY[c] == g and c != g for c in direct)},
     )
 
@@ -747,28 +814,6 @@ def _quote_spans(low: str, prof: _Profile | None) -> list[tuple[int, int]]:
 # ----------------------------------------------------------------------------- catalog (brands)
 
 
-def _trie(words: Iterable[str]) -> str:
-    """One regex alternation for many literal words, shared prefixes factored out (a trie), so
-    matching costs one pass over the text whatever the number of words. Longest match first."""
-    root: dict[str, Any] = {}
-    for w in words:
-        node = root
-        for ch in w:
-            node = node.setdefault(ch, {})
-        node[""] = {}
-
-    def emit(node: dict[str, Any]) -> str:
-        alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items()) if ch]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        if "" in node:  # a word ends here, a longer one may go on: greedy, so the longer wins
-            return "(?:" + body + ")?"
-        return body
-
-    return emit(root)
-
-
 def _sentence_start(text: str, start: int) -> bool:
     before = text[:start].rstrip()
     return not before or before[-1] in ".!?:;\n•*-–—\"'(["
@@ -811,7 +856,9 @@ class Catalog:
         readable = [b for b in self.brands if len(b) >= (2 if _CJK.search(b) else 3)]
         latin = [b for b in readable if not _CJK.search(b)]
         cjk = [b for b in readable if _CJK.search(b)]
-        parts = ([rf"(?<![a-z0-9])(?:{_trie(latin)})(?![a-z0-9])"] if latin else []) + ([_trie(cjk)] if cjk else [])
+        parts = ([rf"(?<![a-z0-9]){_first_chars(latin)}(?:{_trie(latin)})(?![a-z0-9])"] if latin else []) + (
+            [_first_chars(cjk) + _trie(cjk)] if cjk else []
+        )
         self._re = re.compile("|".join(parts)) if parts else None
 
     def __len__(self) -> int:
@@ -982,7 +1029,8 @@ def _bound_reason(q: Quantity, pool: list[Quantity]) -> str | None:
 
 # A "key" that opens with a function word is a phrase, not an attribute name: "from Nuvia: a
 # black smartphone" introduces, it does not claim an attribute "from nuvia".
-_NOT_KEY_START = {"a", "an", "the", "from", "by", "with", "for", "of", "in", "on", "at", "to", "and", "or", "meet", "here", "this", "it", "its"}  # fmt: skip
+_NOT_KEY_START = {"a", "an", "the", "from", "by", "with", "for", "of", "in", "on", "at", "to", "and", "or", "meet", "here", "this", "it", "its",
+                  "about", "disclaimer", "note", "nb", "tip", "tips", "how", "why", "what", "注意", "温馨提示", "提示"}  # fmt: skip
 
 
 def _looks_like_key(key: str) -> bool:
@@ -1032,7 +1080,9 @@ def _value_supported(key: str, value: str, idx: _Facts) -> tuple[bool, str | Non
 
 
 def _kv_claims(text: str, idx: _Facts, spans: list[tuple[int, int]]) -> list[Claim]:
-    out = []
+    out: list[Claim] = []
+    if ":" not in text and "：" not in text and "=" not in text:
+        return out  # most copy has no "key: value" at all; the scan for one is the costly part
     for m in _KV.finditer(text):
         key, kstart = m["key"], m.start("key")
         if not _CJK.search(key) and (glued := list(_CAMEL.finditer(key))):
@@ -1130,7 +1180,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
     text = unicodedata.normalize("NFKC", _flatten(text))
     low = _lower(text)
     quoted = _quote_spans(low, prof)  # the shopper's own items: references, not claims
-    advice = [(m.start(), m.end()) for m in _ADVICE.finditer(low)]  # other garments: "pair it with ..."
+    advice = _advice_spans(low)  # other garments: "pair it with ...", "a belt, sold separately"
     kv_spans: list[tuple[int, int]] = []
     claims: list[Claim] = [c for c in _kv_claims(text, idx, kv_spans) if not _inside(quoted, c.start, c.end)]
     skip = kv_spans + quoted
@@ -1181,7 +1231,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
         )
 
     type_fact = f"type: {', '.join(sorted(idx.types - _GENERIC_TYPES) or sorted(idx.types))}" if idx.types else None
-    for m, concept in _type_matches(low):
+    for m, concept in _type_matches(low, text):
         if _inside(described, m.start(), m.end()) or (_PART_OF.get(concept, set()) & idx.types):
             continue  # a garment in styling advice; a bra's "cups"
         ok = (
@@ -1195,7 +1245,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
                 text[m.start() : m.end()],
                 "product_type",
                 ok,
-                None if ok else "type_mismatch",
+                None if ok else "type_mismatch" if idx.types else "not_in_facts",
                 m.start(),
                 m.end(),
                 type_fact,

@@ -245,7 +245,7 @@ def _lexicon(entries: Mapping[str, str | None]) -> tuple[dict[str, str | None], 
 _MATERIAL_TERMS: dict[str, str | None] = {
     "cotton": "cotton", "棉": "cotton", "纯棉": "cotton", "全棉": "cotton", "棉质": "cotton", "denim": "denim", "牛仔布": "denim", "牛仔": "denim",
     "wool": "wool", "woollen": "wool", "羊毛": "wool", "merino": "merino", "cashmere": "cashmere", "羊绒": "cashmere",
-    "silk": "silk", "真丝": "silk", "丝绸": "silk", "桑蚕丝": "silk", "linen": "linen", "亚麻": "linen", "棉麻": "linen",
+    "silk": "silk", "真丝": "silk", "蚕丝": "silk", "丝绸": "silk", "桑蚕丝": "silk", "linen": "linen", "亚麻": "linen", "棉麻": "linen",
     "polyester": "polyester", "涤纶": "polyester", "聚酯纤维": "polyester", "nylon": "nylon", "尼龙": "nylon",
     "leather": "leather", "皮革": "leather", "真皮": "leather", "牛皮": "leather", "羊皮": "leather", "suede": "suede", "麂皮": "suede",
     "wood": "wood", "wooden": "wood", "木质": "wood", "实木": "wood", "beech": "beech", "beechwood": "beech", "榉木": "beech",
@@ -285,7 +285,7 @@ _COLOUR_TERMS: dict[str, str | None] = {
     "grey": "grey", "gray": "grey", "灰色": "grey", "灰": "grey", "charcoal": "charcoal", "深灰": "charcoal",
     "beige": "beige", "米色": "beige", "杏色": "beige", "silver": "silver", "银色": "silver", "gold": "gold", "golden": "gold", "金色": "gold",
     # words with a colour character inside that name no colour of the product
-    "显白": None, "白皙": None, "美白": None, "白领": None, "白天": None, "明白": None, "空白": None, "留白": None, "黄金": None,
+    "显白": None, "肤白": None, "白皙": None, "美白": None, "白领": None, "白天": None, "明白": None, "空白": None, "留白": None, "黄金": None,
     "黑科技": None, "网红": None, "走红": None, "红人": None, "红毯": None, "红包": None, "黑马": None, "蓝天": None, "白云": None,
     "绿叶": None, "灰尘": None, "青春": None, "黄昏": None, "蛋白": None, "红润": None, "绯红": None, "黑夜": None,
 }  # fmt: skip
@@ -389,7 +389,7 @@ _PRODUCT_TYPES: list[tuple[str, str | None, tuple[str, ...]]] = [
     ("hoodie", "top", ("hoodie", "sweatshirt", "卫衣")),
     ("sweater", "top", ("sweater", "jumper", "pullover", "毛衣", "针织衫", "开衫", "cardigan")),
     ("waistcoat", "top", ("waistcoat", "马甲")),
-    ("vest top", "top", ("camisole", "吊带", "背心", "打底衫", "雪纺衫")),
+    ("vest top", "top", ("camisole", "吊带衫", "背心", "打底衫", "雪纺衫")),
     # bottoms (裤)
     ("trousers", "trousers", ("trousers", "pants", "bottomwear", "裤子", "长裤", "裤装", "休闲裤", "西裤")),
     ("jeans", "trousers", ("jeans", "牛仔裤")),
@@ -457,6 +457,9 @@ _INCLUDES = {
 }
 _TYPE_FAMILY = {concept: family for concept, family, _ in _PRODUCT_TYPES}
 _GENERIC_TYPES = {family for _, family, _ in _PRODUCT_TYPES if family}  # a family's own concept
+# A catalog's category value of one character names a family (类型#裤, 类型#裙): in copy these
+# characters are parts of words (裙摆 "hem", 裤腰 "waistband"), so only a whole value counts.
+_GENERIC_VALUES = {"裤": "trousers", "裙": "dress or skirt", "衣": "top", "鞋": "shoes", "包": "bag"}
 
 
 def _plurals(term: str) -> list[str]:
@@ -485,7 +488,7 @@ for _form, _concept in _TYPE_FORMS.items():
 _PART_AFTER = re.compile(
     r"[\s\-]?(?:collars?|liners?|lining|sleeves?|cuffs?|hems?|plackets?|pockets?|style[ds]?|fit|length|neck(?:line)?|structure|"
     r"like|shaped|inspired|silhouette|details?|loops?|straps?|soles?|insoles?|buckles?|buttons?|closure|hooks?|dial|box|holders?|"
-    r"compartments?|cut|panel|trim|print|pattern)(?![a-z])|[领袖摆扣式型边口腰身款风感]"
+    r"compartments?|cut|panel|trim|print|pattern)(?![a-z])|[领袖摆扣式型边口腰身款风感裤裙衫鞋装]"
 )
 # Parts that carry a product type's name: a bra's "cups", a shoe's "sock" fit.
 _PART_OF = {"cup": {"innerwear", "bra"}, "socks": {"shoes"}}
@@ -496,7 +499,7 @@ _ADVICE = re.compile(
     r"(?:(?<![a-z])(?:pair|team|style|wear|match|combine|layer|complete the look|goes well|go well)(?:s|ed|d|ing)?"
     r"(?:\s+[a-z]+){0,4}?\s+(?:with|over|under)(?![a-z])[^.;!?\n]*)"
     r"|(?:(?<![a-z])(?:does not|doesn't|do not|don't|not) come with[^.;!?\n]*)"
-    r"|(?:搭配|配上|搭上|配以|内搭|外搭|叠穿|混搭|搭一|配一|搭个|配个)[^，。！？；,;!?\n]*",
+    r"|(?:搭配|配上|搭上|配以|内搭|外搭|叠穿|混搭|搭一|配一|搭个|配个|踩上|踩一双|背上|拎上)[^。！？；;!?\n]*",
     re.IGNORECASE,
 )
 _NOT_INCLUDED = re.compile(r"(?<![a-z])(?:sold separately|not included)(?![a-z])")
@@ -527,7 +530,7 @@ _COMMON_WORDS = frozenset(
 # ends at a clause break, or where the next key of a glued spec list starts ("6 table matsShape:
 # RectangleColour: Blue", as scraped catalogs often write them).
 _KV = re.compile(
-    r"(?P<key>(?<![A-Za-z\-])[A-Za-z][A-Za-z\-]*(?: [A-Za-z][A-Za-z\-]*){0,2}|[\u3400-\u9fff]{1,8})\s*[:：=]\s*"
+    r"(?P<key>(?:(?<![A-Za-z\-])|(?<=[a-z])(?=[A-Z]))[A-Za-z][A-Za-z\-]*(?: [A-Za-z][A-Za-z\-]*){0,2}|[\u3400-\u9fff]{1,8})\s*[:：=]\s*"
     r"(?P<value>[^,;，；。!?！？\n:：]+?)"
     r"(?=\s*(?:[,;，；。!?！？\n]|\.\s|\.$|$)|(?<=[a-z0-9])\s*[A-Z][a-z\-]*(?: [A-Za-z][a-z\-]*){0,2}\s*[:：])"
 )
@@ -706,11 +709,11 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         by_key[nk] = found
         qs += found
     price = facts.get("price")
-    if price is not None and not isinstance(price, bool):
+    if price is not None:
         try:
             price = float(price)
         except (TypeError, ValueError):
-            price = None
+            raise ValueError(f"facts.price must be a number, got {facts['price']!r}") from None
     if price is not None:
         q = Quantity(price, "price", price, currency)
         by_key.setdefault("price", []).append(q)
@@ -720,7 +723,9 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         shown.setdefault("price", f"price: {facts['price']}{' ' + str(currency) if currency else ''}")
         canon.setdefault("price", "price")  # so 价格 names it too
     named = _type_matches(text)
-    direct = {c for _, c in named}
+    direct = {c for _, c in named} | {
+        _GENERIC_VALUES[v] for vals in per_value.values() for v in vals if v in _GENERIC_VALUES
+    }
     generic = {c for c in direct if c in _GENERIC_TYPES}
     brand = facts.get("brand")
     return _Facts(
@@ -1076,7 +1081,22 @@ def _value_supported(key: str, value: str, idx: _Facts) -> tuple[bool, str | Non
     if len(nv) >= 3 and re.search(rf"(?<![a-z0-9]){re.escape(nv)}(?![a-z0-9])", idx.text):
         where = next((s for k, s in idx.shown.items() if nv in idx.attributes.get(k, ("", ""))[1]), None)
         return True, where
+    # every word of the value is a word of the facts ("Set content: 1 tissue holder" for a
+    # "Printed Tissue Holder"; a lone "1" is the one item the facts describe)
+    words = re.findall(r"[a-z]+|\d+(?:\.\d+)?|[\u3400-\u9fff]", nv)
+    fact_words = set(re.findall(r"[a-z]+|\d+(?:\.\d+)?|[\u3400-\u9fff]", idx.text))
+    content = [w for w in words if w not in _COMMON_WORDS or w.isdigit()]
+    if (
+        content
+        and not _CJK.search(nv)
+        and all(w in fact_words or w == "1" or _plural_of(w) in fact_words for w in content)
+    ):
+        return True, idx.shown.get("title")
     return False, None
+
+
+def _plural_of(word: str) -> str:
+    return word[:-1] if word.endswith("s") else word + "s"
 
 
 def _kv_claims(text: str, idx: _Facts, spans: list[tuple[int, int]]) -> list[Claim]:

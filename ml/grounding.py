@@ -457,6 +457,9 @@ _INCLUDES = {
 }
 _TYPE_FAMILY = {concept: family for concept, family, _ in _PRODUCT_TYPES}
 _GENERIC_TYPES = {family for _, family, _ in _PRODUCT_TYPES if family}  # a family's own concept
+# A cut, not a kind: wide-leg or straight trousers may be jeans, chinos or joggers, so a facts
+# cut leaves every kind of its family open (裤型#直筒裤 grounds 牛仔裤).
+_CUTS = {"wide-leg trousers"}
 # A catalog's category value of one character names a family (类型#裤, 类型#裙): in copy these
 # characters are parts of words (裙摆 "hem", 裤腰 "waistband"), so only a whole value counts.
 _GENERIC_VALUES = {"裤": "trousers", "裙": "dress or skirt", "衣": "top", "鞋": "shoes", "包": "bag"}
@@ -490,6 +493,8 @@ _PART_AFTER = re.compile(
     r"like|shaped|inspired|silhouette|details?|loops?|straps?|soles?|insoles?|buckles?|buttons?|closure|hooks?|dial|box|holders?|"
     r"compartments?|cut|panel|trim|print|pattern)(?![a-z])|[领袖摆扣式型边口腰身款风感裤裙衫鞋装]"
 )
+# Chinese words for openings whose last character starts a type name: 袖口|红 "red cuffs".
+_CJK_PART_WORDS = frozenset({"袖口", "领口", "裤口", "开口", "胸口", "门口", "出口", "路口", "入口", "腰口", "裙口"})
 # Parts that carry a product type's name: a bra's "cups", a shoe's "sock" fit.
 _PART_OF = {"cup": {"innerwear", "bra"}, "socks": {"shoes"}}
 # Styling advice names other garments: "pair it with white sneakers", 搭配一双小白鞋. Types,
@@ -652,6 +657,8 @@ def _type_matches(text: str, cased: str | None = None) -> list[tuple[re.Match[st
     (`cased`: the text as written, where a glued next word still shows: "belt loopsOur")."""
     out = []
     for m in _TYPE_RE.finditer(text):
+        if text[max(0, m.start() - 1) : m.start() + 1] in _CJK_PART_WORDS:
+            continue  # 袖口红 is a red cuff, not a lipstick (口红)
         nxt = _TYPE_RE.match(text, m.end() + (1 if text[m.end() : m.end() + 1] in (" ", "-") else 0))
         if nxt or _PART_AFTER.match(cased or text, m.end()):
             continue  # "shirt collar", "dhoti pants" (the pants are the claim), 西装领
@@ -726,7 +733,7 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
     direct = {c for _, c in named} | {
         _GENERIC_VALUES[v] for vals in per_value.values() for v in vals if v in _GENERIC_VALUES
     }
-    generic = {c for c in direct if c in _GENERIC_TYPES}
+    generic = {c for c in direct if c in _GENERIC_TYPES or c in _CUTS}
     brand = facts.get("brand")
     return _Facts(
         attributes=attributes,
@@ -741,7 +748,11 @@ def _index(facts: Mapping[str, Any] | str) -> _Facts:
         brand_shown=str(brand) if brand and not isinstance(brand, Mapping | list) else None,
         currency=currency,
         types=direct | {c for m, _ in named for c in _TYPE_CLOSURE[_tkey(m.group(0))]},
-        generic_families={g for g in generic if not any(_TYPE_FAMILY[c] == g and c != g for c in direct)},
+        generic_families={
+            _TYPE_FAMILY[g]
+            for g in generic
+            if not any(_TYPE_FAMILY[c] == _TYPE_FAMILY[g] and c not in generic for c in direct)
+        },
     )
 
 
@@ -1085,14 +1096,17 @@ def _value_supported(key: str, value: str, idx: _Facts) -> tuple[bool, str | Non
     # "Printed Tissue Holder"; a lone "1" is the one item the facts describe)
     words = re.findall(r"[a-z]+|\d+(?:\.\d+)?|[\u3400-\u9fff]", nv)
     fact_words = set(re.findall(r"[a-z]+|\d+(?:\.\d+)?|[\u3400-\u9fff]", idx.text))
-    content = [w for w in words if w not in _COMMON_WORDS or w.isdigit()]
+    content = [w for w in words if w not in _FUNCTION_WORDS]
     if (
-        content
+        any(not w[0].isdigit() for w in content)
         and not _CJK.search(nv)
         and all(w in fact_words or w == "1" or _plural_of(w) in fact_words for w in content)
     ):
         return True, idx.shown.get("title")
     return False, None
+
+
+_FUNCTION_WORDS = frozenset("a an the of with and or for in on to by at from".split())
 
 
 def _plural_of(word: str) -> str:

@@ -789,6 +789,8 @@ def _split_profile(
     if isinstance(facts, str):
         facts = json.loads(facts)
     attrs = facts.get("attributes") or {}
+    if not isinstance(attrs, Mapping):
+        return facts, profile  # `_index` says what is wrong with it
     legacy = {
         str(k)[len(_PROFILE_ATTR) :]: str(v).split("; ") for k, v in attrs.items() if str(k).startswith(_PROFILE_ATTR)
     }

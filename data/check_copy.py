@@ -2,6 +2,7 @@
 
     python -m data.check_copy copy.jsonl --brands brands.txt        # same as `shopgraph data check-copy`
     python -m data.check_copy copy.jsonl --brands brands.txt --json # one JSON object per input line
+    cat copy.jsonl | python -m data.check_copy - --json             # "-" reads standard input
 
 Each input line is one JSON object `{"facts": {"title", "brand", "price", "currency",
 "category", "attributes": {...}}, "text": "..."}` (any fact key may be missing; an attribute
@@ -87,6 +88,8 @@ def read_brands(path: Path) -> list[str]:
 
 
 def _open(path: Path) -> TextIO:
+    if str(path) == "-":
+        return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"input {p} not found; pass a JSONL file with one {{'facts', 'text'}} object per line")
@@ -138,7 +141,9 @@ def run(
 
 
 def _options(parser) -> None:
-    parser.add_argument("file", type=Path, help="JSONL: one {'facts': {...}, 'text': '...'} object per line.")
+    parser.add_argument(
+        "file", type=Path, help="JSONL: one {'facts': {...}, 'text': '...'} object per line ('-': standard input)."
+    )
     parser.add_argument("--brands", type=Path, default=None, help="Text file, one catalog brand per line.")
     parser.add_argument("--json", dest="as_json", action="store_true", help="One JSON object per input line.")
 

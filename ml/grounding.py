@@ -367,7 +367,7 @@ _PRODUCT_TYPES: list[tuple[str, str | None, tuple[str, ...]]] = [
     ),
     ("sunglasses", None, ("sunglasses", "太阳镜", "墨镜")),
     ("belt", None, ("belt", "腰带", "皮带")),
-    ("earrings", None, ("earrings", "earring", "耳环", "耳钉")),
+    ("earrings", None, ("earrings", "earring", "jhumkas", "jhumka", "ear studs", "耳环", "耳钉")),
     ("necklace", None, ("necklace", "项链")),
     ("bracelet", None, ("bracelet", "bangle", "手链", "手镯")),
     ("cufflinks", None, ("cufflinks",)),
@@ -493,8 +493,11 @@ _PART_AFTER = re.compile(
     r"like|shaped|inspired|silhouette|details?|loops?|straps?|soles?|insoles?|buckles?|buttons?|closure|hooks?|dial|box|holders?|"
     r"compartments?|cut|panel|trim|print|pattern)(?![a-z])|[领袖摆扣式型边口腰身款风感裤裙衫鞋装]"
 )
-# Chinese words for openings whose last character starts a type name: 袖口|红 "red cuffs".
-_CJK_PART_WORDS = frozenset({"袖口", "领口", "裤口", "开口", "胸口", "门口", "出口", "路口", "入口", "腰口", "裙口"})
+# Chinese words whose last character starts a type name: 袖口|红 "red cuffs", 松紧|腰带 "an
+# elastic waistband".
+_CJK_PART_WORDS = frozenset(
+    {"袖口", "领口", "裤口", "开口", "胸口", "门口", "出口", "路口", "入口", "腰口", "裙口", "紧腰"}
+)
 # Parts that carry a product type's name: a bra's "cups", a shoe's "sock" fit.
 _PART_OF = {"cup": {"innerwear", "bra"}, "socks": {"shoes"}}
 # Styling advice names other garments: "pair it with white sneakers", 搭配一双小白鞋. Types,

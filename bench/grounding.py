@@ -19,7 +19,9 @@ with one compiled catalog. Figures:
   lexicons). Claim-level precision and recall of the flags, and `clean_flagged`: the share of
   labeled texts whose claims are all in the facts that still get a flag (target <= 5%), with
   each such false flag listed.
-- `planted`: texts the checker passes get one deterministic (seeded) error per kind: a colour,
+- `planted`: texts the checker passes (`planted_in_labeled_clean`: only the labeled texts whose
+  claims are all in the facts, a smaller base that does not depend on the checker) get one
+  deterministic (seeded) error per kind: a colour,
   material, number with unit, brand or product type changed to one the facts do not support, or
   an unsupported assurance added ("lifetime warranty", "highly-rated", 终身保修 ...). Caught = a
   flag on the planted span. Target >= 95% per kind and language. Where a text has no such word
@@ -217,6 +219,12 @@ def label_figures(
     }
 
 
+def labeled_clean(rows: list[dict[str, Any]], labels: dict[tuple[str, str], dict[str, str]]) -> list[dict[str, Any]]:
+    """The labeled texts whose claims are all in the facts (by the hand labels)."""
+    clean = {k for k, spans in labels.items() if all(v == "supported" for v in spans.values())}
+    return [r for r in rows if (r["source"], r["row"]) in clean]
+
+
 # ----------------------------------------------------------------------------- planted errors
 
 EN_SWAPS = {
@@ -340,10 +348,17 @@ def plant(
 
 
 def planted_figures(
-    rows: list[dict[str, Any]], cat: Catalog, brands: list[str], per_kind: int, seed: int
+    rows: list[dict[str, Any]],
+    cat: Catalog,
+    brands: list[str],
+    per_kind: int,
+    seed: int,
+    base: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Per kind: planted texts, share caught (a flag overlapping the planted span), modes, misses."""
-    base = [r for r in rows if not check_record(r["facts"], r["text"], cat)["flags"]]
+    """Per kind: planted texts, share caught (a flag overlapping the planted span), modes, misses.
+    `base`: the texts to plant into (default: every text the checker passes)."""
+    if base is None:
+        base = [r for r in rows if not check_record(r["facts"], r["text"], cat)["flags"]]
     out: dict[str, Any] = {"base_texts": len(base)}
     for kind in KINDS:
         rnd = random.Random(f"{seed}:{kind}")
@@ -429,11 +444,17 @@ def main(argv: list[str] | None = None) -> int:
             "human": human_figures(en, en_cat),
             "labels": label_figures(en, labels, en_cat),
             "planted": planted_figures(en, en_cat, en_brands, args.planted, args.seed),
+            "planted_in_labeled_clean": planted_figures(
+                en, en_cat, en_brands, args.planted, args.seed, base=labeled_clean(en, labels)
+            ),
         },
         "advertisegen": {
             "human": human_figures(zh, zh_cat),
             "labels": label_figures(zh, labels, zh_cat),
             "planted": planted_figures(zh, zh_cat, ZH_BRANDS, args.planted, args.seed),
+            "planted_in_labeled_clean": planted_figures(
+                zh, zh_cat, ZH_BRANDS, args.planted, args.seed, base=labeled_clean(zh, labels)
+            ),
         },
         "speed": speed(en, padded_brands(en_brands, 1000, args.seed)),
     }

@@ -221,12 +221,21 @@ def _term_pattern(terms: Iterable[str]) -> re.Pattern[str]:
             p
             for p in (
                 latin
-                and rf"(?<![a-z0-9]){_first_chars(latin)}(?:{_trie(_SEP_MARK.join(_SEP.split(t)) for t in latin)})(?![a-z0-9])",
+                and rf"{_WORD_START}{_first_chars(latin)}(?:{_trie(_SEP_MARK.join(_SEP.split(t)) for t in latin)}){_WORD_END}",
                 cjk and rf"{_first_chars(cjk)}(?:{_trie(cjk)})",
             )
             if p
-        )
+        ),
+        re.IGNORECASE,
     )
+
+
+# Word boundaries in text as written (case-sensitive inside a case-insensitive pattern): a word
+# starts after a non-letter or where scraped copy glued it to the previous one ("detailSynthetic
+# upper"), and ends before a non-letter or a glued capital, but not inside a word in capitals
+# ("REDUCED" holds no "red").
+_WORD_START = r"(?-i:(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z])))"
+_WORD_END = r"(?-i:(?![a-z0-9])(?!(?<=[A-Z])[A-Z]))"
 
 
 def _first_chars(words: Iterable[str]) -> str:
@@ -258,7 +267,9 @@ _MATERIAL_TERMS: dict[str, str | None] = {
     "lace": "lace", "蕾丝": "lace", "satin": "satin", "缎面": "satin", "velvet": "velvet", "丝绒": "velvet", "天鹅绒": "velvet",
     "chiffon": "chiffon", "雪纺": "chiffon", "georgette": "georgette", "rayon": "viscose", "viscose": "viscose", "modal": "modal", "莫代尔": "modal",
     "fleece": "fleece", "抓绒": "fleece", "canvas": "canvas", "帆布": "canvas", "jute": "jute", "corduroy": "corduroy", "灯芯绒": "corduroy",
-    "羽绒": "down", "down-filled": "down",
+    "羽绒": "down", "down-filled": "down", "synthetic": "synthetic", "synthetic leather": "synthetic leather",
+    "faux leather": "synthetic leather", "pu leather": "synthetic leather", "mesh": "mesh", "网纱": "mesh", "textile": "textile",
+    "microfibre": "microfibre", "microfiber": "microfibre", "acrylic": "acrylic", "腈纶": "acrylic", "苎麻": "linen", "绉绸": "silk",
     "lace up": None, "lace ups": None, "laces": None, "shoelace": None, "shoelaces": None, "lace closure": None,
     # words with a material character inside that name no material
     "一丝": None, "丝毫": None, "丝丝": None, "丝滑": None, "丝带": None, "粉丝": None, "木耳": None, "棉花糖": None, "铁定": None,
@@ -383,7 +394,7 @@ _PRODUCT_TYPES: list[tuple[str, str | None, tuple[str, ...]]] = [
     ("shirt", "top", ("shirt", "衬衫", "衬衣")),
     ("polo", "top", ("polo shirt", "polo衫")),
     ("kurta", "top", ("kurta", "kurti", "tunic")),
-    ("jacket", "top", ("jacket", "夹克", "bomber jacket", "denim jacket")),
+    ("jacket", "top", ("jacket", "夹克", "bomber jacket", "bomber", "denim jacket")),
     ("blazer", "top", ("blazer", "西装", "西服")),
     ("coat", "top", ("coat", "overcoat", "trench coat", "外套", "大衣", "风衣")),
     ("hoodie", "top", ("hoodie", "sweatshirt", "卫衣")),
@@ -391,13 +402,17 @@ _PRODUCT_TYPES: list[tuple[str, str | None, tuple[str, ...]]] = [
     ("waistcoat", "top", ("waistcoat", "马甲")),
     ("vest top", "top", ("camisole", "吊带衫", "背心", "打底衫", "雪纺衫")),
     # bottoms (裤)
-    ("trousers", "trousers", ("trousers", "pants", "bottomwear", "裤子", "长裤", "裤装", "休闲裤", "西裤")),
+    (
+        "trousers",
+        "trousers",
+        ("trousers", "pants", "bottomwear", "jodhpuris", "jodhpurs", "裤子", "长裤", "裤装", "休闲裤", "西裤"),
+    ),
     ("jeans", "trousers", ("jeans", "牛仔裤")),
-    ("chinos", "trousers", ("chinos",)),
+    ("chinos", "trousers", ("chinos", "chino trousers")),
     ("cargos", "trousers", ("cargos", "cargo pants", "工装裤")),
     ("joggers", "trousers", ("joggers", "track pants", "trackpants", "sweatpants", "运动裤", "哈伦裤")),
     ("shorts", "trousers", ("shorts", "短裤", "五分裤")),
-    ("leggings", "trousers", ("leggings", "jeggings", "打底裤", "小脚裤", "铅笔裤")),
+    ("leggings", "trousers", ("leggings", "legging", "jeggings", "jegging", "打底裤", "小脚裤", "铅笔裤")),
     ("pyjamas", "trousers", ("pyjamas", "pajamas", "churidar", "salwar", "dhoti", "睡裤")),
     (
         "wide-leg trousers",
@@ -430,7 +445,7 @@ _PRODUCT_TYPES: list[tuple[str, str | None, tuple[str, ...]]] = [
     ),
     ("lehenga", "dress or skirt", ("lehenga",)),
     # footwear (鞋)
-    ("shoes", "shoes", ("shoes", "shoe", "footwear", "鞋", "鞋子")),
+    ("shoes", "shoes", ("shoes", "shoe", "footwear", "slip-ons", "slip-on shoes", "鞋", "鞋子")),
     (
         "sneakers",
         "shoes",
@@ -439,7 +454,7 @@ _PRODUCT_TYPES: list[tuple[str, str | None, tuple[str, ...]]] = [
     ("sandals", "shoes", ("sandals", "flip-flops", "flip flops", "slippers", "凉鞋", "拖鞋")),
     ("heels", "shoes", ("heels", "pumps", "高跟鞋")),
     ("boots", "shoes", ("boots", "ankle boots", "靴子", "短靴", "长靴")),
-    ("loafers", "shoes", ("loafers", "mules", "flats", "乐福鞋", "单鞋")),
+    ("loafers", "shoes", ("loafers", "mules", "flats", "ballerinas", "ballet flats", "乐福鞋", "单鞋")),
     # innerwear
     ("innerwear", "innerwear", ("innerwear", "undergarment", "undergarments", "underwear", "lingerie", "内衣")),
     ("bra", "innerwear", ("bra", "t-shirt bra", "sports bra", "文胸")),
@@ -510,16 +525,31 @@ _ADVICE = re.compile(
     r"|(?:搭配|配上|搭上|配以|内搭|外搭|叠穿|混搭|搭一|配一|搭个|配个|踩上|踩一双|背上|拎上)[^。！？；;!?\n]*",
     re.IGNORECASE,
 )
-_NOT_INCLUDED = re.compile(r"(?<![a-z])(?:sold separately|not included)(?![a-z])")
+# A sentence about what is not sold with the product, or about the photo ("The model is wearing
+# heels from our stylist's collection"), names other items: the whole sentence is advice.
+_OTHER_ITEMS = re.compile(
+    r"(?<![a-z])(?:sold separately|not included|stylist'?s?|the model is|model is wearing|mock-up)(?![a-z])"
+)
 _CLAUSE_START = re.compile(r"[.;!?\n]")
+_CLAUSE_END = re.compile(r"[.;!?\n](?:\s|$)|\n")
 
 
 def _advice_spans(low: str) -> list[tuple[int, int]]:
     spans = [(m.start(), m.end()) for m in _ADVICE.finditer(low)]
-    for m in _NOT_INCLUDED.finditer(low):  # "(the belt is) sold separately": back to the clause start
+    for m in _OTHER_ITEMS.finditer(low):  # "(the belt is) sold separately": the sentence around it
         starts = [c.end() for c in _CLAUSE_START.finditer(low, max(0, m.start() - 200), m.start())]
-        spans.append((starts[-1] if starts else max(0, m.start() - 200), m.end()))
+        end = _CLAUSE_END.search(low, m.end())
+        spans.append((starts[-1] if starts else max(0, m.start() - 200), end.start() if end else len(low)))
     return spans
+
+
+# A type named as what the product holds or fits is no claim about what it is: "a pocket for
+# your bottle", "compatible with 15.6 inch laptops", "an organizer for charger, pen".
+_PURPOSE_BEFORE = re.compile(r"(?:\bfor|\bfits|\bholds|compatible with|room for)\s+(?:your\s+|a\s+|an\s+|the\s+)?$")
+# Cups of a bra, a swimsuit or a dress: "padded cups", "non-wired cups".
+_CUP_PART = re.compile(
+    r"(?:padded|moulded|molded|wired|underwired|seamless|removable|lined|non-padded|non-wired)[\s\-]*$"
+)
 
 
 # Ordinary English words: a brand spelled like one ("WITH", "ONLY", "Simply") is read as the
@@ -659,13 +689,17 @@ def _type_matches(text: str, cased: str | None = None) -> list[tuple[re.Match[st
     """Product-type names in (lower-case) `text` with their concept, parts and modifiers left out
     (`cased`: the text as written, where a glued next word still shows: "belt loopsOur")."""
     out = []
-    for m in _TYPE_RE.finditer(text):
+    for m in _TYPE_RE.finditer(cased or text):
         if text[max(0, m.start() - 1) : m.start() + 1] in _CJK_PART_WORDS:
             continue  # 袖口红 is a red cuff, not a lipstick (口红)
         nxt = _TYPE_RE.match(text, m.end() + (1 if text[m.end() : m.end() + 1] in (" ", "-") else 0))
         if nxt or _PART_AFTER.match(cased or text, m.end()):
             continue  # "shirt collar", "dhoti pants" (the pants are the claim), 西装领
-        out.append((m, _TYPE_LEX[_tkey(m.group(0))]))
+        before = text[max(0, m.start() - 24) : m.start()].lower()
+        concept = _TYPE_LEX[_tkey(m.group(0))]
+        if _PURPOSE_BEFORE.search(before) or (concept == "cup" and _CUP_PART.search(before)):
+            continue  # "a pocket for your bottle"; "padded cups"
+        out.append((m, concept))
     return out
 
 
@@ -1235,7 +1269,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
         claims.append(Claim(text[s:e].strip(), kind, reason is None, reason, s, e, fact))
 
     colours: list[tuple[int, int, set[str]]] = []
-    for m in _COLOUR_RE.finditer(low):
+    for m in _COLOUR_RE.finditer(text):
         concept = _COLOUR_LEX[_tkey(m.group(0))]
         if concept is None or _inside(described, m.start(), m.end()):
             continue
@@ -1250,21 +1284,22 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
             Claim(text[s:e], "colour", ok, None if ok else "not_in_facts", s, e, _fact_of(idx, "colour", idx.colours))
         )
 
-    for m in _MATERIAL_RE.finditer(low):
+    for m in _MATERIAL_RE.finditer(text):
         concept = _MATERIAL_LEX[_tkey(m.group(0))]
         if concept is None or _inside(described, m.start(), m.end()):
             continue
-        ok = _material_ok(concept, idx.materials) or m.group(0) in idx.text
+        ok = _material_ok(concept, idx.materials) or low[m.start() : m.end()] in idx.text
         fact = _fact_of(idx, "material", idx.materials)
         claims.append(
             Claim(text[m.start() : m.end()], "material", ok, None if ok else "not_in_facts", m.start(), m.end(), fact)
         )
 
     kv_claims = [(c.start, c.end) for c in claims if c.kind == "attribute"]  # "Warranty: 3 years" is one claim
-    for m in _ASSURANCE_RE.finditer(low):
-        if _inside(kv_claims + quoted, m.start(), m.end()):
-            continue
-        ok = m.group(0) in idx.text
+    kv_keys = {_tkey(c.text.split(":")[0].split("：")[0]) for c in claims if c.kind == "attribute"}
+    for m in _ASSURANCE_RE.finditer(text):
+        if _inside(kv_claims + quoted, m.start(), m.end()) or _tkey(m.group(0)) in kv_keys:
+            continue  # "Warranty: 1 month. Warranty provided by the brand" says it once
+        ok = low[m.start() : m.end()] in idx.text
         claims.append(
             Claim(text[m.start() : m.end()], "assurance", ok, None if ok else "not_in_facts", m.start(), m.end())
         )
@@ -1276,8 +1311,8 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
         ok = (
             concept in idx.types
             or _TYPE_FAMILY[concept] in idx.generic_families
-            or m.group(0) in idx.text
-            or bool(prof and (concept in prof.types or m.group(0) in prof.text))
+            or low[m.start() : m.end()] in idx.text
+            or bool(prof and (concept in prof.types or low[m.start() : m.end()] in prof.text))
         )
         claims.append(
             Claim(

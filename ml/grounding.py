@@ -269,7 +269,7 @@ _MATERIAL_TERMS: dict[str, str | None] = {
     "fleece": "fleece", "抓绒": "fleece", "canvas": "canvas", "帆布": "canvas", "jute": "jute", "corduroy": "corduroy", "灯芯绒": "corduroy",
     "羽绒": "down", "down-filled": "down", "synthetic": "synthetic", "synthetic leather": "synthetic leather",
     "faux leather": "synthetic leather", "pu leather": "synthetic leather", "mesh": "mesh", "网纱": "mesh", "textile": "textile",
-    "microfibre": "microfibre", "microfiber": "microfibre", "acrylic": "acrylic", "腈纶": "acrylic", "苎麻": "linen", "绉绸": "silk",
+    "microfibre": "microfibre", "microfiber": "microfibre", "pu": "polyurethane", "polyurethane": "polyurethane", "acrylic": "acrylic", "腈纶": "acrylic", "苎麻": "linen", "绉绸": "silk",
     "lace up": None, "lace ups": None, "laces": None, "shoelace": None, "shoelaces": None, "lace closure": None,
     # words with a material character inside that name no material
     "一丝": None, "丝毫": None, "丝丝": None, "丝滑": None, "丝带": None, "粉丝": None, "木耳": None, "棉花糖": None, "铁定": None,
@@ -506,7 +506,7 @@ for _form, _concept in _TYPE_FORMS.items():
 _PART_AFTER = re.compile(
     r"[\s\-]?(?:collars?|liners?|lining|sleeves?|cuffs?|hems?|plackets?|pockets?|style[ds]?|fit|length|neck(?:line)?|structure|"
     r"like|shaped|inspired|silhouette|details?|loops?|straps?|soles?|insoles?|buckles?|buttons?|closure|hooks?|dial|box|holders?|"
-    r"compartments?|cut|panel|trim|print|pattern)(?![a-z])|[领袖摆扣式型边口腰身款风感裤裙衫鞋装]"
+    r"compartments?|cut|panel|trim|print|pattern)(?![a-z])|[领袖摆扣式型样边口腰身款风感裤裙衫鞋装]"
 )
 # Chinese words whose last character starts a type name: 袖口|红 "red cuffs", 松紧|腰带 "an
 # elastic waistband".
@@ -1160,6 +1160,12 @@ def _kv_claims(text: str, idx: _Facts, spans: list[tuple[int, int]]) -> list[Cla
         key, kstart = m["key"], m.start("key")
         if not _CJK.search(key) and (glued := list(_CAMEL.finditer(key))):
             kstart += glued[-1].start()  # "closureBack style: Regular" -> the key is "Back style"
+            key = text[kstart : m.end("key")]
+        words = key.split(" ")
+        if not _CJK.search(key) and (
+            cut := [i for i in range(1, len(words)) if words[i][:1].isupper() and words[i - 1][:1].islower()]
+        ):
+            kstart += len(" ".join(words[: cut[-1]])) + 1  # "2 patch pockets Length: regular" -> "Length"
             key = text[kstart : m.end("key")]
         value = m["value"]
         if not _CJK.search(value) and (glued_value := _CAMEL.search(value)):

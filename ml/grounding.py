@@ -911,10 +911,10 @@ class Catalog:
         readable = [b for b in self.brands if len(b) >= (2 if _CJK.search(b) else 3)]
         latin = [b for b in readable if not _CJK.search(b)]
         cjk = [b for b in readable if _CJK.search(b)]
-        parts = ([rf"(?<![a-z0-9]){_first_chars(latin)}(?:{_trie(latin)})(?![a-z0-9])"] if latin else []) + (
+        parts = ([rf"{_WORD_START}{_first_chars(latin)}(?:{_trie(latin)}){_WORD_END}"] if latin else []) + (
             [_first_chars(cjk) + _trie(cjk)] if cjk else []
         )
-        self._re = re.compile("|".join(parts)) if parts else None
+        self._re = re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
     def __len__(self) -> int:
         return len(self.brands)
@@ -928,9 +928,9 @@ class Catalog:
         """(start, end, normalized brand) of every brand the copy names (`low` = `text` lower-cased)."""
         found = []
         if self._re is not None:
-            for m in self._re.finditer(low):
-                b = m.group(0)
-                if self._reads_as_brand(text, m.start(), m.end(), self.forms[b], b):
+            for m in self._re.finditer(text):  # as written: a brand glued to the next word ends at its capital
+                b = low[m.start() : m.end()]
+                if b in self.forms and self._reads_as_brand(text, m.start(), m.end(), self.forms[b], b):
                     found.append((m.start(), m.end(), b))
         if own and own not in self.forms and len(own) >= 2:
             forms = frozenset({own_shown or own})
@@ -999,6 +999,9 @@ def catalog_for(brands: Iterable[str] | Catalog = ()) -> Catalog:
 # ----------------------------------------------------------------------------- checks
 
 
+_UNITLESS_OK = {"count", "age", "percent", "time", "power", "charge", "storage"}
+
+
 def _quantity_reason(q: Quantity, pool: list[Quantity]) -> str | None:
     """None when `q` is supported by `pool`; else why not."""
     if q.dimension is None:
@@ -1011,8 +1014,10 @@ def _quantity_reason(q: Quantity, pool: list[Quantity]) -> str | None:
             if q.dimension == "price" and q.unit and f.unit and q.unit != f.unit:
                 return "unit_mismatch"  # 39.9 EUR is not 39.9 USD
             return None
-    # the facts hold a bare number equal to this one: the text added a unit the facts lack
-    if any(f.dimension is None and _close(q.raw, f.raw) for f in pool):
+    # the facts hold a bare number equal to this one: the text added a unit the facts lack. A
+    # count, age, share or duration may ("1000 pieces" for "pieces: 1000"); a size, weight or
+    # volume may not ("2 l" is no fact of a "Pack of 2")
+    if q.dimension in _UNITLESS_OK and any(f.dimension is None and _close(q.raw, f.raw) for f in pool):
         return None
     if same_dim:
         # 50 mm vs the facts' 50 cm is a wrong unit; 60 cm vs 50 cm a wrong number

@@ -181,12 +181,13 @@ def _tkey(term: str) -> str:
 _SEP_MARK, _SEP_RE = "\0", r"[\s\-]?"
 
 
-def _trie(words: Iterable[str]) -> str:
+def _trie(words: Iterable[str], *, capital_first: bool = False) -> str:
     """One regex alternation for many literal words, shared prefixes factored out (a trie), so
     matching costs one pass over the text whatever the number of words: Python's `re` tries an
     alternation's branches one by one, so 300 terms (or 1,000 brands) side by side cost 300 tests
     at every position, a trie one or two. Longest match first. `_SEP_MARK` in a word matches a
-    space, a hyphen or nothing."""
+    space, a hyphen or nothing. `capital_first`: a word's first letter may also be a capital (see
+    `_marked`)."""
     root: dict[str, Any] = {}
     for w in words:
         node = root
@@ -194,10 +195,15 @@ def _trie(words: Iterable[str]) -> str:
             node = node.setdefault(ch, {})
         node[""] = {}
 
-    def emit(node: dict[str, Any]) -> str:
-        alts = [
-            (_SEP_RE if ch == _SEP_MARK else re.escape(ch)) + emit(child) for ch, child in sorted(node.items()) if ch
-        ]
+    def char(ch: str, first: bool) -> str:
+        if ch == _SEP_MARK:
+            return _SEP_RE
+        if first and capital_first and ch.upper() != ch:
+            return f"[{re.escape(ch)}{re.escape(ch.upper())}]"
+        return re.escape(ch)
+
+    def emit(node: dict[str, Any], first: bool = False) -> str:
+        alts = [char(ch, first) + emit(child) for ch, child in sorted(node.items()) if ch]
         if not alts:
             return ""
         body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
@@ -205,7 +211,7 @@ def _trie(words: Iterable[str]) -> str:
             return "(?:" + body + ")?"
         return body
 
-    return emit(root)
+    return emit(root, True)
 
 
 def _term_pattern(terms: Iterable[str]) -> re.Pattern[str]:
@@ -221,27 +227,42 @@ def _term_pattern(terms: Iterable[str]) -> re.Pattern[str]:
             p
             for p in (
                 latin
-                and rf"{_WORD_START}{_first_chars(latin)}(?:{_trie(_SEP_MARK.join(_SEP.split(t)) for t in latin)}){_WORD_END}",
+                and rf"{_WORD_START}{_first_chars(latin, capital=True)}(?:{_trie((_SEP_MARK.join(_SEP.split(t)) for t in latin), capital_first=True)}){_WORD_END}",
                 cjk and rf"{_first_chars(cjk)}(?:{_trie(cjk)})",
             )
             if p
-        ),
-        re.IGNORECASE,
+        )
     )
 
 
-# Word boundaries in text as written (case-sensitive inside a case-insensitive pattern): a word
-# starts after a non-letter or where scraped copy glued it to the previous one ("detailSynthetic
-# upper"), and ends before a non-letter or a glued capital, but not inside a word in capitals
-# ("REDUCED" holds no "red").
-_WORD_START = r"(?-i:(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z])))"
-_WORD_END = r"(?-i:(?![a-z0-9])(?!(?<=[A-Z])[A-Z]))"
+# Word boundaries in `_marked` text: lower case but for the capital that starts a word scraped
+# copy glued to the previous one ("detailSynthetic upper"). A word starts after a non-letter or
+# at such a capital, and ends before a non-letter or such a capital. Case-sensitive patterns on
+# lower-case text: `re.IGNORECASE` would cost three times as much on every request.
+_WORD_START = r"(?:(?<![a-z0-9])|(?=[A-Z]))"
+_WORD_END = r"(?![a-z0-9])"
+_GLUED_CAPITAL = re.compile(r"(?<=[a-z])[A-Z]")
 
 
-def _first_chars(words: Iterable[str]) -> str:
+def _marked(text: str, low: str) -> str:
+    """`low` with the capitals that start a glued word kept ("detailSynthetic" -> "detailSynthetic",
+    "Navy Blue" -> "navy blue"): same length and offsets as `text`."""
+    glued = [m.start() for m in _GLUED_CAPITAL.finditer(text)]
+    if not glued:
+        return low
+    chars = list(low)
+    for i in glued:
+        chars[i] = text[i]
+    return "".join(chars)
+
+
+def _first_chars(words: Iterable[str], *, capital: bool = False) -> str:
     """A lookahead on the words' first characters: one set test rejects most positions before
     the alternation is tried at all."""
-    return "(?=[" + "".join(sorted({re.escape(w[0]) for w in words if w})) + "])"
+    firsts = {w[0] for w in words if w}
+    if capital:
+        firsts |= {c.upper() for c in firsts}
+    return "(?=[" + "".join(sorted(re.escape(c) for c in firsts)) + "])"
 
 
 def _lexicon(entries: Mapping[str, str | None]) -> tuple[dict[str, str | None], re.Pattern[str]]:
@@ -686,10 +707,10 @@ def _concepts(pattern: re.Pattern[str], lex: Mapping[str, str | None], text: str
 
 
 def _type_matches(text: str, cased: str | None = None) -> list[tuple[re.Match[str], str]]:
-    """Product-type names in (lower-case) `text` with their concept, parts and modifiers left out
-    (`cased`: the text as written, where a glued next word still shows: "belt loopsOur")."""
+    """Product-type names in `text` (lower case, or `_marked`) with their concept, parts and
+    modifiers left out (`cased`: the text as written, where a glued next word shows: "belt loopsOur")."""
     out = []
-    for m in _TYPE_RE.finditer(cased or text):
+    for m in _TYPE_RE.finditer(text):
         if text[max(0, m.start() - 1) : m.start() + 1] in _CJK_PART_WORDS:
             continue  # 袖口红 is a red cuff, not a lipstick (口红)
         nxt = _TYPE_RE.match(text, m.end() + (1 if text[m.end() : m.end() + 1] in (" ", "-") else 0))
@@ -911,10 +932,12 @@ class Catalog:
         readable = [b for b in self.brands if len(b) >= (2 if _CJK.search(b) else 3)]
         latin = [b for b in readable if not _CJK.search(b)]
         cjk = [b for b in readable if _CJK.search(b)]
-        parts = ([rf"{_WORD_START}{_first_chars(latin)}(?:{_trie(latin)}){_WORD_END}"] if latin else []) + (
-            [_first_chars(cjk) + _trie(cjk)] if cjk else []
-        )
-        self._re = re.compile("|".join(parts), re.IGNORECASE) if parts else None
+        parts = (
+            [rf"{_WORD_START}{_first_chars(latin, capital=True)}(?:{_trie(latin, capital_first=True)}){_WORD_END}"]
+            if latin
+            else []
+        ) + ([_first_chars(cjk) + _trie(cjk)] if cjk else [])
+        self._re = re.compile("|".join(parts)) if parts else None
 
     def __len__(self) -> int:
         return len(self.brands)
@@ -928,7 +951,7 @@ class Catalog:
         """(start, end, normalized brand) of every brand the copy names (`low` = `text` lower-cased)."""
         found = []
         if self._re is not None:
-            for m in self._re.finditer(text):  # as written: a brand glued to the next word ends at its capital
+            for m in self._re.finditer(_marked(text, low)):  # a brand glued to the next word ends at its capital
                 b = low[m.start() : m.end()]
                 if b in self.forms and self._reads_as_brand(text, m.start(), m.end(), self.forms[b], b):
                     found.append((m.start(), m.end(), b))
@@ -1263,6 +1286,7 @@ def _quantity_fact(idx: _Facts, q: Quantity, bound: str | None) -> str | None:
 def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> GroundingResult:
     text = unicodedata.normalize("NFKC", _flatten(text))
     low = _lower(text)
+    marked = _marked(text, low)
     quoted = _quote_spans(low, prof)  # the shopper's own items: references, not claims
     advice = _advice_spans(low)  # other garments: "pair it with ...", "a belt, sold separately"
     kv_spans: list[tuple[int, int]] = []
@@ -1280,7 +1304,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
         claims.append(Claim(text[s:e].strip(), kind, reason is None, reason, s, e, fact))
 
     colours: list[tuple[int, int, set[str]]] = []
-    for m in _COLOUR_RE.finditer(text):
+    for m in _COLOUR_RE.finditer(marked):
         concept = _COLOUR_LEX[_tkey(m.group(0))]
         if concept is None or _inside(described, m.start(), m.end()):
             continue
@@ -1295,7 +1319,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
             Claim(text[s:e], "colour", ok, None if ok else "not_in_facts", s, e, _fact_of(idx, "colour", idx.colours))
         )
 
-    for m in _MATERIAL_RE.finditer(text):
+    for m in _MATERIAL_RE.finditer(marked):
         concept = _MATERIAL_LEX[_tkey(m.group(0))]
         if concept is None or _inside(described, m.start(), m.end()):
             continue
@@ -1307,7 +1331,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
 
     kv_claims = [(c.start, c.end) for c in claims if c.kind == "attribute"]  # "Warranty: 3 years" is one claim
     kv_keys = {_tkey(c.text.split(":")[0].split("：")[0]) for c in claims if c.kind == "attribute"}
-    for m in _ASSURANCE_RE.finditer(text):
+    for m in _ASSURANCE_RE.finditer(marked):
         if _inside(kv_claims + quoted, m.start(), m.end()) or _tkey(m.group(0)) in kv_keys:
             continue  # "Warranty: 1 month. Warranty provided by the brand" says it once
         ok = low[m.start() : m.end()] in idx.text
@@ -1316,7 +1340,7 @@ def _check(text: str, idx: _Facts, prof: _Profile | None, cat: Catalog) -> Groun
         )
 
     type_fact = f"type: {', '.join(sorted(idx.types - _GENERIC_TYPES) or sorted(idx.types))}" if idx.types else None
-    for m, concept in _type_matches(low, text):
+    for m, concept in _type_matches(marked, text):
         if _inside(described, m.start(), m.end()) or (_PART_OF.get(concept, set()) & idx.types):
             continue  # a garment in styling advice; a bra's "cups"
         ok = (

@@ -951,7 +951,16 @@ class Catalog:
         """(start, end, normalized brand) of every brand the copy names (`low` = `text` lower-cased)."""
         found = []
         if self._re is not None:
-            for m in self._re.finditer(_marked(text, low)):  # a brand glued to the next word ends at its capital
+            marked = _marked(text, low)
+            # in lower case ("OddCroft" is one word), then where the copy glued a brand to the next
+            # word ("by BeliBlack solid suit": the brand ends at the capital)
+            matches = list(self._re.finditer(low))
+            if marked is not low:
+                taken = [(m.start(), m.end()) for m in matches]
+                matches += [
+                    m for m in self._re.finditer(marked) if not any(s < m.end() and m.start() < e for s, e in taken)
+                ]
+            for m in matches:
                 b = low[m.start() : m.end()]
                 if b in self.forms and self._reads_as_brand(text, m.start(), m.end(), self.forms[b], b):
                     found.append((m.start(), m.end(), b))

@@ -903,6 +903,24 @@ def _in_capitals(text: str, start: int, end: int) -> bool:
     return any(w.isupper() for w in near)
 
 
+def _brand_forms(brands: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Normalized (NFKC, lower-case) brand -> the spellings the catalog uses."""
+    forms: dict[str, set[str]] = {}
+    for b in brands:
+        if b is None or isinstance(b, Mapping | list):
+            continue
+        s = " ".join(unicodedata.normalize("NFKC", str(b)).split())
+        if s:
+            forms.setdefault(s.lower(), set()).add(s)
+    return {k: frozenset(v) for k, v in forms.items()}
+
+
+def _catalog_version(forms: Mapping[str, frozenset[str]]) -> str:
+    """A hash of the catalog's brand spellings (casing included: it decides what is a mention)."""
+    spellings = sorted(f for fs in forms.values() for f in fs)
+    return hashlib.sha256("\n".join(spellings).encode("utf-8")).hexdigest()[:16]
+
+
 class Catalog:
     """The brands of one catalog, compiled once into one matcher and shared (see `catalog_for`).
 
@@ -919,16 +937,9 @@ class Catalog:
     """
 
     def __init__(self, brands: Iterable[str] = ()) -> None:
-        forms: dict[str, set[str]] = {}
-        for b in brands:
-            if b is None or isinstance(b, Mapping | list):
-                continue
-            s = " ".join(unicodedata.normalize("NFKC", str(b)).split())
-            if s:
-                forms.setdefault(s.lower(), set()).add(s)
-        self.forms: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in forms.items()}
+        self.forms: dict[str, frozenset[str]] = _brand_forms(brands)
         self.brands: tuple[str, ...] = tuple(sorted(self.forms))
-        self.version: str = hashlib.sha256("\n".join(self.brands).encode("utf-8")).hexdigest()[:16]
+        self.version: str = _catalog_version(self.forms)
         readable = [b for b in self.brands if len(b) >= (2 if _CJK.search(b) else 3)]
         latin = [b for b in readable if not _CJK.search(b)]
         cjk = [b for b in readable if _CJK.search(b)]
@@ -1007,8 +1018,8 @@ _CATALOG_CACHE_SIZE = 8
 def catalog_for(brands: Iterable[str] | Catalog = ()) -> Catalog:
     """The compiled `Catalog` of these brands, built once per brand list and shared (the batch
     job, serving and check-copy pass the same list and get the same object). Keyed by the list
-    itself (cheap to look up on every call) and by the catalog's version (a hash of the sorted,
-    normalized brands), so the same brands in another order share one matcher too."""
+    itself (cheap to look up on every call) and by the catalog's version (a hash of its brand
+    spellings), so the same brands in another list or order share one matcher too."""
     if isinstance(brands, Catalog):
         return brands
     key = brands if isinstance(brands, tuple) else tuple(brands)
@@ -1019,7 +1030,8 @@ def catalog_for(brands: Iterable[str] | Catalog = ()) -> Catalog:
         hit = _CATALOGS.get(key)
     if hit is not None:
         return hit
-    cat = Catalog(key)
+    version = _catalog_version(_brand_forms(key))  # the same brands in another list: no recompiling
+    cat = _CATALOGS.get(version) or Catalog(key)
     with _CATALOG_LOCK:
         cat = _CATALOGS.get(cat.version, cat)
         while len(_CATALOGS) >= 2 * _CATALOG_CACHE_SIZE:

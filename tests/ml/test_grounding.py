@@ -560,6 +560,7 @@ def test_catalog_is_compiled_once_and_shared():
     assert isinstance(cat, Catalog) and len(cat) == 1002
     assert catalog_for(brands) is cat and catalog_for(list(reversed(brands))) is cat  # same brands, same matcher
     assert catalog_for(brands + ["Other"]) is not cat and catalog_for(brands + ["Other"]).version != cat.version
+    assert catalog_for(["WITH"]).version != catalog_for(["With"]).version  # casing decides what a mention is
     assert cat.check("A train by Lego.", EN).unsupported[0].reason == "brand_mismatch"
     assert (
         check("A train by Lego.", EN, catalog=cat).to_dict()

@@ -120,6 +120,16 @@ def _evidence_key(evidence: list[dict]) -> str:
     )
 
 
+def _reason_functions():
+    """`ml.reasons.reason_key` and `reason_profile` once that module exists, else None (the
+    segment|evidence key); looked up once per replica, not per reason."""
+    try:
+        from ml.reasons import reason_key, reason_profile
+    except ImportError:
+        return None
+    return reason_key, reason_profile
+
+
 def _self_scored(product_id: str, history: np.ndarray, catalog):
     """The viewed product as a 'scored' item, with the evidence that links it to the user."""
     from serve.recommend import Scored
@@ -187,6 +197,7 @@ class Ingress:
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
         self.rules = serve_cfg.rules
+        self._reason_fns = _reason_functions()
         self.model_version = model_version
         self.cache = ContentCache(self.gen_cfg.cache_entries)
         self.precomputed = 0
@@ -430,12 +441,12 @@ class Ingress:
     def _reason_input(self, scored, history: np.ndarray) -> tuple[dict[str, Any], str]:
         """The generator's profile input for one item's reason and the cache key segment of that
         reason: the one place both are decided, so the batch job's precomputed reasons
-        (`<content>/reasons/*.parquet`, column `key`) are found under the same key."""
-        try:
-            from ml.reasons import reason_key, reason_profile
-        except ImportError:
-            return self._profile(history), f"{self.catalog.segment(history)}|{_evidence_key(scored.evidence)}"
-        return reason_profile(scored.evidence, self.catalog.products), reason_key(scored.evidence)
+        (`<content>/reasons/*.parquet`, column `key`) are found under the same key. With
+        `ml.reasons` (evidence-only profiles and keys) present, its functions decide."""
+        if self._reason_fns is not None:
+            reason_key, reason_profile = self._reason_fns
+            return reason_profile(scored.evidence, self.catalog.products), reason_key(scored.evidence)
+        return self._profile(history), f"{self.catalog.segment(history)}|{_evidence_key(scored.evidence)}"
 
     def _enqueue(self, key, job, timeout_ms: int) -> tuple[asyncio.Future | None, bool]:
         """Queue generation for a cache miss: (its future or None, whether the generator was lost:
@@ -573,7 +584,11 @@ class Ingress:
         responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
     async def recommendations(self, req: RecommendationRequest) -> RecommendationResponse:
-        """Top-k items for a user (or an anonymous session's recent items), with evidence and a reason each."""
+        """Top-k items for a user (or an anonymous session's recent items), with evidence and a reason each.
+
+        Reasons are cached or template copy at once, with generation queued for misses; `wait_ms`
+        (0 to serve.budgets.max_wait_ms) lets the response wait that long for them. `degraded`
+        names any stage the answer had to do without; `cold_start` only means no usable history."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
         self._check_ids(

@@ -474,12 +474,12 @@ class Ingress:
                 self._facts_memo[product.product_id] = got
         return got
 
-    def _enqueue(self, key, job, timeout_ms: int) -> tuple[asyncio.Future | None, bool]:
+    def _enqueue(self, key, job, timeout_ms: int, urgent: bool = False) -> tuple[asyncio.Future | None, bool]:
         """Queue generation for a cache miss: (its future or None, whether the generator was lost:
-        down, or its queue full)."""
+        down, or its queue full). Urgent: a page's sections and note, ahead of reasons."""
         if not self._usable("generator"):
             return None, True
-        future = self.queue.submit(key, job, timeout_ms / 1000)
+        future = self.queue.submit(key, job, timeout_ms / 1000, urgent=urgent)
         return future, future is None
 
     def _reason_job(self, key, facts: dict, profile: dict):
@@ -513,10 +513,13 @@ class Ingress:
         if pending and until > time.monotonic():
             await asyncio.wait(pending, timeout=until - time.monotonic())
 
-    async def _reasons(self, items: list, history: np.ndarray, until: float) -> tuple[list[tuple[str, str]], str, bool]:
-        """Reasons from the cache, else template now with generation queued; waits until `until`
-        (monotonic) at most for queued ones. Returns the reasons, their overall source and whether
-        the generator was lost (down or shedding)."""
+    async def _reasons(
+        self, items: list, history: np.ndarray, until: float, urgent: bool = False
+    ) -> tuple[list[tuple[str, str]], str, bool]:
+        """Reasons from the cache, else template now with generation queued (`urgent`: ahead of
+        other reasons, for a page's note); waits until `until` (monotonic) at most for queued
+        ones. Returns the reasons, their overall source and whether the generator was lost (down
+        or shedding)."""
         from serve.content import CacheKey
         from serve.recommend import template_reason
 
@@ -536,6 +539,7 @@ class Ingress:
                     key,
                     self._reason_job(key, facts, profile),
                     self.budgets.reasons_ms,
+                    urgent,
                 )
                 if future is not None:
                     queued.append((i, future))
@@ -563,7 +567,7 @@ class Ingress:
             return sections, "cached", False
         lost = False
         if self._generates():
-            future, lost = self._enqueue(key, self._page_job(key, facts), self.budgets.page_ms)
+            future, lost = self._enqueue(key, self._page_job(key, facts), self.budgets.page_ms, urgent=True)
             if future is not None:
                 await self._ready([future], until)
                 if future.done() and future.result():
@@ -724,7 +728,9 @@ class Ingress:
         """The page's personalized note (same evidence, cache key and grounding as the reasons):
         (note, source, generator lost)."""
         history = _history_of(self.catalog, user_id, product_id)
-        (note,), _, lost = await self._reasons([_self_scored(product_id, history, self.catalog)], history, until)
+        (note,), _, lost = await self._reasons(
+            [_self_scored(product_id, history, self.catalog)], history, until, urgent=True
+        )
         return (note[0], note[1], lost) if note[0] else (None, "none", lost)
 
     async def _drain_late_stream(self, key, nxt: asyncio.Future, events, stream, stop_at: float) -> None:

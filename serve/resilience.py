@@ -102,12 +102,13 @@ class _Job:
 
 class GenerationQueue:
     """Background generation for cache misses, one per ingress replica: bounded, de-duplicated by
-    cache key, oldest first, `workers` jobs at a time.
+    cache key, `workers` jobs at a time; urgent jobs (a page's sections and note: one per page
+    view) before the rest (reasons: several per response), oldest first within each.
 
     `submit(key, run, timeout_s)` returns the future of the job for `key` (an already queued or
     running one if there is one: the same content is generated once), or None when the queue is
     full: the work is shed at once and the caller serves template copy, never waits behind a
-    backlog. A job still waiting after `max_age_s` is dropped without running (whoever asked has
+    backlog (an urgent job takes the place of the newest waiting non-urgent one, which is shed). A job still waiting after `max_age_s` is dropped without running (whoever asked has
     long been answered), one that runs past its `timeout_s` is cancelled (`run` must cancel its
     deployment call, see `awaited`). The future resolves to `run()`'s value, or None when the job
     was dropped, timed out or failed; it never raises. `events` counts what happened.
@@ -136,6 +137,7 @@ class GenerationQueue:
         self.events = dict.fromkeys(self.EVENTS, 0)
         self.max_started_age_s = 0.0  # the oldest a job ever was when it started: never above max_age_s
         self._waiting: deque[_Job] = deque()
+        self._urgent: deque[_Job] = deque()
         self._jobs: dict[Hashable, _Job] = {}  # waiting or running, by key
         self._running: set[asyncio.Task] = set()
         self._wakeup: asyncio.Event | None = None
@@ -144,18 +146,19 @@ class GenerationQueue:
     # -- state
 
     def __len__(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + len(self._urgent)
 
     @property
     def running(self) -> int:
         return len(self._running)
 
     def oldest_age_s(self) -> float:
-        return self.clock() - self._waiting[0].enqueued if self._waiting else 0.0
+        oldest = [q[0].enqueued for q in (self._waiting, self._urgent) if q]
+        return self.clock() - min(oldest) if oldest else 0.0
 
     def stats(self) -> dict[str, Any]:
         return {
-            "waiting": len(self._waiting),
+            "waiting": len(self),
             "running": self.running,
             "max_length": self.max_length,
             "oldest_age_ms": round(1000 * self.oldest_age_s(), 1),
@@ -170,17 +173,21 @@ class GenerationQueue:
 
     # -- submitting
 
-    def submit(self, key: Hashable, run: Callable[[], Awaitable[Any]], timeout_s: float) -> asyncio.Future | None:
+    def submit(
+        self, key: Hashable, run: Callable[[], Awaitable[Any]], timeout_s: float, *, urgent: bool = False
+    ) -> asyncio.Future | None:
         job = self._jobs.get(key)
         if job is not None:
             self._count("deduplicated")
             return job.future
-        if len(self._waiting) >= self.max_length:
-            self._count("shed")
-            return None
+        if len(self) >= self.max_length:
+            if not (urgent and self._waiting):
+                self._count("shed")
+                return None
+            self._finish(self._waiting.pop(), None, "shed")  # the newest non-urgent job makes room
         self._ensure_workers()
         job = _Job(key, run, timeout_s, self.clock(), asyncio.get_running_loop().create_future())
-        self._waiting.append(job)
+        (self._urgent if urgent else self._waiting).append(job)
         self._jobs[key] = job
         self._count("submitted")
         self._wakeup.set()
@@ -202,10 +209,10 @@ class GenerationQueue:
 
     async def _work(self) -> None:
         while True:
-            while not self._waiting:
+            while not len(self):
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            job = self._waiting.popleft()
+            job = (self._urgent or self._waiting).popleft()
             age = self.clock() - job.enqueued
             if age > self.max_age_s:
                 self._finish(job, None, "expired")
@@ -242,8 +249,9 @@ class GenerationQueue:
         for task in [*self._workers, *self._running]:
             task.cancel()
         await asyncio.gather(*self._workers, *self._running, return_exceptions=True)
-        while self._waiting:
-            self._finish(self._waiting.popleft(), None, "cancelled")
+        for waiting in (self._urgent, self._waiting):
+            while waiting:
+                self._finish(waiting.popleft(), None, "cancelled")
         self._workers = []
 
 

@@ -267,3 +267,24 @@ def test_monitor_runs_in_the_background_until_closed():
         assert m.rounds >= 3 and len(calls) == m.rounds
 
     asyncio.run(main())
+
+
+def test_urgent_work_runs_first_and_takes_the_place_of_other_work_when_full():
+    async def main():
+        q, ran = _queue(max_length=2), []
+        gate = asyncio.Event()
+
+        async def blocking():
+            await gate.wait()
+
+        q.submit("blocker", blocking, 60.0)
+        await asyncio.sleep(0)
+        reasons = [q.submit(f"reason{i}", _work(ran, f"reason{i}"), 1.0) for i in range(2)]
+        page = q.submit("page", _work(ran, "page"), 1.0, urgent=True)
+        assert page is not None and q.events["shed"] == 1  # the newest reason made room
+        assert q.submit("reason-late", _work(ran, "late"), 1.0) is None  # full: shed
+        gate.set()
+        await asyncio.gather(page, *reasons)
+        assert ran == ["page", "reason0"] and reasons[1].result() is None
+
+    asyncio.run(main())

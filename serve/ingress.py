@@ -33,7 +33,7 @@ from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, tidy_highlight
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api
-from serve.resilience import CircuitBreaker, GenerationQueue, StageMonitor, awaited
+from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited
 from serve.schemas import (
     MAX_ID_CHARS,
     ErrorBody,
@@ -328,8 +328,8 @@ class Ingress:
 
     async def _probe_generator(self):
         stats = await awaited(self.generator.health.remote())
-        if len(self.queue) >= self.queue.max_length:  # answers, but its queue here is full: busy
-            await asyncio.sleep(self.monitor.busy_s + 0.001)
+        if len(self.queue) >= self.queue.max_length:  # it answers, but this replica's queue is full
+            return Busy(f"generation queue full ({len(self.queue)} waiting, new work is shed)")
         return stats
 
     def _job_outcome(self, event: str, cause: str) -> None:

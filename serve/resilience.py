@@ -264,10 +264,14 @@ class StageHealth:
     timeouts: int = 0  # consecutive
 
 
+class Busy(str):
+    """What a probe returns for a stage that answers but is saturated (the reason, as text)."""
+
+
 class StageMonitor:
     """Probes every stage every `interval_s` in the background, each with a short `timeout_s`, and
-    keeps the last result: ok (answered within `busy_s`), busy (answered late, or timed out once:
-    a loaded stage), down (failed, or timed out `down_after` times in a row). `/readyz` reads
+    keeps the last result: ok (answered within `busy_s`), busy (answered late, returned `Busy`,
+    or timed out once: a loaded stage), down (failed, or timed out `down_after` times in a row). `/readyz` reads
     these results (`snapshot`), so it answers at once whatever the stages do. Each result also
     feeds the stage's breaker: down trips it, an answer closes it."""
 
@@ -318,7 +322,7 @@ class StageMonitor:
         breaker = self.breakers.get(name)
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(_plain(fn()), timeout=self.timeout_s)
+            answer = await asyncio.wait_for(_plain(fn()), timeout=self.timeout_s)
         except TimeoutError:
             h.timeouts += 1
             h.state = "down" if h.timeouts >= self.down_after else "busy"
@@ -335,8 +339,10 @@ class StageMonitor:
             h.timeouts = 0
             h.latency_ms = round(1000 * (time.perf_counter() - started), 2)
             slow = h.latency_ms > 1000 * self.busy_s
-            h.state = "busy" if slow else "ok"
+            h.state = "busy" if slow or isinstance(answer, Busy) else "ok"
             h.detail = f"answered in {h.latency_ms:.0f} ms" + (" (slow)" if slow else "")
+            if isinstance(answer, Busy):
+                h.detail += f"; {answer}"
             if breaker is not None:
                 breaker.success()
         h.at = self.clock()

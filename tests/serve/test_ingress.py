@@ -157,6 +157,11 @@ def test_a_full_queue_sheds_and_says_the_generator_was_lost():
         ingress.queue.max_length = 0
         r = await _recs(ingress)
         assert r.degraded == ["generator"] and ingress.queue.events["shed"] == 1
+        await ingress.monitor.probe_once()  # it answers, but cannot take more: busy, not down
+        assert (
+            ingress.monitor.state("generator") == "busy" and "queue full" in ingress.monitor.health["generator"].detail
+        )
+        assert ingress.breakers["generator"].state == "closed"
         await ingress.queue.close()
 
     asyncio.run(main())

@@ -154,6 +154,22 @@ async def _queue_drain(client, timeout_s: float = 120.0) -> dict:
     return {"drain_s": None, "queue": queue, "readyz_ms": stats_ms(readyz_ms)}
 
 
+def _metrics_summary(text: str) -> dict:
+    """Mean stage latency (ms, whole run) and fallbacks by stage and cause, from /metrics."""
+    import re
+
+    sums, counts, fallbacks = {}, {}, {}
+    for line in text.splitlines():
+        m = re.match(r'shopgraph_stage_latency_seconds_(sum|count)\{stage="([^"]+)"\} (\S+)', line)
+        if m:
+            (sums if m.group(1) == "sum" else counts)[m.group(2)] = float(m.group(3))
+        m = re.match(r'shopgraph_fallbacks_total\{stage="([^"]+)",why="([^"]+)"\} (\S+)', line)
+        if m:
+            fallbacks[f"{m.group(1)}:{m.group(2)}"] = int(float(m.group(3)))
+    means = {k: round(1000 * sums[k] / counts[k], 2) for k in sums if counts.get(k)}
+    return {"stage_mean_ms": means, "fallbacks": fallbacks}
+
+
 async def scenario_recs(client, catalog, args) -> dict:
     rec = lambda b: ("POST", "/v1/recommendations", {"json": b})  # noqa: E731
     if args.warmup > 0:
@@ -165,6 +181,7 @@ async def scenario_recs(client, catalog, args) -> dict:
     out["server_cpu_ms_per_request"] = cpu_ms_per_request(
         before, cpu_seconds({**procs, **serve_processes()}), len(calls)
     )
+    out["server_metrics"] = _metrics_summary((await client.get("/metrics")).text)
     out["meets_target"] = out["errors"] == 0 and out["latency_ms"].get("p99", 1e9) <= TARGET["recs_p99_ms"]
     return {"rate": args.rate, "duration_s": args.duration, "warmup_s": args.warmup, **out}
 
@@ -250,13 +267,16 @@ async def scenario_kill(client, catalog, args, stage: str) -> dict:
     known = [b for b in bodies if b.get("user_id") and not b["user_id"].startswith("bench-new-user")]
     calls = [("POST", "/v1/recommendations", {"json": b}) for b in known]
     readiness: list[tuple[float, int, str]] = []
+    details: list[tuple[float, str]] = []
 
     async def watch_readyz(stop: asyncio.Event):
         while not stop.is_set():
             t = time.perf_counter()
             try:
                 r = await client.get("/readyz")
-                readiness.append((t, r.status_code, r.json()["stages"].get(state_key, {}).get("state", "?")))
+                stage_info = r.json()["stages"].get(state_key, {})
+                readiness.append((t, r.status_code, stage_info.get("state", "?")))
+                details.append((round(t, 2), stage_info.get("detail")))
             except Exception as e:
                 readiness.append((t, -1, type(e).__name__))
             await asyncio.sleep(0.2)
@@ -302,8 +322,20 @@ async def scenario_kill(client, catalog, args, stage: str) -> dict:
     back_after_restart_s = round(back - restarted_at[0], 2) if back is not None else None
     ready_503 = sum(1 for t, code, _ in readiness if t > killed_at and code == 503)
     first_answer = min((t for t, _, _ in answers), default=None)
+    timeline, last = [], None  # /readyz's view of the stage: each change, seconds from the kill
+    for t, code, state in readiness:
+        if (code, state) != last:
+            timeline.append([round(t - killed_at, 2), code, state])
+            last = (code, state)
+    detail_changes, last_detail = [], None
+    for t, d in details:
+        kind = (d or "").split(" in ")[0][:60]
+        if kind != last_detail:
+            detail_changes.append([round(t - killed_at, 2), d])
+            last_detail = kind
     return {
         "stage": stage,
+        "readyz_details": detail_changes[:20],
         "rate": args.kill_rate,
         "load": load,
         "first_answer_after_kill_ms": None if first_answer is None else round(1000 * (first_answer - killed_at), 1),
@@ -311,6 +343,7 @@ async def scenario_kill(client, catalog, args, stage: str) -> dict:
         "replica_restarted_after_kill_s": restart_s,
         "readyz_back_after_restart_s": back_after_restart_s,
         "readyz_503_polls_after_kill": ready_503,
+        "readyz_timeline": timeline,
         "meets_target": load["errors"] == 0
         and load["known_user_cold_start"] == 0
         and first_answer is not None

@@ -376,7 +376,9 @@ async def run(args, catalog, base: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
-    p.add_argument("--engine", choices=["fake", "vllm"], default="fake")
+    p.add_argument(
+        "--engine", choices=["fake", "vllm", "none"], default="fake", help="none: template copy only (a control)"
+    )
     p.add_argument("--fake-delay-s", type=float, default=1.0, help="seconds per fake generation (engine=fake)")
     p.add_argument("--scenarios", default="recs,page,drain,kill", help="comma-separated: recs, page, drain, kill")
     p.add_argument("--rate", type=float, default=50.0, help="recs: requests per second")

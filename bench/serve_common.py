@@ -64,8 +64,11 @@ def prepare(args: argparse.Namespace):
     return cfg, load_catalog(cfg)
 
 
-def start_app(args: argparse.Namespace, engine: str, name: str = "bench", extra: list[str] = ()) -> str:
-    """Serve the application on 127.0.0.1:port; returns its base URL once /readyz answers."""
+def start_app(
+    args: argparse.Namespace, engine: str, name: str = "bench", extra: list[str] = (), app_args: dict | None = None
+) -> str:
+    """Serve the application on 127.0.0.1:port; returns its base URL once /readyz answers.
+    `app_args`: more `build_app` arguments (e.g. `fake_delay_s`)."""
     import httpx
     from ray import serve
 
@@ -73,7 +76,14 @@ def start_app(args: argparse.Namespace, engine: str, name: str = "bench", extra:
 
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     serve.run(
-        build_app({"config_path": args.config, "overrides": [*overrides_of(args), *extra], "engine": engine}),
+        build_app(
+            {
+                "config_path": args.config,
+                "overrides": [*overrides_of(args), *extra],
+                "engine": engine,
+                **(app_args or {}),
+            }
+        ),
         name=name,
         route_prefix="/",
     )

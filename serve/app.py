@@ -11,7 +11,8 @@ The package by role: `serve.app` (this: arguments and the builder), `serve.http`
 app, OpenAI-style errors, body limits), `serve.deployments` (retriever and ranker deployments
 with their typed payloads), `serve.ingress` (the HTTP routes and the request flow),
 `serve.generator` / `serve.engine` (the generator deployment and its engines),
-`serve.content` (content cache, precomputed pages, budgeted generation), `serve.catalog`,
+`serve.content` (content cache, precomputed pages and reasons), `serve.resilience` (circuit
+breakers, health probes, the background generation queue), `serve.catalog`,
 `serve.recommend` (the retrieval and ranking cores), `serve.page` (the demo HTML page).
 """
 

@@ -1,16 +1,14 @@
-"""Content cache, template copy, precomputed pages and budgeted generation.
+"""Content cache, template copy and the batch job's precomputed pages and reasons.
 
 Cache key: (product, content type, user segment, model version, facts hash). A changed fact
 changes the hash, so a stale entry can never be served: it simply stops being found. The batch
-job's precomputed product-page content is loaded at start-up under the same keys.
+job's precomputed product pages and reasons are loaded at start-up under the same keys.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,29 +114,46 @@ def generator_version(cfg) -> str:
     )
 
 
-def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
-    """Load the batch job's product-page content whose facts hash and model still match."""
-    import pyarrow.parquet as pq
+REASON_COLUMNS = ("product_id", "key", "model_version", "facts_hash", "text")
 
+
+def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
+    """Load the batch job's content whose facts hash and model still match: product pages
+    (`<content>/*.parquet`) and reasons (`<content>/reasons/*.parquet`, under
+    `CacheKey(product_id, "reason", key, model_version, facts_hash)`). Returns the entries loaded;
+    what was skipped, and why, is logged."""
     from core.layout import ArtifactLayout
     from core.manifest import verify_dir
-    from serve.catalog import facts_hash
-    from serve.content import CacheKey
 
     root = Path(ArtifactLayout(cfg.artifacts.root).content)
     try:
         verify_dir(root)
     except Exception:
         return 0  # no batch content yet: pages are generated (or templated) on demand
+    return _load_pages(root, cache, model_version, catalog) + load_precomputed_reasons(
+        root / "reasons", cache, model_version, catalog
+    )
+
+
+def _current(row: dict, model_version: str, catalog) -> bool:
+    """A precomputed row is served only for the model and the facts it was written from."""
+    from serve.catalog import facts_hash
+
+    product = catalog.products.get(row.get("product_id"))
+    return (
+        product is not None
+        and row.get("model_version") == model_version
+        and row.get("facts_hash") == facts_hash(product, catalog.currency)
+    )
+
+
+def _load_pages(root: Path, cache, model_version: str, catalog) -> int:
+    import pyarrow.parquet as pq
+
     loaded = 0
     for path in sorted(root.glob("*.parquet")):
         for row in pq.read_table(path).to_pylist():
-            product = catalog.products.get(row["product_id"])
-            if (
-                product is None
-                or row.get("model_version") != model_version
-                or row["facts_hash"] != facts_hash(product, catalog.currency)
-            ):
+            if not _current(row, model_version, catalog):
                 continue  # stale: the facts or the model changed since the batch job
             if not row.get("description"):
                 continue
@@ -152,32 +167,34 @@ def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
     return loaded
 
 
-async def _await(ref):
-    return await ref
+def load_precomputed_reasons(folder: Path, cache, model_version: str, catalog) -> int:
+    """Generated reasons for likely (product, evidence) pairs: columns `product_id`, `key` (the
+    segment `Ingress._reason_input` computes for the item), `model_version`, `facts_hash`, `text`.
+    Stale rows (another model, changed facts, unknown product) and empty texts are skipped; a file
+    without these columns is skipped whole. Both are logged with their counts."""
+    import logging
 
+    import pyarrow.parquet as pq
 
-async def within_budget(
-    refs: list, timeout_s: float, on_late: Callable[[int, Any], None]
-) -> list[tuple[Any | None, str]]:
-    """Wait at most `timeout_s` for generations (deployment responses), all at once.
-
-    Returns one `(result, status)` per ref: `(result, "ok")` when it finished in time,
-    `(None, "budget")` when it is late, `(None, <exception name>)` when it failed. A late
-    generation is not cancelled: `on_late(i, result)` runs when it lands (the caller caches
-    it), so the next request for the same content finds it.
-    """
-    tasks = [asyncio.ensure_future(_await(r)) for r in refs]
-    if tasks:
-        await asyncio.wait(tasks, timeout=timeout_s)
-    out: list[tuple[Any | None, str]] = []
-    for i, task in enumerate(tasks):
-        if not task.done():
-            task.add_done_callback(
-                lambda t, i=i: on_late(i, t.result()) if not t.cancelled() and t.exception() is None else None
-            )
-            out.append((None, "budget"))
-        elif task.exception() is not None:
-            out.append((None, type(task.exception()).__name__))
-        else:
-            out.append((task.result(), "ok"))
-    return out
+    log = logging.getLogger("shopgraph.serve")
+    loaded, skipped = 0, {"stale": 0, "empty": 0}
+    for path in sorted(Path(folder).glob("*.parquet")) if Path(folder).is_dir() else []:
+        table = pq.read_table(path)
+        missing = [c for c in REASON_COLUMNS if c not in table.column_names]
+        if missing:
+            log.warning("precomputed reasons %s skipped: no column(s) %s", path.name, ", ".join(missing))
+            continue
+        for row in table.select(list(REASON_COLUMNS)).to_pylist():
+            if not _current(row, model_version, catalog):
+                skipped["stale"] += 1
+            elif not (row["text"] or "").strip() or row["key"] is None:
+                skipped["empty"] += 1
+            else:
+                cache.put(
+                    CacheKey(row["product_id"], "reason", row["key"], model_version, row["facts_hash"]),
+                    row["text"].strip(),
+                )
+                loaded += 1
+    if any(skipped.values()):
+        log.info("precomputed reasons: %d loaded, skipped %s", loaded, skipped)
+    return loaded

@@ -8,6 +8,7 @@ vLLM's structured outputs so product-page sections always parse.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,10 +21,16 @@ class Engine(Protocol):
     def stream(
         self, messages: list[dict[str, str]], *, max_tokens: int, json_schema: dict | None = None
     ) -> AsyncIterator[str]:
-        """Text deltas of one greedy completion."""
+        """Text deltas of one greedy completion. Closing the iterator early, or cancelling the task
+        that iterates it, stops the generation (vLLM: the request is aborted)."""
+
+    async def check_health(self) -> None:
+        """Return if the engine can generate, raise if it cannot (the generator's health probe)."""
 
 
 class VLLMEngine:
+    restart_when_unhealthy = True  # a dead engine process does not come back: Serve restarts the replica
+
     def __init__(self, model_dir: str | Path, engine_cfg, model_version: str, repetition_penalty: float = 1.1):
         from transformers import AutoTokenizer
         from vllm import AsyncEngineArgs
@@ -45,6 +52,8 @@ class VLLMEngine:
         # Small models loop ("..., and the X, and the X"); a mild penalty stops it.
         self.repetition_penalty = repetition_penalty
         self._ids = itertools.count()
+        self.active = 0  # requests generating now
+        self.aborted = 0  # requests stopped before they finished
 
     async def stream(self, messages, *, max_tokens, json_schema=None):
         from vllm import SamplingParams
@@ -59,13 +68,28 @@ class VLLMEngine:
             structured_outputs=StructuredOutputsParams(json=json_schema) if json_schema else None,
         )
         request_id = f"sg-{next(self._ids)}"
+        finished = False
+        self.active += 1
         try:
             async for out in self.engine.generate(prompt, params, request_id):
                 if out.outputs and out.outputs[0].text:
                     yield out.outputs[0].text
-        except (asyncio.CancelledError, GeneratorExit):
-            await self.engine.abort(request_id)
-            raise
+                finished = finished or out.finished
+            finished = True
+        finally:
+            self.active -= 1
+            # Cancelled (the Serve request was cancelled: CancelledError), closed early (the consumer
+            # stopped: GeneratorExit) or failed: free the engine's slot now. AsyncLLM.generate aborts
+            # on cancellation too, but not when its consumer simply stops iterating; aborting an
+            # unknown or finished request id is a no-op (AsyncLLM.abort maps external ids).
+            if not finished:
+                self.aborted += 1
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.engine.abort(request_id))
+
+    async def check_health(self) -> None:
+        """AsyncLLM.check_health raises EngineDeadError once its engine-core process is gone."""
+        await self.engine.check_health()
 
     def shutdown(self) -> None:
         self.engine.shutdown()
@@ -84,6 +108,8 @@ class FakeEngine:
     ):
         self.respond, self.delay_s, self.fail, self.model_version = respond, delay_s, fail, model_version
         self.calls = 0
+        self.active = 0
+        self.aborted = 0  # streams cancelled or closed before their last word
 
     async def stream(self, messages, *, max_tokens, json_schema=None):
         self.calls += 1
@@ -91,9 +117,20 @@ class FakeEngine:
             raise RuntimeError("fake engine is down")
         text = self.respond(messages)
         words = text.split(" ")
-        for i, w in enumerate(words):
-            await asyncio.sleep(self.delay_s / max(len(words), 1))
-            yield w if i == 0 else " " + w
+        finished = False
+        self.active += 1
+        try:
+            for i, w in enumerate(words):
+                await asyncio.sleep(self.delay_s / max(len(words), 1))
+                yield w if i == 0 else " " + w
+            finished = True
+        finally:
+            self.active -= 1
+            self.aborted += not finished
+
+    async def check_health(self) -> None:
+        if self.fail:
+            raise RuntimeError("fake engine is down")
 
 
 def build_engine(spec: dict[str, Any]) -> Engine:

@@ -14,6 +14,7 @@ is removed from the final page.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, ClassVar
 
@@ -33,16 +34,29 @@ class GeneratorCore:
         self.cfg = generation_cfg
         self.known_brands = known_brands or []
         self.chunks = 0
+        self.completions = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0}
 
     @property
     def model_version(self) -> str:
         return self.engine.model_version
 
     async def _complete(self, messages, max_tokens: int, json_schema=None) -> str:
+        import contextlib
+
         parts = []
-        async for delta in self.engine.stream(messages, max_tokens=max_tokens, json_schema=json_schema):
-            parts.append(delta)
-            self.chunks += 1
+        self.completions["started"] += 1
+        try:
+            # aclosing: a cancelled call (Serve's request cancellation raises CancelledError here)
+            # closes the engine's stream at once, which aborts the engine request.
+            stream = self.engine.stream(messages, max_tokens=max_tokens, json_schema=json_schema)
+            async with contextlib.aclosing(stream):
+                async for delta in stream:
+                    parts.append(delta)
+                    self.chunks += 1
+        except BaseException as e:
+            self.completions["cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"] += 1
+            raise
+        self.completions["finished"] += 1
         return "".join(parts).strip()
 
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
@@ -319,4 +333,29 @@ class Generator:
             yield event
 
     async def stats(self) -> dict[str, Any]:
-        return {"chunks": self.core.chunks, "model_version": self.core.model_version}
+        return generator_stats(self.core)
+
+    async def health(self) -> dict[str, Any]:
+        """The health probe of the ingress (serve.resilience.StageMonitor): raises when the engine
+        cannot generate, else this replica's counters. Cheap: no generation."""
+        check = getattr(self.core.engine, "check_health", None)
+        if check is not None:
+            await check()
+        return generator_stats(self.core)
+
+    async def check_health(self) -> None:
+        """Serve's own replica check: an engine whose process died (vLLM's EngineDeadError) makes Serve
+        restart this replica. Only engines that say so (a fake engine that fails stays up, for tests)."""
+        if getattr(self.core.engine, "restart_when_unhealthy", False):
+            await self.core.engine.check_health()
+
+
+def generator_stats(core: GeneratorCore) -> dict[str, Any]:
+    engine = core.engine
+    return {
+        "chunks": core.chunks,
+        "model_version": core.model_version,
+        "completions": dict(core.completions),
+        "engine_active": getattr(engine, "active", None),
+        "engine_aborted": getattr(engine, "aborted", None),
+    }

@@ -3,10 +3,13 @@
     serve run serve.app:build_app config_path=configs/local.yaml      # built by serve.app
 
 Routes: recommendations, product pages (JSON, server-sent events, the demo HTML page), health,
-readiness and metrics. Each request gets a deadline and each stage a budget
-(`serve.budgets`); the retriever and ranker are called with typed payloads
-(`serve.deployments`); generation waits at most its budget (`serve.content.within_budget`), and
-copy that is late, missing or ungrounded falls back to cached, then template text, labelled.
+readiness and metrics. Each request gets a deadline and each stage a budget (`serve.budgets`);
+the retriever and ranker are called with typed payloads (`serve.deployments`) through a circuit
+breaker each (`serve.resilience`): a stage found down is skipped at once and the response says
+which stage it lost (`degraded`). Generated copy is served from the content cache; a miss is
+answered with template copy now and queued for generation in the background
+(`GenerationQueue`: bounded, de-duplicated, aged), unless the client asks to wait (`wait_ms`).
+`/readyz` reads the stages' last health probes.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serve.app import AppArgs
-from serve.content import generator_version, load_precomputed, tidy_highlight, within_budget
+from serve.content import generator_version, load_precomputed, tidy_highlight
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api
+from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited
 from serve.schemas import (
     MAX_ID_CHARS,
     ErrorBody,
@@ -50,8 +54,7 @@ api = make_api()
 # ----------------------------------------------------------------------------- helpers
 
 
-async def _await(ref):
-    return await ref
+STAGES = ("retriever", "ranker", "generator")
 
 
 def _sse(event: str, obj: dict) -> str:
@@ -70,6 +73,21 @@ def _user_param(user_id: str | None, limit: int) -> str | None:
 
 
 _USER_COOKIE = "shopgraph_user"  # the demo shop's signed-in shopper (serve.page prints no user id)
+
+
+def _wait_param(value: str | int | None, cap_ms: int, param: str = "wait_ms") -> int:
+    """How long the client lets a response wait for generation, in ms: absent -> 0 (answer at once
+    with cached or template copy); not a whole number, negative or over `serve.budgets.max_wait_ms`
+    -> 422 naming the limit."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return 0
+    try:
+        ms = int(value.strip()) if isinstance(value, str) else value
+    except ValueError:
+        raise ApiError(422, f"{param} is {value[:40]!r}; use a whole number of milliseconds", param=param) from None
+    if ms < 0 or ms > cap_ms:
+        raise ApiError(422, f"{param} is {ms}; use 0 to {cap_ms} (serve.budgets.max_wait_ms) milliseconds", param=param)
+    return ms
 
 
 def _flag(value: str | None, param: str) -> bool:
@@ -100,6 +118,16 @@ def _evidence_key(evidence: list[dict]) -> str:
     return "/".join(
         f"{e.get('type')}:{e.get('product_id') or e.get('brand') or e.get('category') or ''}" for e in evidence[:2]
     )
+
+
+def _reason_functions():
+    """`ml.reasons.reason_key` and `reason_profile` once that module exists, else None (the
+    segment|evidence key); looked up once per replica, not per reason."""
+    try:
+        from ml.reasons import reason_key, reason_profile
+    except ImportError:
+        return None
+    return reason_key, reason_profile
 
 
 def _self_scored(product_id: str, history: np.ndarray, catalog):
@@ -155,7 +183,7 @@ class Ingress:
 
     def _setup(self, serve_cfg, catalog, retriever, ranker, generator, model_version: str) -> None:
         """Everything but loading: also how unit tests build an ingress around in-process fakes."""
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         from serve.content import ContentCache
 
@@ -168,6 +196,11 @@ class Ingress:
         self.catalog = catalog
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
+        self.rules = serve_cfg.rules
+        self._reason_fns = _reason_functions()
+        self._history_memo: tuple | None = None
+        self._user_parts: dict[bytes, tuple[dict, str]] = {}
+        self._facts_memo: dict[str, tuple[dict, str]] = {}
         self.model_version = model_version
         self.cache = ContentCache(self.gen_cfg.cache_entries)
         self.precomputed = 0
@@ -183,7 +216,10 @@ class Ingress:
             "shopgraph_content_total", "Content served by source", ["kind", "source"], registry=self.registry
         )
         self.m_fallback = Counter(
-            "shopgraph_fallbacks_total", "Stage fallbacks", ["stage", "why"], registry=self.registry
+            "shopgraph_fallbacks_total",
+            "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page) and cause",
+            ["stage", "why"],
+            registry=self.registry,
         )
         # Counted by serve.http's middleware for every response (route template, status), errors included.
         self.m_requests = Counter(
@@ -196,20 +232,116 @@ class Ingress:
         self.m_tokens = Counter(
             "shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry
         )
+        self.m_jobs = Counter(
+            "shopgraph_generation_jobs_total",
+            "Background generation jobs by event (submitted, deduplicated, shed, expired, refused, done, failed, timeout, cancelled)",
+            ["event"],
+            registry=self.registry,
+        )
+        self.m_queue = Gauge(
+            "shopgraph_generation_queue",
+            "Background generation jobs waiting / running",
+            ["what"],
+            registry=self.registry,
+        )
+        self.m_stage = Gauge(
+            "shopgraph_stage_up",
+            "Last health probe per stage: 1 ok, 0.5 busy, 0 down",
+            ["stage"],
+            registry=self.registry,
+        )
         self._background: set[asyncio.Task] = set()  # late streams being cached; held so they are not collected
+        h = serve_cfg.health
+        self.breakers = {s: CircuitBreaker(h.breaker_failures, h.breaker_cooldown_ms / 1000) for s in STAGES}
+        probes = {"retriever": self._probe_retriever, "ranker": self._probe_ranker}
+        if self._generates():
+            probes["generator"] = self._probe_generator
+        self.monitor = StageMonitor(
+            probes,
+            self.breakers,
+            interval_s=h.probe_interval_ms / 1000,
+            timeout_s=h.probe_timeout_ms / 1000,
+            busy_s=h.busy_ms / 1000,
+            down_after=h.down_after_timeouts,
+        )
+        q = self.gen_cfg.queue
+        self.queue = GenerationQueue(
+            max_length=q.max_length,
+            max_age_s=q.max_age_ms / 1000,
+            workers=q.workers,
+            gate=lambda: self.breakers["generator"].state != "open",
+            on_outcome=self._job_outcome,
+        )
+
+    def _started(self) -> None:
+        """Start the stage probes on this replica's event loop (idempotent; every route calls it)."""
+        self.monitor.start()
+
+    async def check_health(self) -> None:
+        """Serve's periodic replica check: keeps the probes running; the ingress itself never fails it."""
+        self._started()
 
     # -- helpers
+
+    def _generates(self) -> bool:
+        return self.generator is not None and self.gen_cfg.enabled
 
     def _remaining(self, deadline: float) -> float:
         return max(0.0, deadline - time.monotonic())
 
-    async def _timed(self, stage: str, coro, budget_ms: int, deadline: float):
-        timeout = min(budget_ms / 1000, self._remaining(deadline))
+    async def _call(self, stage: str, name: str, send, budget_ms: int, deadline: float):
+        """One retriever or ranker call (`send()` makes it) within min(budget, deadline): the breaker
+        learns the outcome; a late call is cancelled (`awaited`)."""
         started = time.perf_counter()
         try:
-            return await asyncio.wait_for(coro, timeout=timeout)
+            out = await awaited(send(), min(budget_ms / 1000, self._remaining(deadline)))
+        except Exception as e:
+            self.breakers[stage].failure()
+            why = "timeout" if isinstance(e, asyncio.TimeoutError) else type(e).__name__
+            self.m_fallback.labels(stage, why).inc()
+            log.warning("%s failed (%s); serving without it", stage, why)
+            return None
         finally:
-            self.m_latency.labels(stage).observe(time.perf_counter() - started)
+            self.m_latency.labels(name).observe(time.perf_counter() - started)
+        self.breakers[stage].success()
+        return out
+
+    def _usable(self, stage: str) -> bool:
+        """Whether to call `stage` now: its breaker is closed, or half-open and this is the trial."""
+        if self.breakers[stage].allow():
+            return True
+        self.m_fallback.labels(stage, "down").inc()
+        return False
+
+    # -- health probes (serve.resilience.StageMonitor runs them every serve.health.probe_interval_ms)
+
+    async def _probe_retriever(self):
+        probe = RetrieveRequest(recent_items=self.catalog.popular[:1], n=5)
+        return await awaited(self.retriever.retrieve.remote(probe))
+
+    async def _probe_ranker(self):
+        from serve.recommend import Candidates
+
+        empty = Candidates(np.zeros(0, np.int64), np.zeros(0, np.float32))
+        probe = RankRequest(history=np.zeros(0, np.int64), candidates=empty, k=1)
+        return await awaited(self.ranker.rank.remote(probe))
+
+    async def _probe_generator(self):
+        stats = await awaited(self.generator.health.remote())
+        if len(self.queue) >= self.queue.max_length:  # it answers, but this replica's queue is full
+            return Busy(f"generation queue full ({len(self.queue)} waiting, new work is shed)")
+        return stats
+
+    def _job_outcome(self, event: str, cause: str) -> None:
+        """Metrics and the generator's breaker, from the background queue's events."""
+        self.m_jobs.labels(event).inc()
+        if event == "done":
+            self.breakers["generator"].success()
+        elif event in ("failed", "timeout"):
+            self.breakers["generator"].failure()
+            self.m_fallback.labels("generator", cause or event).inc()
+        elif event in ("shed", "expired"):
+            self.m_fallback.labels("generator", event).inc()
 
     def _user_param(self, user_id: str | None) -> str | None:
         return _user_param(user_id, min(self.limits.max_text_chars, MAX_ID_CHARS))
@@ -221,108 +353,226 @@ class Ingress:
                     422, f"{param} is {len(v)} characters long; the limit is {self.limits.max_text_chars}", param=param
                 )
 
+    def _known_history(self, user_id: str | None, recent_items: list[str]) -> np.ndarray:
+        """The user's known items and the session's, as the retriever builds them (without it)."""
+        history = self.catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
+        extra = [self.catalog.item_idx(p) for p in recent_items if self.catalog.item_idx(p) is not None]
+        return np.concatenate([history, np.asarray(extra, np.int64)]) if extra else history
+
     async def _recommend(
         self, req: RecommendationRequest, deadline: float, exclude: set[str] = frozenset()
     ) -> tuple[list, bool, dict]:
+        """Retrieve, then rank. A stage that is down (breaker open) is skipped at once, one that
+        fails or runs past its budget is given up: without the retriever the answer is popular
+        items, without the ranker the retrieved candidates in retrieval order, both under the same
+        rules and filters, and `degraded` names the stage. `cold_start` is only about the user
+        (no usable history), never about a lost stage."""
         timings: dict[str, float] = {}
+        degraded: list[str] = []
         n = min(max(req.k * 3, 50), 300)
-        started = time.perf_counter()
-        try:
+        filters = RankFilters(**req.filters.model_dump(), exclude=sorted(set(exclude) | set(req.recent_items)))
+        got = None
+        if self._usable("retriever"):
+            started = time.perf_counter()
             retrieve = RetrieveRequest(user_id=req.user_id, recent_items=req.recent_items, n=n)
-            got = await self._timed(
-                "retrieve", self.retriever.retrieve.remote(retrieve), self.budgets.retrieval_ms, deadline
+            got = await self._call(
+                "retriever",
+                "retrieve",
+                lambda: self.retriever.retrieve.remote(retrieve),
+                self.budgets.retrieval_ms,
+                deadline,
             )
             timings["retrieve"] = 1000 * (time.perf_counter() - started)
-            started = time.perf_counter()
-            filters = RankFilters(**req.filters.model_dump(), exclude=sorted(set(exclude) | set(req.recent_items)))
-            rank = RankRequest(
-                user_id=req.user_id, history=got.history, candidates=got.candidates, k=req.k, filters=filters
-            )
-            ranked = await self._timed("rank", self.ranker.rank.remote(rank), self.budgets.ranking_ms, deadline)
-            timings["rank"] = 1000 * (time.perf_counter() - started)
-            cold = bool(got.candidates.cold_start)
-            history = got.history
-        except Exception as e:  # a failed or slow stage degrades to the popularity list
-            self.m_fallback.labels("recommend", type(e).__name__).inc()
-            log.warning("recommendation stages failed (%s); serving popular items", e)
-            ranked, cold, history = self._popular(req), True, np.zeros(0, np.int64)
+        if got is None:
+            degraded.append("retriever")
+            history = self._known_history(req.user_id, req.recent_items)
+            ranked, cold = self._popular(req, history, filters), not len(history)
+        else:
+            history, cold = got.history, bool(got.candidates.cold_start)
+            ranked = None
+            if self._usable("ranker"):
+                started = time.perf_counter()
+                rank = RankRequest(
+                    user_id=req.user_id, history=got.history, candidates=got.candidates, k=req.k, filters=filters
+                )
+                ranked = await self._call(
+                    "ranker", "rank", lambda: self.ranker.rank.remote(rank), self.budgets.ranking_ms, deadline
+                )
+                timings["rank"] = 1000 * (time.perf_counter() - started)
+            if ranked is None:
+                degraded.append("ranker")
+                ranked = self._unranked(req, got, filters)
         ranked = [s for s in ranked if s.product_id not in exclude][: req.k]
-        return ranked, cold, {"timings": timings, "history": history}
+        return ranked, cold, {"timings": timings, "history": history, "degraded": degraded}
 
-    def _popular(self, req: RecommendationRequest) -> list:
-        from serve.recommend import Scored
+    def _popular(self, req: RecommendationRequest, history: np.ndarray, filters: RankFilters) -> list:
+        from serve.recommend import Scored, allowed_filter
 
+        allowed = allowed_filter(self.catalog, self.rules, req.user_id, history, filters.model_dump())
         out = []
         for pid in self.catalog.popular:
             p = self.catalog.products[pid]
-            if p.in_stock is False or (
-                req.filters.category and not (p.category or "").startswith(req.filters.category)
-            ):
+            if not allowed(p):
                 continue
-            out.append(Scored(pid, -len(out), [{"type": "popular", "category": p.category}]))
+            out.append(Scored(pid, -float(len(out)), [{"type": "popular", "category": p.category}]))
             if len(out) == req.k:
                 break
         return out
 
-    async def _reasons(self, items: list, history: np.ndarray, deadline: float) -> tuple[list[tuple[str, str]], str]:
+    def _unranked(self, req: RecommendationRequest, got, filters: RankFilters) -> list:
+        """The retriever's candidates in its order (the recommender's own score), under the
+        ranker's rules and filters, topped up with popular items: personalized, not ranked."""
+        from serve.recommend import Scored, allowed_filter
+
+        allowed = allowed_filter(self.catalog, self.rules, req.user_id, got.history, filters.model_dump())
+        out = []
+        for idx, score in zip(got.candidates.item_ids.tolist(), got.candidates.scores.tolist(), strict=False):
+            pid = self.catalog.by_item_idx.get(int(idx))
+            if pid is None or not allowed(self.catalog.products[pid]):
+                continue
+            out.append(Scored(pid, float(score), [{"type": "recommended"}]))
+            if len(out) == req.k:
+                return out
+        taken = {s.product_id for s in out}
+        for s in self._popular(req, got.history, filters):
+            if len(out) == req.k:
+                break
+            if s.product_id not in taken:
+                out.append(Scored(s.product_id, -1.0 - len(out) * 1e-4, s.evidence))
+        return out
+
+    def _reason_input(self, scored, history: np.ndarray) -> tuple[dict[str, Any], str]:
+        """The generator's profile input for one item's reason and the cache key segment of that
+        reason: the one place both are decided, so the batch job's precomputed reasons
+        (`<content>/reasons/*.parquet`, column `key`) are found under the same key. With
+        `ml.reasons` (evidence-only profiles and keys) present, its functions decide."""
+        if self._reason_fns is not None:
+            reason_key, reason_profile = self._reason_fns
+            return reason_profile(scored.evidence, self.catalog.products), reason_key(scored.evidence)
+        # The user's part is the same for every item of a response and every response of the same
+        # history: computed once (a heavy user's segment cost ~1.5 ms, ten times a request).
+        memo = self._history_memo
+        if memo is None or memo[0] is not history:
+            fingerprint = history.tobytes()
+            user_part = self._user_parts.get(fingerprint)
+            if user_part is None:
+                if len(self._user_parts) >= 50_000:
+                    self._user_parts.clear()
+                user_part = self._user_parts[fingerprint] = (self._profile(history), self.catalog.segment(history))
+            memo = self._history_memo = (history, *user_part)
+        return memo[1], f"{memo[2]}|{_evidence_key(scored.evidence)}"
+
+    def _facts(self, product) -> tuple[dict, str]:
+        """(facts, facts hash) of a catalog product, computed once per replica (the catalog does
+        not change under a running replica; a new catalog is a new replica)."""
         from serve.catalog import facts_hash, facts_of
+
+        got = self._facts_memo.get(product.product_id)
+        if got is None:
+            got = (facts_of(product, self.catalog.currency), facts_hash(product, self.catalog.currency))
+            if len(self._facts_memo) < 1_000_000:
+                self._facts_memo[product.product_id] = got
+        return got
+
+    def _enqueue(self, key, job, timeout_ms: int, urgent: bool = False) -> tuple[asyncio.Future | None, bool]:
+        """Queue generation for a cache miss: (its future or None, whether the generator was lost:
+        down, or its queue full). Urgent: a page's sections and note, ahead of reasons."""
+        if not self._usable("generator"):
+            return None, True
+        future = self.queue.submit(key, job, timeout_ms / 1000, urgent=urgent)
+        return future, future is None
+
+    def _reason_job(self, key, facts: dict, profile: dict):
+        async def run() -> str | None:
+            result = await awaited(self.generator.reason.remote(facts, profile))
+            text = result.get("text")
+            if text:
+                self.cache.put(key, text)
+            else:
+                self.m_fallback.labels("generate_reason", "ungrounded").inc()
+            return text
+
+        return run
+
+    def _page_job(self, key, facts: dict):
+        async def run() -> dict | None:
+            result = await awaited(self.generator.page.remote(facts))
+            sections = result.get("sections")
+            if sections:
+                self.cache.put(key, sections)
+            else:
+                self.m_fallback.labels("generate_page", result.get("why", "ungrounded")).inc()
+            return sections
+
+        return run
+
+    async def _ready(self, futures: list[asyncio.Future], until: float) -> None:
+        """Wait until `until` (monotonic) at most for the futures, all at once; never cancels them
+        (their results fill the cache whoever waits)."""
+        pending = [f for f in futures if not f.done()]
+        if pending and until > time.monotonic():
+            await asyncio.wait(pending, timeout=until - time.monotonic())
+
+    async def _reasons(
+        self, items: list, history: np.ndarray, until: float, urgent: bool = False
+    ) -> tuple[list[tuple[str, str]], str, bool]:
+        """Reasons from the cache, else template now with generation queued (`urgent`: ahead of
+        other reasons, for a page's note); waits until `until` (monotonic) at most for queued
+        ones. Returns the reasons, their overall source and whether the generator was lost (down
+        or shedding)."""
         from serve.content import CacheKey
         from serve.recommend import template_reason
 
-        segment = self.catalog.segment(history)
-        profile = self._profile(history)
         results: list[tuple[str, str] | None] = [None] * len(items)
-        pending = []
+        queued: list[tuple[int, asyncio.Future]] = []
+        lost = False
         for i, s in enumerate(items):
             product = self.catalog.products[s.product_id]
-            key = CacheKey(
-                s.product_id,
-                "reason",
-                f"{segment}|{_evidence_key(s.evidence)}",
-                self.model_version,
-                facts_hash(product, self.catalog.currency),
-            )
+            profile, segment = self._reason_input(s, history)
+            facts, fhash = self._facts(product)
+            key = CacheKey(s.product_id, "reason", segment, self.model_version, fhash)
             cached = self.cache.get(key)
             if cached:
                 results[i] = (cached, "cached")
-            elif (
-                self.generator is not None
-                and self.gen_cfg.enabled
-                and len(pending) < self.gen_cfg.max_reasons_per_request
-            ):
-                pending.append(
-                    (i, key, self.generator.reason.remote(facts_of(product, self.catalog.currency), profile))
+            elif self._generates() and len(queued) < self.gen_cfg.max_reasons_per_request and not lost:
+                future, lost = self._enqueue(
+                    key,
+                    self._reason_job(key, facts, profile),
+                    self.budgets.reasons_ms,
+                    urgent,
                 )
-        if pending:
-            started = time.perf_counter()
-            # Late reasons are served as templates now and cached for the next request of this
-            # (product, segment, evidence) when they land.
-            got = await within_budget(
-                [r for _, _, r in pending],
-                min(self.budgets.reasons_ms / 1000, self._remaining(deadline)),
-                on_late=lambda j, result: self._cache_text(pending[j][1], result.get("text")),
-            )
-            self.m_latency.labels("generate_reasons").observe(time.perf_counter() - started)
-            for (i, key, _), (result, status) in zip(pending, got, strict=True):
-                if status != "ok":
-                    self.m_fallback.labels("generate_reason", status).inc()
-                elif result.get("text"):
-                    text = result["text"]
-                    self.cache.put(key, text)
-                    self.m_tokens.inc(len(text))
-                    results[i] = (text, "generated")
+                if future is not None:
+                    queued.append((i, future))
+        if queued:
+            await self._ready([f for _, f in queued], until)
+            for i, future in queued:
+                if future.done() and future.result():
+                    results[i] = (future.result(), "generated")
+                    self.m_tokens.inc(len(future.result()))
         final = [
             r or (template_reason(self.catalog.products[s.product_id], s.evidence), "template")
             for r, s in zip(results, items)
         ]
         for _, source in final:
             self.m_content.labels("reason", source).inc()
-        return final, _overall([src for _, src in final])
+        return final, _overall([src for _, src in final]), lost
 
-    def _cache_text(self, key, value) -> None:
-        """Cache a late generation's grounded output (reason text or page sections), if any."""
-        if value:
-            self.cache.put(key, value)
+    async def _sections(self, facts: dict, key, until: float) -> tuple[dict, str, bool]:
+        """Page sections from the cache, else template now with generation queued (waits until
+        `until` at most). Returns (sections, source, generator lost)."""
+        from serve.content import template_page
+
+        sections = self.cache.get(key)
+        if sections is not None:
+            return sections, "cached", False
+        lost = False
+        if self._generates():
+            future, lost = self._enqueue(key, self._page_job(key, facts), self.budgets.page_ms, urgent=True)
+            if future is not None:
+                await self._ready([future], until)
+                if future.done() and future.result():
+                    return future.result(), "generated", False
+        return template_page(facts), "template", lost
 
     def _profile(self, history: np.ndarray) -> dict[str, Any]:
         recent = [
@@ -362,7 +612,11 @@ class Ingress:
         responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
     async def recommendations(self, req: RecommendationRequest) -> RecommendationResponse:
-        """Top-k items for a user (or an anonymous session's recent items), with evidence and a reason each."""
+        """Top-k items for a user (or an anonymous session's recent items), with evidence and a reason each.
+
+        Reasons are cached or template copy at once, with generation queued for misses; `wait_ms`
+        (0 to serve.budgets.max_wait_ms) lets the response wait that long for them. `degraded`
+        names any stage the answer had to do without; `cold_start` only means no usable history."""
         started = time.perf_counter()
         deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
         self._check_ids(
@@ -374,18 +628,23 @@ class Ingress:
                 f"recent_items has {len(req.recent_items)} entries; the limit is {self.limits.max_recent_items}",
                 param="recent_items",
             )
+        wait_ms = _wait_param(req.wait_ms, self.budgets.max_wait_ms)
+        self._started()
         ranked, cold, info = await self._recommend(req, deadline)
-        reasons, source = (
-            await self._reasons(ranked, info["history"], deadline)
-            if req.with_reasons
-            else ([None] * len(ranked), "none")
-        )
+        degraded = list(info["degraded"])
+        if req.with_reasons:
+            until = min(time.monotonic() + wait_ms / 1000, deadline)
+            reasons, source, lost = await self._reasons(ranked, info["history"], until)
+            degraded += ["generator"] if lost else []
+        else:
+            reasons, source = [None] * len(ranked), "none"
         timings = {**info["timings"], "total": 1000 * (time.perf_counter() - started)}
         self.m_latency.labels("recommendations_total").observe(timings["total"] / 1000)
         return RecommendationResponse(
             request_id=uuid.uuid4().hex,
             user_id=req.user_id,
             cold_start=cold,
+            degraded=degraded,
             items=[self._item(s, r) for s, r in zip(ranked, reasons)],
             content_source=source,
             model_version=self.model_version,
@@ -397,7 +656,6 @@ class Ingress:
 
         Bad input raises ApiError before any work: 422 for over-long ids, 404 for an unknown product.
         """
-        from serve.catalog import facts_hash, facts_of
         from serve.content import CacheKey
 
         user_id = self._user_param(user_id)
@@ -405,45 +663,33 @@ class Ingress:
         product = self.catalog.products.get(product_id)
         if product is None:
             raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
-        facts = facts_of(product, self.catalog.currency)
-        fhash = facts_hash(product, self.catalog.currency)
+        facts, fhash = self._facts(product)
         return user_id, product, facts, fhash, CacheKey(product_id, "page", "all", self.model_version, fhash)
 
-    async def _page(self, product_id: str, user_id: str | None):
-        from serve.content import template_page
-
+    async def _page(self, product_id: str, user_id: str | None, wait_ms: str | int | None = None):
+        """The page: sections, the personalized note and 'you may also like' with reasons. Cached or
+        template copy at once (generation queued for misses); a client's `wait_ms` is one budget
+        for all three, waited at the same time."""
         user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
+        wait_s = _wait_param(wait_ms, self.budgets.max_wait_ms) / 1000
+        self._started()
         started = time.perf_counter()
         deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
-        sections, source = self.cache.get(key), "cached"
+        until = min(time.monotonic() + wait_s, deadline)
         also_req = RecommendationRequest(user_id=user_id, recent_items=[product_id], k=6, with_reasons=True)
-        also_task = asyncio.create_task(self._recommend(also_req, deadline, exclude={product_id}))
-        if sections is None and self.generator is not None and self.gen_cfg.enabled:
-            gen_started = time.perf_counter()
-            # Late: template now, the generated page is cached when it lands.
-            ((result, status),) = await within_budget(
-                [self.generator.page.remote(facts)],
-                min(self.budgets.page_ms / 1000, self._remaining(deadline)),
-                on_late=lambda _, result: self._cache_text(key, result.get("sections")),
-            )
-            self.m_latency.labels("generate_page").observe(time.perf_counter() - gen_started)
-            if status != "ok":
-                self.m_fallback.labels("generate_page", status).inc()
-            elif result.get("sections"):
-                sections, source = result["sections"], "generated"
-                self.cache.put(key, sections)
-            else:
-                self.m_fallback.labels("generate_page", result.get("why", "ungrounded")).inc()
-        if sections is None:
-            sections, source = template_page(facts), "template"
+        sections_task = asyncio.create_task(self._sections(facts, key, until))
+        note_task = asyncio.create_task(self._note(product_id, user_id, until)) if user_id else None
+        try:
+            ranked, _, info = await self._recommend(also_req, deadline, exclude={product_id})
+            reasons, _, reasons_lost = await self._reasons(ranked, info["history"], until)
+            sections, source, page_lost = await sections_task
+            note, note_source, note_lost = await note_task if note_task else (None, "none", False)
+        finally:
+            for task in (sections_task, note_task):
+                if task is not None and not task.done():
+                    task.cancel()
         self.m_content.labels("page", source).inc()
-        ranked, _, info = await also_task
-        user_history = info["history"]
-        note_items = [_self_scored(product_id, user_history, self.catalog)]
-        (note,), note_source = (
-            await self._reasons(note_items, user_history, deadline) if user_id else ([(None, "none")], "none")
-        )
-        reasons, _ = await self._reasons(ranked, user_history, deadline)
+        degraded = list(info["degraded"]) + (["generator"] if reasons_lost or page_lost or note_lost else [])
         timings = {**info["timings"], "total": 1000 * (time.perf_counter() - started)}
         page = ProductPage(
             request_id=uuid.uuid4().hex,
@@ -452,9 +698,10 @@ class Ingress:
             in_stock=product.in_stock,
             sections=PageSections(**sections),
             sections_source=source,
-            personalized_note=note[0],
-            note_source=note[1] if note[0] else "none",
+            personalized_note=note,
+            note_source=note_source,
             also_like=[self._item(s, r) for s, r in zip(ranked, reasons)],
+            degraded=degraded,
             facts_hash=fhash,
             model_version=self.model_version,
             timings_ms={k: round(v, 2) for k, v in timings.items()},
@@ -466,24 +713,41 @@ class Ingress:
         response_model=ProductPage,
         responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
-    async def product_page(self, product_id: str, user_id: str | None = None) -> ProductPage:
-        """Product-page sections (title, highlights, description), a personalized note and 'you may also like'."""
-        page, _ = await self._page(product_id, user_id)
+    async def product_page(
+        self, product_id: str, user_id: str | None = None, wait_ms: str | None = None
+    ) -> ProductPage:
+        """Product-page sections (title, highlights, description), a personalized note and 'you may also like'.
+
+        Answers at once with cached, else template copy (`*_source` says which) and queues generation
+        for what was missing; `wait_ms` (0 to serve.budgets.max_wait_ms) lets it wait that long for
+        the generations, all at once. `degraded` names any stage the answer had to do without."""
+        page, _ = await self._page(product_id, user_id, wait_ms)
         return page
 
-    async def _note(self, product_id: str, user_id: str, deadline: float) -> tuple[str | None, str]:
-        """The page's personalized note (same evidence, cache key and grounding as `_page`)."""
+    async def _note(self, product_id: str, user_id: str, until: float) -> tuple[str | None, str, bool]:
+        """The page's personalized note (same evidence, cache key and grounding as the reasons):
+        (note, source, generator lost)."""
         history = _history_of(self.catalog, user_id, product_id)
-        (note,), _ = await self._reasons([_self_scored(product_id, history, self.catalog)], history, deadline)
-        return (note[0], note[1]) if note[0] else (None, "none")
+        (note,), _, lost = await self._reasons(
+            [_self_scored(product_id, history, self.catalog)], history, until, urgent=True
+        )
+        return (note[0], note[1], lost) if note[0] else (None, "none", lost)
 
-    async def _drain_late_stream(self, key, nxt: asyncio.Future, events) -> None:
-        """A stream past its budget keeps generating: cache its page for the next request, as
-        `_page` does with a late generation."""
+    async def _drain_late_stream(self, key, nxt: asyncio.Future, events, stream, stop_at: float) -> None:
+        """A stream past the request's budget keeps generating until `stop_at` (the page budget from
+        its start): cache its page for the next request, as a queued page job would. Past `stop_at`
+        no one can use it: it is cancelled (the generator's vLLM request aborted)."""
         final = None
         try:
             while True:
-                event = await nxt
+                done, _ = await asyncio.wait([nxt], timeout=max(0.0, stop_at - time.monotonic()))
+                if not done:
+                    nxt.cancel()
+                    with contextlib.suppress(Exception):
+                        stream.cancel()
+                    self.m_fallback.labels("stream_page_late", "timeout").inc()
+                    return
+                event = nxt.result()
                 if "section" not in event:
                     final = event
                 nxt = asyncio.ensure_future(events.__anext__())
@@ -497,12 +761,16 @@ class Ingress:
     async def _stream_sections(self, facts: dict, key, deadline: float, out: dict):
         """Grounded section pieces from the generator within min(page budget, deadline); the final
         sections, their source and the fallback reason (None, "budget", "ungrounded", an error
-        name) are left in `out`. Past the budget the generation is left to finish and be cached."""
+        name, "down" when the generator's breaker is open) are left in `out`. Past the request's
+        deadline the generation is left to finish within the page budget and be cached."""
         from serve.content import template_page
 
         sections, source, why = self.cache.get(key), "cached", None
-        if sections is None and self.generator is not None and self.gen_cfg.enabled:
-            budget_end = min(time.monotonic() + self.budgets.page_ms / 1000, deadline)
+        if sections is None and self._generates() and not self._usable("generator"):
+            why = "down"  # skipped at once, not after its budget
+        elif sections is None and self._generates():
+            stop_at = time.monotonic() + self.budgets.page_ms / 1000
+            budget_end = min(stop_at, deadline)
             started = time.perf_counter()
             stream = self.generator.options(stream=True).stream_page.remote(facts)
             events, nxt, final, settled = stream.__aiter__(), None, None, False
@@ -512,7 +780,7 @@ class Ingress:
                     done, _ = await asyncio.wait([nxt], timeout=max(0.0, budget_end - time.monotonic()))
                     if not done:
                         why, settled = "budget", True
-                        task = asyncio.create_task(self._drain_late_stream(key, nxt, events))
+                        task = asyncio.create_task(self._drain_late_stream(key, nxt, events, stream, stop_at))
                         self._background.add(task)
                         task.add_done_callback(self._background.discard)
                         break
@@ -521,6 +789,7 @@ class Ingress:
                     except StopAsyncIteration:
                         settled = True
                         break
+                    self.breakers["generator"].success()
                     if "section" in event:
                         piece = event["section"]
                         self.m_tokens.inc(len(piece["text"]))
@@ -531,6 +800,7 @@ class Ingress:
                         final = event
             except Exception as e:  # the generator is down or failed: template copy, not an error
                 why = type(e).__name__
+                self.breakers["generator"].failure()
             finally:
                 if not settled:  # failed, or the client went away: stop generating
                     if nxt is not None and not nxt.done():
@@ -561,16 +831,24 @@ class Ingress:
             422: {"model": ErrorBody},
         },
     )
-    async def product_page_stream(self, product_id: str, user_id: str | None = None) -> StreamingResponse:
+    async def product_page_stream(
+        self, product_id: str, user_id: str | None = None, wait_ms: str | None = None
+    ) -> StreamingResponse:
         """Server-sent events: grounded section text as each sentence completes, then the final sections
-        (generated, cached or template, as on the page), the personalized note, and `done`."""
+        (generated, cached or template, as on the page), the personalized note, and `done`.
+
+        The sections stream as they are generated (within serve.budgets.page_ms); the note waits
+        `wait_ms` at most (default 0: cached or template), at the same time as the sections."""
         user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
+        wait_s = _wait_param(wait_ms, self.budgets.max_wait_ms) / 1000
+        self._started()
         started = time.perf_counter()
         deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
         request_id = uuid.uuid4().hex
 
         async def events():
-            note_task = asyncio.create_task(self._note(product_id, user_id, deadline)) if user_id else None
+            until = min(time.monotonic() + wait_s, deadline)
+            note_task = asyncio.create_task(self._note(product_id, user_id, until)) if user_id else None
             try:
                 yield _sse(
                     "start",
@@ -592,7 +870,7 @@ class Ingress:
                     {"sections": sections, "sections_source": final["source"], "fallback": final["fallback"]},
                 )
                 if note_task is not None:
-                    note, note_source = await note_task
+                    note, note_source, _ = await note_task
                     yield _sse("note", {"personalized_note": note, "note_source": note_source})
             except Exception as e:  # a bug, not a slow or failed generator (those fall back above)
                 log.exception("page stream failed")
@@ -649,31 +927,36 @@ class Ingress:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        """Readiness: the retriever and ranker answer; the generator is reported, not required."""
+        """Readiness from the stages' last health probes (taken every serve.health.probe_interval_ms in
+        the background, so this answers at once): each stage `ok`, `busy` or `down`. 503 when the
+        retriever or the ranker is down (recommendations would not be personalized); a generator
+        that is down is reported but not required (cached or template copy is served)."""
+        self._started()
+        if self.monitor.rounds == 0:  # only before the first probe round: at most one probe timeout
+            await self.monitor.first_round()
+        stages = self.monitor.snapshot()
+        for name, info in stages.items():
+            self.m_stage.labels(name).set({"ok": 1.0, "busy": 0.5}.get(info["state"], 0.0))
+        lost = [name for name in ("retriever", "ranker") if stages[name]["state"] == "down"]
         status: dict[str, Any] = {
+            "ready": not lost,
+            "recommendations": "ok" if not lost else f"degraded: {' and '.join(lost)} down",
+            "generator": stages["generator"]["state"] if "generator" in stages else "disabled",
+            "stages": stages,
+            "queue": self.queue.stats(),
             "catalog_products": len(self.catalog.products),
             "cache_entries": len(self.cache),
             "precomputed": self.precomputed,
         }
-        try:
-            probe = RecommendationRequest(recent_items=[self.catalog.popular[0]], k=1, with_reasons=False)
-            ranked, _, _ = await self._recommend(probe, time.monotonic() + 5)
-            status["recommendations"] = "ok" if ranked else "empty"
-        except Exception as e:
-            status["recommendations"] = f"failing: {e}"
-        if self.generator is not None and self.gen_cfg.enabled:
-            try:
-                status["generator"] = await asyncio.wait_for(_await(self.generator.stats.remote()), 2)
-            except Exception as e:
-                status["generator"] = f"unavailable ({type(e).__name__}); serving cached or template copy"
-        else:
-            status["generator"] = "disabled; serving cached or template copy"
-        ready = status["recommendations"] == "ok"
-        return JSONResponse({"ready": ready, **status}, status_code=200 if ready else 503)
+        return JSONResponse(status, status_code=200 if not lost else 503)
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics(self) -> PlainTextResponse:
         """Prometheus metrics of this ingress replica: stage latency, content sources, fallbacks."""
         from prometheus_client import generate_latest
 
+        self.m_queue.labels("waiting").set(len(self.queue))
+        self.m_queue.labels("running").set(self.queue.running)
+        for name, h in self.monitor.health.items():
+            self.m_stage.labels(name).set({"ok": 1.0, "busy": 0.5}.get(h.state, 0.0))
         return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")

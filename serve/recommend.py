@@ -201,32 +201,36 @@ class RankerCore:
         return self.featurizer.evidence(history, item_idx, feats)
 
     def _allowed(self, user_id: str | None, history: np.ndarray, filters: dict):
-        purchased = (
-            self.catalog.user_purchases.get(user_id, set()) if (user_id and self.rules.exclude_purchased) else set()
-        )
-        seen = {self.catalog.by_item_idx.get(int(i)) for i in history} if self.rules.exclude_seen else set()
-        seen |= set(filters.get("exclude") or ())  # the session's own items, the page's product
-        in_stock_only = filters.get("in_stock_only")
-        in_stock_only = self.rules.in_stock_only if in_stock_only is None else in_stock_only
-        category, brand = filters.get("category"), filters.get("brand")
-        lo, hi = filters.get("min_price"), filters.get("max_price")
+        return allowed_filter(self.catalog, self.rules, user_id, history, filters)
 
-        def allowed(p: Product) -> bool:
-            if p.product_id in purchased or p.product_id in seen:
-                return False
-            if in_stock_only and p.in_stock is False:
-                return False
-            if category and not (p.category or "").startswith(category):
-                return False
-            if brand and p.brand != brand:
-                return False
-            if lo is not None and (p.price is None or p.price < lo):
-                return False
-            if hi is not None and (p.price is None or p.price > hi):
-                return False
-            return True
 
-        return allowed
+def allowed_filter(catalog: Catalog, rules, user_id: str | None, history: np.ndarray, filters: dict):
+    """The business rules and request filters as a predicate on products: what the ranker keeps,
+    and what the ingress keeps when it serves without the ranker (unranked retrieval, popular)."""
+    purchased = catalog.user_purchases.get(user_id, set()) if (user_id and rules.exclude_purchased) else set()
+    seen = {catalog.by_item_idx.get(int(i)) for i in history} if rules.exclude_seen else set()
+    seen |= set(filters.get("exclude") or ())  # the session's own items, the page's product
+    in_stock_only = filters.get("in_stock_only")
+    in_stock_only = rules.in_stock_only if in_stock_only is None else in_stock_only
+    category, brand = filters.get("category"), filters.get("brand")
+    lo, hi = filters.get("min_price"), filters.get("max_price")
+
+    def allowed(p: Product) -> bool:
+        if p.product_id in purchased or p.product_id in seen:
+            return False
+        if in_stock_only and p.in_stock is False:
+            return False
+        if category and not (p.category or "").startswith(category):
+            return False
+        if brand and p.brand != brand:
+            return False
+        if lo is not None and (p.price is None or p.price < lo):
+            return False
+        if hi is not None and (p.price is None or p.price > hi):
+            return False
+        return True
+
+    return allowed
 
 
 def template_reason(product: Product, evidence: list[dict]) -> str:

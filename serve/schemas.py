@@ -14,6 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ContentSource = Literal["generated", "cached", "template", "mixed", "none"]
+Stage = Literal["retriever", "ranker", "generator"]
+DEGRADED_DOC = (
+    "Stages this answer had to do without, skipped because they were down or given up past their budget: "
+    "`retriever` (popular items instead of personalized ones), `ranker` (the retriever's candidates in its own "
+    "order), `generator` (down, or its queue full: template copy where nothing was cached). Empty when nothing "
+    "was lost; a reason that is template copy only because its generation is still queued is not degraded."
+)
+MAX_WAIT_MS = 60_000  # the schema's bound; serve.budgets.max_wait_ms is the deployment's (lower) cap
 MAX_ID_CHARS = 512  # also enforced by serve.limits.max_text_chars, the stricter of the two wins
 
 
@@ -73,6 +81,14 @@ class RecommendationRequest(BaseModel):
         True, strict=True, description="Attach a one-sentence reason to each item (a JSON boolean)."
     )
     filters: Filters = Field(default_factory=Filters, description="Restrict the results.")
+    wait_ms: int = Field(
+        0,
+        ge=0,
+        le=MAX_WAIT_MS,
+        strict=True,
+        description="Milliseconds the response may wait for reasons being generated (0 to serve.budgets.max_wait_ms). "
+        "0: answer at once with cached or template reasons while generation runs in the background.",
+    )
 
     @model_validator(mode="after")
     def _who(self) -> RecommendationRequest:
@@ -85,7 +101,7 @@ class RecommendationRequest(BaseModel):
 
 class Evidence(BaseModel):
     type: str = Field(
-        description="because_you_interacted | same_brand | favourite_category | popular | similar_new_item | cold_start_popular"
+        description="because_you_interacted | same_brand | favourite_category | popular | similar_new_item | similar_item | recommended (the recommender's pick, unranked: the ranker was unavailable)"
     )
     detail: dict[str, Any] = Field(
         default_factory=dict, description="The catalog facts behind it (product ids, titles, category, brand)."
@@ -109,7 +125,10 @@ class RecommendedItem(BaseModel):
 class RecommendationResponse(BaseModel):
     request_id: str
     user_id: str | None
-    cold_start: bool = Field(description="True when the user had no usable history.")
+    cold_start: bool = Field(
+        description="True when the user had no usable history (never because a stage was lost: see `degraded`)."
+    )
+    degraded: list[Stage] = Field(default_factory=list, description=DEGRADED_DOC)
     items: list[RecommendedItem]
     content_source: ContentSource
     model_version: str
@@ -143,6 +162,7 @@ class ProductPage(BaseModel):
     personalized_note: str | None
     note_source: ContentSource
     also_like: list[RecommendedItem]
+    degraded: list[Stage] = Field(default_factory=list, description=DEGRADED_DOC)
     facts_hash: str
     model_version: str
     timings_ms: dict[str, float]

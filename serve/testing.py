@@ -128,3 +128,74 @@ class LocalGenerator:
             return {"chunks": self.core.chunks, "model_version": self.core.model_version}
 
         return _Call(lambda: asyncio.ensure_future(stats()))
+
+    @property
+    def health(self) -> _Call:
+        async def health() -> dict[str, Any]:
+            check = getattr(self.core.engine, "check_health", None)
+            if check is not None:
+                await check()
+            return {"chunks": self.core.chunks, "model_version": self.core.model_version}
+
+        return _Call(lambda: asyncio.ensure_future(health()))
+
+
+class FakeStage:
+    """In-process stand-in for the Retriever or Ranker handle: `handle.<method>.remote(request)`
+    runs `fn(request)` after `delay_s`, or raises when `fail` is set. `delay_s` and `fail` may be
+    changed while a test runs (a stage that hangs, dies, recovers); `calls` counts the calls."""
+
+    def __init__(self, method: str, fn, *, delay_s: float = 0.0, fail: bool = False):
+        self.method, self.fn, self.delay_s, self.fail = method, fn, delay_s, fail
+        self.calls = 0
+
+    async def _run(self, request):
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        if self.fail:
+            raise RuntimeError(f"fake {self.method} stage is down")
+        return self.fn(request)
+
+    def __getattr__(self, name: str) -> _Call:
+        if name != self.method:
+            raise AttributeError(name)
+        return _Call(lambda request: asyncio.ensure_future(self._run(request)))
+
+
+def fake_retriever(catalog, **kwargs) -> FakeStage:
+    """A retriever over `catalog`: the user's history plus the known recent items; every known
+    product as a candidate, in item-id order (the ranker's rules filter them); cold start when
+    there is no history."""
+    import numpy as np
+
+    from serve.deployments import Retrieved
+    from serve.recommend import Candidates
+
+    def retrieve(r):
+        history = catalog.user_history.get(r.user_id, np.zeros(0, np.int64)) if r.user_id else np.zeros(0, np.int64)
+        extra = [catalog.item_idx(p) for p in r.recent_items if catalog.item_idx(p) is not None]
+        history = np.concatenate([history, np.asarray(extra, np.int64)])
+        ids = np.asarray(sorted(catalog.by_item_idx), np.int64)[: r.n]
+        cands = Candidates(ids, np.linspace(1, 0, len(ids)).astype(np.float32), cold_start=not len(history))
+        return Retrieved(history=history, candidates=cands)
+
+    return FakeStage("retrieve", retrieve, **kwargs)
+
+
+def fake_ranker(catalog, **kwargs) -> FakeStage:
+    """A ranker that keeps the candidates' order, drops excluded ids, and gives each item
+    `same_brand`/`favourite_category` evidence from its facts."""
+    from serve.recommend import Scored
+
+    def rank(r):
+        excluded = set(r.filters.exclude)
+        out = []
+        for i, idx in enumerate(r.candidates.item_ids.tolist()):
+            pid = catalog.by_item_idx[idx]
+            if pid in excluded:
+                continue
+            p = catalog.products[pid]
+            out.append(Scored(pid, 1.0 - 0.01 * i, [{"type": "favourite_category", "category": p.category}]))
+        return out[: r.k]
+
+    return FakeStage("rank", rank, **kwargs)

@@ -109,12 +109,62 @@ class BudgetsConfig(BaseModel):
     reasons_ms: int = Field(
         4_000,
         ge=1,
-        description="Budget for generated reasons in a recommendation response; late ones are cached for next time and template reasons are served now.",
+        description="Longest one reason generation may run (in the background queue, or while a client waits); past it the generation is cancelled (the vLLM request aborted). Responses never wait for it unless the client asks (`wait_ms`).",
     )
     page_ms: int = Field(
         30_000,
         ge=1,
-        description="Budget for generated product-page sections; past it the page uses cached, else template copy (a CPU writes ~12 tokens/s).",
+        description="Longest one product-page generation may run, queued or streamed, before it is cancelled (a CPU writes ~12 tokens/s, a page is up to ~380 tokens); the page stream's budget.",
+    )
+    max_wait_ms: int = Field(
+        2_000,
+        ge=0,
+        description="Most a client may ask a response to wait for generation (`wait_ms` of a request); 0 forbids waiting. Without `wait_ms` nothing waits: cached copy, else template, while generation runs in the background.",
+    )
+
+
+class QueueConfig(BaseModel):
+    """The background generation queue of each ingress replica (serve.resilience.GenerationQueue)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_length: int = Field(
+        64,
+        ge=0,
+        description="Jobs that may wait; when full, new work is shed at once (template copy, counted), never queued behind a backlog.",
+    )
+    max_age_ms: int = Field(
+        4_000,
+        ge=1,
+        description="A job still waiting after this is dropped without running: the requests that wanted it were answered long ago. With `serve.budgets.reasons_ms` it bounds how long a burst's backlog takes to drain.",
+    )
+    workers: int = Field(
+        8,
+        ge=1,
+        description="Jobs run at once per ingress replica; vLLM batches them. Well under the generator's max_ongoing_requests, so health probes are never queued behind generations.",
+    )
+
+
+class HealthConfig(BaseModel):
+    """Health probes and circuit breakers of the stages (retriever, ranker, generator)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probe_interval_ms: int = Field(1_000, ge=50, description="Each ingress replica probes every stage this often.")
+    probe_timeout_ms: int = Field(
+        500, ge=10, description="A probe not answered within this counts as a timeout (busy once, down when repeated)."
+    )
+    busy_ms: int = Field(250, ge=1, description="A probe answered slower than this reports the stage busy.")
+    down_after_timeouts: int = Field(
+        2, ge=1, description="Consecutive probe timeouts that mark a stage down (a failed probe marks it down at once)."
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failed or timed-out calls that open a stage's circuit breaker."
+    )
+    breaker_cooldown_ms: int = Field(
+        2_000,
+        ge=0,
+        description="An open breaker skips its stage for this long, then lets one trial call through; a probe that answers closes it sooner.",
     )
 
 
@@ -160,12 +210,16 @@ class GenerationConfig(BaseModel):
         1.1, ge=1.0, le=2.0, description="vLLM repetition penalty; small models repeat phrases without one."
     )
     max_reasons_per_request: int = Field(
-        4, ge=0, description="Generated reasons per recommendation response; the rest use cache or templates."
+        4, ge=0, description="Reasons per response queued for generation on a cache miss; the rest use templates."
     )
     precomputed_content: bool = Field(
-        True, description="Load the batch job's product-page content into the cache at start-up."
+        True,
+        description="Load the batch job's precomputed content (product pages, reasons) into the cache at start-up.",
     )
     cache_entries: int = Field(50_000, ge=0, description="Content cache size (LRU).")
+    queue: QueueConfig = Field(
+        default_factory=QueueConfig, description="The background queue generation for cache misses runs through."
+    )
 
 
 class ServeConfig(BaseModel):
@@ -181,6 +235,9 @@ class ServeConfig(BaseModel):
         default_factory=BudgetsConfig, description="Latency budgets and the request deadline."
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input limits of the HTTP API.")
+    health: HealthConfig = Field(
+        default_factory=HealthConfig, description="Health probes and circuit breakers of the stages."
+    )
     rules: RankingRulesConfig = Field(
         default_factory=RankingRulesConfig, description="Business rules applied after ranking."
     )

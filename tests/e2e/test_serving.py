@@ -32,6 +32,7 @@ def live(serving_artifacts):
         "serve.budgets.reasons_ms=120000",
         "serve.budgets.page_ms=120000",
         "serve.budgets.request_deadline_ms=240000",
+        "serve.budgets.max_wait_ms=60000",  # these tests wait for generation (`wait_ms`); the shop never does
         "serve.generation.max_reasons_per_request=2",
     ]
     ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
@@ -46,7 +47,7 @@ def live(serving_artifacts):
 
 def test_recommendations_with_reasons_generated_by_vllm(live):
     catalog, user = live
-    r = httpx.post(f"{BASE}/v1/recommendations", json={"user_id": user, "k": 4}, timeout=300)
+    r = httpx.post(f"{BASE}/v1/recommendations", json={"user_id": user, "k": 4, "wait_ms": 60000}, timeout=300)
     assert r.status_code == 200, r.text
     items = r.json()["items"]
     assert len(items) == 4
@@ -58,7 +59,7 @@ def test_recommendations_with_reasons_generated_by_vllm(live):
 def test_product_page_through_vllm_is_valid_json_and_grounded(live):
     catalog, user = live
     pid = catalog.popular[0]
-    r = httpx.get(f"{BASE}/v1/products/{pid}/page", params={"user_id": user}, timeout=300)
+    r = httpx.get(f"{BASE}/v1/products/{pid}/page", params={"user_id": user, "wait_ms": 60000}, timeout=300)
     assert r.status_code == 200, r.text
     page = r.json()
     metrics = httpx.get(f"{BASE}/metrics").text

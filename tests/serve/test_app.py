@@ -37,8 +37,9 @@ def app(serving_artifacts):
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     overrides = [*serving_artifacts, *LEAN]
     serve.run(build_app({"overrides": overrides, "engine": "fake"}), name="main", route_prefix="/")
-    slow = [*overrides, "serve.budgets.reasons_ms=300", "serve.budgets.page_ms=300"]
-    serve.run(build_app({"overrides": slow, "engine": "fake", "fake_delay_s": 3.0}), name="slow", route_prefix="/slow")
+    serve.run(
+        build_app({"overrides": overrides, "engine": "fake", "fake_delay_s": 3.0}), name="slow", route_prefix="/slow"
+    )
     serve.run(
         build_app({"overrides": overrides, "engine": "fake", "fake_fail": True}), name="down", route_prefix="/down"
     )
@@ -63,10 +64,10 @@ def _heavy_user(catalog) -> str:
 
 def test_recommendations_for_a_known_user(client, app):
     user = _heavy_user(app)
-    r = client.post("/v1/recommendations", json={"user_id": user, "k": 8})
+    r = client.post("/v1/recommendations", json={"user_id": user, "k": 8, "wait_ms": 2000})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert not body["cold_start"] and len(body["items"]) == 8
+    assert not body["cold_start"] and len(body["items"]) == 8 and body["degraded"] == []
     ids = [i["product_id"] for i in body["items"]]
     assert len(set(ids)) == 8
     assert not set(ids) & app.user_purchases.get(user, set()), "already-purchased items must not come back"
@@ -104,7 +105,7 @@ def test_anonymous_session_excludes_its_own_items_and_honours_filters(client, ap
 def test_product_page_generated_then_cached(client, app):
     user = _heavy_user(app)
     pid = app.popular[5]
-    first = client.get(f"/v1/products/{pid}/page", params={"user_id": user})
+    first = client.get(f"/v1/products/{pid}/page", params={"user_id": user, "wait_ms": 2000})
     assert first.status_code == 200, first.text
     page = first.json()
     assert page["sections_source"] == "generated" and page["sections"]["title"] == app.products[pid].title
@@ -151,7 +152,7 @@ def test_slow_generator_never_delays_past_its_budget(client, app):
     elapsed = time.perf_counter() - started
     assert r.status_code == 200
     assert {i["reason_source"] for i in r.json()["items"]} == {"template"}
-    assert elapsed < 2.5, elapsed  # 0.3 s budget + retrieval and ranking; the 3 s generation is not waited for
+    assert elapsed < 2.5, elapsed  # nothing waits for the 3 s generation: it runs in the background
     page = client.get(f"/slow/v1/products/{app.popular[1]}/page").json()
     assert page["sections_source"] == "template"
 
@@ -159,17 +160,27 @@ def test_slow_generator_never_delays_past_its_budget(client, app):
 def test_late_generations_are_cached_for_the_next_request(client, app):
     pid = app.popular[2]
     assert client.get(f"/slow/v1/products/{pid}/page").json()["sections_source"] == "template"
-    time.sleep(4)  # the 3 s generation lands and is cached
-    assert client.get(f"/slow/v1/products/{pid}/page").json()["sections_source"] == "cached"
+    # The 3 s background generation lands and is cached, once the queue reaches it (the tests
+    # before this one queued 3 s generations too): within the queue's maximum age plus 3 s.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if client.get(f"/slow/v1/products/{pid}/page").json()["sections_source"] == "cached":
+            break
+    else:
+        pytest.fail("the late page was never cached")
 
 
-def test_dead_generator_degrades_to_template_copy(client, app):
+def test_dead_generator_degrades_to_template_copy_and_says_so(client, app):
     r = client.post("/down/v1/recommendations", json={"user_id": _heavy_user(app), "k": 3})
     assert r.status_code == 200 and r.json()["content_source"] == "template"
     page = client.get(f"/down/v1/products/{app.popular[0]}/page").json()
     assert page["sections_source"] == "template" and page["sections"]["description"]
-    ready = client.get("/down/readyz").json()
-    assert ready["ready"] is True
+    time.sleep(2.5)  # the probes find it down (each ~1 s)
+    ready = client.get("/down/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True and ready.json()["generator"] == "down"
+    r = client.post("/down/v1/recommendations", json={"user_id": _heavy_user(app), "k": 3, "wait_ms": 2000})
+    assert r.json()["degraded"] == ["generator"] and not r.json()["cold_start"]
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,15 @@ from serve.generator import GeneratorCore, GroundedPageStream, ground_page
 from serve.http import ApiError, _api_error
 from serve.ingress import Ingress
 from serve.schemas import PageSections
-from serve.testing import GROUNDED_SENTENCE, INVENTED_SENTENCE, LocalGenerator, echo_facts, half_grounded
+from serve.testing import (
+    GROUNDED_SENTENCE,
+    INVENTED_SENTENCE,
+    LocalGenerator,
+    echo_facts,
+    fake_ranker,
+    fake_retriever,
+    half_grounded,
+)
 from serve.testing import MUG_FACTS as FACTS
 
 BRANDS = ["Brewly", "Hearthline", "Morrow"]
@@ -157,15 +165,18 @@ def _ingress(
     fail: bool = False,
     budgets: dict | None = None,
     generator: bool = True,
+    stages: bool = True,
 ):
     cfg = ServeConfig(budgets=budgets or {})
+    catalog = _catalog()
     ingress = object.__new__(INGRESS)
     handle = (
         LocalGenerator(GeneratorCore(FakeEngine(respond, delay_s=delay_s, fail=fail), cfg.generation, BRANDS))
         if generator
         else None
     )
-    ingress._setup(cfg, _catalog(), None, None, handle, "fake-1")
+    retriever, ranker = (fake_retriever(catalog), fake_ranker(catalog)) if stages else (None, None)
+    ingress._setup(cfg, catalog, retriever, ranker, handle, "fake-1")
     return ingress
 
 
@@ -250,7 +261,8 @@ def test_dead_slow_or_absent_generator_gives_template_and_done_within_the_deadli
 
 
 def test_a_late_stream_is_cached_for_the_next_request():
-    ingress = _ingress(echo_facts, delay_s=0.5, budgets={"page_ms": 100})
+    # Past the request's deadline, within the page budget: the generation goes on and is cached.
+    ingress = _ingress(echo_facts, delay_s=0.5, budgets={"page_ms": 5_000, "request_deadline_ms": 100})
 
     async def run():
         response = await INGRESS.product_page_stream(ingress, "p1", None)
@@ -260,6 +272,19 @@ def test_a_late_stream_is_cached_for_the_next_request():
 
     assert '"sections_source": "template"' in asyncio.run(run())
     assert dict(_stream(ingress))["sections"]["sections_source"] == "cached"
+
+
+def test_a_stream_past_the_page_budget_is_cancelled_not_cached():
+    ingress = _ingress(echo_facts, delay_s=1.0, budgets={"page_ms": 200, "request_deadline_ms": 100})
+
+    async def run():
+        response = await INGRESS.product_page_stream(ingress, "p1", None)
+        body = "".join([chunk async for chunk in response.body_iterator])
+        await asyncio.gather(*ingress._background)
+        return body
+
+    assert '"sections_source": "template"' in asyncio.run(run())
+    assert ingress.generator.streams[-1].cancelled and len(ingress.cache) == 0
 
 
 def test_signed_in_user_gets_a_grounded_note_and_empty_user_id_is_anonymous():

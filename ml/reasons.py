@@ -1,0 +1,284 @@
+"""Recommendation reasons: what the generator is told, how its answer is judged, and the template.
+
+    from ml.reasons import reason_profile, reason_key, accept_reason, template_reason
+
+A reason explains one recommended item from the **evidence the ranker used** (`ml.ranker_features`:
+`because_you_interacted`, `same_brand`, `favourite_category`, `popular`, and the retriever's
+`similar_item` / `similar_new_item`). The generator sees only the strongest evidence entry, so:
+
+- the prompt's profile (`reason_profile`) holds exactly the evidence, in the corpus's profile
+  shape (`recent_items`, `top_brands`, `top_categories`), and nothing else of the shopper (no
+  history the reason could cite that the ranker did not use, no user id);
+- a generated reason is a pure function of (product facts, evidence), so it is cached and
+  precomputed per `reason_key(evidence)` and may be shown to any shopper with that evidence.
+
+`accept_reason` is the gate every generated reason passes before a shopper reads it (serving and
+the batch job run it): one complete sentence, addressed to the shopper ("you"), naming the
+evidence, no unsupported claim (`ml.grounding` with the evidence as profile), not degenerate
+(empty, "The item", the title alone, a loop, cut off mid-sentence). A rejected reason is never
+shown: the caller falls back to `template_reason`, which is built from the evidence alone and
+is grounded and faithful by construction. `degenerate_description` is the same gate for a
+product page's description.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Evidence kinds the generator may be asked to explain; "popular" says nothing about the shopper
+# (the template states it plainly), so it is not sent to the generator.
+ITEM_EVIDENCE = ("because_you_interacted", "similar_item", "similar_new_item")
+GENERATED_EVIDENCE = (*ITEM_EVIDENCE, "same_brand", "favourite_category")
+
+
+def leaf(category: str | None) -> str:
+    return (category or "").split(">")[-1].strip()
+
+
+def primary_evidence(evidence: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The strongest usable evidence entry (the ranker lists strongest first), or None."""
+    for e in evidence or []:
+        kind = e.get("type")
+        if kind in ITEM_EVIDENCE and e.get("title"):
+            return dict(e)
+        if kind == "same_brand" and e.get("brand"):
+            return dict(e)
+        if kind in ("favourite_category", "popular") and (e.get("category") or kind == "popular"):
+            return dict(e)
+    return None
+
+
+def reason_key(evidence: Iterable[Mapping[str, Any]]) -> str:
+    """The cache key segment of a reason: the primary evidence, exactly as the generator sees it."""
+    e = primary_evidence(evidence)
+    if e is None:
+        return "none"
+    kind = e["type"]
+    if kind in ITEM_EVIDENCE:
+        return f"{kind}:{e.get('product_id') or e['title']}:{e.get('detail') or ''}"
+    if kind == "same_brand":
+        return f"same_brand:{e['brand']}"
+    return f"{kind}:{e.get('category') or ''}"
+
+
+def reason_profile(evidence: Iterable[Mapping[str, Any]]) -> dict[str, list[str]] | None:
+    """The generator's profile input, built only from the primary evidence; None = do not generate
+    (no evidence, or evidence the template states best: "popular")."""
+    e = primary_evidence(evidence)
+    if e is None or e["type"] not in GENERATED_EVIDENCE:
+        return None
+    profile: dict[str, list[str]] = {"recent_items": [], "top_categories": [], "top_brands": []}
+    if e["type"] in ITEM_EVIDENCE:
+        profile["recent_items"] = [str(e["title"])]
+    elif e["type"] == "same_brand":
+        profile["top_brands"] = [str(e["brand"])]
+    else:
+        profile["top_categories"] = [str(e["category"])]
+    return profile
+
+
+def evidence_names(profile: Mapping[str, Any]) -> list[str]:
+    """What a faithful reason names: the evidence item's title, the brand, or the category (leaf)."""
+    names: list[str] = []
+    for value in profile.get("recent_items") or []:
+        names.append(str(value))
+    for value in profile.get("top_brands") or []:
+        names.append(str(value))
+    for value in profile.get("top_categories") or []:
+        names += [str(value), leaf(str(value))]
+    return [n for n in names if n.strip()]
+
+
+def template_reason(evidence: Iterable[Mapping[str, Any]], title: str) -> str:
+    """A one-sentence reason built only from the evidence: grounded and faithful by construction."""
+    e = primary_evidence(evidence)
+    if e is not None:
+        kind = e["type"]
+        if kind == "because_you_interacted":
+            verb = "goes well with" if e.get("detail") == "often bought next" else "is similar to"
+            return f"It {verb} the {e['title']} you viewed."
+        if kind in ("similar_item", "similar_new_item"):
+            new = "new and " if kind == "similar_new_item" else ""
+            return f"It is {new}similar to the {e['title']} you viewed."
+        if kind == "same_brand":
+            return f"It is from {e['brand']}, a brand you have chosen before."
+        if kind == "favourite_category":
+            return f"It is a pick from {leaf(e['category'])}, one of your favourite categories."
+        if kind == "popular":
+            where = f" in {leaf(e.get('category'))}" if e.get("category") else ""
+            return f"It is popular with shoppers right now{where}."
+    return f"Recommended for you: {title}."
+
+
+# ----------------------------------------------------------------------------- the gate
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_END = re.compile(r"[.!?。！？]$")
+_YOU = re.compile(r"\b(you|your|you're|you've|yours)\b|[你您]", re.I)
+# Third person about the shopper, or the prompt's own vocabulary leaking into the answer.
+_THIRD = re.compile(
+    r"\b(the shopper|shoppers'?s? (profile|data)|the (user|customer)|this (user|customer)|they|them|their|"
+    r"profile|facts? (block|about)|recent_items|top_brands|top_categories)\b|用户|顾客",
+    re.I,
+)
+_WORD = re.compile(r"[\u3400-\u9fff]|[^\W_]+", re.UNICODE)
+_NON_ANSWER = re.compile(r"^\W*(the|this|that|an?)?\s*(item|product)\W*$", re.I)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip().lower()
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def looping(text: str, n: int = 3, limit: int = 3) -> bool:
+    """A phrase of `n` words repeated `limit` times or more (a small model's loop)."""
+    words = _words(text)
+    counts: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= limit:
+            return True
+    return False
+
+
+def first_sentence(text: str) -> tuple[str, bool]:
+    """(the first sentence, whether more text followed it)."""
+    from ml.grounding import sentences
+
+    text = re.sub(r'([.!?])["\u201d\u2019]+', r"\1", text.strip().strip('"\u201c\u201d').strip())
+    parts = [s.strip() for s in sentences(text) if s.strip()]
+    return (parts[0], len(parts) > 1) if parts else ("", False)
+
+
+def degenerate(text: str, title: str | None = None, *, min_words: int = 5) -> str | None:
+    """Why `text` is not publishable copy, or None: empty, a non-answer ("The item"), the title
+    alone, a loop, too short, or cut off mid-sentence."""
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    if _NON_ANSWER.match(stripped):
+        return "non_answer"
+    if title and _norm(stripped).rstrip(".!。！") == _norm(title).rstrip(".!。！"):
+        return "title_repeated"
+    if looping(stripped):
+        return "loop"
+    words = _words(stripped)
+    if len(words) < (min_words * 2 if _CJK.search(stripped) else min_words):
+        return "too_short"
+    if not _END.search(stripped):
+        return "cut_off"
+    return None
+
+
+def drop_repeats(text: str) -> str:
+    """`text` without sentences that repeat an earlier one (a small model's loop), as streamed."""
+    from ml.grounding import sentences
+
+    seen: set[str] = set()
+    kept = []
+    for sentence in sentences(text):
+        norm = " ".join(sentence.lower().split())
+        if norm and norm in seen:
+            continue
+        seen.add(norm)
+        kept.append(sentence)
+    return "".join(kept).strip()
+
+
+def complete_sentences(text: str) -> str:
+    """`text` up to its last complete sentence: a fragment the model left unfinished is dropped."""
+    from ml.grounding import sentences
+
+    parts = sentences(text)
+    while parts and not parts[-1].rstrip().endswith(tuple(".!?。！？\n")):
+        parts.pop()
+    return "".join(parts).strip()
+
+
+def degenerate_description(text: str, facts: Mapping[str, Any]) -> str | None:
+    """`degenerate` for a product page's description: also rejects one that only repeats its title."""
+    why = degenerate(text, str(facts.get("title") or ""), min_words=5)
+    if why is None and facts.get("title"):
+        rest = _norm(text).replace(_norm(str(facts["title"])), " ")
+        if len(_words(rest)) < 5:  # the title with a few words around it
+            return "title_repeated"
+    return why
+
+
+def accept_reason(
+    text: str,
+    facts: Mapping[str, Any],
+    profile: Mapping[str, Any],
+    *,
+    known_brands: Iterable[str] = (),
+    max_chars: int = 220,
+) -> tuple[str | None, str | None]:
+    """(the reason to show, None) or (None, why it was rejected).
+
+    Kept: the first sentence of `text`, if it is complete, addressed to the shopper, names the
+    evidence in `profile` (an item title, brand or category from `reason_profile`), carries no
+    unsupported claim and is not degenerate. Only the first sentence is ever shown."""
+    from ml.grounding import check
+
+    sentence, _ = first_sentence(text)
+    why = degenerate(sentence, str(facts.get("title") or ""))
+    if why:
+        return None, why
+    if len(sentence) > max_chars:
+        return None, "too_long"
+    if _THIRD.search(sentence):
+        return None, "third_person"
+    if not _YOU.search(sentence):
+        return None, "not_addressed"
+    low = _norm(sentence)
+    if not any(_norm(name) in low for name in evidence_names(profile)):
+        return None, "evidence_not_named"
+    brands = list(known_brands)
+    if unknown_names(sentence, facts, profile, brands):
+        return None, "unknown_name"
+    if check(sentence, facts, known_brands=brands, profile=profile).unsupported:
+        return None, "unsupported"
+    return sentence, None
+
+
+_NAME = re.compile(r"(?<![\w'’])[A-Z][\w'’&-]*(?:\s+[A-Z][\w'’&-]*)*")
+# Words a sentence may start with; any other capitalized word must be a known name (a rejection
+# only costs the template, so the list errs on the strict side).
+_ORDINARY_CAPS = set(
+    "i you your you're you've since because as if it it's its this these that those the a an and "
+    "with for from given here there now like love looking enjoy want need perfect great ideal".split()
+)
+
+
+def unknown_names(sentence: str, facts: Mapping[str, Any], profile: Mapping[str, Any], brands: list[str]) -> list[str]:
+    """Capitalized names in a reason that neither the facts, the evidence nor the catalog's brands
+    contain ("Amazon Prime", "Lenseskine"): a one-sentence reason has no business naming them.
+    The first word of the sentence and words like "You" or "It" are ordinary capitals."""
+    import json
+
+    known = _norm(" | ".join([json.dumps(dict(facts), ensure_ascii=False), *evidence_names(profile), *brands]))
+    out = []
+    for m in _NAME.finditer(sentence):
+        words = [w for w in m.group(0).split() if w.lower() not in _ORDINARY_CAPS]
+        if words and not all(_norm(w).strip("'’") in known for w in words):
+            out.append(" ".join(words))
+    return out
+
+
+def names_evidence(text: str, evidence: Iterable[Mapping[str, Any]]) -> bool:
+    """Faithfulness: does the reason name the evidence the ranker used (its primary entry)?"""
+    e = primary_evidence(evidence)
+    if e is None:
+        return False
+    if e["type"] == "popular":
+        return "popular" in text.lower() and (not e.get("category") or _norm(leaf(e["category"])) in _norm(text))
+    profile = reason_profile([e]) or {}
+    low = _norm(text)
+    return any(_norm(name) in low for name in evidence_names(profile))

@@ -1,0 +1,155 @@
+"""The reason gate: what a shopper may read, from generated text judged against the ranker's evidence."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml.reasons import (
+    accept_reason,
+    degenerate,
+    degenerate_description,
+    names_evidence,
+    reason_key,
+    reason_profile,
+    template_reason,
+)
+
+SLEEVE = {
+    "title": "Keystone M13 Laptop Sleeve, 13 in, Silver",
+    "brand": "Keystone",
+    "category": "Electronics > Laptop Accessories",
+    "price": 35.99,
+    "currency": "USD",
+    "attributes": {"color": "silver", "size": "13 in"},
+}
+VIEWED = {
+    "type": "because_you_interacted",
+    "product_id": "P7",
+    "title": "Keystone Wireless Mouse",
+    "detail": "often bought next",
+}
+BRAND = {"type": "same_brand", "brand": "Keystone", "product_id": "P7", "title": "Keystone Wireless Mouse"}
+CATEGORY = {"type": "favourite_category", "category": "Electronics > Laptop Accessories", "share": 0.5}
+POPULAR = {"type": "popular", "category": "Electronics > Laptop Accessories"}
+BRANDS = ["Keystone", "Lumio", "Hearthline"]
+
+
+def test_profile_holds_only_the_primary_evidence():
+    assert reason_profile([VIEWED, BRAND]) == {
+        "recent_items": ["Keystone Wireless Mouse"],
+        "top_categories": [],
+        "top_brands": [],
+    }
+    assert reason_profile([BRAND]) == {"recent_items": [], "top_categories": [], "top_brands": ["Keystone"]}
+    assert reason_profile([CATEGORY])["top_categories"] == ["Electronics > Laptop Accessories"]
+    # "popular" says nothing about the shopper: the template states it, the generator is not asked
+    assert reason_profile([POPULAR]) is None
+    assert reason_profile([]) is None
+    assert reason_profile([{"type": "because_you_interacted"}]) is None  # no title: nothing to cite
+
+
+def test_key_is_the_generator_input():
+    assert reason_key([VIEWED, BRAND]) == reason_key([VIEWED]) == reason_key([VIEWED, CATEGORY])
+    assert reason_key([VIEWED]) != reason_key([{**VIEWED, "detail": "similar product"}])
+    assert reason_key([BRAND]) == "same_brand:Keystone"
+    assert reason_key([]) == "none"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Since you viewed the Keystone Wireless Mouse, this silver laptop sleeve is a handy match.",
+        '"Since you viewed the Keystone Wireless Mouse, this sleeve keeps your laptop safe." It also ...',
+    ],
+)
+def test_accepts_a_faithful_sentence_to_the_shopper(text):
+    kept, why = accept_reason(text, SLEEVE, reason_profile([VIEWED]), known_brands=BRANDS)
+    assert why is None
+    assert kept.startswith("Since you viewed") and kept.endswith(".")
+    assert "It also" not in kept  # only the first sentence is ever shown
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "empty"),
+        ("The item", "non_answer"),
+        ("The item.", "non_answer"),
+        ("Keystone M13 Laptop Sleeve, 13 in, Silver", "title_repeated"),
+        ("You may like it.", "too_short"),
+        ("Lenseskine made this sleeve for the Keystone Wireless Mouse you viewed.", "unknown_name"),
+        ("Since you viewed the Keystone Wireless Mouse, you may like this sleeve and the company has a", "cut_off"),
+        ("The shopper is interested in the Keystone Wireless Mouse, so this sleeve fits.", "third_person"),
+        ("They're also looking for a sleeve like the Keystone Wireless Mouse they viewed.", "third_person"),
+        ("This silver sleeve by Keystone protects a laptop of 13 in.", "not_addressed"),
+        ("You will love this silver sleeve for your 13 in laptop every day.", "evidence_not_named"),
+        ("Since you viewed the Keystone Wireless Mouse, this sleeve is free with Amazon Prime.", "unknown_name"),
+        ("Since you viewed the Keystone Wireless Mouse, this gold sleeve suits you.", "unsupported"),
+        ("Since you viewed the Keystone Wireless Mouse, this Lumio sleeve suits you.", "unsupported"),
+        ("you like it you like it you like it you like it.", "loop"),
+    ],
+)
+def test_rejects_what_a_shopper_must_not_read(text, why):
+    kept, got = accept_reason(text, SLEEVE, reason_profile([VIEWED]), known_brands=BRANDS)
+    assert kept is None and got == why
+
+
+def test_brand_and_category_evidence_are_named():
+    ok, why = accept_reason(
+        "Because you often choose Keystone, this laptop sleeve is a natural next pick.",
+        SLEEVE,
+        reason_profile([BRAND]),
+        known_brands=BRANDS,
+    )
+    assert why is None, why
+    ok, why = accept_reason(
+        "You have been exploring laptop accessories, and this sleeve fits right in.",
+        SLEEVE,
+        reason_profile([CATEGORY]),
+        known_brands=BRANDS,
+    )
+    assert why is None, why
+
+
+def test_templates_are_faithful_grounded_and_pass_the_gate():
+    for ev in ([VIEWED], [{**VIEWED, "detail": "similar product"}], [BRAND], [CATEGORY]):
+        text = template_reason(ev, SLEEVE["title"])
+        assert names_evidence(text, ev), text
+        kept, why = accept_reason(text, SLEEVE, reason_profile(ev), known_brands=BRANDS)
+        assert why is None, (text, why)
+    assert names_evidence(template_reason([POPULAR], SLEEVE["title"]), [POPULAR])
+    assert template_reason([], SLEEVE["title"]) == f"Recommended for you: {SLEEVE['title']}."
+
+
+def test_faithfulness_is_about_the_primary_evidence():
+    assert names_evidence("It goes well with the Keystone Wireless Mouse you viewed.", [VIEWED, CATEGORY])
+    assert not names_evidence("A pick from laptop accessories, one of your favourite categories.", [VIEWED, CATEGORY])
+    assert not names_evidence("anything", [])
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("", "empty"),
+        ("Keystone M13 Laptop Sleeve, 13 in, Silver.", "title_repeated"),
+        ("The Keystone M13 Laptop Sleeve, 13 in, Silver is great.", "title_repeated"),
+        ("A sleeve. A sleeve. A sleeve. A sleeve for a laptop.", "loop"),
+        ("A silver sleeve that fits laptops of 13 in and closes with a", "cut_off"),
+        ("这款 包 很 好", "too_short"),
+    ],
+)
+def test_degenerate_descriptions(text, why):
+    assert degenerate_description(text, SLEEVE) == why
+
+
+def test_good_descriptions_pass_in_both_languages():
+    assert degenerate_description("A silver sleeve by Keystone that fits laptops of 13 in.", SLEEVE) is None
+    assert degenerate("这款牛仔夹克采用牛仔布面料，蓝色的设计简洁大方。") is None
+
+
+def test_repeated_sentences_are_dropped():
+    from ml.reasons import drop_repeats
+
+    assert drop_repeats("A silver sleeve. It fits 13 in laptops. A silver sleeve.") == (
+        "A silver sleeve. It fits 13 in laptops."
+    )

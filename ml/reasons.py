@@ -28,6 +28,8 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
 # Evidence kinds the generator may be asked to explain; "popular" says nothing about the shopper
 # (the template states it plainly), so it is not sent to the generator.
 ITEM_EVIDENCE = ("because_you_interacted", "similar_item", "similar_new_item")
@@ -92,30 +94,64 @@ def evidence_names(profile: Mapping[str, Any]) -> list[str]:
     return [n for n in names if n.strip()]
 
 
+def _zh(text: str | None) -> bool:
+    return bool(text and _CJK.search(text))
+
+
+def reason_variants(evidence: Iterable[Mapping[str, Any]], title: str) -> list[str]:
+    """Grounded, faithful phrasings of one evidence entry (the first is the serving template);
+    the corpus trains on all of them so the model learns the shape, not one sentence. Chinese
+    when the product's title is Chinese."""
+    e = primary_evidence(evidence)
+    zh = _zh(title)
+    if e is None:
+        return [f"为你推荐：{title}。" if zh else f"Recommended for you: {title}."]
+    kind = e["type"]
+    if kind in ITEM_EVIDENCE:
+        item = e["title"]
+        if zh:
+            return [f"你看过{item}，这款{title}也许也适合你。", f"因为你看过{item}，推荐你看看这款{title}。"]
+        new = "new and " if kind == "similar_new_item" else ""
+        first = (
+            f"It goes well with the {item} you viewed."
+            if kind == "because_you_interacted" and e.get("detail") == "often bought next"
+            else f"It is {new}similar to the {item} you viewed."
+        )
+        return [
+            first,
+            f"Since you viewed the {item}, the {title} is a natural next pick.",
+            f"You looked at the {item}, so you may like the {title} too.",
+        ]
+    if kind == "same_brand":
+        brand = e["brand"]
+        if zh:
+            return [f"这款来自{brand}，你之前选过这个品牌。", f"你常选{brand}，这款{title}也来自{brand}。"]
+        return [
+            f"It is from {brand}, a brand you have chosen before.",
+            f"Since you often choose {brand}, the {title} is a natural next pick.",
+            f"You have picked {brand} before, and the {title} is from {brand} too.",
+        ]
+    where = leaf(e.get("category"))
+    if kind == "favourite_category":
+        if zh:
+            return [f"这是你常逛的{where}里的一款。", f"你最近常看{where}，这款{title}正合适。"]
+        return [
+            f"It is a pick from {where}, one of your favourite categories.",
+            f"You have been exploring {where}, and the {title} fits right in.",
+            f"Since you like {where}, the {title} is worth a look.",
+        ]
+    if zh:
+        return [f"这款{where + '里' if where else ''}正受欢迎。"]
+    return [f"It is popular with shoppers right now{' in ' + where if where else ''}."]
+
+
 def template_reason(evidence: Iterable[Mapping[str, Any]], title: str) -> str:
     """A one-sentence reason built only from the evidence: grounded and faithful by construction."""
-    e = primary_evidence(evidence)
-    if e is not None:
-        kind = e["type"]
-        if kind == "because_you_interacted":
-            verb = "goes well with" if e.get("detail") == "often bought next" else "is similar to"
-            return f"It {verb} the {e['title']} you viewed."
-        if kind in ("similar_item", "similar_new_item"):
-            new = "new and " if kind == "similar_new_item" else ""
-            return f"It is {new}similar to the {e['title']} you viewed."
-        if kind == "same_brand":
-            return f"It is from {e['brand']}, a brand you have chosen before."
-        if kind == "favourite_category":
-            return f"It is a pick from {leaf(e['category'])}, one of your favourite categories."
-        if kind == "popular":
-            where = f" in {leaf(e.get('category'))}" if e.get("category") else ""
-            return f"It is popular with shoppers right now{where}."
-    return f"Recommended for you: {title}."
+    return reason_variants(evidence, title)[0]
 
 
 # ----------------------------------------------------------------------------- the gate
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _END = re.compile(r"[.!?。！？]$")
 _YOU = re.compile(r"\b(you|your|you're|you've|yours)\b|[你您]", re.I)
 # Third person about the shopper, or the prompt's own vocabulary leaking into the answer.
@@ -157,7 +193,7 @@ def first_sentence(text: str) -> tuple[str, bool]:
     return (parts[0], len(parts) > 1) if parts else ("", False)
 
 
-def degenerate(text: str, title: str | None = None, *, min_words: int = 5) -> str | None:
+def degenerate(text: str, title: str | None = None, *, min_words: int = 5, require_end: bool = True) -> str | None:
     """Why `text` is not publishable copy, or None: empty, a non-answer ("The item"), the title
     alone, a loop, too short, or cut off mid-sentence."""
     stripped = text.strip()
@@ -172,7 +208,7 @@ def degenerate(text: str, title: str | None = None, *, min_words: int = 5) -> st
     words = _words(stripped)
     if len(words) < (min_words * 2 if _CJK.search(stripped) else min_words):
         return "too_short"
-    if not _END.search(stripped):
+    if require_end and not _END.search(stripped):
         return "cut_off"
     return None
 
@@ -202,11 +238,13 @@ def complete_sentences(text: str) -> str:
     return "".join(parts).strip()
 
 
-def degenerate_description(text: str, facts: Mapping[str, Any]) -> str | None:
-    """`degenerate` for a product page's description: also rejects one that only repeats its title."""
-    why = degenerate(text, str(facts.get("title") or ""), min_words=5)
-    if why is None and facts.get("title"):
-        rest = _norm(text).replace(_norm(str(facts["title"])), " ")
+def degenerate_description(text: str, facts: Mapping[str, Any], *, require_end: bool = True) -> str | None:
+    """`degenerate` for a product page's description: also rejects one that only repeats its title.
+    `require_end=False` for human copy, which no token limit cut off."""
+    why = degenerate(text, str(facts.get("title") or ""), min_words=3, require_end=require_end)
+    title = _norm(str(facts.get("title") or ""))
+    if why is None and title and title in _norm(text):
+        rest = _norm(text).replace(title, " ")
         if len(_words(rest)) < 5:  # the title with a few words around it
             return "title_repeated"
     return why

@@ -153,3 +153,38 @@ def test_repeated_sentences_are_dropped():
     assert drop_repeats("A silver sleeve. It fits 13 in laptops. A silver sleeve.") == (
         "A silver sleeve. It fits 13 in laptops."
     )
+
+
+ZH_JACKET = {"title": "牛仔夹克", "brand": "李维斯", "category": "服装 > 夹克", "price": 299.0, "currency": "CNY",
+             "attributes": {"材质": "牛仔布"}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    [
+        [VIEWED],
+        [{**VIEWED, "detail": "similar product"}],
+        [{"type": "similar_new_item", "product_id": "P8", "title": "Lumio Desk Lamp"}],
+        [BRAND],
+        [CATEGORY],
+    ],
+)
+def test_every_variant_passes_the_gate_and_names_its_evidence(evidence):
+    from ml.reasons import reason_variants
+
+    for text in reason_variants(evidence, SLEEVE["title"]):
+        assert accept_reason(text, SLEEVE, reason_profile(evidence), known_brands=BRANDS) == (text, None)
+        assert names_evidence(text, evidence)
+
+
+def test_chinese_products_get_chinese_reasons_that_pass_the_gate():
+    from ml.reasons import reason_variants
+
+    for ev in (
+        [{"type": "because_you_interacted", "product_id": "p1", "title": "蓝色牛仔裤", "detail": "often bought next"}],
+        [{"type": "same_brand", "brand": "李维斯"}],
+        [{"type": "favourite_category", "category": "服装 > 夹克"}],
+    ):
+        for text in reason_variants(ev, ZH_JACKET["title"]):
+            assert "你" in text
+            assert accept_reason(text, ZH_JACKET, reason_profile(ev), known_brands=["李维斯"]) == (text, None), text

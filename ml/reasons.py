@@ -238,6 +238,17 @@ def complete_sentences(text: str) -> str:
     return "".join(parts).strip()
 
 
+def publishable_description(text: str, facts: Mapping[str, Any]) -> tuple[str, str | None]:
+    """A generated description as a shopper may read it (already grounded sentence by sentence):
+    no repeated sentence, no unfinished tail; ("", why) when what is left is not publishable.
+    Serving (live and streamed) and the batch job apply exactly this."""
+    kept = complete_sentences(drop_repeats(text))
+    if not kept:
+        return "", "ungrounded" if not text.strip() else "cut_off"
+    why = degenerate_description(kept, facts)
+    return ("", why) if why else (kept, None)
+
+
 def degenerate_description(text: str, facts: Mapping[str, Any], *, require_end: bool = True) -> str | None:
     """`degenerate` for a product page's description: also rejects one that only repeats its title.
     `require_end=False` for human copy, which no token limit cut off."""

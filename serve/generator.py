@@ -93,7 +93,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
     from ml.grounding import ground_pdp
     from ml.prompts import repair_pdp
-    from ml.reasons import complete_sentences, degenerate_description, drop_repeats
+    from ml.reasons import publishable_description
 
     page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
@@ -103,8 +103,6 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
             "error": "generated page is not valid JSON with title, highlights, description",
         }
     grounded = ground_pdp(page, facts, known_brands=known_brands)
-    # as the stream does: no repeated sentence, no fragment left unfinished at the end
-    grounded["description"] = complete_sentences(drop_repeats(grounded["description"]))
     # The page title is the catalog's: a small model's "The Ultimate Toys For Kids" claims
     # nothing checkable yet names no product. Generation writes highlights and description.
     grounded["title"] = facts.get("title") or grounded["title"]
@@ -118,7 +116,9 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
             "why": "ungrounded",
             "error": "every sentence of the description had an unsupported claim",
         }
-    if why := degenerate_description(grounded["description"], facts):
+    # as the stream does: no repeated sentence, no fragment left unfinished, nothing degenerate
+    grounded["description"], why = publishable_description(grounded["description"], facts)
+    if why:
         return {"sections": None, "why": "degenerate", "error": f"the description is not publishable copy ({why})"}
     removed = len(page["highlights"]) - len(grounded["highlights"]) + (grounded["description"] != page["description"])
     return {"sections": grounded, "removed": removed}

@@ -58,3 +58,14 @@ def test_generate_content_for_a_catalog_with_an_injected_product(ray_local, mode
     copy = " ".join([rows["p13"]["title"], *rows["p13"]["highlights"], rows["p13"]["description"]]).lower()
     for claim in ("99 years", "gold", "warranty"):
         assert claim not in copy, (claim, rows["p13"])
+    # precomputed reasons: one per (product, evidence) pair; only what passes the serving gate is served
+    reasons = stats["reasons"]
+    assert reasons["pairs"] == 6  # no events: brand and category of each product
+    assert reasons["pairs"] == reasons["accepted"] + sum(v for k, v in reasons.items() if k.startswith("rejected_"))
+    served = pq.read_table(out / "reasons" / "reasons.parquet")
+    assert served.column_names == ["product_id", "key", "model_version", "facts_hash", "text"]
+    assert served.num_rows == reasons["accepted"]
+    for row in served.to_pylist():
+        assert row["facts_hash"] == facts_hash(by_id[row["product_id"]], "USD") and row["text"]
+    audit = pq.read_table(out / "audit" / "reasons_rejected.parquet")
+    assert audit.num_rows == reasons["pairs"] - reasons["accepted"] and all(audit.column("rejected").to_pylist())

@@ -172,8 +172,9 @@ def reason_examples(
     """One example per user: the user's last event's product is the target, earlier ones the history.
 
     The prompt holds what serving sends (`ml.reasons.reason_profile` of the evidence a ranker
-    would cite), and the reference is one of `ml.reasons.reason_variants` (chosen by a stable
-    hash of the user): a sentence to "you" naming that evidence. Every reference passes the
+    would cite), and the reference is one of the prefixed `ml.reasons.reason_variants` (chosen
+    by a stable hash of the user): a sentence to "you" naming that evidence, opening with the
+    `reason_prefix` that serving prefills. Every reference passes the
     same gate as a served reason (`accept_reason`); one that does not is left out and counted."""
     if cfg.max_reason_examples == 0 or events.num_rows == 0:
         return []
@@ -197,7 +198,8 @@ def reason_examples(
         serialized = serialize_facts(product, currency)
         evidence = reason_evidence(history, target, by_id, cfg)
         profile = reason_profile([evidence])
-        variants = reason_variants([evidence], facts.get("title", ""))
+        # the prefixed variants: serving prefills the same opening and the model continues it
+        variants = reason_variants([evidence], facts.get("title", ""))[1:]
         sentence = variants[int(hashlib.sha256(user.encode("utf-8")).hexdigest(), 16) % len(variants)]
         kept, why = accept_reason(sentence, facts, profile, known_brands=brands)
         if kept is None:

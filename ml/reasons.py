@@ -98,51 +98,59 @@ def _zh(text: str | None) -> bool:
     return bool(text and _CJK.search(text))
 
 
+def reason_prefix(profile: Mapping[str, Any] | None, title: str) -> str:
+    """The opening every generated reason is continued from: it speaks to "you" and names the
+    evidence (`reason_profile`), so the model only writes the rest of the sentence. Chinese when
+    the product's title is Chinese; '' without evidence."""
+    profile = profile or {}
+    zh = _zh(title)
+    if profile.get("recent_items"):
+        item = profile["recent_items"][0]
+        return f"因为你看过{item}，" if zh else f"Since you viewed the {item}, "
+    if profile.get("top_brands"):
+        brand = profile["top_brands"][0]
+        return f"因为你常选{brand}，" if zh else f"Since you often choose {brand}, "
+    if profile.get("top_categories"):
+        where = leaf(profile["top_categories"][0])
+        return f"因为你常逛{where}，" if zh else f"Since you like {where}, "
+    return ""
+
+
 def reason_variants(evidence: Iterable[Mapping[str, Any]], title: str) -> list[str]:
-    """Grounded, faithful phrasings of one evidence entry (the first is the serving template);
-    the corpus trains on all of them so the model learns the shape, not one sentence. Chinese
-    when the product's title is Chinese."""
+    """Grounded, faithful reasons for one evidence entry: [the serving template, then sentences
+    that start with `reason_prefix`, which the corpus trains on (the engine continues that prefix
+    at serving time, so training and serving agree)]. Chinese when the title is Chinese."""
     e = primary_evidence(evidence)
     zh = _zh(title)
     if e is None:
         return [f"为你推荐：{title}。" if zh else f"Recommended for you: {title}."]
     kind = e["type"]
+    where = leaf(e.get("category"))
     if kind in ITEM_EVIDENCE:
         item = e["title"]
         if zh:
-            return [f"你看过{item}，这款{title}也许也适合你。", f"因为你看过{item}，推荐你看看这款{title}。"]
-        new = "new and " if kind == "similar_new_item" else ""
-        first = (
-            f"It goes well with the {item} you viewed."
-            if kind == "because_you_interacted" and e.get("detail") == "often bought next"
-            else f"It is {new}similar to the {item} you viewed."
-        )
-        return [
-            first,
-            f"Since you viewed the {item}, the {title} is a natural next pick.",
-            f"You looked at the {item}, so you may like the {title} too.",
-        ]
-    if kind == "same_brand":
+            first = f"你看过{item}，这款{title}也许也适合你。"
+        elif kind == "because_you_interacted" and e.get("detail") == "often bought next":
+            first = f"It goes well with the {item} you viewed."
+        else:
+            first = f"It is {'new and ' if kind == 'similar_new_item' else ''}similar to the {item} you viewed."
+    elif kind == "same_brand":
         brand = e["brand"]
+        first = (
+            f"这款来自{brand}，你之前选过这个品牌。" if zh else f"It is from {brand}, a brand you have chosen before."
+        )
+    elif kind == "favourite_category":
+        first = (
+            f"这是你常逛的{where}里的一款。" if zh else f"It is a pick from {where}, one of your favourite categories."
+        )
+    else:  # popular: about the product, not the shopper; never generated
         if zh:
-            return [f"这款来自{brand}，你之前选过这个品牌。", f"你常选{brand}，这款{title}也来自{brand}。"]
-        return [
-            f"It is from {brand}, a brand you have chosen before.",
-            f"Since you often choose {brand}, the {title} is a natural next pick.",
-            f"You have picked {brand} before, and the {title} is from {brand} too.",
-        ]
-    where = leaf(e.get("category"))
-    if kind == "favourite_category":
-        if zh:
-            return [f"这是你常逛的{where}里的一款。", f"你最近常看{where}，这款{title}正合适。"]
-        return [
-            f"It is a pick from {where}, one of your favourite categories.",
-            f"You have been exploring {where}, and the {title} fits right in.",
-            f"Since you like {where}, the {title} is worth a look.",
-        ]
+            return [f"这款{where + '里' if where else ''}正受欢迎。"]
+        return [f"It is popular with shoppers right now{' in ' + where if where else ''}."]
+    prefix = reason_prefix(reason_profile([e]), title)
     if zh:
-        return [f"这款{where + '里' if where else ''}正受欢迎。"]
-    return [f"It is popular with shoppers right now{' in ' + where if where else ''}."]
+        return [first, f"{prefix}这款{title}也许也适合你。", f"{prefix}推荐你看看这款{title}。"]
+    return [first, f"{prefix}the {title} is a natural next pick.", f"{prefix}you may like the {title} too."]
 
 
 def template_reason(evidence: Iterable[Mapping[str, Any]], title: str) -> str:
@@ -161,6 +169,8 @@ _THIRD = re.compile(
     re.I,
 )
 _WORD = re.compile(r"[\u3400-\u9fff]|[^\W_]+", re.UNICODE)
+# "[address]", "{website}", "<brand name>", "XX": a template the model did not fill
+_PLACEHOLDER = re.compile(r"[\[{<]\s*[A-Za-z][A-Za-z _-]{1,30}\s*[\]}>]|\b(?:XX+|TBD|lorem ipsum)\b", re.I)
 _NON_ANSWER = re.compile(r"^\W*(the|this|that|an?)?\s*(item|product)\W*$", re.I)
 
 
@@ -170,6 +180,11 @@ def _norm(text: str) -> str:
 
 def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
+
+
+def addressed(text: str) -> bool:
+    """Does the text speak to the shopper ("you", 你/您)?"""
+    return bool(_YOU.search(text))
 
 
 def looping(text: str, n: int = 3, limit: int = 3) -> bool:
@@ -201,6 +216,8 @@ def degenerate(text: str, title: str | None = None, *, min_words: int = 5, requi
         return "empty"
     if _NON_ANSWER.match(stripped):
         return "non_answer"
+    if _PLACEHOLDER.search(stripped):
+        return "placeholder"
     if title and _norm(stripped).rstrip(".!。！") == _norm(title).rstrip(".!。！"):
         return "title_repeated"
     if looping(stripped):
@@ -284,7 +301,7 @@ def accept_reason(
         return None, "too_long"
     if _THIRD.search(sentence):
         return None, "third_person"
-    if not _YOU.search(sentence):
+    if not addressed(sentence):
         return None, "not_addressed"
     low = _norm(sentence)
     if not any(_norm(name) in low for name in evidence_names(profile)):

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ml.reasons import accept_reason, reason_key, reason_profile
+from ml.reasons import accept_reason, reason_key, reason_prefix, reason_profile
 
 
 def likely_pairs(products: pa.Table, events: pa.Table | None, *, max_products: int, anchors: int) -> list[dict]:
@@ -92,13 +92,16 @@ class ReasonGenerator:
         facts = [json.loads(str(f)) for f in batch["facts"]]
         evidence = [json.loads(str(e)) for e in batch["evidence"]]
         profiles = [reason_profile([e]) for e in evidence]
+        prefixes = [reason_prefix(p, str(f.get("title") or "")) for p, f in zip(profiles, facts, strict=True)]
         params = SamplingParams(max_tokens=self.max_new_tokens, temperature=0.0, seed=0, repetition_penalty=1.1)
+        conversations = [reason_messages(p, f, x) for p, f, x in zip(profiles, facts, prefixes, strict=True)]
+        # every pair has evidence, so every conversation ends in a prefilled turn the engine continues
         outputs = self.llm.chat(
-            [reason_messages(p, f) for p, f in zip(profiles, facts, strict=True)], params, use_tqdm=False
+            conversations, params, use_tqdm=False, add_generation_prompt=False, continue_final_message=True
         )
         texts, why, raw = [], [], []
-        for f, p, o in zip(facts, profiles, outputs, strict=True):
-            text = o.outputs[0].text
+        for f, p, x, o in zip(facts, profiles, prefixes, outputs, strict=True):
+            text = x + o.outputs[0].text
             kept, rejected = accept_reason(text, f, p, known_brands=self.known_brands)
             texts.append(kept or "")
             why.append(rejected or "")

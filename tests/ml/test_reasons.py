@@ -188,3 +188,27 @@ def test_chinese_products_get_chinese_reasons_that_pass_the_gate():
         for text in reason_variants(ev, ZH_JACKET["title"]):
             assert "你" in text
             assert accept_reason(text, ZH_JACKET, reason_profile(ev), known_brands=["李维斯"]) == (text, None), text
+
+
+def test_placeholders_are_degenerate():
+    text = "This product is available at [address] and is available for purchase at [website]."
+    assert degenerate_description(text, SLEEVE) == "placeholder"
+    assert degenerate("Buy it from {brand name} today, you will love it.") == "placeholder"
+
+
+def test_the_prefix_speaks_to_you_and_names_the_evidence():
+    from ml.reasons import reason_prefix
+
+    assert reason_prefix(reason_profile([VIEWED]), SLEEVE["title"]) == "Since you viewed the Keystone Wireless Mouse, "
+    assert reason_prefix(reason_profile([BRAND]), SLEEVE["title"]) == "Since you often choose Keystone, "
+    assert reason_prefix(reason_profile([CATEGORY]), SLEEVE["title"]) == "Since you like Laptop Accessories, "
+    assert (
+        reason_prefix(reason_profile([{"type": "same_brand", "brand": "李维斯"}]), "牛仔夹克") == "因为你常选李维斯，"
+    )
+    assert reason_prefix(None, "x") == ""
+    # the corpus trains on sentences that open with the prefix serving prefills
+    from ml.reasons import reason_variants
+
+    for ev in ([VIEWED], [BRAND], [CATEGORY]):
+        prefix = reason_prefix(reason_profile(ev), SLEEVE["title"])
+        assert all(v.startswith(prefix) for v in reason_variants(ev, SLEEVE["title"])[1:])

@@ -114,7 +114,7 @@ def generate(model_dir: str, engine, products: list[dict], page_tokens: int, rea
     from vllm import SamplingParams
 
     from ml.prompts import build_structured_vllm, pdp_messages, pdp_structured_outputs, reason_messages
-    from ml.reasons import reason_prefix, reason_profile
+    from ml.reasons import join_continuation, reason_prefix, reason_profile
 
     llm = build_structured_vllm(model_dir, engine)
     page_params = SamplingParams(
@@ -138,7 +138,9 @@ def generate(model_dir: str, engine, products: list[dict], page_tokens: int, rea
         conversations, reason_params, use_tqdm=False, add_generation_prompt=False, continue_final_message=True
     )
     reason_s = time.perf_counter() - started
-    reasons = [(i, e, x + o.outputs[0].text) for (i, e), x, o in zip(jobs, prefixes, outs, strict=True)]
+    reasons = [
+        (i, e, join_continuation(x, o.outputs[0].text)) for (i, e), x, o in zip(jobs, prefixes, outs, strict=True)
+    ]
     return [o.outputs[0].text for o in pages], reasons, page_s, reason_s
 
 
@@ -261,7 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": f"no products: no corpus under {root} and no Myntra data in {args.data_dir}"}))
         return 2
     engine = load_config(None, []).models.engine
-    page_raw, reason_raw, page_s, reason_s = generate(model_dir, engine, products, args.page_tokens, args.reason_tokens)
+    import os
+
+    saved = os.dup(1)
+    os.dup2(2, 1)  # the engine (and its subprocess) logs to stdout: keep stdout for the JSON report
+    try:
+        page_raw, reason_raw, page_s, reason_s = generate(
+            model_dir, engine, products, args.page_tokens, args.reason_tokens
+        )
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
     report, samples = measure(products, page_raw, reason_raw, brands_of)
     if args.samples:
         with open(args.samples, "w", encoding="utf-8") as f:

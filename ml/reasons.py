@@ -101,19 +101,28 @@ def _zh(text: str | None) -> bool:
 def reason_prefix(profile: Mapping[str, Any] | None, title: str) -> str:
     """The opening every generated reason is continued from: it speaks to "you" and names the
     evidence (`reason_profile`), so the model only writes the rest of the sentence. Chinese when
-    the product's title is Chinese; '' without evidence."""
+    the product's title is Chinese; '' without evidence. It ends at the comma, not a space: a
+    BPE model writes the space with its next word (`join_continuation` puts them together)."""
     profile = profile or {}
     zh = _zh(title)
     if profile.get("recent_items"):
         item = profile["recent_items"][0]
-        return f"因为你看过{item}，" if zh else f"Since you viewed the {item}, "
+        return f"因为你看过{item}，" if zh else f"Since you viewed the {item},"
     if profile.get("top_brands"):
         brand = profile["top_brands"][0]
-        return f"因为你常选{brand}，" if zh else f"Since you often choose {brand}, "
+        return f"因为你常选{brand}，" if zh else f"Since you often choose {brand},"
     if profile.get("top_categories"):
         where = leaf(profile["top_categories"][0])
-        return f"因为你常逛{where}，" if zh else f"Since you like {where}, "
+        return f"因为你常逛{where}，" if zh else f"Since you like {where},"
     return ""
+
+
+def join_continuation(prefix: str, continuation: str) -> str:
+    """The reason a prefilled `prefix` and the engine's `continuation` make, spaced as written."""
+    rest = continuation.lstrip()
+    if not prefix or not rest or _CJK.search(prefix[-1:]) or prefix[-1:] in "，、：":
+        return prefix + rest
+    return f"{prefix} {rest}"
 
 
 def reason_variants(evidence: Iterable[Mapping[str, Any]], title: str) -> list[str]:
@@ -150,7 +159,7 @@ def reason_variants(evidence: Iterable[Mapping[str, Any]], title: str) -> list[s
     prefix = reason_prefix(reason_profile([e]), title)
     if zh:
         return [first, f"{prefix}这款{title}也许也适合你。", f"{prefix}推荐你看看这款{title}。"]
-    return [first, f"{prefix}the {title} is a natural next pick.", f"{prefix}you may like the {title} too."]
+    return [first, f"{prefix} the {title} is a natural next pick.", f"{prefix} you may like the {title} too."]
 
 
 def template_reason(evidence: Iterable[Mapping[str, Any]], title: str) -> str:

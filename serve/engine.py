@@ -97,7 +97,7 @@ class FakeEngine:
         text = self.respond(messages)
         prefix = continuation_of(messages)  # a real engine continues a prefilled turn: yield the rest only
         if prefix and text.startswith(prefix):
-            text = text[len(prefix) :]
+            text = text[len(prefix) :].lstrip()
         words = text.split(" ")
         for i, w in enumerate(words):
             await asyncio.sleep(self.delay_s / max(len(words), 1))

@@ -50,11 +50,12 @@ class GeneratorCore:
         `ml.reasons.accept_reason` (one complete sentence to "you", naming that evidence, grounded,
         not degenerate); otherwise `text` is None and `why` says what failed."""
         from ml.prompts import reason_messages
-        from ml.reasons import accept_reason, reason_prefix
+        from ml.reasons import accept_reason, join_continuation, reason_prefix
 
         started = time.perf_counter()
-        prefix = reason_prefix(profile, str(facts.get("title") or ""))  # "Since you viewed the X, "
-        raw = prefix + await self._complete(reason_messages(profile, facts, prefix), self.cfg.reason_max_tokens)
+        prefix = reason_prefix(profile, str(facts.get("title") or ""))  # "Since you viewed the X,"
+        rest = await self._complete(reason_messages(profile, facts, prefix), self.cfg.reason_max_tokens)
+        raw = join_continuation(prefix, rest)
         kept, why = accept_reason(raw, facts, profile, known_brands=self.known_brands)
         return {"text": kept, "why": why, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 

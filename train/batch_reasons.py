@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ml.reasons import accept_reason, reason_key, reason_prefix, reason_profile
+from ml.reasons import accept_reason, join_continuation, reason_key, reason_prefix, reason_profile
 
 
 def likely_pairs(products: pa.Table, events: pa.Table | None, *, max_products: int, anchors: int) -> list[dict]:
@@ -101,7 +101,7 @@ class ReasonGenerator:
         )
         texts, why, raw = [], [], []
         for f, p, x, o in zip(facts, profiles, prefixes, outputs, strict=True):
-            text = x + o.outputs[0].text
+            text = join_continuation(x, o.outputs[0].text)
             kept, rejected = accept_reason(text, f, p, known_brands=self.known_brands)
             texts.append(kept or "")
             why.append(rejected or "")

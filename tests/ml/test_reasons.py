@@ -199,9 +199,9 @@ def test_placeholders_are_degenerate():
 def test_the_prefix_speaks_to_you_and_names_the_evidence():
     from ml.reasons import reason_prefix
 
-    assert reason_prefix(reason_profile([VIEWED]), SLEEVE["title"]) == "Since you viewed the Keystone Wireless Mouse, "
-    assert reason_prefix(reason_profile([BRAND]), SLEEVE["title"]) == "Since you often choose Keystone, "
-    assert reason_prefix(reason_profile([CATEGORY]), SLEEVE["title"]) == "Since you like Laptop Accessories, "
+    assert reason_prefix(reason_profile([VIEWED]), SLEEVE["title"]) == "Since you viewed the Keystone Wireless Mouse,"
+    assert reason_prefix(reason_profile([BRAND]), SLEEVE["title"]) == "Since you often choose Keystone,"
+    assert reason_prefix(reason_profile([CATEGORY]), SLEEVE["title"]) == "Since you like Laptop Accessories,"
     assert (
         reason_prefix(reason_profile([{"type": "same_brand", "brand": "李维斯"}]), "牛仔夹克") == "因为你常选李维斯，"
     )
@@ -212,3 +212,12 @@ def test_the_prefix_speaks_to_you_and_names_the_evidence():
     for ev in ([VIEWED], [BRAND], [CATEGORY]):
         prefix = reason_prefix(reason_profile(ev), SLEEVE["title"])
         assert all(v.startswith(prefix) for v in reason_variants(ev, SLEEVE["title"])[1:])
+
+
+def test_continuations_join_as_written():
+    from ml.reasons import join_continuation
+
+    assert join_continuation("Since you like Mugs,", " this one fits.") == "Since you like Mugs, this one fits."
+    assert join_continuation("Since you like Mugs,", "this one fits.") == "Since you like Mugs, this one fits."
+    assert join_continuation("因为你常选李维斯，", " 这款也适合你。") == "因为你常选李维斯，这款也适合你。"
+    assert join_continuation("", "text") == "text"

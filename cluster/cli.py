@@ -71,6 +71,14 @@ def data_generate_content(
     model_dir: Annotated[
         str | None, typer.Option("--model-dir", help="Generator to use (default: <artifacts>/models/generator).")
     ] = None,
+    max_products: Annotated[
+        int | None,
+        typer.Option(
+            "--max-products",
+            min=1,
+            help="Only the first N products in id order (overrides train.generator.content.max_products; brands still come from the whole catalog).",
+        ),
+    ] = None,
 ) -> None:
     """PDP content for every product with Ray Data + vLLM, grounded, keyed by facts_hash + model_version (train.batch_generate).
 
@@ -79,7 +87,7 @@ def data_generate_content(
     """
     from train import batch_generate as stage
 
-    raise typer.Exit(stage.main(stage_argv(config, set_, model_dir=model_dir)))
+    raise typer.Exit(stage.main(stage_argv(config, set_, model_dir=model_dir, max_products=max_products)))
 
 
 def _dir_size_mb(path: Path) -> float:

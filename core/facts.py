@@ -7,6 +7,12 @@ and serving's content cache (serve.catalog) all serialize a product's facts with
 functions, so `facts_hash` keys the same text in every one of them. Serialization is
 deterministic: fixed key order, attributes sorted, NFC-normalized whitespace-collapsed text,
 prices rounded to cents, Unicode kept (`材质=牛仔布` stays readable).
+
+An attribute value is a string, or a list of strings when the catalog gives the key several
+values (`{"风格": ["复古", "文艺", "简约"]}`, in source order, exact repeats dropped). A single
+value serializes exactly as before lists existed, so existing `facts_hash` keys stay valid.
+In the products table a multi-valued attribute is the key repeated in the `attributes` map
+(core.schemas); `attribute_values` turns those pairs back into this form.
 """
 
 from __future__ import annotations
@@ -30,10 +36,43 @@ def _number(value: float) -> int | float:
     return int(rounded) if rounded.is_integer() else rounded
 
 
-def _attributes(value: Any) -> dict[str, str]:
-    pairs = value.items() if isinstance(value, Mapping) else (value or [])
-    out = {clean_text(k): clean_text(v) for k, v in pairs}
-    return {k: out[k] for k in sorted(out) if k and out[k]}
+class Values(list):
+    """The values of a multi-valued attribute: a list (JSON array, what grounding checks one by
+    one) that reads "a, b, c" wherever it is formatted as text (f"{key}: {value}" in highlights,
+    embedding text), so code written for single values shows every value, not a Python repr."""
+
+    def __str__(self) -> str:
+        return ", ".join(self)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def attribute_values(value: Any) -> dict[str, str | list[str]]:
+    """Attributes (a mapping, or key/value pairs where a key may repeat, as a Parquet map column
+    reads) -> {key: value or Values}, keys in first-seen order, values cleaned (`clean_text`),
+    empty and repeated values dropped, a key with one value left a plain string."""
+    if value is None:
+        return {}
+    pairs = value.items() if isinstance(value, Mapping) else value
+    grouped: dict[str, list[str]] = {}
+    for k, v in pairs:
+        key = clean_text(k)
+        for item in v if isinstance(v, list | tuple) else [v]:
+            text = clean_text(item)
+            if key and text and text not in (seen := grouped.setdefault(key, [])):
+                seen.append(text)
+    return {k: vs[0] if len(vs) == 1 else Values(vs) for k, vs in grouped.items() if vs}
+
+
+def attribute_text(value: Any) -> str:
+    """An attribute value as one line of text: "a, b, c" for several values."""
+    return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def _attributes(value: Any) -> dict[str, str | list[str]]:
+    out = attribute_values(value)
+    return {k: out[k] for k in sorted(out)}
 
 
 def facts_of(product: Mapping[str, Any], currency: str | None = None) -> dict[str, Any]:
@@ -66,7 +105,11 @@ def serialize_facts(product: Mapping[str, Any], currency: str | None = None) -> 
 
 
 def parse_facts(serialized: str) -> dict[str, Any]:
-    return json.loads(serialized)
+    """The facts dict back from `serialize_facts`; a multi-valued attribute comes back as `Values`."""
+    facts = json.loads(serialized)
+    if isinstance(attributes := facts.get("attributes"), dict):
+        facts["attributes"] = {k: Values(v) if isinstance(v, list) else v for k, v in attributes.items()}
+    return facts
 
 
 def facts_hash(product: Mapping[str, Any], currency: str | None = None) -> str:

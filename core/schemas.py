@@ -17,6 +17,10 @@ PRODUCTS = pa.schema(
         pa.field("category", pa.string()),  # path "a > b > c"
         pa.field("brand", pa.string()),
         pa.field("price", pa.float64()),  # currency from data.currency
+        # Multi-valued: a key given several values by the source appears once per value, in source
+        # order (Arrow and Parquet maps allow repeated keys). Read it with core.facts.attribute_values,
+        # never dict(): dict() keeps only the last value. The value type stays string so single-valued
+        # tables, old shard sets and every facts_hash are unchanged.
         pa.field("attributes", pa.map_(pa.string(), pa.string())),
         pa.field("description", pa.string()),  # human-written reference, nullable
         pa.field("in_stock", pa.bool_()),

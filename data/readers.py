@@ -11,6 +11,8 @@ failing the file. Blank lines are not records and are not counted.
 Formats (`data.sources[].format`):
 
 - csv / jsonl / parquet: generic, columns named by `mapping` (contract column -> source column).
+  `attribute_columns` sends further columns into `attributes` (Myntra's Primary_Color -> colour);
+  `id_from: line` gives records without an id the id `<id_prefix>L<line>` (default prefix "<name>:").
 - amazon_reviews / amazon_metadata: the 2014 and 2018 Amazon review dumps (JSON lines, gzip or
   not; the 2014 metadata is Python-literal dicts, read with `ast.literal_eval` as a fallback).
 - user_item_pairs: "user item" per line, in time order; user_item_sequences: "user item item ...",
@@ -21,6 +23,10 @@ Formats (`data.sources[].format`):
   view / addtocart / transaction -> view / cart / purchase.
 - attribute_catalog: a delimited file whose attributes column holds `key#value*key#value`
   (common in Chinese e-commerce data); other fields may come from it via `attributes.<key>`.
+
+Attributes are multi-valued: a key given several values (`风格#复古*风格#简约`, a JSON list, an
+attribute column naming an existing key) keeps all of them, in order, exact repeats dropped; the
+products table stores them as the key repeated in the `attributes` map (core.schemas).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from core.config.ingest import SourceConfig
 from core.schemas import EVENTS, PRODUCTS
 from data.values import (
     RowError,
+    add_value,
     as_attributes,
     as_bool,
     as_category,
@@ -121,8 +128,17 @@ def required_source_columns(src: SourceConfig) -> dict[str, str]:
     needed = {c: mapping[c] for c in REQUIRED[src.table] if c in mapping}
     if src.table == "events" and default_event(src) and "event" not in src.mapping:
         needed.pop("event", None)
+    if src.id_from == "line":
+        needed.pop("product_id", None)
     needed.update(src.mapping)
     return {c: s for c, s in needed.items() if not s.startswith("attributes.")}
+
+
+def line_id(src: SourceConfig, line: int) -> str:
+    """The product id of the record on `line` (1-based) when `id_from: line`: stable while the file's
+    lines stay where they are (appending keeps every id; inserting or deleting lines shifts them)."""
+    prefix = src.id_prefix if src.id_prefix is not None else f"{src.name}:"
+    return f"{prefix}L{line}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,24 +174,46 @@ class _Builder:
         self.cols["_raw"].append(raw)
 
     def to_arrow(self) -> pa.Table:
-        if self.table == "products":
-            self.cols["attributes"] = [None if a is None else list(a.items()) for a in self.cols["attributes"]]
+        if self.table == "products":  # a multi-valued attribute is its key repeated, values in order
+            self.cols["attributes"] = [
+                None if a is None else [(k, x) for k, v in a.items() for x in (v if isinstance(v, list) else [v])]
+                for a in self.cols["attributes"]
+            ]
         return pa.Table.from_pydict(self.cols, schema=self.schema)
 
 
-def _get(record: dict[str, Any], key: str, attributes: dict[str, str] | None) -> Any:
+def _get(record: dict[str, Any], key: str, attributes: dict[str, Any] | None) -> Any:
     if key.startswith("attributes.") and key not in record:
-        return (attributes or {}).get(key.removeprefix("attributes."))
+        value = (attributes or {}).get(key.removeprefix("attributes."))
+        return ", ".join(value) if isinstance(value, list) else value  # several values: all of them, as text
     return record.get(key)
 
 
-def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str, str]) -> dict[str, Any]:
+def _add_columns(attributes: dict[str, Any] | None, record: dict[str, Any], columns: dict[str, str]) -> dict | None:
+    """`attribute_columns` (source column -> attribute key) merged into the parsed attributes: a key
+    already there gains the column's value as a further value; an empty cell adds nothing."""
+    out = dict(attributes or {})
+    for column, key in columns.items():
+        value = record.get(column)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, dict | list):
+                raise RowError(
+                    f"column {column!r} (attribute_columns) holds a nested {type(v).__name__}, expected text"
+                )
+            if text := ("" if v is None else str(v).strip()):
+                add_value(out, key, text)
+    return out if out else attributes
+
+
+def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str, str], line: int) -> dict[str, Any]:
     kv = src.format == "attribute_catalog"
     attributes = as_attributes(record.get(mapping["attributes"]), kv=kv) if "attributes" in mapping else None
+    if src.attribute_columns:
+        attributes = _add_columns(attributes, record, src.attribute_columns)
     get = lambda c: _get(record, mapping[c], attributes) if c in mapping else None  # noqa: E731
     updated = get("updated_at")
     return {
-        "product_id": as_id(get("product_id"), "product_id"),
+        "product_id": line_id(src, line) if src.id_from == "line" else as_id(get("product_id"), "product_id"),
         "title": as_text(get("title"), "title", required=True),
         "category": as_category(get("category")),
         "brand": as_text(get("brand"), "brand"),
@@ -188,7 +226,7 @@ def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str,
 
 
 def event_values(
-    record: dict[str, Any], src: SourceConfig, mapping: dict[str, str], event_map: dict[str, str]
+    record: dict[str, Any], src: SourceConfig, mapping: dict[str, str], event_map: dict[str, str], line: int
 ) -> dict[str, Any]:
     get = lambda c: record.get(mapping[c]) if c in mapping else None  # noqa: E731
     fallback = default_event(src)
@@ -266,7 +304,7 @@ def _parse_json(b: _Builder, data: bytes, chunk: dict[str, Any], src: SourceConf
             record = _json_record(text, literals)
             if src.format == "amazon_metadata" and "categories" not in record and "category" in record:
                 record["categories"] = record["category"]  # 2018 shape
-            b.ok(line, 0, convert(record))
+            b.ok(line, 0, convert(record, line))
         except RowError as e:
             b.bad(line, 0, str(e) + _note(err), text)
 
@@ -303,7 +341,7 @@ def _parse_delimited(b: _Builder, data: bytes, chunk: dict[str, Any], src: Sourc
             b.bad(line, 0, error + note, raw)
             continue
         try:
-            b.ok(line, 0, convert(dict(zip(header, fields, strict=True))))
+            b.ok(line, 0, convert(dict(zip(header, fields, strict=True)), line))
         except RowError as e:
             b.bad(line, 0, str(e) + note, raw)
 
@@ -343,7 +381,7 @@ def _parse_parquet(b: _Builder, path: str, src: SourceConfig, convert) -> None:
             for record in batch.to_pylist():
                 line += 1
                 try:
-                    b.ok(line, 0, convert(record))
+                    b.ok(line, 0, convert(record, line))
                 except RowError as e:
                     b.bad(line, 0, str(e), json.dumps(record, ensure_ascii=False, default=str))
 
@@ -362,10 +400,10 @@ def parse_chunk(chunk: dict[str, Any], src: SourceConfig) -> pa.Table:
     b = _Builder(src.table, chunk["src"], chunk["display"])
     mapping = mapping_for(src)
     if src.table == "products":
-        convert = lambda r: product_values(r, src, mapping)  # noqa: E731
+        convert = lambda r, line: product_values(r, src, mapping, line)  # noqa: E731
     else:
         event_map = {**DEFAULT_EVENT_MAP.get(src.format, {}), **src.event_map}
-        convert = lambda r: event_values(r, src, mapping, event_map)  # noqa: E731
+        convert = lambda r, line: event_values(r, src, mapping, event_map, line)  # noqa: E731
     if src.format == "parquet":
         _parse_parquet(b, chunk["path"], src, convert)
         return b.to_arrow()

@@ -72,14 +72,28 @@ def _first_line(fs: fsspec.AbstractFileSystem, path: str, encoding: str, compres
     return text, len(raw)
 
 
+def _shown(have: list[str]) -> str:
+    return ", ".join(have[:30]) + (" ..." if len(have) > 30 else "")
+
+
 def _check_columns(have: list[str], src: SourceConfig, i: int, file: str, what: str) -> None:
     for contract, column in required_source_columns(src).items():
         if column not in have:
-            shown = ", ".join(have[:30]) + (" ..." if len(have) > 30 else "")
             raise SourceError(
-                f"source '{src.name}': {file} has no column {column!r} (needed for {contract}); {what}: [{shown}]; "
+                f"source '{src.name}': {file} has no column {column!r} (needed for {contract}); {what}: [{_shown(have)}]; "
                 f"set {_key(i, f'mapping.{contract}')} to one of them"
             )
+    _check_attribute_columns(have, src, i, file, what)
+
+
+def _check_attribute_columns(have, src: SourceConfig, i: int, file: str, what: str) -> None:
+    missing = [c for c in src.attribute_columns if c not in have]
+    if missing:
+        raise SourceError(
+            f"source '{src.name}': {file} has no column {missing[0]!r} (named in {_key(i, 'attribute_columns')}"
+            f"{f'; also missing: {missing[1:]}' if missing[1:] else ''}); {what}: [{_shown(list(have))}]; "
+            f"fix or remove it in {_key(i, 'attribute_columns')}"
+        )
 
 
 def _line_chunks(fs, path: str, start: int, size: int, chunk_bytes: int) -> list[tuple[int, int, int]]:
@@ -110,7 +124,13 @@ def _line_chunks(fs, path: str, start: int, size: int, chunk_bytes: int) -> list
 def plan_source(src: SourceConfig, i: int, chunk_bytes: int) -> list[dict[str, Any]]:
     """Check one source and cut it into parse tasks (dicts, so Ray Data can carry them)."""
     chunks = []
-    for fs, path in resolve_files(src, i):
+    files = resolve_files(src, i)
+    if src.id_from == "line" and len(files) > 1:
+        raise SourceError(
+            f"source '{src.name}': id_from: line numbers the lines of one file, but {src.path!r} matches {len(files)} files "
+            f"(their line numbers would collide); give each file its own source with its own {_key(i, 'id_prefix')}"
+        )
+    for fs, path in files:
         display = _display(fs, path, src)
         compressed = path.endswith(".gz")
         uri = fs.unstrip_protocol(path)
@@ -155,28 +175,36 @@ def plan_source(src: SourceConfig, i: int, chunk_bytes: int) -> list[dict[str, A
 
 
 def _probe_json(fs, path: str, src: SourceConfig, i: int, display: str, compressed: bool) -> None:
+    """Check the id keys on the first parsable record, `attribute_columns` on the keys of the first
+    `_PROBE_LINES` records (JSON keys come and go per record: a column in none of them is a typo)."""
+    records = []
     with fs.open(path, "rb", compression="infer" if compressed else None) as f:
         for _ in range(_PROBE_LINES):
             raw = f.readline()
             if not raw:
-                return
+                break
             try:
                 record = _json_record(raw.decode(src.encoding, "replace"), src.format == "amazon_metadata")
             except (RowError, json.JSONDecodeError):
                 continue
             if src.format == "amazon_metadata" and "categories" not in record and "category" in record:
                 record["categories"] = record["category"]
-            keys = list(record)
-            # JSON keys are per record (optional fields come and go): only the ids must be in the first one.
-            required = {c: s for c, s in required_source_columns(src).items() if c in ("product_id", "user_id")}
-            missing = {c: s for c, s in required.items() if s not in record}
-            if missing:
-                contract, column = next(iter(missing.items()))
-                raise SourceError(
-                    f"source '{src.name}': the first record of {display} has no key {column!r} (needed for {contract}); "
-                    f"its keys are {keys[:30]}; set {_key(i, f'mapping.{contract}')} to one of them"
-                )
-            return
+            records.append(record)
+    if not records:
+        return
+    record, keys = records[0], list(records[0])
+    # Only the ids must be in the first record.
+    required = {c: s for c, s in required_source_columns(src).items() if c in ("product_id", "user_id")}
+    missing = {c: s for c, s in required.items() if s not in record}
+    if missing:
+        contract, column = next(iter(missing.items()))
+        raise SourceError(
+            f"source '{src.name}': the first record of {display} has no key {column!r} (needed for {contract}); "
+            f"its keys are {keys[:30]}; set {_key(i, f'mapping.{contract}')} to one of them"
+            + (f", or set {_key(i, 'id_from')}: line to number the records" if contract == "product_id" else "")
+        )
+    seen = sorted({k for r in records for k in r})
+    _check_attribute_columns(seen, src, i, display, f"the keys of its first {len(records)} records are")
 
 
 def plan_sources(sources: list[SourceConfig], chunk_mb: int) -> list[dict[str, Any]]:

@@ -30,6 +30,10 @@ Pipeline (everything deterministic; the same input and config give byte-identica
    null valid/test. Global temporal split: cut at the (1 - temporal_test_fraction)
    timestamp quantile; interactions before the cut are train, at or after it test.
 
+A catalog-only shop (products, no events) is a supported mode: the stage writes every table
+empty, with `catalog_only: true` in each manifest, and the stages that learn from behaviour
+(`shopgraph train recommender` / `train ranker`) stop at once saying so (`require_events`).
+
 This runs as vectorized Arrow/NumPy in the driver rather than as a Ray Data shuffle: k-core and
 dense ids need a global view, and one pass over 10M events takes seconds on one core, where
 a distributed sort on a 2-core node costs more than it saves. `splits_from_sequences` runs
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +271,41 @@ def build_splits(cfg: SplitsConfig, events: pa.Table, *, filter_event_types: boo
     )
 
 
+def empty_splits() -> Splits:
+    """Every table empty: the splits of a catalog-only shop (products, no events)."""
+    return Splits(
+        user_ids=USER_IDS.empty_table(),
+        item_ids=ITEM_IDS.empty_table(),
+        sequences=SEQUENCES.empty_table(),
+        loo=LOO_SPLIT.empty_table(),
+        temporal_train=SEQUENCES.empty_table(),
+        temporal_test=SEQUENCES.empty_table(),
+        popularity=POPULARITY.empty_table(),
+        stats={"events": 0, "catalog_only": True},
+    )
+
+
+def require_events(layout: ArtifactLayout, stage: str) -> None:
+    """Stop a stage that learns from behaviour when the splits say the shop is catalog-only.
+
+    Raises ValueError (the CLI's exit 1, no traceback) naming the stage and what still runs.
+    Splits written before this flag existed, or missing ones, are left to the stage's own checks.
+    """
+    from core.manifest import IncompleteDirError, read_manifest
+
+    try:
+        meta = read_manifest(local_dir(layout.splits)).get("meta", {})
+    except IncompleteDirError:
+        return
+    if meta.get("catalog_only"):
+        raise ValueError(
+            f"`shopgraph train {stage}` needs user events, and this shop is catalog-only (the events table is empty, "
+            "see the split manifest); add an events source to data.sources and rerun `shopgraph data prepare` and "
+            "`shopgraph data split`. Without events run prepare, embed, index, corpus, train generator and "
+            "data generate-content (README: A catalog-only shop)"
+        )
+
+
 def events_from_sequences(lines: Iterable[str], event: str = "rating") -> pa.Table:
     """An EVENTS table from "user item item ..." lines (one user per line, items in time order).
 
@@ -313,6 +353,7 @@ def write_splits(layout: ArtifactLayout, splits: Splits, cfg: SplitsConfig) -> d
     """
     meta = {
         "stage": "split",
+        "catalog_only": bool(splits.stats.get("catalog_only", False)),
         "config": cfg.model_dump(mode="json"),
         "stats": splits.stats,
         "id_maps_sha256": _digest(splits.user_ids, splits.item_ids),
@@ -339,12 +380,46 @@ def write_splits(layout: ArtifactLayout, splits: Splits, cfg: SplitsConfig) -> d
     return written
 
 
-def run(config) -> dict[str, Any]:
-    """The `shopgraph data split` stage: read events from the layout, write every split table."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)  # stdout carries the stage's JSON summary
+
+
+def run(config, *, log=_stderr) -> dict[str, Any]:
+    """The `shopgraph data split` stage: read events from the layout, write every split table.
+
+    No events at all (a catalog-only shop) writes empty tables flagged `catalog_only: true`.
+    """
     layout = ArtifactLayout(config.artifacts.root)
-    splits = build_splits(config.data.splits, load_events(layout))
+    events = load_events(layout)
+    if events.num_rows:
+        splits = build_splits(config.data.splits, events)
+    else:
+        products = _product_rows(layout)
+        if not products:
+            raise ValueError(
+                "the products and events tables are both empty: nothing to split; check data.sources and the "
+                "quarantine of `shopgraph data prepare`"
+            )
+        log(
+            f"catalog-only shop: {products} products and no events; writing empty splits (catalog_only: true). "
+            "The recommender and ranker need events and will not train; prepare, embed, index, corpus, "
+            "train generator and data generate-content run as usual."
+        )
+        splits = empty_splits()
+        splits.stats["products"] = products
     write_splits(layout, splits, config.data.splits)
     return splits.stats
+
+
+def _product_rows(layout: ArtifactLayout) -> int:
+    """Rows of the committed products shard set, from its manifest (no need to read the catalog)."""
+    from core.manifest import IncompleteDirError
+    from core.shards import verify_shard_set
+
+    try:
+        return int(verify_shard_set(layout.products)["meta"]["rows"])
+    except IncompleteDirError as e:
+        raise FileNotFoundError(f"no complete products shard set ({e})") from None
 
 
 def main(argv: list[str] | None = None) -> int:

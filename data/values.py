@@ -164,20 +164,50 @@ def as_event(value: Any, event_map: dict[str, str]) -> str:
     return event
 
 
-def parse_kv_attributes(text: str) -> dict[str, str]:
-    """'颜色#黑色*尺寸#XL' -> {'颜色': '黑色', '尺寸': 'XL'} (attribute-style catalogs)."""
-    out: dict[str, str] = {}
+AttributeValue = str | list[str]  # a list when the source repeats the key (order kept, exact repeats dropped)
+
+
+def add_value(out: dict[str, AttributeValue], key: str, value: str) -> None:
+    """Add `value` under `key`: a second distinct value turns the attribute into a list."""
+    have = out.get(key)
+    if have is None:
+        out[key] = value
+    elif isinstance(have, list):
+        if value not in have:
+            have.append(value)
+    elif have != value:
+        out[key] = [have, value]
+
+
+def parse_kv_attributes(text: str) -> dict[str, AttributeValue]:
+    """'颜色#黑色*尺寸#XL' -> {'颜色': '黑色', '尺寸': 'XL'} (attribute-style catalogs).
+
+    A repeated key keeps every value, in order: '风格#复古*风格#简约' -> {'风格': ['复古', '简约']}
+    (AdvertiseGen repeats keys on two rows in three; keeping only the last lost a fifth of the values).
+    """
+    out: dict[str, AttributeValue] = {}
     for part in text.split("*"):
         if not part.strip():
             continue
         key, sep, val = part.partition("#")
         if not sep or not key.strip():
             raise RowError(f"attribute {part!r} is not key#value")
-        out[key.strip()] = val.strip()
+        add_value(out, key.strip(), val.strip())
     return out
 
 
-def as_attributes(value: Any, *, kv: bool = False) -> dict[str, str] | None:
+def _scalar(key: Any, value: Any) -> str:
+    if isinstance(value, dict | list | tuple):
+        raise RowError(f"attribute {key!r} holds a nested {_type(value)}; flatten it or leave it out of the mapping")
+    return str(value)
+
+
+def as_attributes(value: Any, *, kv: bool = False) -> dict[str, AttributeValue] | None:
+    """Attributes from a JSON object (text or parsed), `key#value*key#value` text or key/value pairs.
+
+    A value is a string, or a list of strings (a JSON list, or a key given several times);
+    a one-element list is a plain string, so single values read the same whatever the source.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -195,13 +225,19 @@ def as_attributes(value: Any, *, kv: bool = False) -> dict[str, str] | None:
             return parse_kv_attributes(text)
         else:
             raise RowError(f"unparsable attributes {text[:60]!r}, expected a JSON object or key#value*key#value")
-    if not isinstance(value, dict):
+    if isinstance(value, list) and all(isinstance(p, list | tuple) and len(p) == 2 for p in value):
+        pairs = value  # key/value pairs (a Parquet map column): a key may repeat
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
         raise RowError(f"attributes has type {_type(value)}, expected an object")
-    out = {}
-    for key, val in value.items():
+    out: dict[str, AttributeValue] = {}
+    for key, val in pairs:
         if isinstance(val, dict):
             raise RowError(f"attribute {key!r} is a nested object; flatten it or leave it out of the mapping")
         if val is None:
             continue
-        out[str(key)] = ", ".join(map(str, val)) if isinstance(val, list) else str(val)
+        for v in val if isinstance(val, list | tuple) else [val]:
+            if v is not None:
+                add_value(out, str(key), _scalar(key, v))
     return out

@@ -60,9 +60,12 @@ _HIGHLIGHT_KEY = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _-]{0,39}):\s+(\S.*)$", re
 
 def highlight(key: str, value: Any) -> str:
     """One highlight as the shop shows it: 'Brand: Brewly', 'Color: green', 'Screen size: 6 in'.
-    The catalog's attribute names are lower-case keys; the shopper sees them capitalised."""
+    The catalog's attribute names are lower-case keys; the shopper sees them capitalised.
+    A multi-valued attribute shows every value: 'Style: retro, minimal'."""
+    from core.facts import attribute_text
+
     label = key.replace("_", " ").strip()
-    return f"{label[:1].upper()}{label[1:]}: {value}"
+    return f"{label[:1].upper()}{label[1:]}: {attribute_text(value)}"
 
 
 def tidy_highlight(text: str) -> str:

@@ -1,6 +1,6 @@
 """Batch PDP content for the whole catalog: Ray Data + vLLM, keyed for serving's cache.
 
-    shopgraph data generate-content --config configs/local.yaml
+    shopgraph data generate-content --config configs/local.yaml [--max-products N]
     python -m train.batch_generate --config configs/local.yaml          # ray job submit entry point
 
 Reads the products shard set (`shopgraph data prepare`), serializes each product's facts exactly
@@ -136,8 +136,23 @@ class PdpGenerator:
         }
 
 
-def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str | Path | None = None) -> dict[str, Any]:
-    """Run the stage; returns counts and the output directory."""
+def catalog_brands(products) -> list[str]:
+    """Every brand of the catalog: what grounding accepts as a brand name. Serving builds the same
+    list from the whole catalog, so the batch job must too, whatever subset it generates for."""
+    return sorted({b for b in products.column("brand").to_pylist() if b})
+
+
+def generate_content(
+    cfg,
+    *,
+    model_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    max_products: int | None = None,
+) -> dict[str, Any]:
+    """Run the stage; returns counts and the output directory.
+
+    `max_products` (the CLI's --max-products) overrides train.generator.content.max_products.
+    """
     import pyarrow.parquet as pq
     import ray.data
 
@@ -162,10 +177,11 @@ def generate_content(cfg, *, model_dir: str | Path | None = None, out_dir: str |
         or "unknown"
     )
     products = load_products(layout).sort_by("product_id")
+    brands = catalog_brands(products)  # before the limit: the same brands serving judges a page with
     catalog = products  # precomputed reasons pick popular products from the whole catalog
-    if content.max_products:
-        products = products.slice(0, content.max_products)
-    brands = sorted({b for b in products.column("brand").to_pylist() if b})
+    limit = max_products or content.max_products
+    if limit:
+        products = products.slice(0, limit)
     init_ray(cfg)
     ds = ray.data.from_arrow(products.select(["product_id", "title", "brand", "category", "price", "attributes"]))
     ds = ds.map_batches(facts_rows, fn_kwargs={"currency": cfg.data.currency}, batch_format="numpy")
@@ -269,6 +285,19 @@ def _collect(ds):
     return pa.concat_tables(tables)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of --max-products: a positive integer, or a message naming what was given."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m train.batch_generate` (a `ray job submit` / RayJob entry point) and `shopgraph data generate-content`."""
     from core.cli import stage_main
@@ -277,10 +306,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(
             "--model-dir", default=None, help="Generator to use (default: <artifacts>/models/generator)."
         )
+        parser.add_argument(
+            "--max-products",
+            type=positive_int,
+            default=None,
+            metavar="N",
+            help="Only the first N products in id order (overrides train.generator.content.max_products; "
+            "brands are still taken from the whole catalog).",
+        )
 
     return stage_main(
         argv,
-        lambda cfg, model_dir: generate_content(cfg, model_dir=model_dir),
+        lambda cfg, model_dir, max_products: generate_content(cfg, model_dir=model_dir, max_products=max_products),
         prog="python -m train.batch_generate",
         description=__doc__,
         options=options,

@@ -191,6 +191,10 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
     from train.recommender import _check_resources, fresh_run_config, init_ray
 
     layout = ArtifactLayout(cfg.artifacts.root)
+    if loo_path is None:  # catalog-only shop: no recommender either; name the real cause
+        from data.splits import require_events
+
+        require_events(layout, "ranker")
     hp = cfg.train.ranker
     rec_dir = Path(layout.recommender)
     try:

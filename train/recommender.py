@@ -321,6 +321,10 @@ def build_trainer(
     layout = ArtifactLayout(cfg.artifacts.root)
     hp = cfg.train.recommender
     scaling = cfg.train.scaling
+    if loo_path is None:  # a catalog-only shop has no behaviour to learn from: say so before Ray starts
+        from data.splits import require_events
+
+        require_events(layout, "recommender")
     loo_path = loo_path or f"{layout.splits}/loo.parquet"
     if not Path(loo_path).exists():
         raise FileNotFoundError(

@@ -71,7 +71,19 @@ class SourceConfig(BaseModel):
     table: Literal["products", "events"] = Field(..., description="Contract table the rows become: products or events.")
     mapping: dict[str, str] = Field(
         default_factory=dict,
-        description="Contract column -> source column (or JSON key). Merged over the format's defaults; for attribute_catalog a value 'attributes.<key>' takes the field from the parsed attributes (e.g. brand: attributes.品牌).",
+        description="Contract column -> source column (or JSON key). Merged over the format's defaults; a value 'attributes.<key>' takes the field from the parsed attributes (e.g. brand: attributes.品牌; several values are joined with ', ').",
+    )
+    attribute_columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Products only: further source columns (or JSON keys) that become attributes, as {column: attribute key} (e.g. {Primary_Color: colour, Gender: gender}) or a list of columns kept under their own names. Every column must exist in the file (checked before any work); empty cells add nothing; a key already in the attributes gains the value as a further value.",
+    )
+    id_from: Literal["column", "line"] = Field(
+        "column",
+        description="Products only: where product_id comes from. column: the mapped product_id column (a record without one is quarantined); line: the record's 1-based line number in its file (row number for Parquet), as '<id_prefix>L<line>', for catalogs without ids. Stable while lines are only appended; needs a single file.",
+    )
+    id_prefix: str | None = Field(
+        None,
+        description="Prefix of line-number ids (id_from: line); None = '<name>:' (e.g. 'advertisegen:L12').",
     )
     encoding: str = Field(
         "utf-8",
@@ -109,6 +121,15 @@ class SourceConfig(BaseModel):
             )
         return value
 
+    @field_validator("attribute_columns", mode="before")
+    @classmethod
+    def _columns_as_dict(cls, value):
+        if isinstance(value, list):  # [Primary_Color, Gender]: attributes named as the columns
+            if len(set(map(str, value))) != len(value):
+                raise ValueError(f"lists a column twice ({value}); list each once")
+            return {str(c): str(c) for c in value}
+        return value
+
     @field_validator("delimiter")
     @classmethod
     def _one_char(cls, value: str | None) -> str | None:
@@ -127,6 +148,20 @@ class SourceConfig(BaseModel):
             raise ValueError(
                 f"source '{self.name}': mapping has unknown contract column(s) {unknown}; keys must be among {list(columns)}"
             )
+        if self.table != "products" and (self.attribute_columns or self.id_from != "column"):
+            raise ValueError(
+                f"source '{self.name}': attribute_columns and id_from apply to products only; remove them from this {self.table} source"
+            )
+        empty = [c for c, k in self.attribute_columns.items() if not c.strip() or not k.strip()]
+        if empty:
+            raise ValueError(f"source '{self.name}': attribute_columns has an empty column or key name: {empty}")
+        if self.id_from == "line" and "product_id" in self.mapping:
+            raise ValueError(
+                f"source '{self.name}': id_from: line numbers the records itself; remove mapping.product_id "
+                f"({self.mapping['product_id']!r}) or set id_from: column"
+            )
+        if self.id_prefix is not None and self.id_from != "line":
+            raise ValueError(f"source '{self.name}': id_prefix applies only with id_from: line")
         bad = {k: v for k, v in self.event_map.items() if v not in ("view", "click", "cart", "purchase", "rating")}
         if bad:
             raise ValueError(

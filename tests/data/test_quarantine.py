@@ -214,3 +214,66 @@ def test_input_order_across_files_of_one_source(tmp_path: Path):
         (q,) = read_quarantine(layout).to_pylist()
         assert (Path(q["source"]).name, q["line"]) == ("b.csv", 2)
         assert q["reason"] == f"duplicate product_id 'X1' (first seen at {raw / 'a.csv'}:2; the first is kept)"
+
+
+def test_catalog_only_shop_prepares_and_splits(tmp_path: Path, capsys):
+    """Products and no events: prepare and split succeed, the training stages that need events say so."""
+    import json
+
+    from core.facts import facts_of
+    from core.manifest import read_manifest
+    from core.schemas import LOO_SPLIT
+    from data.splits import main as split_main
+
+    raw = tmp_path / "catalog.jsonl"
+    raw.write_text(
+        '{"title": "牛仔外套", "attrs": "类型#上衣*风格#复古*风格#文艺", "color": "蓝色"}\n'
+        '{"title": "Mug", "attrs": {"material": "ceramic"}}\n'
+        '{"title": ""}\n',
+        encoding="utf-8",
+    )
+    root = tmp_path / "art"
+    source = {"name": "shop", "format": "jsonl", "path": str(raw), "table": "products", "id_from": "line",
+              "mapping": {"attributes": "attrs"}, "attribute_columns": {"color": "颜色"}}  # fmt: skip
+    result = prepare(config(root, [source]), log=lambda _: None)
+    assert (result.products, result.events, result.quarantined) == (2, 0, 1)  # the empty title is quarantined
+    layout = ArtifactLayout(str(root))
+    products = {r["product_id"]: r for r in read_products(layout).to_pylist()}
+    assert facts_of(products["shop:L1"])["attributes"] == {"类型": "上衣", "颜色": "蓝色", "风格": ["复古", "文艺"]}
+
+    capsys.readouterr()
+    assert split_main(["--set", f"artifacts.root={root}"]) == 0
+    out = capsys.readouterr()
+    assert "catalog-only shop: 2 products and no events" in out.err
+    assert json.loads(out.out)["catalog_only"] is True
+    manifest = read_manifest(Path(layout.splits))
+    assert manifest["meta"]["catalog_only"] is True
+    import pyarrow.parquet as pq
+
+    loo = pq.read_table(Path(layout.splits) / "loo.parquet")
+    assert loo.num_rows == 0 and loo.schema == LOO_SPLIT
+
+
+def test_training_stages_refuse_a_catalog_only_shop(tmp_path: Path, capsys):
+    from data.splits import empty_splits, write_splits
+    from train.ranker import main as ranker_main
+    from train.recommender import main as recommender_main
+
+    cfg = config(tmp_path, [])
+    write_splits(ArtifactLayout(str(tmp_path)), empty_splits(), cfg.data.splits)
+    for name, main in (("recommender", recommender_main), ("ranker", ranker_main)):
+        capsys.readouterr()
+        assert main(["--set", f"artifacts.root={tmp_path}"]) == 1
+        err = capsys.readouterr().err
+        assert f"`shopgraph train {name}` needs user events, and this shop is catalog-only" in err
+        assert "Traceback" not in err
+
+
+def test_split_of_an_empty_shop_is_an_error(tmp_path: Path, capsys):
+    from data.splits import main as split_main
+
+    raw = tmp_path / "catalog.csv"
+    raw.write_text("product_id,title\n1,\n")  # the only product is quarantined
+    prepare(config(tmp_path, [{"name": "c", "format": "csv", "path": str(raw), "table": "products"}]), log=print)
+    assert split_main(["--set", f"artifacts.root={tmp_path}"]) == 1
+    assert "the products and events tables are both empty" in capsys.readouterr().err

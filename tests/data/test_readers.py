@@ -262,3 +262,169 @@ def test_s3rec_sequences_read_every_interaction():
     assert t.num_rows == 167597 and not reasons(t)
     first = [r["product_id"] for r in t.slice(0, 5).to_pylist()]
     assert first == ["1", "2", "3", "4", "5"]
+
+
+# ---------------------------------------------------------------- multi-valued attributes
+
+
+def test_repeated_key_keeps_every_value_in_order():
+    from data.values import parse_kv_attributes
+
+    assert parse_kv_attributes("类型#上衣*风格#复古*风格#文艺*风格#复古*风格#简约") == {
+        "类型": "上衣",
+        "风格": ["复古", "文艺", "简约"],  # order kept, the exact repeat dropped
+    }
+    with pytest.raises(RowError, match="attribute '风格' is not key#value"):
+        parse_kv_attributes("风格#复古*风格")  # a repeated key whose second pair is malformed
+    with pytest.raises(RowError, match="is not key#value"):
+        parse_kv_attributes("风格#复古*#文艺")
+
+
+def test_json_attributes_accept_lists_and_pairs():
+    from data.values import as_attributes
+
+    assert as_attributes({"colour": ["red", "blue", "red"], "size": 42, "tag": ["x"], "none": None}) == {
+        "colour": ["red", "blue"],
+        "size": "42",
+        "tag": "x",  # a one-element list reads as the plain value
+    }
+    assert as_attributes([("a", "1"), ("a", "2")]) == {"a": ["1", "2"]}  # pairs: a Parquet map row
+    with pytest.raises(RowError, match="attribute 'colour' holds a nested dict"):
+        as_attributes({"colour": [{"r": 1}]})
+    with pytest.raises(RowError, match="nested object"):
+        as_attributes('{"colour": {"r": 1}}')
+
+
+def test_attribute_catalog_repeated_keys_reach_the_table(tmp_path: Path):
+    path = tmp_path / "ag.tsv"
+    path.write_text("id\tname\tattrs\nA1\t牛仔外套\t类型#上衣*风格#复古*风格#文艺*风格#简约\nA2\t裙\t风格#复古*风格\n")
+    t = parse(
+        path,
+        format="attribute_catalog",
+        table="products",
+        mapping={"product_id": "id", "title": "name", "attributes": "attrs", "category": "attributes.风格"},
+    )
+    (row,) = kept(t)
+    # The products table repeats the key once per value (core.schemas); the category took all of them.
+    assert row["attributes"] == [("类型", "上衣"), ("风格", "复古"), ("风格", "文艺"), ("风格", "简约")]
+    assert row["category"] == "复古, 文艺, 简约"
+    assert reasons(t) == {3: "attribute '风格' is not key#value"}  # quarantined, never half-read
+
+
+# ---------------------------------------------------------------- attribute_columns, id_from
+
+
+def test_attribute_columns_send_extra_columns_into_attributes(tmp_path: Path):
+    path = tmp_path / "shop.csv"
+    path.write_text(
+        "Product_ID,Product_Name,attrs,Primary_Color,Gender\n"
+        '1,Shirt,"{""material"": ""cotton"", ""colour"": ""white""}", Navy,Men\n'
+        "2,Mat,,,Unisex\n"
+    )
+    mapping = {"product_id": "Product_ID", "title": "Product_Name", "attributes": "attrs"}
+    t = parse(
+        path,
+        format="csv",
+        table="products",
+        mapping=mapping,
+        attribute_columns={"Primary_Color": "colour", "Gender": "gender"},
+    )
+    rows = {r["product_id"]: r["attributes"] for r in kept(t)}
+    # an existing key gains the column's value as a further value; an empty cell adds nothing
+    assert rows["1"] == [("material", "cotton"), ("colour", "white"), ("colour", "Navy"), ("gender", "Men")]
+    assert rows["2"] == [("gender", "Unisex")]
+    t = parse(path, format="csv", table="products", mapping=mapping, attribute_columns=["Gender"])
+    assert {r["product_id"]: r["attributes"] for r in kept(t)}["2"] == [("Gender", "Unisex")]
+
+
+def test_attribute_columns_naming_a_missing_column_stop_the_run(tmp_path: Path):
+    from data.sources import SourceError
+
+    path = tmp_path / "shop.csv"
+    path.write_text("Product_ID,Product_Name,Primary_Color\n1,Shirt,Navy\n")
+    with pytest.raises(SourceError) as err:
+        parse(path, format="csv", table="products", mapping={"product_id": "Product_ID", "title": "Product_Name"},
+              attribute_columns={"Primary_Colour": "colour"})  # fmt: skip
+    message = str(err.value)
+    assert "no column 'Primary_Colour'" in message and "data.sources[0].attribute_columns" in message
+    assert "[Product_ID, Product_Name, Primary_Color]" in message  # the columns the file has
+    jsonl = tmp_path / "shop.jsonl"
+    jsonl.write_text('{"product_id": "1", "title": "Shirt", "colour": "navy"}\n{"product_id": "2", "title": "Mat"}\n')
+    with pytest.raises(SourceError, match=r"no column 'color'.*keys of its first 2 records are: \[colour"):
+        parse(jsonl, format="jsonl", table="products", attribute_columns=["color"])
+    assert kept(parse(jsonl, format="jsonl", table="products", attribute_columns=["colour"]))[0]["attributes"] == [
+        ("colour", "navy")
+    ]
+
+
+def test_jsonl_without_ids_in_both_modes(tmp_path: Path):
+    from data.sources import SourceError
+
+    path = tmp_path / "ag.jsonl"
+    path.write_text('{"product_id": "X", "title": "t"}\n{"title": "裤", "attrs": "风格#简约"}\n\n{"title": "衬衫"}\n')
+    # default (id_from: column): a record without an id is quarantined, as before
+    t = parse(path, format="jsonl", table="products", mapping={"attributes": "attrs"})
+    assert reasons(t) == {2: "missing product_id", 4: "missing product_id"} and len(kept(t)) == 1
+    # id_from: line: every record is numbered by its line (blank lines count, so ids follow the file)
+    t = parse(path, format="jsonl", table="products", mapping={"attributes": "attrs"}, id_from="line")
+    assert [r["product_id"] for r in kept(t)] == ["t:L1", "t:L2", "t:L4"] and not reasons(t)
+    assert kept(t)[1]["attributes"] == [("风格", "简约")]
+    t = parse(path, format="jsonl", table="products", id_from="line", id_prefix="ag-")
+    assert kept(t)[0]["product_id"] == "ag-L1"
+    # a file whose first record has no id stops the run, and says how to number the records
+    path.write_text('{"title": "裤"}\n')
+    with pytest.raises(SourceError, match=r"no key 'product_id'.*or set data.sources\[0\].id_from: line"):
+        parse(path, format="jsonl", table="products")
+
+
+def test_id_from_line_is_checked(tmp_path: Path):
+    from pydantic import ValidationError
+
+    from data.sources import SourceError
+
+    with pytest.raises(ValidationError, match="remove mapping.product_id"):
+        SourceConfig(name="t", format="jsonl", path="x", table="products", id_from="line", mapping={"product_id": "id"})
+    with pytest.raises(ValidationError, match="apply to products only"):
+        SourceConfig(name="t", format="jsonl", path="x", table="events", id_from="line")
+    with pytest.raises(ValidationError, match="apply to products only"):
+        SourceConfig(name="t", format="csv", path="x", table="events", attribute_columns=["c"])
+    with pytest.raises(ValidationError, match="id_prefix applies only with id_from: line"):
+        SourceConfig(name="t", format="jsonl", path="x", table="products", id_prefix="p")
+    for name in ("a.jsonl", "b.jsonl"):
+        (tmp_path / name).write_text('{"title": "t"}\n')
+    with pytest.raises(SourceError, match="matches 2 files"):
+        parse(tmp_path / "*.jsonl", format="jsonl", table="products", id_from="line")
+
+
+# ---------------------------------------------------------------- real samples: nothing lost
+
+ADVERTISEGEN = SHARED / "data" / "advertisegen-dev" / "advertisegen_dev300.json"
+MYNTRA = SHARED / "data" / "myntra-dev" / "myntra_dev3000.csv"
+
+
+@pytest.mark.skipif(not ADVERTISEGEN.is_file(), reason=f"real sample {ADVERTISEGEN} not present")
+def test_advertisegen_keeps_every_attribute_value():
+    import json
+
+    source = [
+        [(k.strip(), v.strip()) for k, _, v in (p.partition("#") for p in json.loads(line)["content"].split("*"))]
+        for line in ADVERTISEGEN.read_text(encoding="utf-8").splitlines()
+    ]
+    t = parse(ADVERTISEGEN, format="jsonl", table="products", id_from="line",
+              mapping={"title": "attributes.类型", "attributes": "content", "description": "summary"})  # fmt: skip
+    rows = kept(t)
+    assert not reasons(t) and len(rows) == len(source)
+    for row, pairs in zip(rows, source, strict=True):
+        assert row["attributes"] == list(dict.fromkeys(pairs))  # every distinct value, in source order
+    assert sum(len({k for k, _ in r["attributes"]}) < len(r["attributes"]) for r in rows) > len(rows) // 2
+
+
+@pytest.mark.skipif(not MYNTRA.is_file(), reason=f"real sample {MYNTRA} not present")
+def test_myntra_colour_and_gender_reach_the_attributes():
+    mapping = {"product_id": "Product_ID", "title": "Product_Name", "brand": "Product_Brand", "price": "Price"}
+    t = parse(MYNTRA, format="csv", table="products", mapping=mapping,
+              attribute_columns={"Primary_Color": "colour", "Gender": "gender"})  # fmt: skip
+    attrs = [dict(r["attributes"] or []) for r in kept(t)]
+    assert len(attrs) == 3000 and not reasons(t)
+    assert sum("gender" in a for a in attrs) == 3000
+    assert sum("colour" in a for a in attrs) == 2770  # the rest have an empty Primary_Color

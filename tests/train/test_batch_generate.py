@@ -69,3 +69,80 @@ def test_generate_content_for_a_catalog_with_an_injected_product(ray_local, mode
         assert row["facts_hash"] == facts_hash(by_id[row["product_id"]], "USD") and row["text"]
     audit = pq.read_table(out / "audit" / "reasons_rejected.parquet")
     assert audit.num_rows == reasons["pairs"] - reasons["accepted"] and all(audit.column("rejected").to_pylist())
+
+
+# ---------------------------------------------------------------- --max-products, brands from the whole catalog
+
+
+class RecordingGenerator:
+    """Stands in for PdpGenerator (no vLLM): echoes the title and records the brands it was given."""
+
+    def __init__(self, model_dir, engine, model_version, max_new_tokens, ground, known_brands):
+        self.brands = known_brands
+
+    def __call__(self, batch):
+        n = len(batch["facts"])
+        return {
+            "product_id": list(batch["product_id"]),
+            "facts_hash": list(batch["facts_hash"]),
+            "model_version": ["v"] * n,
+            "title": [json.dumps(self.brands)] * n,  # the brand list, carried out through a column
+            "highlights": [[] for _ in range(n)],
+            "description": [""] * n,
+            "json_valid": [True] * n,
+            "json_complete": [True] * n,
+            "unsupported_removed": [0] * n,
+            "rejected": [""] * n,
+            "raw": [""] * n,
+            "generated_at": [""] * n,
+        }
+
+
+def test_max_products_limits_the_pages_not_the_brands(ray_local, tmp_path, monkeypatch):
+    import train.batch_generate as stage
+    from core.manifest import write_manifest
+
+    products = products_table()
+    layout = ArtifactLayout(str(tmp_path))
+    write_shard_set(products, layout.products, rows_per_shard=100, row_group_rows=100, meta={"stage": "test"})
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")  # a committed directory: the stand-in loads nothing from it
+    write_manifest(model, {"model_version": "m1"})
+    monkeypatch.setattr(stage, "PdpGenerator", RecordingGenerator)
+    cfg = load_config(None, [f"artifacts.root={tmp_path}", "train.generator.content.num_cpus=0.5",
+                             "train.generator.content.reasons_max_products=0"])  # fmt: skip
+    stats = stage.generate_content(cfg, model_dir=model, max_products=2)
+
+    table = pq.read_table(tmp_path / "content" / "pdp" / "content.parquet")
+    first_two = sorted(products.column("product_id").to_pylist())[:2]
+    assert stats["products"] == 2 and table.column("product_id").to_pylist() == first_two
+    every_brand = sorted({b for b in products.column("brand").to_pylist() if b})
+    in_limit = {r["brand"] for r in products.to_pylist() if r["product_id"] in first_two}
+    assert set(every_brand) - in_limit  # some brands only appear beyond the limit
+    assert json.loads(table.column("title")[0].as_py()) == every_brand == stage.catalog_brands(products)
+
+
+def test_max_products_option_is_validated(capsys):
+    from train.batch_generate import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["--help"])
+    assert err.value.code == 0 and "--max-products N" in capsys.readouterr().out
+    for bad in ("0", "-3", "two", "1.5"):
+        with pytest.raises(SystemExit) as err:
+            main(["--max-products", bad])
+        assert err.value.code == 2
+        assert f"argument --max-products: must be a positive integer, got '{bad}'" in capsys.readouterr().err
+
+
+def test_shopgraph_cli_shows_and_checks_max_products():
+    from typer.testing import CliRunner
+
+    from cluster.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "generate-content", "--help"])
+    assert result.exit_code == 0 and "--max-products" in result.output
+    result = runner.invoke(app, ["data", "generate-content", "--max-products", "0"])
+    assert result.exit_code == 2 and "--max-products" in result.output

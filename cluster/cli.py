@@ -90,6 +90,26 @@ def data_generate_content(
     raise typer.Exit(stage.main(stage_argv(config, set_, model_dir=model_dir, max_products=max_products)))
 
 
+@data_app.command("check-copy")
+def data_check_copy(
+    file: Annotated[Path, typer.Argument(help="JSONL: one {'facts': {...}, 'text': '...'} object per line.")],
+    brands: Annotated[Path | None, typer.Option("--brands", help="Text file, one catalog brand per line.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per input line, then a summary.")] = False,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check shop copy against its product facts: each unsupported claim with its span, reason and what the facts say (data.check_copy)."""
+    from data import check_copy as stage
+
+    argv = (
+        stage_argv(config, set_)
+        + [str(file)]
+        + (["--brands", str(brands)] if brands else [])
+        + (["--json"] if as_json else [])
+    )
+    raise typer.Exit(stage.main(argv))
+
+
 def _dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 

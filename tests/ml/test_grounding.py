@@ -385,3 +385,192 @@ def test_sentences_split_after_a_price_or_decimal_not_inside_it():
     assert sentences("Weighs 2.5 kg! Fits v1.2 docks. Great") == ["Weighs 2.5 kg!", " Fits v1.2 docks.", " Great"]
     assert sentences("材质是棉。很好看！") == ["材质是棉。", "很好看！"]
     assert sentences("Wow!! Really... yes.") == ["Wow!!", " Really...", " yes."]
+
+
+# ---------------------------------------------------------------- misreads and misses on real copy (issue: grounding a shop can trust)
+
+MYNTRA_SHIRT = {"title": "Roadster Men Navy Blue Slim Fit Casual Shirt", "brand": "Roadster", "price": 899, "currency": "INR",
+                "attributes": {"colour": "Navy Blue"}}  # fmt: skip
+CATALOG_BRANDS = [
+    "Roadster",
+    "WITH",
+    "AND",
+    "ONLY",
+    "CAT",
+    "Simply",
+    "W",
+    "ID",
+    "U.S. Polo Assn.",
+    "Puma",
+    "her by invictus",
+]
+
+
+def flags(text, facts, brands=CATALOG_BRANDS):
+    return reasons(text, facts, known_brands=brands)
+
+
+def test_common_word_brand_is_not_a_mention():
+    """A brand spelled like an ordinary word counts only as the catalog writes it, never at a
+    sentence start or inside a line in capitals; one- and two-letter brands never."""
+    text = "Navy blue shirt with a spread collar and long sleeves, only the best. Simply put, it fits. Cat eye detail."
+    assert flags(text, MYNTRA_SHIRT) == []
+    assert flags("SLIM FIT WITH LAID BACK COMFORT", MYNTRA_SHIRT) == []
+    assert flags("Marked W on the tag, with an ID card pocket.", MYNTRA_SHIRT) == []
+    # the brands themselves, written as the catalog writes them, still count
+    assert flags("A navy shirt from ONLY, a Puma logo and a CAT badge.", MYNTRA_SHIRT) == [
+        ("ONLY", "brand_mismatch"),
+        ("Puma", "brand_mismatch"),
+        ("CAT", "brand_mismatch"),
+    ]
+    assert flags("A navy shirt by PUMA, styled like her by invictus.", MYNTRA_SHIRT) == [
+        ("PUMA", "brand_mismatch"),
+        ("her by invictus", "brand_mismatch"),
+    ]
+
+
+def test_dotted_brand_us_polo_assn():
+    facts = {"title": "U.S. Polo Assn. Kids Girls Pink Solid Polo Collar T-shirt", "brand": "U.S. Polo Assn. Kids",
+             "attributes": {"colour": "Pink"}}  # fmt: skip
+    assert flags("Pink solid T-shirt by U.S. Polo Assn., has a polo collar.", facts) == []  # the title is a fact
+    assert check("A pink T-shirt.", facts).unsupported == []
+    from ml.grounding import sentences
+
+    assert sentences("By U.S. Polo Assn. Kids. Pink T-shirt.") == ["By U.S. Polo Assn. Kids.", " Pink T-shirt."]
+    assert remove_unsupported("By U.S. Polo Assn. Kids. Made of silk.", facts) == "By U.S. Polo Assn. Kids."
+
+
+def test_part_names_are_not_product_types():
+    kurta = {"title": "W Women Teal Green Striped Kurta", "brand": "W", "attributes": {"colour": "Green"}}
+    assert flags("Teal green kurta, has a shirt collar and three-quarter sleeves.", kurta) == []
+    shoes = {"title": "Puma Men Black Running Shoes", "brand": "Puma", "attributes": {"colour": "Black"}}
+    assert flags("Black running shoes with a sock liner and a sock-like fit.", shoes) == []
+    bra = {
+        "title": "PARFAIT Blue Solid Underwired Lightly Padded T-shirt Bra",
+        "brand": "PARFAIT",
+        "attributes": {"colour": "Blue"},
+    }
+    assert flags("Blue T-shirt bra, lightly padded seamless cups, regular straps.", bra) == []
+    jeans = {"title": "Slub Blue Washed Slim Jeans", "brand": "Slub", "attributes": {"colour": "Blue"}}
+    assert flags("Blue jeans, waistband with belt loops. Our stylist paired these jeans with a belt.", jeans) == []
+    assert flags("Blue jeans with a matching belt.", jeans) == [
+        ("belt", "type_mismatch")
+    ]  # an item it says comes with it
+
+
+def test_205shade_is_not_20():
+    lipstick = {"title": "Lakme Red Lipstick 205 Shade", "brand": "Lakme", "attributes": {"colour": "Red"}}
+    r = check("Red lipstick, 205Shade, a matte finish. Model XYBOX5PCK.", lipstick)
+    assert [c for c in r.claims if c.kind in ("number", "quantity")] == []
+    assert check("It holds 20 ml.", lipstick).unsupported[0].text == "20 ml"
+
+
+def test_material_grounded_by_title():
+    mug = {"title": "Chumbak White Printed Porcelain Mug", "brand": "Chumbak", "attributes": {"colour": "White"}}
+    assert flags("Set content: 1 mugMaterial: PorcelainColour: WhitePattern: Printed", mug) == []
+    assert flags("Material: Ceramic", mug) == [("Material: Ceramic", "unknown_attribute")]
+    assert flags("Finish: Matte", mug) == [("Finish: Matte", "unknown_attribute")]  # a claim the facts lack
+
+
+def test_single_cjk_char_inside_word():
+    skirt = {"attributes": {"类型": "裙", "材质": "雪纺"}}
+    for text in (
+        "透着一丝温柔，丝毫不显臃肿。",
+        "蕾丝花边的设计",
+        "显白又显瘦，衬得肌肤白皙。",
+        "黄金比例的版型。",
+        "网红同款。",
+    ):
+        claims = [c for c in check(text, skirt).claims if c.kind in ("colour", "material")]
+        assert all(c.text == "蕾丝" for c in claims), (text, claims)  # lace is a material; the rest are words
+    assert reasons("白色的裙子", skirt) == [("白色", "not_in_facts")]  # a real colour still counts
+
+
+def test_cjk_type_prefix_grounds_compound():
+    trousers = {"attributes": {"类型": "裤", "材质": "牛仔布"}}
+    assert reasons("这款裤子很百搭，经典的牛仔裤版型，阔腿裤的剪裁。", trousers) == []
+    assert reasons("这条连衣裙很百搭。", trousers) == [("连衣裙", "type_mismatch")]
+    straight = {"attributes": {"类型": "裤", "裤型": "直筒裤", "材质": "牛仔布"}}
+    assert reasons("这款牛仔裤采用直筒版型。", straight) == []  # a cut leaves the kind open
+    top = {"attributes": {"类型": "上衣", "衣样式": "卫衣"}}
+    assert reasons("这款衬衫很百搭。", top) == [("衬衫", "type_mismatch")]  # the facts name the kind: a hoodie
+
+
+def test_styling_advice_garment():
+    hoodie = {"attributes": {"类型": "上衣", "衣样式": "卫衣", "材质": "牛仔布"}}
+    assert reasons("这款卫衣搭配一条牛仔裤一双小白鞋，就很青春。", hoodie) == []
+    assert reasons("这款卫衣很百搭。而在搭配上也非常简单，一条牛仔裤一双小白鞋就好。", hoodie) == []
+    shirt = {"title": "Navy Slim Fit Shirt", "attributes": {"colour": "navy"}}
+    assert reasons("A navy shirt. Pair it with white sneakers and black chinos.", shirt) == []
+    assert reasons("A navy shirt. It does not come with a belt.", shirt) == []
+    assert reasons("A white shirt.", shirt) == [("white", "not_in_facts")]  # outside the advice it counts
+
+
+def test_hyphenated_assurance():
+    for text in ("A highly-rated shirt.", "A highly rated shirt.", "An eco friendly mug.", "A top rated pick."):
+        found = [c for c in check(text, EN).claims if c.kind == "assurance"]
+        assert found and not found[0].supported, text
+
+
+def test_undergarments_for_trousers():
+    trousers = {
+        "title": "Hancock Men White Slim Fit Formal Trousers",
+        "brand": "Hancock",
+        "attributes": {"colour": "White"},
+    }
+    assert flags("Comfortable undergarments in white.", trousers) == [("undergarments", "type_mismatch")]
+    chinos = {"title": "WROGN Men Black Slim Fit Solid Chinos", "brand": "WROGN", "attributes": {"colour": "Black"}}
+    assert flags("Black solid mid-rise trousers, button closure.", chinos) == []  # chinos are trousers
+
+
+def test_list_valued_attributes():
+    facts = {
+        "title": "Desk Lamp",
+        "attributes": {"style": ["retro", "minimal"], "colour": ["black", "gold"], "size": ["30 cm", "40 cm"]},
+    }
+    assert reasons("A retro, minimal desk lamp in black and gold, 40 cm tall.", facts) == []
+    assert reasons("A white lamp, 50 cm tall.", facts) == [("white", "not_in_facts"), ("50 cm", "numeric_mismatch")]
+    assert reasons("Style: minimal", facts) == []
+    zh = {"attributes": {"类型": "裙", "风格": ["复古", "简约"], "颜色": ["黑色", "白色"]}}
+    assert reasons("复古简约的黑白裙子", zh) == []
+
+
+def test_flags_explain_what_the_facts_say():
+    facts = {"title": "Keystone Silver Mug 350 ml", "brand": "Keystone", "price": 35.99, "currency": "USD",
+             "attributes": {"colour": "silver"}}  # fmt: skip
+    r = check("A gold Brewly mug for $39.99 with free shipping.", facts, known_brands=["Keystone", "Brewly"])
+    got = {c.text: c.fact for c in r.unsupported}
+    assert got == {
+        "gold": "colour: silver",
+        "Brewly": "brand: Keystone",
+        "$39.99": "price: 35.99 USD",
+        "free shipping": None,
+    }
+    assert r.to_dict()["unsupported"][0] == {
+        "text": "gold", "span": "gold", "kind": "colour", "reason": "not_in_facts", "fact": "colour: silver", "start": 2, "end": 6,
+    }  # fmt: skip
+    assert check("A gold mug.", {"title": "Mug"}).unsupported[0].fact is None  # the facts name no colour
+
+
+def test_catalog_is_compiled_once_and_shared():
+    from ml.grounding import Catalog, catalog_for
+
+    brands = [f"Brand{i:04d}" for i in range(1000)] + ["Brio", "Lego"]
+    cat = catalog_for(brands)
+    assert isinstance(cat, Catalog) and len(cat) == 1002
+    assert catalog_for(brands) is cat and catalog_for(list(reversed(brands))) is cat  # same brands, same matcher
+    assert catalog_for(brands + ["Other"]) is not cat and catalog_for(brands + ["Other"]).version != cat.version
+    assert catalog_for(["WITH"]).version != catalog_for(["With"]).version  # casing decides what a mention is
+    assert cat.check("A train by Lego.", EN).unsupported[0].reason == "brand_mismatch"
+    assert (
+        check("A train by Lego.", EN, catalog=cat).to_dict()
+        == check("A train by Lego.", EN, known_brands=brands).to_dict()
+    )
+    assert check_batch(["A Brand0999 train."], [EN], catalog=cat)["unsupported"] == 1
+
+
+def test_malformed_facts_are_a_clear_error():
+    with pytest.raises(ValueError, match="facts.price must be a number"):
+        check("Only $5.", {"price": "five"})
+    with pytest.raises(ValueError, match="attributes must be an object"):
+        check("A mug.", {"attributes": ["red"]})

@@ -478,6 +478,7 @@ def export_checkpoint(cfg, checkpoint, base: Path, files: list[Path], out: Path)
 
             (staging / "adapter").mkdir()
             save_file(adapter[0], str(staging / "adapter" / "adapter_model.safetensors"))
+            adapter[1].base_model_name_or_path = base.name  # a name, not this machine's path
             adapter[1].save_pretrained(str(staging / "adapter"))
         version = sha256_file(weights[0])[:12] if len(weights) == 1 else str(int(time.time()))
         meta = {

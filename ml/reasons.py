@@ -264,6 +264,21 @@ def complete_sentences(text: str) -> str:
     return "".join(parts).strip()
 
 
+def publishable_highlights(highlights: Iterable[str]) -> list[str]:
+    """Generated highlights a shopper may read: no empty value ("Colour:"), no repeat, no loop."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for h in highlights:
+        text = str(h).strip()
+        key, sep, value = text.partition(":")
+        if not text or (sep and not _words(value)) or looping(text) or _PLACEHOLDER.search(text):
+            continue
+        if _norm(text) not in seen:
+            seen.add(_norm(text))
+            out.append(text)
+    return out
+
+
 def publishable_description(text: str, facts: Mapping[str, Any]) -> tuple[str, str | None]:
     """A generated description as a shopper may read it (already grounded sentence by sentence):
     no repeated sentence, no unfinished tail; ("", why) when what is left is not publishable.

@@ -95,7 +95,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
     from ml.grounding import ground_pdp
     from ml.prompts import repair_pdp
-    from ml.reasons import publishable_description
+    from ml.reasons import publishable_description, publishable_highlights
 
     page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
@@ -108,6 +108,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     # The page title is the catalog's: a small model's "The Ultimate Toys For Kids" claims
     # nothing checkable yet names no product. Generation writes highlights and description.
     grounded["title"] = facts.get("title") or grounded["title"]
+    grounded["highlights"] = publishable_highlights(grounded["highlights"])
     if not grounded["highlights"]:  # every generated highlight was unsupported: list the facts
         from serve.content import template_page
 
@@ -241,6 +242,7 @@ class GroundedPageStream:
         self.kept: dict[str, str] = {}  # field -> checked text waiting for its sentence's end
         self.sent_any: set[str] = set()
         self.seen: dict[str, set[str]] = {}  # field -> normalized sentences already kept
+        self.highlight_texts: list[str] = []
         self.highlights = 0
 
     def _ok(self, text: str) -> bool:
@@ -271,12 +273,15 @@ class GroundedPageStream:
 
     def feed(self, delta: str) -> list[dict]:
         from ml.grounding import sentences
+        from ml.reasons import publishable_highlights
 
         out: list[dict] = []
         for field, index, text, closed in self.json.feed(delta):
             if field in _STRING_FIELDS and closed:
                 whole = self.pending.pop(field, "") + text
-                if whole.strip() and self._ok(whole):
+                shown = self.highlight_texts + [whole]
+                if whole.strip() and publishable_highlights(shown) == shown and self._ok(whole):  # as the page
+                    self.highlight_texts.append(whole)
                     out.append({"field": field, "index": self.highlights, "text": whole})
                     self.highlights += 1
             elif field in _STRING_FIELDS:

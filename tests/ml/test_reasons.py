@@ -221,3 +221,10 @@ def test_continuations_join_as_written():
     assert join_continuation("Since you like Mugs,", "this one fits.") == "Since you like Mugs, this one fits."
     assert join_continuation("因为你常选李维斯，", " 这款也适合你。") == "因为你常选李维斯，这款也适合你。"
     assert join_continuation("", "text") == "text"
+
+
+def test_highlights_without_a_value_or_repeated_are_dropped():
+    from ml.reasons import publishable_highlights
+
+    got = publishable_highlights(["Colour:", "", "Color: silver", "color: silver", "Size: 13 in", "[feature]"])
+    assert got == ["Color: silver", "Size: 13 in"]

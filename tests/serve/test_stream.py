@@ -303,3 +303,12 @@ def test_page_endpoint_treats_user_id_the_same_way():
         asyncio.run(INGRESS._page(ingress, "p1", "u" * 600))
     assert e.value.status == 422 and e.value.param == "user_id"
     assert ingress._user_param("") is None and ingress._user_param(" ") is None and ingress._user_param(USER) == USER
+
+
+def test_highlights_without_a_value_or_repeated_are_never_streamed():
+    raw = json.dumps({"title": "t", "highlights": ["Color:", "Color: green", "color: green", "Capacity: 350 ml"],
+                      "description": "A green ceramic mug that holds 350 ml."})  # fmt: skip
+    pieces = _pieces(raw, 4)
+    page = ground_page(raw, FACTS, BRANDS)["sections"]
+    assert [p["text"] for p in pieces if p["field"] == "highlights"] == page["highlights"]
+    assert page["highlights"] == ["Color: green", "Capacity: 350 ml"]

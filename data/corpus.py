@@ -52,7 +52,14 @@ from ml.prompts import (
     REASON_SYSTEM,
     REASON_TASK,
 )
-from ml.reasons import accept_reason, degenerate_description, drop_repeats, reason_profile, reason_variants
+from ml.reasons import (
+    accept_reason,
+    degenerate_description,
+    drop_repeats,
+    reason_profile,
+    reason_variants,
+    unbacked_claims,
+)
 
 
 def split_of(product_id: str, eval_fraction: float) -> str:
@@ -78,7 +85,8 @@ def clean_reference(
 ) -> str | None:
     """A human description as a fine-tuning target, held to what serving shows: sentences with a
     claim the facts do not support are removed (the model must not learn to write what serving
-    deletes), so is a repeated sentence; a description with nothing
+    deletes: unsupported claims, and quality, history or audience claims the facts lack,
+    `ml.reasons.unbacked_claims`), so is a repeated sentence; a description with nothing
     publishable left (nothing grounded, or only the title again) is no target at all (the example becomes facts-only). Counted in `stats`."""
     if not description:
         return None
@@ -86,7 +94,8 @@ def clean_reference(
     from ml.grounding import sentences
 
     # human copy is never cut by a token limit: a last sentence without a full stop is kept
-    kept = drop_repeats(remove_unsupported(description, facts, known_brands=known_brands))
+    grounded = remove_unsupported(description, facts, known_brands=known_brands)
+    kept = drop_repeats("".join(x for x in sentences(grounded) if not unbacked_claims(x, facts))).strip()
     removed = len([x for x in sentences(description) if x.strip()]) - len([x for x in sentences(kept) if x.strip()])
     if removed:
         stats["pdp_sentences_removed"] = stats.get("pdp_sentences_removed", 0) + removed

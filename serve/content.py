@@ -79,12 +79,28 @@ def template_page(facts: dict[str, Any]) -> dict[str, Any]:
     highlights = [highlight(k, v) for k, v in list(attributes.items())[:5]]
     if facts.get("brand"):
         highlights.insert(0, f"Brand: {facts['brand']}")
-    parts = [title + "."]
-    if facts.get("brand") and facts.get("category"):
-        parts.append(f"A {facts['category'].split(' > ')[-1].lower()} product from {facts['brand']}.")
-    if "price" in facts:
-        parts.append(f"Price: {facts['price']} {facts.get('currency', '')}".rstrip() + ".")
+    # Prose from the facts alone: what the product is, who makes it, its attributes, its price (a
+    # description that only repeats the title is what the copy gate calls degenerate).
+    parts = [title.rstrip(".") + "."]
+    leaf = (facts.get("category") or "").split(">")[-1].strip()
+    if facts.get("brand") and leaf:
+        parts.append(f"From {facts['brand']}, in {leaf}.")
+    elif facts.get("brand") or leaf:
+        parts.append(f"From {facts['brand']}." if facts.get("brand") else f"In {leaf}.")
+    details = [highlight(k, v) for k, v in list(attributes.items())[:4]]
+    if details:
+        parts.append("; ".join(details[:1] + [d[:1].lower() + d[1:] for d in details[1:]]) + ".")
+    if facts.get("price") is not None:
+        parts.append(f"Price: {_price(facts['price'])} {facts.get('currency') or ''}".rstrip() + ".")
     return {"title": title, "highlights": highlights[:5], "description": " ".join(parts)}
+
+
+def _price(value: Any) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:.0f}" if number.is_integer() else f"{number:.2f}"
 
 
 def generator_model_dir(cfg) -> Path:

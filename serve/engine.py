@@ -59,7 +59,10 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from ml.prompts import chat_template_kwargs
+
+        # a prefilled assistant turn (a reason's opening) is continued, not answered
+        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, **chat_template_kwargs(messages))
         params = SamplingParams(
             max_tokens=max_tokens,
             temperature=0.0,
@@ -115,7 +118,12 @@ class FakeEngine:
         self.calls += 1
         if self.fail:
             raise RuntimeError("fake engine is down")
+        from ml.prompts import continuation_of
+
         text = self.respond(messages)
+        prefix = continuation_of(messages)  # a real engine continues a prefilled turn: yield the rest only
+        if prefix and text.startswith(prefix):
+            text = text[len(prefix) :].lstrip()
         words = text.split(" ")
         finished = False
         self.active += 1

@@ -60,13 +60,18 @@ class GeneratorCore:
         return "".join(parts).strip()
 
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
-        from ml.grounding import remove_unsupported
+        """`profile` is `ml.reasons.reason_profile(evidence)`: the reason is shown only if it passes
+        `ml.reasons.accept_reason` (one complete sentence to "you", naming that evidence, grounded,
+        not degenerate); otherwise `text` is None and `why` says what failed."""
         from ml.prompts import reason_messages
+        from ml.reasons import accept_reason, join_continuation, reason_prefix
 
         started = time.perf_counter()
-        raw = await self._complete(reason_messages(profile, facts), self.cfg.reason_max_tokens)
-        kept = _first_sentence(remove_unsupported(raw, facts, profile=profile, known_brands=self.known_brands))
-        return {"text": kept or None, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
+        prefix = reason_prefix(profile, str(facts.get("title") or ""))  # "Since you viewed the X,"
+        rest = await self._complete(reason_messages(profile, facts, prefix), self.cfg.reason_max_tokens)
+        raw = join_continuation(prefix, rest)
+        kept, why = accept_reason(raw, facts, profile, known_brands=self.known_brands)
+        return {"text": kept, "why": why, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
     async def page(self, facts: dict) -> dict[str, Any]:
         from ml.prompts import PDP_SCHEMA, pdp_messages
@@ -104,6 +109,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
     from ml.grounding import ground_pdp
     from ml.prompts import repair_pdp
+    from ml.reasons import publishable_description, publishable_highlights
 
     page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
@@ -116,6 +122,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     # The page title is the catalog's: a small model's "The Ultimate Toys For Kids" claims
     # nothing checkable yet names no product. Generation writes highlights and description.
     grounded["title"] = facts.get("title") or grounded["title"]
+    grounded["highlights"] = publishable_highlights(grounded["highlights"], facts)
     if not grounded["highlights"]:  # every generated highlight was unsupported: list the facts
         from serve.content import template_page
 
@@ -126,6 +133,10 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
             "why": "ungrounded",
             "error": "every sentence of the description had an unsupported claim",
         }
+    # as the stream does: no repeated sentence, no fragment left unfinished, nothing degenerate
+    grounded["description"], why = publishable_description(grounded["description"], facts)
+    if why:
+        return {"sections": None, "why": "degenerate", "error": f"the description is not publishable copy ({why})"}
     removed = len(page["highlights"]) - len(grounded["highlights"]) + (grounded["description"] != page["description"])
     return {"sections": grounded, "removed": removed}
 
@@ -244,12 +255,18 @@ class GroundedPageStream:
         self.pending: dict[str, str] = {}  # field -> text not yet split into settled pieces
         self.kept: dict[str, str] = {}  # field -> checked text waiting for its sentence's end
         self.sent_any: set[str] = set()
+        self.seen: dict[str, set[str]] = {}  # field -> normalized sentences already kept
+        self.highlight_texts: list[str] = []
         self.highlights = 0
 
     def _ok(self, text: str) -> bool:
         from ml.grounding import check
+        from ml.reasons import unbacked_claims
 
-        return not check(text, self.facts, known_brands=self.known_brands).unsupported
+        # the page's gates, piece by piece: grounded, and no quality/history/audience claim the facts lack
+        return not check(text, self.facts, known_brands=self.known_brands).unsupported and not unbacked_claims(
+            text, self.facts
+        )
 
     def _piece(self, field: str, text: str) -> dict[str, str]:
         if field not in self.sent_any:
@@ -261,7 +278,11 @@ class GroundedPageStream:
         """Check settled pieces; send the kept ones each time a sentence completes."""
         out = []
         for piece in pieces:
-            if self._ok(piece):
+            seen = self.seen.setdefault(field, set())
+            norm = " ".join(piece.lower().split())
+            if norm not in seen and self._ok(piece):  # a repeated sentence is a loop: dropped
+                if norm:
+                    seen.add(norm)
                 self.kept[field] = self.kept.get(field, "") + piece
             # whitespace alone (a line break) is kept, as on the page, but waits for text to lead
             if piece.rstrip(" \t").endswith(_SENTENCE_END) and self.kept.get(field, "").strip():
@@ -270,22 +291,24 @@ class GroundedPageStream:
 
     def feed(self, delta: str) -> list[dict]:
         from ml.grounding import sentences
+        from ml.reasons import publishable_highlights
 
         out: list[dict] = []
         for field, index, text, closed in self.json.feed(delta):
             if field in _STRING_FIELDS and closed:
                 whole = self.pending.pop(field, "") + text
-                if whole.strip() and self._ok(whole):
+                shown = self.highlight_texts + [whole]
+                if whole.strip() and publishable_highlights(shown) == shown and self._ok(whole):  # as the page
+                    self.highlight_texts.append(whole)
                     out.append({"field": field, "index": self.highlights, "text": whole})
                     self.highlights += 1
             elif field in _STRING_FIELDS:
                 self.pending[field] = self.pending.get(field, "") + text
             elif field in _SENTENCE_FIELDS:
                 pieces = sentences(self.pending.pop(field, "") + text)
-                if closed:  # the end of the string ends its last sentence
+                if closed:  # a fragment left unfinished at the string's end is dropped, as on the page
                     out += self._settle(field, pieces)
-                    if self.kept.get(field, "").strip():
-                        out.append(self._piece(field, self.kept.pop(field).rstrip()))
+                    self.kept.pop(field, None)
                 else:  # the last piece may still grow: keep it back
                     out += self._settle(field, pieces[:-1])
                     if pieces:
@@ -305,13 +328,6 @@ class GroundedPageStream:
         self.pending.clear()
         self.kept.clear()
         return out
-
-
-def _first_sentence(text: str) -> str:
-    from ml.grounding import sentences
-
-    parts = [s.strip() for s in sentences(text.strip().strip('"')) if s.strip()]
-    return parts[0] if parts else ""
 
 
 @serve.deployment(name="Generator")

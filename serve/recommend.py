@@ -234,21 +234,8 @@ def allowed_filter(catalog: Catalog, rules, user_id: str | None, history: np.nda
 
 
 def template_reason(product: Product, evidence: list[dict]) -> str:
-    """A one-sentence reason built only from the evidence (so it is grounded by construction)."""
-    for e in evidence:
-        kind = e.get("type")
-        if kind == "because_you_interacted" and e.get("title"):
-            verb = "Often bought after" if e.get("detail") == "often bought next" else "Similar to"
-            return f"{verb} {e['title']}, which you viewed."
-        if kind in ("similar_new_item", "similar_item") and e.get("title"):
-            return (
-                f"{'New and similar' if kind == 'similar_new_item' else 'Similar'} to {e['title']}, which you viewed."
-            )
-        if kind == "same_brand" and e.get("brand"):
-            return f"From {e['brand']}, a brand you have chosen before."
-        if kind == "favourite_category" and e.get("category"):
-            return f"A pick from {e['category'].split(' > ')[-1]}, one of your favourite categories."
-        if kind == "popular":
-            where = f" in {e['category'].split(' > ')[-1]}" if e.get("category") else ""
-            return f"Popular right now{where}."
-    return f"Recommended for you: {product.title}."
+    """A one-sentence reason to "you" built only from the evidence (`ml.reasons.template_reason`):
+    grounded and faithful by construction; the corpus and the batch job use the same sentences."""
+    from ml.reasons import template_reason as from_evidence
+
+    return from_evidence(evidence, product.title)

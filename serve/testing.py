@@ -29,14 +29,26 @@ def _facts(messages: list[dict[str, str]]) -> dict:
     return json.loads(m.group(1)) if m else {}
 
 
+def _profile(messages: list[dict[str, str]]) -> dict:
+    m = re.search(r"<profile>\s*(\{.*?\})\s*</profile>", messages[-1]["content"], re.S)
+    return json.loads(m.group(1)) if m else {}
+
+
 def echo_facts(messages: list[dict[str, str]]) -> str:
+    """A well-behaved model: pages from the facts, reasons to "you" that name their evidence."""
     facts = _facts(messages)
     title = facts.get("title", "This product")
     if "PDP" in messages[0]["content"] or "highlights" in messages[-1]["content"].lower():
         highlights = [f"{k}: {v}" for k, v in (facts.get("attributes") or {}).items()][:3]
-        return json.dumps(
-            {"title": title, "highlights": highlights, "description": f"{title} from {facts.get('brand', 'our shop')}."}
-        )
+        description = f"{title} from {facts.get('brand', 'our shop')}, described here only from what its listing says."
+        return json.dumps({"title": title, "highlights": highlights, "description": description})
+    profile = _profile(messages)
+    if profile.get("recent_items"):
+        return f"Since you viewed the {profile['recent_items'][0]}, you may like this one too."
+    if profile.get("top_brands"):
+        return f"Since you often choose {profile['top_brands'][0]}, you may like this one too."
+    if profile.get("top_categories"):
+        return f"Since you like {profile['top_categories'][0].split('>')[-1].strip()}, you may like this one too."
     return f"The {title} fits what you have been looking at."
 
 
@@ -55,7 +67,7 @@ def invent_claims(messages: list[dict[str, str]]) -> str:
     return f"The {title} weighs 12 kg and is made of titanium."
 
 
-GROUNDED_SENTENCE = "Comes from {brand}."
+GROUNDED_SENTENCE = "It comes from {brand}, as its listing says."
 INVENTED_SENTENCE = "It is made of titanium and weighs 12 kg."
 
 

@@ -25,12 +25,12 @@ SHARED = Path(os.environ.get("SHOPGRAPH_SHARED_DIR", REPO.parent / "shared"))
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
-    """Both embedded models, prepared once per session exactly as `shopgraph models prepare` does."""
-    from ml.base_model import prepare_generator_base
+    """The embedded models, prepared once per session exactly as `shopgraph models prepare` does."""
+    from ml.base_model import prepare_generator_tuned
     from ml.encoder import prepare_encoder
 
     root = tmp_path_factory.mktemp("models")
-    prepare_generator_base(root)
+    prepare_generator_tuned(root)  # the base, then the default generator: the base + shopgraph's adapter
     prepare_encoder(root)
     return root
 

@@ -9,8 +9,9 @@ serving cache), generates `{title, highlights, description}` with the exported g
 (`<artifacts>/models/generator`; `--model-dir` for another) under vLLM structured outputs, runs
 the grounding filter (ml/grounding.py) and writes Parquet:
 
-    <artifacts>/content/pdp/     product_id, facts_hash, model_version, title, highlights,
+    <artifacts>/content/         product_id, facts_hash, model_version, title, highlights,
                                  description, json_valid, json_complete, unsupported_removed,
+                                 rejected (why the description is not served; "" = served),
                                  raw, generated_at
                                  + shopgraph-manifest.json
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from ml.grounding import check, ground_pdp
 from ml.prompts import parse_pdp, pdp_messages, pdp_structured_outputs, repair_pdp
+from ml.reasons import publishable_description
 
 
 def facts_rows(batch: dict[str, np.ndarray], currency: str | None = None) -> dict[str, Any]:
@@ -89,7 +91,16 @@ class PdpGenerator:
         outputs = self.llm.chat([pdp_messages(f) for f in facts], params, use_tqdm=False)
         out: dict[str, list[Any]] = {
             k: []
-            for k in ("title", "highlights", "description", "json_valid", "json_complete", "unsupported_removed", "raw")
+            for k in (
+                "title",
+                "highlights",
+                "description",
+                "json_valid",
+                "json_complete",
+                "unsupported_removed",
+                "rejected",
+                "raw",
+            )
         }
         for f, o in zip(facts, outputs, strict=True):
             raw = o.outputs[0].text
@@ -102,6 +113,12 @@ class PdpGenerator:
                     check(json.dumps(parsed, ensure_ascii=False), f, known_brands=self.known_brands).unsupported
                 )
                 content = ground_pdp(parsed, f, known_brands=self.known_brands)
+            if self.ground and content["description"]:
+                # the gate serving applies: no repeats, no unfinished tail, nothing degenerate ("" = not served)
+                content["description"], why = publishable_description(content["description"], json.loads(f))
+                out["rejected"].append(why or "")
+            else:
+                out["rejected"].append("" if content["description"] else "ungrounded")
             out["title"].append(content["title"])
             out["highlights"].append(list(content["highlights"]))
             out["description"].append(content["description"])
@@ -161,6 +178,7 @@ def generate_content(
     )
     products = load_products(layout).sort_by("product_id")
     brands = catalog_brands(products)  # before the limit: the same brands serving judges a page with
+    catalog = products  # precomputed reasons pick popular products from the whole catalog
     limit = max_products or content.max_products
     if limit:
         products = products.slice(0, limit)
@@ -187,6 +205,7 @@ def generate_content(
     with staged_dir(final) as staging:
         table = _collect(ds)
         pq.write_table(table.sort_by("product_id"), staging / "content.parquet")
+        reasons = _precompute_reasons(cfg, layout, catalog, str(model_dir.resolve()), model_version, brands, staging)
         stats = {
             "products": table.num_rows,
             "json_valid": float(np.mean(table.column("json_valid").to_numpy(zero_copy_only=False)))
@@ -196,12 +215,63 @@ def generate_content(
             if table.num_rows
             else 0.0,
             "unsupported_removed": int(np.sum(table.column("unsupported_removed").to_numpy())) if table.num_rows else 0,
+            "rejected": _counts(table.column("rejected").to_pylist()),
+            "reasons": reasons,
         }
         write_manifest(
             staging,
             {"stage": "generate-content", "model_dir": str(model_dir), "model_version": model_version, "stats": stats},
         )
     return {"out": str(final), "model_version": model_version, **stats}
+
+
+def _precompute_reasons(cfg, layout, catalog, model_dir: str, model_version: str, brands, staging: Path) -> dict:
+    """Generated reasons for likely (product, evidence) pairs (train/batch_reasons.py), written
+    under `reasons/` (accepted, what serving loads) and `audit/` (rejected, with why and raw)."""
+    import pyarrow.parquet as pq
+    import ray.data
+
+    from data.inputs import load_events
+    from train.batch_reasons import ReasonGenerator, likely_pairs, pair_rows, split_accepted
+
+    content = cfg.train.generator.content
+    try:
+        events = load_events(layout)
+    except FileNotFoundError:
+        events = None  # a catalog-only shop: popularity falls back to id order, no co-occurrence
+    pairs = likely_pairs(catalog, events, max_products=content.reasons_max_products, anchors=content.reasons_anchors)
+    if not pairs:
+        return {"pairs": 0, "accepted": 0}
+    ds = ray.data.from_arrow(pair_rows(pairs, catalog, cfg.data.currency)).map_batches(
+        ReasonGenerator,
+        fn_constructor_kwargs={
+            "model_dir": model_dir,
+            "engine": cfg.models.engine.model_dump(),
+            "model_version": model_version,
+            "max_new_tokens": content.reason_max_new_tokens,
+            "known_brands": brands,
+        },  # fmt: skip
+        batch_size=content.batch_size,
+        batch_format="numpy",
+        concurrency=content.concurrency,
+        num_cpus=content.num_cpus,
+        num_gpus=content.num_gpus or None,
+    )
+    accepted, rejected, stats = split_accepted(_collect(ds))
+    (staging / "reasons").mkdir()
+    pq.write_table(accepted, staging / "reasons" / "reasons.parquet")
+    (staging / "audit").mkdir()
+    pq.write_table(rejected, staging / "audit" / "reasons_rejected.parquet")
+    return stats
+
+
+def _counts(values: list) -> dict[str, int]:
+    """How many rows were rejected, by reason ("" = served)."""
+    out: dict[str, int] = {}
+    for v in values:
+        if v:
+            out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
 
 
 def _collect(ds):

@@ -451,7 +451,13 @@ def export_checkpoint(cfg, checkpoint, base: Path, files: list[Path], out: Path)
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
     if unexpected or [k for k in missing if not k.endswith("lm_head.weight") and k not in frozen]:
         raise RuntimeError(f"checkpoint does not fit {base}: missing={missing[:5]} unexpected={unexpected[:5]}")
+    adapter = None
     if hp.lora.enabled:
+        from peft import get_peft_model_state_dict
+
+        # the adapter alone (fp16: a few MB) travels where the merged model cannot: `ml/adapters`
+        adapter = ({k: v.detach().to(torch.float16).contiguous() for k, v in get_peft_model_state_dict(model).items()},
+                   model.peft_config["default"])  # fmt: skip
         model = model.merge_and_unload()
     model.config.use_cache = True
     model.tie_weights()
@@ -467,6 +473,13 @@ def export_checkpoint(cfg, checkpoint, base: Path, files: list[Path], out: Path)
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         weights = sorted(staging.glob("*.safetensors"))
+        if adapter is not None:
+            from safetensors.torch import save_file
+
+            (staging / "adapter").mkdir()
+            save_file(adapter[0], str(staging / "adapter" / "adapter_model.safetensors"))
+            adapter[1].base_model_name_or_path = base.name  # a name, not this machine's path
+            adapter[1].save_pretrained(str(staging / "adapter"))
         version = sha256_file(weights[0])[:12] if len(weights) == 1 else str(int(time.time()))
         meta = {
             "model": "generator",

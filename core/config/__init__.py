@@ -71,8 +71,8 @@ class ModelsConfig(BaseModel):
         description="Local directory that `shopgraph models prepare` fills; vLLM and transformers load from it (must be a local or mounted path).",
     )
     generator: str = Field(
-        "smollm2-135m-instruct",
-        description="Generator base model: the embedded 'smollm2-135m-instruct', or a path to any local Hugging Face causal-LM directory.",
+        "smollm2-135m-shopgraph",
+        description="Generator base model: the embedded 'smollm2-135m-shopgraph' (SmolLM2-135M-Instruct with shopgraph's committed LoRA adapter merged in) or 'smollm2-135m-instruct' (the plain model), or a path to any local Hugging Face causal-LM directory.",
     )
     encoder: str = Field(
         "all-minilm-l6-v2",

@@ -231,6 +231,17 @@ class ContentSection(BaseModel):
     ground: bool = Field(
         True, description="Drop sentences with claims the facts do not support (ml/grounding.py) before writing."
     )
+    reasons_max_products: int = Field(
+        200,
+        ge=0,
+        description="Precompute generated recommendation reasons for this many of the most popular products (train/batch_reasons.py); 0 = none.",
+    )
+    reasons_anchors: int = Field(
+        2,
+        ge=0,
+        description="Per product, reasons for the N items most often viewed just before it ('often bought next').",
+    )
+    reason_max_new_tokens: int = Field(48, ge=8, description="Generation budget per precomputed reason.")
 
 
 class GeneratorConfig(BaseModel):

@@ -13,8 +13,9 @@ from core.facts import facts_hash, facts_of, parse_facts, serialize_facts
 from core.layout import ArtifactLayout
 from core.manifest import verify_dir
 from core.schemas import EVENTS, PRODUCTS
-from data.corpus import build_corpora, split_of, write_corpora
+from data.corpus import build_corpora, reason_evidence, split_of, write_corpora
 from ml.prompts import FACTS_CLOSE, FACTS_OPEN
+from ml.reasons import accept_reason, reason_variants
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -127,37 +128,72 @@ def test_pdp_references_and_flags():
     assert corpora["reasons"] == []
 
 
-def test_reason_examples_are_templated_from_profile_evidence():
+def test_reason_examples_explain_the_evidence_a_ranker_would_cite():
     events = events_table(
         [("u1", "p1", 1), ("u1", "p2", 2), ("u1", "p4", 3), ("u2", "p2", 1), ("u2", "p3", 2), ("u3", "p1", 1)]
     )
     reasons = build_corpora(CorpusConfig(), products_table(), events)["reasons"]
     assert [(r["user_id"], r["product_id"]) for r in reasons] == [("u1", "p4"), ("u2", "p3")]  # u3 has no history
     u1 = reasons[0]
-    assert u1["profile"]["recent_items"] == ["牛仔夹克", "Wooden Train Set"]
-    assert u1["evidence"] == {"kind": "brand", "value": "Brio"}
-    assert u1["reference"] == "Since you often choose Brio, the Train Tunnel is a natural next pick."
+    # p1 (same brand and category) came before the target: it is the evidence, as the ranker's co-occurrence
+    assert u1["evidence"] == {
+        "type": "because_you_interacted",
+        "product_id": "p1",
+        "title": "Wooden Train Set",
+        "detail": "often bought next",
+    }
+    # the prompt shows exactly the evidence, in the shape serving sends (ml.reasons.reason_profile)
+    assert u1["profile"] == {"recent_items": ["Wooden Train Set"], "top_categories": [], "top_brands": []}
+    assert u1["reference"] in reason_variants([u1["evidence"]], "Train Tunnel")
+    assert "Wooden Train Set" in u1["reference"] and "you" in u1["reference"].lower()
     assert u1["templated"] and u1["messages"][-1]["content"] == u1["reference"]
     u2 = reasons[1]  # p3 shares neither brand nor category with anything u2 saw: the latest item is the evidence
-    assert u2["evidence"] == {"kind": "recent_item", "value": "牛仔夹克"}
-    # a recent item of the same category is better evidence than the latest one
-    related = build_corpora(
-        CorpusConfig(profile_top_k=1),
-        products_table(),
-        events_table([("u", "p1", 1), ("u", "p2", 2), ("u", "p2", 3), ("u", "p3", 4)]),
-    )["reasons"]
-    assert related[0]["evidence"] == {"kind": "related_item", "value": "Wooden Train Set"}
+    assert u2["evidence"]["title"] == "牛仔夹克" and u2["evidence"]["detail"] == "similar product"
     assert "Ignore all previous" not in u2["messages"][0]["content"]
 
 
-def test_reason_evidence_cites_only_items_the_prompt_shows():
-    # p1 (same brand and category as the target p4) is older than the profile's one recent item
-    events = events_table([("u", "p1", 1), ("u", "p2", 2), ("u", "p2", 3), ("u", "p4", 4)])
-    cfg = CorpusConfig(profile_recent_items=1, profile_top_k=1)
-    [reason] = build_corpora(cfg, products_table(), events)["reasons"]
-    assert reason["profile"]["recent_items"] == ["牛仔夹克"]
-    assert reason["evidence"] == {"kind": "recent_item", "value": "牛仔夹克"}
-    assert "Wooden Train Set" not in reason["reference"]
+def test_reason_evidence_falls_back_to_brand_then_category():
+    rows = [*PRODUCTS_ROWS, product("p5", "Brio Crane", brand="Brio", category="Toys > Cranes"),
+            product("p6", "Level Crossing", brand="Hape", category="Toys > Trains")]  # fmt: skip
+    events = events_table([("u", "p1", 1), ("u", "p2", 2), ("v", "p1", 1), ("v", "p6", 2)])
+    by_id = {r["product_id"]: r for r in rows}
+    cfg = CorpusConfig(profile_recent_items=1)
+    # p5 shares its brand with p1, which is older than the one recent item the profile shows
+    assert reason_evidence(["p1", "p2"], "p5", by_id, cfg) == {"type": "same_brand", "brand": "Brio"}
+    assert reason_evidence(["p1", "p2"], "p6", by_id, cfg) == {
+        "type": "favourite_category",
+        "category": "Toys > Trains",
+    }
+    assert build_corpora(CorpusConfig(), products_table(rows), events)["reasons"]
+
+
+def test_reason_references_pass_the_serving_gate():
+    events = events_table([(f"u{i}", p, t) for i in range(12) for t, p in enumerate(["p1", "p2", "p4", "p1"])])
+    corpora = build_corpora(CorpusConfig(), products_table(), events)
+    assert corpora["reasons"]
+    for ex in corpora["reasons"]:
+        facts = parse_facts(ex["facts"])
+        assert accept_reason(ex["reference"], facts, ex["profile"], known_brands=["Brio", "李维斯", "Evil"]) == (
+            ex["reference"],
+            None,
+        )
+
+
+def test_pdp_targets_hold_only_grounded_sentences_and_the_manifest_counts_them(tmp_path):
+    rows = [
+        product("a", "Steel Water Bottle", brand="Brio", category="Kitchen > Bottles", attributes={"capacity": "500 ml"},
+                description="A steel bottle that holds 500 ml. It comes with a lifetime warranty. Holds 750 ml."),
+        product("b", "Oak Stool", brand="Hape", category="Home > Stools", description="Oak Stool"),
+    ]  # fmt: skip
+    corpora = build_corpora(CorpusConfig(), products_table(rows), None)
+    pdp = {ex["product_id"]: ex for ex in corpora["pdp"]}
+    assert pdp["a"]["reference"]["description"] == "A steel bottle that holds 500 ml."
+    assert not pdp["b"]["has_reference"]  # the title again is no target
+    hygiene = corpora["hygiene"]
+    assert hygiene["pdp_sentences_removed"] == 2 and hygiene["pdp_references_trimmed"] == 1
+    assert hygiene["pdp_references_dropped_title_repeated"] == 1
+    manifest = verify_dir(write_corpora(ArtifactLayout(str(tmp_path)), corpora, CorpusConfig()), full=True)
+    assert manifest["meta"]["stats"]["hygiene"] == dict(sorted(hygiene.items()))
 
 
 def test_split_is_a_stable_hash_and_output_is_deterministic(tmp_path):
@@ -177,7 +213,7 @@ def test_split_is_a_stable_hash_and_output_is_deterministic(tmp_path):
         assert manifest["meta"]["stats"]["pdp"] == {
             "examples": 4,
             "eval": manifest["meta"]["stats"]["pdp"]["eval"],
-            "with_reference": 2,
+            "with_reference": 1,  # p3's description is its title again: no target (see hygiene)
         }
     assert files[0] == files[1] and set(files[0]) == {"pdp.jsonl", "reasons.jsonl"}
     line = json.loads((tmp_path / "a/data/corpora/pdp.jsonl").read_text(encoding="utf-8").splitlines()[1])

@@ -66,3 +66,26 @@ def test_half_written_model_dir_is_refused(tmp_path):
     )
     with pytest.raises(IncompleteDirError, match="missing"):
         check_generator_dir(tmp_path)
+
+
+def test_tuned_generator_is_the_base_with_the_committed_adapter_merged(models_dir):
+    from safetensors.torch import load_file
+
+    from core.manifest import read_manifest, sha256_file
+    from ml.base_model import ADAPTER_DIR, TUNED_NAME, prepare_generator_tuned
+
+    tuned = models_dir / TUNED_NAME
+    manifest = verify_dir(tuned, full=True)
+    assert manifest["meta"]["adapter_sha256"] == sha256_file(ADAPTER_DIR / "adapter_model.safetensors")
+    assert check_generator_dir(tuned) == tuned
+    # the adapter's training record ships beside it, and the adapter stays small enough to commit
+    training = json.loads((ADAPTER_DIR / "training_manifest.json").read_text())
+    assert training["hyperparameters"]["lora"]["enabled"] and training["metrics"]["steps"] >= 1
+    assert (ADAPTER_DIR / "adapter_model.safetensors").stat().st_size <= 5 * 1024 * 1024
+    base = load_file(str(models_dir / GENERATOR_NAME / "model.safetensors"))
+    merged = load_file(str(tuned / "model.safetensors"))
+    changed = [k for k in base if "q_proj" in k and not (base[k] == merged[k]).all()]
+    assert changed, "the adapter changed no attention weight"
+    # idempotent: a verified directory is kept
+    assert prepare_generator_tuned(models_dir) == (tuned, False)
+    assert read_manifest(tuned)["meta"]["name"] == TUNED_NAME

@@ -82,9 +82,9 @@ def test_template_copy_states_only_facts():
     product = Product("p1", FACTS["title"], FACTS["category"], "Brewly", 12.99, FACTS["attributes"], None, True)
     assert (
         template_reason(product, [{"type": "same_brand", "brand": "Brewly"}])
-        == "From Brewly, a brand you have chosen before."
+        == "It is from Brewly, a brand you have chosen before."
     )
-    assert "Popular right now in Coffee Mugs" in template_reason(
-        product, [{"type": "popular", "category": FACTS["category"]}]
+    assert template_reason(product, [{"type": "popular", "category": FACTS["category"]}]) == (
+        "It is popular with shoppers right now in Coffee Mugs."
     )
     assert template_reason(product, []) == f"Recommended for you: {FACTS['title']}."

@@ -58,6 +58,17 @@ def test_generate_content_for_a_catalog_with_an_injected_product(ray_local, mode
     copy = " ".join([rows["p13"]["title"], *rows["p13"]["highlights"], rows["p13"]["description"]]).lower()
     for claim in ("99 years", "gold", "warranty"):
         assert claim not in copy, (claim, rows["p13"])
+    # precomputed reasons: one per (product, evidence) pair; only what passes the serving gate is served
+    reasons = stats["reasons"]
+    assert reasons["pairs"] == 6  # no events: brand and category of each product
+    assert reasons["pairs"] == reasons["accepted"] + sum(v for k, v in reasons.items() if k.startswith("rejected_"))
+    served = pq.read_table(out / "reasons" / "reasons.parquet")
+    assert served.column_names == ["product_id", "key", "model_version", "facts_hash", "text"]
+    assert served.num_rows == reasons["accepted"]
+    for row in served.to_pylist():
+        assert row["facts_hash"] == facts_hash(by_id[row["product_id"]], "USD") and row["text"]
+    audit = pq.read_table(out / "audit" / "reasons_rejected.parquet")
+    assert audit.num_rows == reasons["pairs"] - reasons["accepted"] and all(audit.column("rejected").to_pylist())
 
 
 # ---------------------------------------------------------------- --max-products, brands from the whole catalog
@@ -81,6 +92,7 @@ class RecordingGenerator:
             "json_valid": [True] * n,
             "json_complete": [True] * n,
             "unsupported_removed": [0] * n,
+            "rejected": [""] * n,
             "raw": [""] * n,
             "generated_at": [""] * n,
         }
@@ -98,7 +110,8 @@ def test_max_products_limits_the_pages_not_the_brands(ray_local, tmp_path, monke
     (model / "config.json").write_text("{}")  # a committed directory: the stand-in loads nothing from it
     write_manifest(model, {"model_version": "m1"})
     monkeypatch.setattr(stage, "PdpGenerator", RecordingGenerator)
-    cfg = load_config(None, [f"artifacts.root={tmp_path}", "train.generator.content.num_cpus=0.5"])
+    cfg = load_config(None, [f"artifacts.root={tmp_path}", "train.generator.content.num_cpus=0.5",
+                             "train.generator.content.reasons_max_products=0"])  # fmt: skip
     stats = stage.generate_content(cfg, model_dir=model, max_products=2)
 
     table = pq.read_table(tmp_path / "content" / "pdp" / "content.parquet")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from core.facts import attribute_values
+
 
 @dataclass
 class Product:
@@ -93,7 +95,7 @@ def load_catalog(cfg) -> Catalog:
             r["category"],
             r["brand"],
             r["price"],
-            dict(r["attributes"] or []),
+            attribute_values(r["attributes"]),  # a repeated key is a multi-valued attribute
             r["description"],
             r["in_stock"],
             idx_of.get(r["product_id"]),

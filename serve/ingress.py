@@ -114,22 +114,6 @@ def _overall(sources: list[str]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
-def _evidence_key(evidence: list[dict]) -> str:
-    return "/".join(
-        f"{e.get('type')}:{e.get('product_id') or e.get('brand') or e.get('category') or ''}" for e in evidence[:2]
-    )
-
-
-def _reason_functions():
-    """`ml.reasons.reason_key` and `reason_profile` once that module exists, else None (the
-    segment|evidence key); looked up once per replica, not per reason."""
-    try:
-        from ml.reasons import reason_key, reason_profile
-    except ImportError:
-        return None
-    return reason_key, reason_profile
-
-
 def _self_scored(product_id: str, history: np.ndarray, catalog):
     """The viewed product as a 'scored' item, with the evidence that links it to the user."""
     from serve.recommend import Scored
@@ -197,9 +181,6 @@ class Ingress:
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
         self.rules = serve_cfg.rules
-        self._reason_fns = _reason_functions()
-        self._history_memo: tuple | None = None
-        self._user_parts: dict[bytes, tuple[dict, str]] = {}
         self._facts_memo: dict[str, tuple[dict, str]] = {}
         self.model_version = model_version
         self.cache = ContentCache(self.gen_cfg.cache_entries)
@@ -441,26 +422,14 @@ class Ingress:
                 out.append(Scored(s.product_id, -1.0 - len(out) * 1e-4, s.evidence))
         return out
 
-    def _reason_input(self, scored, history: np.ndarray) -> tuple[dict[str, Any], str]:
-        """The generator's profile input for one item's reason and the cache key segment of that
-        reason: the one place both are decided, so the batch job's precomputed reasons
-        (`<content>/reasons/*.parquet`, column `key`) are found under the same key. With
-        `ml.reasons` (evidence-only profiles and keys) present, its functions decide."""
-        if self._reason_fns is not None:
-            reason_key, reason_profile = self._reason_fns
-            return reason_profile(scored.evidence, self.catalog.products), reason_key(scored.evidence)
-        # The user's part is the same for every item of a response and every response of the same
-        # history: computed once (a heavy user's segment cost ~1.5 ms, ten times a request).
-        memo = self._history_memo
-        if memo is None or memo[0] is not history:
-            fingerprint = history.tobytes()
-            user_part = self._user_parts.get(fingerprint)
-            if user_part is None:
-                if len(self._user_parts) >= 50_000:
-                    self._user_parts.clear()
-                user_part = self._user_parts[fingerprint] = (self._profile(history), self.catalog.segment(history))
-            memo = self._history_memo = (history, *user_part)
-        return memo[1], f"{memo[2]}|{_evidence_key(scored.evidence)}"
+    def _reason_input(self, scored, history: np.ndarray) -> tuple[dict[str, Any] | None, str]:
+        """The generator's input for one item's reason and the cache key segment of that reason:
+        `ml.reasons` decides both from the item's evidence alone (the batch job's precomputed
+        reasons, `<content>/reasons/*.parquet` column `key`, use the same functions). None =
+        nothing for the generator to explain (no evidence, or "popular"): the template says it."""
+        from ml.reasons import reason_key, reason_profile
+
+        return reason_profile(scored.evidence), reason_key(scored.evidence)
 
     def _facts(self, product) -> tuple[dict, str]:
         """(facts, facts hash) of a catalog product, computed once per replica (the catalog does
@@ -488,8 +457,8 @@ class Ingress:
             text = result.get("text")
             if text:
                 self.cache.put(key, text)
-            else:
-                self.m_fallback.labels("generate_reason", "ungrounded").inc()
+            else:  # the copy gate rejected it (`ml.reasons.accept_reason`): counted by why
+                self.m_fallback.labels("generate_reason", result.get("why") or "ungrounded").inc()
             return text
 
         return run
@@ -534,7 +503,12 @@ class Ingress:
             cached = self.cache.get(key)
             if cached:
                 results[i] = (cached, "cached")
-            elif self._generates() and len(queued) < self.gen_cfg.max_reasons_per_request and not lost:
+            elif (
+                profile is not None
+                and self._generates()
+                and len(queued) < self.gen_cfg.max_reasons_per_request
+                and not lost
+            ):
                 future, lost = self._enqueue(
                     key,
                     self._reason_job(key, facts, profile),
@@ -573,20 +547,6 @@ class Ingress:
                 if future.done() and future.result():
                     return future.result(), "generated", False
         return template_page(facts), "template", lost
-
-    def _profile(self, history: np.ndarray) -> dict[str, Any]:
-        recent = [
-            self.catalog.products[self.catalog.by_item_idx[int(i)]]
-            for i in history[::-1][:5]
-            if int(i) in self.catalog.by_item_idx
-        ]
-        cats = [p.category for p in recent if p.category]
-        brands = [p.brand for p in recent if p.brand]
-        return {
-            "recent_items": [p.title for p in recent],
-            "top_categories": sorted(set(cats), key=cats.count, reverse=True)[:3],
-            "top_brands": sorted(set(brands), key=brands.count, reverse=True)[:3],
-        }
 
     def _item(self, scored, reason: tuple[str, str] | None) -> RecommendedItem:
         p = self.catalog.products[scored.product_id]

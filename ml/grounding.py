@@ -595,6 +595,19 @@ _KV = re.compile(
 )
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
+
+def _glued_break(value: str) -> re.Match[str] | None:
+    """Where a scraped value runs into the next field ("2 yearsWarranty"), ignoring the capitals of
+    a unit ("5000 mAh", "2.4 GHz", "1 kWh" are one token, not "5000 m" + "Ah")."""
+    for m in _CAMEL.finditer(value):
+        start = max(value.rfind(" ", 0, m.start()), 0)
+        end = value.find(" ", m.start())
+        token = value[start : len(value) if end < 0 else end].strip().lstrip("0123456789.,").lower()
+        if token not in _UNITS:
+            return m
+    return None
+
+
 # ----------------------------------------------------------------------------- result types
 
 
@@ -1217,7 +1230,7 @@ def _kv_claims(text: str, idx: _Facts, spans: list[tuple[int, int]]) -> list[Cla
             kstart += len(" ".join(words[: cut[-1]])) + 1  # "2 patch pockets Length: regular" -> "Length"
             key = text[kstart : m.end("key")]
         value = m["value"]
-        if not _CJK.search(value) and (glued_value := _CAMEL.search(value)):
+        if not _CJK.search(value) and (glued_value := _glued_break(value)):
             value = value[: glued_value.start()]  # "2 yearsWarranty provided by ..." -> "2 years"
         value = value.strip()
         vstart = m.start("value")

@@ -574,3 +574,12 @@ def test_malformed_facts_are_a_clear_error():
         check("Only $5.", {"price": "five"})
     with pytest.raises(ValueError, match="attributes must be an object"):
         check("A mug.", {"attributes": ["red"]})
+
+
+def test_units_with_capitals_are_not_glued_fields():
+    facts = {"title": "Nuvia P63 Power Bank, 5000 mAh", "attributes": {"capacity": "5000 mAh", "frequency": "2.4 GHz"}}
+    assert not check("Capacity: 5000 mAh; frequency: 2.4 GHz.", facts).unsupported
+    assert not check("Capacity: 5000mAh", facts).unsupported
+    # a field glued to the next one is still cut there
+    got = [(c.text, c.reason) for c in check("Capacity: 6000 mAhWarranty: none", facts).unsupported]
+    assert got == [("Capacity: 6000 mAh", "numeric_mismatch"), ("Warranty: none", "unknown_attribute")]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import sys
 import time
@@ -141,6 +142,8 @@ def generate(model_dir: str, engine, products: list[dict], page_tokens: int, rea
     reasons = [
         (i, e, join_continuation(x, o.outputs[0].text)) for (i, e), x, o in zip(jobs, prefixes, outs, strict=True)
     ]
+    del llm  # shut the engine down now, while stdout is redirected: not at exit, after the report
+    gc.collect()
     return [o.outputs[0].text for o in pages], reasons, page_s, reason_s
 
 

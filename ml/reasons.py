@@ -272,7 +272,8 @@ _QUALITY = re.compile(
     r"\b(premium|luxur\w*|high[- ]?(?:end|quality)|top[- ]quality|quality|durable|durability|sturdy|robust|"
     r"lightweight|light[- ]weight|comfortable|comfort|comfy|soft|breathable|waterproof|water[- ]resistant|"
     r"perfect(?:ly)?|ideal(?:ly)?|best|finest|excellent|exceptional|superior|amazing|stylish|elegant|"
-    r"fashionable|trendy|reliable|long[- ]lasting|affordable|cheap|budget|genuine|authentic|exclusive|"
+    r"fashionable|trendy|beautiful|lovely|gorgeous|pretty|cute|reliable|long[- ]lasting|affordable|cheap|budget|"
+    r"genuine|authentic|exclusive|"
     r"eco[- ]friendly|sustainable|organic|handmade|hand[- ]?crafted|guarantee\w*|warrant\w*)\b",
     re.I,
 )

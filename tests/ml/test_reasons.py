@@ -236,6 +236,7 @@ def test_highlights_without_a_value_or_repeated_are_dropped():
         # found in a hand review of the tuned generator's output, all passed the grounding check
         ("This shirt fits you perfectly.", ["perfectly"]),
         ("Premium running socks, 2, Red.", ["Premium"]),
+        ("You may enjoy a beautiful belt.", ["beautiful"]),
         ("A lightweight, durable sleeve.", ["lightweight", "durable"]),
         ("This lamp has blue colour and male gender.", ["male"]),
         ("It was confirmed by our customer service team.", ["customer service", "confirmed"]),

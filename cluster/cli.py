@@ -359,17 +359,20 @@ def _sample_requests(url: str, cfg, console) -> None:
         with console.step(f"{method} {path.split('?')[0]}"), urllib.request.urlopen(req, timeout=300) as r:
             return json.loads(r.read())
 
-    echo(f"\nPOST /v1/recommendations  user_id={user}")
-    rec = call("POST", "/v1/recommendations", {"user_id": user, "k": 5})
+    # A front end that can afford to wait a little asks for it (`wait_ms`): the demo shows generated
+    # copy where the generator makes it in time, and says `template` where it does not.
+    wait = cfg.serve.budgets.max_wait_ms
+    echo(f"\nPOST /v1/recommendations  user_id={user}  wait_ms={wait}")
+    rec = call("POST", "/v1/recommendations", {"user_id": user, "k": 5, "wait_ms": wait})
     for item in rec["items"]:
         echo(f"  {item['score']:7.3f}  {item['title']}  [{item['reason_source']}] {item['reason']}")
     anon = [catalog.popular[3]]
     echo(f"\nPOST /v1/recommendations  anonymous session, recent_items={anon}")
-    for item in call("POST", "/v1/recommendations", {"recent_items": anon, "k": 3})["items"]:
+    for item in call("POST", "/v1/recommendations", {"recent_items": anon, "k": 3, "wait_ms": wait})["items"]:
         echo(f"  {item['title']}  [{item['reason_source']}] {item['reason']}")
     pid = rec["items"][0]["product_id"]
     echo(f"\nGET /v1/products/{pid}/page?user_id={user}")
-    page = call("GET", f"/v1/products/{pid}/page?user_id={user}")
+    page = call("GET", f"/v1/products/{pid}/page?user_id={user}&wait_ms={wait}")
     echo(f"  title:       {page['sections']['title']}  [{page['sections_source']}]")
     for h in page["sections"]["highlights"]:
         echo(f"  - {h}")

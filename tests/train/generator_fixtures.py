@@ -152,6 +152,7 @@ def write_tiny_corpora(
     cfg = CorpusConfig(eval_fraction=eval_fraction)
     corpora = build_corpora(cfg, products_table(), events_table(), "USD")
     for task, n in (max_train or {}).items():
-        train = [ex for ex in corpora[task] if ex["split"] == "train"][:n]
+        # examples with a target: the corpus's grounding hygiene may leave a product facts-only
+        train = [ex for ex in corpora[task] if ex["split"] == "train" and ex["has_reference"]][:n]
         corpora[task] = train + [ex for ex in corpora[task] if ex["split"] == "eval"]
     return write_corpora(ArtifactLayout(str(artifacts_root)), corpora, cfg)

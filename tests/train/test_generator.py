@@ -97,7 +97,7 @@ def test_export_is_a_committed_hf_dir_with_provenance(trained):
     assert manifest["meta"]["data_snapshot"].keys() == {"pdp.jsonl", "reasons.jsonl"}
     assert manifest["meta"]["hyperparameters"]["zero_stage"] == cfg.train.generator.zero_stage
     assert manifest["meta"]["deepspeed_config"]["zero_optimization"]["stage"] == cfg.train.generator.zero_stage
-    assert manifest["meta"]["base_model"]["name"] == "smollm2-135m-instruct"
+    assert manifest["meta"]["base_model"]["name"] == cfg.models.generator  # the default: base + shopgraph adapter
     assert len(meta["model_version"]) == 12
 
 
@@ -198,14 +198,18 @@ def test_lora_trains_and_export_is_merged(trained_lora, models_dir):
     other weight is the base model's, and the manifest records the LoRA settings."""
     from safetensors.torch import load_file
 
-    _, meta, root = trained_lora
+    cfg, meta, root = trained_lora
     export = root / "models" / "generator"
     verify_dir(export, full=True)
     assert meta["hyperparameters"]["lora"]["enabled"] is True and meta["metrics"]["steps"] == 2
     assert meta["metrics"]["eval_loss"] < meta["metrics"]["base_eval_loss"]
     tuned = load_file(str(export / "model.safetensors"))
-    base = load_file(str(models_dir / "smollm2-135m-instruct" / "model.safetensors"))
+    base = load_file(str(models_dir / cfg.models.generator / "model.safetensors"))  # what was fine-tuned
     assert not [k for k in tuned if "lora" in k or "base_layer" in k]
+    assert (export / "adapter" / "adapter_model.safetensors").is_file()  # the adapter alone, for ml/adapters
+    assert json.loads((export / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        cfg.models.generator
+    )  # a name, never this machine's path
     assert set(tuned) - {"lm_head.weight"} == set(base) - {
         "lm_head.weight"
     }  # same tensors as the base: merged, not wrapped

@@ -91,7 +91,8 @@ def test_verify_reports_broken_models(tmp_path):
 def test_models_prepare_is_idempotent_and_verify_passes(models_dir):
     result = runner.invoke(app, ["models", "prepare", "--set", f"models.dir={models_dir}"])
     assert result.exit_code == 0, result.output
-    assert result.output.count("up to date") == 2
+    # the base generator, the default one (base + shopgraph adapter) and the encoder
+    assert result.output.count("up to date") == 3 and "smollm2-135m-shopgraph" in result.output
     assert runner.invoke(app, ["models", "verify", "--set", f"models.dir={models_dir}"]).exit_code == 0
 
 

@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Str
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from ml.reasons import reason_key, reason_profile
 from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, tidy_highlight
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
@@ -427,8 +428,6 @@ class Ingress:
         `ml.reasons` decides both from the item's evidence alone (the batch job's precomputed
         reasons, `<content>/reasons/*.parquet` column `key`, use the same functions). None =
         nothing for the generator to explain (no evidence, or "popular"): the template says it."""
-        from ml.reasons import reason_key, reason_profile
-
         return reason_profile(scored.evidence), reason_key(scored.evidence)
 
     def _facts(self, product) -> tuple[dict, str]:

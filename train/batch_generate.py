@@ -195,11 +195,7 @@ def generate_content(
             "ground": content.ground,
             "known_brands": brands,
         },  # fmt: skip
-        batch_size=content.batch_size,
-        batch_format="numpy",
-        concurrency=content.concurrency,
-        num_cpus=content.num_cpus,
-        num_gpus=content.num_gpus or None,
+        **_engine_actors(content),
     )
     final = local_dir(str(out_dir or layout.content))
     with staged_dir(final) as staging:
@@ -223,6 +219,17 @@ def generate_content(
             {"stage": "generate-content", "model_dir": str(model_dir), "model_version": model_version, "stats": stats},
         )
     return {"out": str(final), "model_version": model_version, **stats}
+
+
+def _engine_actors(content) -> dict:
+    """`map_batches` options of a vLLM engine actor pool (pages and reasons alike)."""
+    return {
+        "batch_size": content.batch_size,
+        "batch_format": "numpy",
+        "concurrency": content.concurrency,
+        "num_cpus": content.num_cpus,
+        "num_gpus": content.num_gpus or None,
+    }
 
 
 def _precompute_reasons(cfg, layout, catalog, model_dir: str, model_version: str, brands, staging: Path) -> dict:
@@ -251,11 +258,7 @@ def _precompute_reasons(cfg, layout, catalog, model_dir: str, model_version: str
             "max_new_tokens": content.reason_max_new_tokens,
             "known_brands": brands,
         },  # fmt: skip
-        batch_size=content.batch_size,
-        batch_format="numpy",
-        concurrency=content.concurrency,
-        num_cpus=content.num_cpus,
-        num_gpus=content.num_gpus or None,
+        **_engine_actors(content),
     )
     accepted, rejected, stats = split_accepted(_collect(ds))
     (staging / "reasons").mkdir()

@@ -257,9 +257,8 @@ def test_dead_slow_or_absent_generator_gives_template_and_done_within_the_deadli
         assert [e for e, _ in events] == ["start", "sections", "done"]
 
 
-def test_a_late_stream_is_cached_for_the_next_request():
-    # Past the request's deadline, within the page budget: the generation goes on and is cached.
-    ingress = _ingress(echo_facts, delay_s=0.5, budgets={"page_ms": 5_000, "request_deadline_ms": 100})
+def _stream_to_the_end(ingress) -> str:
+    """The whole SSE body of p1's page stream, after the work it left in the background finished."""
 
     async def run():
         response = await INGRESS.product_page_stream(ingress, "p1", None)
@@ -267,20 +266,21 @@ def test_a_late_stream_is_cached_for_the_next_request():
         await asyncio.gather(*ingress._background)
         return body
 
-    assert '"sections_source": "template"' in asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_late_stream_is_cached_for_the_next_request():
+    # Past the request's deadline, within the page budget: the generation goes on and is cached.
+    ingress = _ingress(echo_facts, delay_s=0.5, budgets={"page_ms": 5_000, "request_deadline_ms": 100})
+
+    assert '"sections_source": "template"' in _stream_to_the_end(ingress)
     assert dict(_stream(ingress))["sections"]["sections_source"] == "cached"
 
 
 def test_a_stream_past_the_page_budget_is_cancelled_not_cached():
     ingress = _ingress(echo_facts, delay_s=1.0, budgets={"page_ms": 200, "request_deadline_ms": 100})
 
-    async def run():
-        response = await INGRESS.product_page_stream(ingress, "p1", None)
-        body = "".join([chunk async for chunk in response.body_iterator])
-        await asyncio.gather(*ingress._background)
-        return body
-
-    assert '"sections_source": "template"' in asyncio.run(run())
+    assert '"sections_source": "template"' in _stream_to_the_end(ingress)
     assert ingress.generator.streams[-1].cancelled and len(ingress.cache) == 0
 
 

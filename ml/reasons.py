@@ -304,17 +304,111 @@ def unbacked_claims(text: str, facts: Mapping[str, Any], *, history_ok: str = ""
     return out
 
 
+# Generated copy may use the facts' own words and these, nothing else (English; a CJK sentence is
+# judged by the checks above only). Closed-class words, and verbs/nouns every product page uses
+# that assert nothing about the product. A hand review of the generator's pages found its faults
+# were almost all words from outside the facts: a wrong product type ("a highlighter" for jeans),
+# an invented material ("diamond"), a misspelt brand ("Optikos", "Stripp"), a wrong count ("three
+# HDMI" for two), a person ("She has brown mules"). A word outside this list and the facts costs
+# only the sentence (the template takes over), so the list errs on the strict side.
+_PLAIN = set(
+    """a an the this that these those it its it's is are be been being has have had with without and or
+    but nor of in on at to for from by as into onto over under up out per each every all both either any
+    no not also which who whose where when while than then so just only very more most much many
+    other another same such here there what how you your yours you're you'll you've can will may lets
+    let keep keeps make makes made come comes coming available offer offers offered feature features
+    featuring featured include includes including included design designed built add adds added
+    give gives get gets use used uses using wear wears worn hold holds go goes pair pairs set sets pack packs piece
+    pieces item items product products one ones look looks option options choice day days
+    price priced costs cost brand""".split()
+)
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())}  # fmt: skip
+_LATIN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|\d+(?:[.,]\d+)?", re.UNICODE)
+_FIELD_IN_PROSE = re.compile(r"[^\W\d_]:\s*\w")  # "a color: white memory": a fact list read as prose
+
+
+def _stem(word: str) -> str:
+    word = word.lower().replace("’", "'").removesuffix("'s")
+    for suffix, repl in (("ies", "y"), ("es", ""), ("s", ""), ("ed", ""), ("ing", ""), ("ly", "")):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)] + repl
+    return word
+
+
+def _number(token: str) -> str:
+    """ "425", "425.0" and "425,00" are one number."""
+    token = token.replace(",", ".")
+    return token.rstrip("0").rstrip(".") if "." in token else token
+
+
+def _fact_words(facts: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """(stems of every word, every number) in the facts: keys and values, title, brand, category."""
+    import json
+
+    text = unicodedata.normalize("NFKC", json.dumps(dict(facts), ensure_ascii=False)).replace("_", " ")
+    words, numbers = set(), set()
+    for token in _LATIN.findall(text):
+        if token[0].isdigit():
+            numbers.add(_number(token))
+        else:
+            words.add(_stem(token))
+            if token.lower() in _NUMBER_WORDS:
+                numbers.add(_NUMBER_WORDS[token.lower()])
+    return words, numbers
+
+
+def novel_words(text: str, facts: Mapping[str, Any]) -> list[str]:
+    """Words of generated `text` that neither the facts nor the plain words above contain, and
+    numbers (in digits or words) the facts do not hold: each is a claim nothing backs."""
+    words, numbers = _fact_words(facts)
+    words |= {"colour", "color"} if words & {"colour", "color"} else set()
+    out = []
+    for token in _LATIN.findall(unicodedata.normalize("NFKC", text)):
+        low = token.lower()
+        if token[0].isdigit():
+            if _number(token) not in numbers:
+                out.append(token)
+        elif low in _NUMBER_WORDS:
+            if _NUMBER_WORDS[low] not in numbers and _stem(low) not in words:
+                out.append(token)
+        elif low not in _PLAIN and _stem(low) not in words and not _CJK.search(token):
+            out.append(token)
+    return out
+
+
+def generated_faults(text: str, facts: Mapping[str, Any], *, prose: bool = True) -> list[str]:
+    """Why a piece of *generated* page copy may not be shown: unbacked claims, novel words, and
+    (prose only, one sentence at a time) a "key: value" list read as a sentence or a content word
+    repeated. Human copy is judged by `unbacked_claims`
+    alone: a person may use words the facts lack; a 135M-parameter model, in a hand review, may not."""
+    faults = unbacked_claims(text, facts) + [f"novel:{w}" for w in novel_words(text, facts)]
+    if prose and _FIELD_IN_PROSE.search(text):
+        faults.append("field_in_prose")
+    if prose:  # "Socks running socks are sand.": a content word twice in one sentence is a small model stalling
+        brand = {_stem(w) for w in _LATIN.findall(str(facts.get("brand") or "").lower())}  # "the Brewly mug by Brewly"
+        stems = [
+            _stem(w) for w in _LATIN.findall(text.lower()) if not w[0].isdigit() and w not in _PLAIN and len(w) > 2
+        ]
+        stems = [w for w in stems if w not in brand]
+        faults += [f"repeated:{w}" for w in sorted({w for w in stems if stems.count(w) > 1})]
+    return faults
+
+
 def publishable_highlights(highlights: Iterable[str], facts: Mapping[str, Any] | None = None) -> list[str]:
-    """Generated highlights a shopper may read: no empty value ("Colour:"), no repeat, no loop,
-    and (given the facts) no unbacked quality, history or audience claim."""
+    """Generated highlights a shopper may read: no empty value ("Colour:"), no lone word ("blue"),
+    no raw field name ("speed_class:V60"), no repeat, no loop, and (given the facts) nothing
+    `generated_faults` finds. A trailing comma or semicolon is trimmed."""
     out: list[str] = []
     seen: set[str] = set()
     for h in highlights:
-        text = str(h).strip()
+        text = str(h).strip().rstrip(",;，；").strip()
         key, sep, value = text.partition(":")
         if not text or (sep and not _words(value)) or looping(text) or _PLACEHOLDER.search(text):
             continue
-        if facts is not None and unbacked_claims(text, facts):
+        if len(_words(text)) < 2 or (sep and "_" in key):
+            continue
+        if facts is not None and generated_faults(text, facts, prose=False):
             continue
         if _norm(text) not in seen:
             seen.add(_norm(text))
@@ -324,12 +418,12 @@ def publishable_highlights(highlights: Iterable[str], facts: Mapping[str, Any] |
 
 def publishable_description(text: str, facts: Mapping[str, Any]) -> tuple[str, str | None]:
     """A generated description as a shopper may read it (already grounded sentence by sentence):
-    no sentence with an unbacked claim (`unbacked_claims`), no repeated sentence, no unfinished
-    tail; ("", why) when what is left is not publishable.
+    no sentence `generated_faults` finds fault with, no repeated sentence, no unfinished tail;
+    ("", why) when what is left is not publishable.
     Serving (live and streamed) and the batch job apply exactly this."""
     from ml.grounding import sentences
 
-    backed = "".join(x for x in sentences(text) if not unbacked_claims(x, facts))
+    backed = "".join(x for x in sentences(text) if not generated_faults(x, facts))
     kept = complete_sentences(drop_repeats(backed))
     if not kept:
         return "", "ungrounded" if not text.strip() else "cut_off"

@@ -259,13 +259,13 @@ class GroundedPageStream:
         self.highlight_texts: list[str] = []
         self.highlights = 0
 
-    def _ok(self, text: str) -> bool:
+    def _ok(self, text: str, prose: bool = True) -> bool:
         from ml.grounding import check
-        from ml.reasons import unbacked_claims
+        from ml.reasons import generated_faults
 
-        # the page's gates, piece by piece: grounded, and no quality/history/audience claim the facts lack
-        return not check(text, self.facts, known_brands=self.known_brands).unsupported and not unbacked_claims(
-            text, self.facts
+        # the page's gates, piece by piece: grounded, and nothing `generated_faults` finds
+        return not check(text, self.facts, known_brands=self.known_brands).unsupported and not generated_faults(
+            text, self.facts, prose=prose
         )
 
     def _piece(self, field: str, text: str) -> dict[str, str]:
@@ -298,7 +298,9 @@ class GroundedPageStream:
             if field in _STRING_FIELDS and closed:
                 whole = self.pending.pop(field, "") + text
                 shown = self.highlight_texts + [whole]
-                if whole.strip() and publishable_highlights(shown) == shown and self._ok(whole):  # as the page
+                if (
+                    whole.strip() and publishable_highlights(shown) == shown and self._ok(whole, prose=False)
+                ):  # as the page
                     self.highlight_texts.append(whole)
                     out.append({"field": field, "index": self.highlights, "text": whole})
                     self.highlights += 1

@@ -40,7 +40,11 @@ def echo_facts(messages: list[dict[str, str]]) -> str:
     title = facts.get("title", "This product")
     if "PDP" in messages[0]["content"] or "highlights" in messages[-1]["content"].lower():
         highlights = [f"{k}: {v}" for k, v in (facts.get("attributes") or {}).items()][:3]
-        description = f"{title} from {facts.get('brand', 'our shop')}, described here only from what its listing says."
+        # only the facts' words and plain ones: the page gates keep a sentence only then
+        description = (
+            f"This {title} is made by {facts.get('brand', 'the brand')}, and you can have it for {facts.get('price', 'its price')} {facts.get('currency', '')}".rstrip()
+            + "."
+        )
         return json.dumps({"title": title, "highlights": highlights, "description": description})
     profile = _profile(messages)
     if profile.get("recent_items"):
@@ -67,7 +71,7 @@ def invent_claims(messages: list[dict[str, str]]) -> str:
     return f"The {title} weighs 12 kg and is made of titanium."
 
 
-GROUNDED_SENTENCE = "It comes from {brand}, as its listing says."
+GROUNDED_SENTENCE = "It comes from {brand}, and you can have it."
 INVENTED_SENTENCE = "It is made of titanium and weighs 12 kg."
 
 

@@ -262,3 +262,54 @@ def test_claims_the_facts_state_are_backed():
         reason_profile([VIEWED]),
     )
     assert (kept, why) == (None, "unbacked_claim")
+
+
+HUB = {
+    "title": "Corebyte K21 USB-C hub, 7, Navy Blue",
+    "brand": "Corebyte",
+    "category": "Computers > USB-C Hubs",
+    "price": 49.0,
+    "currency": "USD",
+    "attributes": {"color": "navy blue", "display output": "two HDMI", "ports": "7"},
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "faults"),
+    [
+        # the kinds of fault a hand review of the tuned generator's pages found, on our own facts
+        ("This is a highlighter from Corebyte.", ["novel:highlighter"]),  # a wrong product type
+        ("A diamond hub with 7 ports.", ["novel:diamond"]),  # an invented material
+        ("A hub from Corebite.", ["novel:Corebite"]),  # a misspelt brand
+        ("It has three HDMI outputs.", ["novel:three"]),  # a wrong count, in words
+        ("It has 9 ports.", ["novel:9"]),  # and in digits
+        ("She has a navy blue hub.", ["novel:She"]),  # a person
+        ("This hub has a color: navy blue ports.", ["field_in_prose"]),  # a fact list read as prose
+        ("Hub ports are hub ports.", ["repeated:hub", "repeated:port"]),  # a small model stalling
+        # what it may write: the facts' words (any inflection) and plain words, numbers the facts hold
+        ("This USB-C hub from Corebyte has 7 ports and two HDMI outputs, in navy blue.", []),
+        ("It's made by Corebyte, and you can have it for 49 USD.", []),
+        ("这款集线器有7个接口。", []),  # CJK is judged by the grounding check and the claim lists only
+    ],
+)
+def test_generated_copy_may_use_only_the_facts_words(text, faults):
+    from ml.reasons import generated_faults
+
+    assert sorted(generated_faults(text, HUB)) == sorted(faults)
+
+
+def test_generated_pages_keep_only_faultless_sentences_and_real_highlights():
+    from ml.reasons import publishable_description, publishable_highlights
+
+    text = "This USB-C hub from Corebyte has 7 ports. It is a diamond hub for three screens."
+    assert publishable_description(text, HUB) == ("This USB-C hub from Corebyte has 7 ports.", None)
+    assert publishable_description("A diamond hub for your desk.", HUB)[0] == ""
+    got = publishable_highlights(
+        ["three HDMI", "blue", "display_output: two HDMI", "Ports: 7,", "Color: navy blue"], HUB
+    )
+    assert got == ["Ports: 7", "Color: navy blue"]
+    # human copy (the corpus) is held to the claim lists only: a person may use words the facts lack
+    from ml.reasons import generated_faults, unbacked_claims
+
+    assert unbacked_claims("A handy hub for your desk.", HUB) == []
+    assert generated_faults("A handy hub for your desk.", HUB) == ["novel:handy", "novel:desk"]

@@ -37,6 +37,9 @@ REASON_SYSTEM = (
 )
 REASON_TASK = "In one sentence, tell this shopper why they may like the product."
 
+# Every instruction the generator is given: `ml.reasons.leaks_prompt` keeps them out of what a shopper reads.
+INSTRUCTIONS = (PDP_SYSTEM, PDP_TASK, REASON_SYSTEM, REASON_TASK)
+
 Messages = list[dict[str, str]]
 
 # The PDP answer format; vLLM structured outputs constrain decoding to it. The length caps

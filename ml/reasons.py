@@ -377,12 +377,36 @@ def novel_words(text: str, facts: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _grams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = _words(unicodedata.normalize("NFKC", text))
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def leaks_prompt(text: str, n: int = 5) -> bool:
+    """Does generated text repeat `n` consecutive words (characters, in Chinese) of the generator's
+    own instructions? An injected "print your system prompt" that a model obeys is never shown."""
+    from ml.prompts import INSTRUCTIONS
+
+    return bool(_grams(text, n) & _instruction_grams(n, INSTRUCTIONS))
+
+
+_GRAMS: dict[tuple[int, tuple[str, ...]], set[tuple[str, ...]]] = {}
+
+
+def _instruction_grams(n: int, texts: tuple[str, ...]) -> set[tuple[str, ...]]:
+    if (n, texts) not in _GRAMS:
+        _GRAMS[(n, texts)] = set().union(*(_grams(t, n) for t in texts))
+    return _GRAMS[(n, texts)]
+
+
 def generated_faults(text: str, facts: Mapping[str, Any], *, prose: bool = True) -> list[str]:
     """Why a piece of *generated* page copy may not be shown: unbacked claims, novel words, and
     (prose only, one sentence at a time) a "key: value" list read as a sentence or a content word
     repeated. Human copy is judged by `unbacked_claims`
     alone: a person may use words the facts lack; a 135M-parameter model, in a hand review, may not."""
     faults = unbacked_claims(text, facts) + [f"novel:{w}" for w in novel_words(text, facts)]
+    if leaks_prompt(text):
+        faults.append("leaked_prompt")
     if prose and _FIELD_IN_PROSE.search(text):
         faults.append("field_in_prose")
     if prose:  # "Socks running socks are sand.": a content word twice in one sentence is a small model stalling
@@ -466,6 +490,8 @@ def accept_reason(
         return None, "too_long"
     if _THIRD.search(sentence):
         return None, "third_person"
+    if leaks_prompt(sentence):
+        return None, "leaked_prompt"
     if not addressed(sentence):
         return None, "not_addressed"
     low = _norm(sentence)

@@ -322,10 +322,18 @@ _PLAIN = set(
     pieces item items product products one ones look looks option options choice day days
     price priced costs cost brand""".split()
 )
+# A reason also recommends: these verbs and pronouns assert nothing about the product either.
+_REASON_PLAIN = _PLAIN | set(
+    """i we me us recommend recommends recommended suggest suggests like likes liked love loves enjoy enjoys
+    prefer prefers consider considering try choose chose chosen often usually viewed view seen saw browse
+    browsed might could would should want think also too similar fan favourite favorite great good since
+    because likely buy buying check checking out yourself interested""".split()
+)
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}  # fmt: skip
 _LATIN = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*|\d+(?:[.,]\d+)?", re.UNICODE)
-_FIELD_IN_PROSE = re.compile(r"[^\W\d_]:\s*\w")  # "a color: white memory": a fact list read as prose
+# "a color: white memory", "the Toys & Games > Batteries": a fact list or a category path read as prose
+_FIELD_IN_PROSE = re.compile(r"[^\W\d_]:\s*\w|\w\s+>\s+\w")
 
 
 def _stem(word: str) -> str:
@@ -358,9 +366,19 @@ def _fact_words(facts: Mapping[str, Any]) -> tuple[set[str], set[str]]:
     return words, numbers
 
 
-def novel_words(text: str, facts: Mapping[str, Any]) -> list[str]:
+_STEMS: dict[int, frozenset[str]] = {}
+
+
+def _stems(words: set[str]) -> frozenset[str]:
+    if id(words) not in _STEMS:  # the two module-level vocabularies only
+        _STEMS[id(words)] = frozenset(_stem(w) for w in words)
+    return _STEMS[id(words)]
+
+
+def novel_words(text: str, facts: Mapping[str, Any], plain: set[str] | None = None) -> list[str]:
     """Words of generated `text` that neither the facts nor the plain words above contain, and
     numbers (in digits or words) the facts do not hold: each is a claim nothing backs."""
+    plain = _PLAIN if plain is None else plain
     words, numbers = _fact_words(facts)
     words |= {"colour", "color"} if words & {"colour", "color"} else set()
     out = []
@@ -372,7 +390,7 @@ def novel_words(text: str, facts: Mapping[str, Any]) -> list[str]:
         elif low in _NUMBER_WORDS:
             if _NUMBER_WORDS[low] not in numbers and _stem(low) not in words:
                 out.append(token)
-        elif low not in _PLAIN and _stem(low) not in words and not _CJK.search(token):
+        elif low not in plain and _stem(low) not in words and _stem(low) not in _stems(plain) and not _CJK.search(token):
             out.append(token)
     return out
 
@@ -492,6 +510,8 @@ def accept_reason(
         return None, "third_person"
     if leaks_prompt(sentence):
         return None, "leaked_prompt"
+    if _FIELD_IN_PROSE.search(sentence.removeprefix(reason_prefix(profile, str(facts.get("title") or "")))):
+        return None, "field_in_prose"
     if not addressed(sentence):
         return None, "not_addressed"
     low = _norm(sentence)
@@ -502,6 +522,9 @@ def accept_reason(
         return None, "unknown_name"
     if unbacked_claims(sentence, facts, history_ok=reason_prefix(profile, str(facts.get("title") or ""))):
         return None, "unbacked_claim"
+    # as for pages: only the facts' and the evidence's words ("a maximum height of 165 cm", "LENSMAR")
+    if novel_words(sentence, {**facts, "evidence": evidence_names(profile)}, _REASON_PLAIN):
+        return None, "novel_word"
     if check(sentence, facts, known_brands=brands, profile=profile).unsupported:
         return None, "unsupported"
     return sentence, None

@@ -327,7 +327,8 @@ _REASON_PLAIN = _PLAIN | set(
     """i we me us recommend recommends recommended suggest suggests like likes liked love loves enjoy enjoys
     prefer prefers consider considering try choose chose chosen often usually viewed view seen saw browse
     browsed might could would should want think also too similar fan favourite favorite great good since
-    because likely buy buying check checking out yourself interested""".split()
+    because likely buy buying check checking out yourself interested goes well new before chosen pick
+    category categories natural next""".split()  # the last line: the templates' own words
 )
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}  # fmt: skip
@@ -387,10 +388,12 @@ def novel_words(text: str, facts: Mapping[str, Any], plain: set[str] | None = No
         if token[0].isdigit():
             if _number(token) not in numbers:
                 out.append(token)
-        elif low in _NUMBER_WORDS:
+        elif low in _NUMBER_WORDS and low != "one":  # "this one", "one of your": a pronoun more often than a count
             if _NUMBER_WORDS[low] not in numbers and _stem(low) not in words:
                 out.append(token)
-        elif low not in plain and _stem(low) not in words and _stem(low) not in _stems(plain) and not _CJK.search(token):
+        elif (
+            low not in plain and _stem(low) not in words and _stem(low) not in _stems(plain) and not _CJK.search(token)
+        ):
             out.append(token)
     return out
 
@@ -522,11 +525,11 @@ def accept_reason(
         return None, "unknown_name"
     if unbacked_claims(sentence, facts, history_ok=reason_prefix(profile, str(facts.get("title") or ""))):
         return None, "unbacked_claim"
+    if check(sentence, facts, known_brands=brands, profile=profile).unsupported:
+        return None, "unsupported"
     # as for pages: only the facts' and the evidence's words ("a maximum height of 165 cm", "LENSMAR")
     if novel_words(sentence, {**facts, "evidence": evidence_names(profile)}, _REASON_PLAIN):
         return None, "novel_word"
-    if check(sentence, facts, known_brands=brands, profile=profile).unsupported:
-        return None, "unsupported"
     return sentence, None
 
 

@@ -53,7 +53,7 @@ def echo_facts(messages: list[dict[str, str]]) -> str:
         return f"Since you often choose {profile['top_brands'][0]}, you may like this one too."
     if profile.get("top_categories"):
         return f"Since you like {profile['top_categories'][0].split('>')[-1].strip()}, you may like this one too."
-    return f"The {title} fits what you have been looking at."
+    return f"You may like the {title} too."
 
 
 def invent_claims(messages: list[dict[str, str]]) -> str:

@@ -58,8 +58,8 @@ def test_key_is_the_generator_input():
 @pytest.mark.parametrize(
     "text",
     [
-        "Since you viewed the Keystone Wireless Mouse, this silver laptop sleeve is a handy match.",
-        '"Since you viewed the Keystone Wireless Mouse, this sleeve keeps your laptop safe." It also ...',
+        "Since you viewed the Keystone Wireless Mouse, this silver laptop sleeve is a good next pick.",
+        '"Since you viewed the Keystone Wireless Mouse, you may like this sleeve for your laptop too." It also ...',
     ],
 )
 def test_accepts_a_faithful_sentence_to_the_shopper(text):
@@ -86,6 +86,17 @@ def test_accepts_a_faithful_sentence_to_the_shopper(text):
         ("Since you viewed the Keystone Wireless Mouse, this sleeve is free with Amazon Prime.", "unknown_name"),
         ("Since you viewed the Keystone Wireless Mouse, this gold sleeve suits you.", "unsupported"),
         ("Since you viewed the Keystone Wireless Mouse, this Lumio sleeve suits you.", "unsupported"),
+        # words from outside the facts and the evidence (a hand review's finds, on our own facts)
+        ("Since you viewed the Keystone Wireless Mouse, this sleeve comes with a zip pocket.", "novel_word"),
+        ("Since you viewed the Keystone Wireless Mouse, try the keystonee sleeve.", "novel_word"),
+        (
+            "Since you viewed the Keystone Wireless Mouse, you may enjoy the Electronics > Laptop Accessories.",
+            "field_in_prose",
+        ),
+        (
+            "Since you viewed the Keystone Wireless Mouse, you write product detail page content for an online shop.",
+            "leaked_prompt",
+        ),
         ("you like it you like it you like it you like it.", "loop"),
     ],
 )
@@ -103,7 +114,7 @@ def test_brand_and_category_evidence_are_named():
     )
     assert why is None, why
     ok, why = accept_reason(
-        "You have been exploring laptop accessories, and this sleeve fits right in.",
+        "You have been looking at laptop accessories, and you may like this sleeve too.",
         SLEEVE,
         reason_profile([CATEGORY]),
         known_brands=BRANDS,

@@ -56,7 +56,6 @@ KID = re.compile(r"^[a-z0-9]{1,12}$")
 MIN_SECRET_CHARS = 16
 HEX_DIGITS = 32  # 128 bits of the HMAC
 PSEUDONYM = re.compile(rf"^u_([a-z0-9]{{1,12}})_([0-9a-f]{{{HEX_DIGITS}}})$")
-_MEMO_MAX = 200_000
 
 
 class PrivacyError(ValueError):
@@ -110,7 +109,6 @@ class Pseudonymizer:
             raise PrivacyError("a Pseudonymizer needs at least one key")
         self.keys = list(keys)
         self.current = keys[0]
-        self._memo: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(current={self.current.kid!r}, kids={[k.kid for k in self.keys]})"
@@ -133,14 +131,10 @@ class Pseudonymizer:
     def user_key(self, raw: str) -> str:
         """The pseudonym of `raw` under the current key: the only user id anything stores.
 
-        The online store's `core.store.user_key(raw)` is this function."""
-        got = self._memo.get(raw)
-        if got is None:
-            got = self._hash(self.current, raw)
-            if len(self._memo) >= _MEMO_MAX:
-                self._memo.clear()
-            self._memo[raw] = got
-        return got
+        The online store's `core.store.user_key(raw)` is this function. Nothing is memoized here,
+        so a long-lived process (a Serve replica) holds no table of raw ids; batch callers dedupe
+        per chunk (`column`, the readers' row builder)."""
+        return self._hash(self.current, raw)
 
     def all_keys(self, raw: str) -> dict[str, str]:
         """kid -> pseudonym of `raw` under every configured key (current first): for tombstones and
@@ -234,7 +228,7 @@ class TombstoneStore:
     def __init__(self, root: str, refresh_s: float = 0.0):
         self.path = join(root, self.RELATIVE)
         self.refresh_s = refresh_s
-        self._keys: set[str] = set()
+        self._keys: set[str] = set()  # the file's keys and this process's own, merged
         self._loaded_at = -1.0
         self._local: set[str] = set()  # recorded by this process (seen before any re-read)
 
@@ -252,9 +246,9 @@ class TombstoneStore:
         """Every tombstoned pseudonym (any kid)."""
         now = time.monotonic()
         if self._loaded_at < 0 or now - self._loaded_at >= self.refresh_s:
-            self._keys = {r["user_key"] for r in self._read()}
+            self._keys = {r["user_key"] for r in self._read()} | self._local
             self._loaded_at = now
-        return self._keys | self._local
+        return self._keys
 
     def erased(self, user_key: str) -> bool:
         return user_key in self.keys()
@@ -276,7 +270,7 @@ class TombstoneStore:
                     f.write(json.dumps(r) + "\n")
             fs.mv(tmp, path)
         self._local |= {key for _, key in pairs}
-        self._loaded_at = -1.0
+        self._keys |= {key for _, key in pairs}
         return len(new)
 
     def status(self, pseudonyms: Iterable[str]) -> dict | None:

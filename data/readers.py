@@ -155,7 +155,12 @@ class _Builder:
     """Column lists for one chunk's parsed rows."""
 
     def __init__(
-        self, table: str, src_idx: int, file: str, privacy: Privacy | None = None, user_col: str | None = None
+        self,
+        table: str,
+        src_idx: int,
+        file: str,
+        privacy: Privacy | None = None,
+        mapping: dict[str, str] | None = None,
     ):
         self.table, self.src_idx, self.file = table, src_idx, file
         self.schema = parsed_schema(table)
@@ -163,22 +168,16 @@ class _Builder:
         # Events only: raw user ids become pseudonyms here, inside the parse task, before any row
         # leaves it; rows of tombstoned users leave as `ERASED` markers (pseudonym, no raw text).
         self.privacy = privacy if table == "events" else None
-        self.user_col = user_col
-        self._erased: dict[str, bool] = {}
+        self.user_col = (mapping or {}).get("user_id")
+        self.mapped = set((mapping or {}).values())
+        self._users: dict[str, tuple[str, bool]] = {}  # raw id -> (pseudonym, erased), this chunk only
 
     def ok(self, line: int, sub: int, values: dict[str, Any]) -> None:
         if self.privacy is not None:
-            raw_user = values["user_id"]
-            values = {**values, "user_id": self.privacy.pseudonymizer.user_key(raw_user)}
-            erased = self._erased.get(raw_user)
-            if erased is None:
-                erased = self._erased[raw_user] = self.privacy.erased(raw_user)
+            pseudonym, erased = self._user(values["user_id"])
             if erased:
-                for name, col in self.cols.items():
-                    if not name.startswith("_"):
-                        col.append(values["user_id"] if name == "user_id" else None)
-                self._meta(line, sub, ERASED, None)
-                return
+                return self._erased_row(line, sub, pseudonym)
+            values = {**values, "user_id": pseudonym}
         for name, col in self.cols.items():
             if not name.startswith("_"):
                 col.append(values.get(name))
@@ -188,26 +187,44 @@ class _Builder:
         self, line: int, sub: int, reason: str, raw: str | None, record: dict | None = None, user: str | None = None
     ) -> None:
         """A rejected row. For events under `privacy`, its raw text keeps no raw user id: the parsed
-        `record` is written back as JSON with its user field pseudonymized, a sequence line gets its
-        leading `user` replaced, and a line that could not be parsed at all is withheld."""
-        if self.privacy is not None and raw is not None:
-            raw = self._scrub(raw, record, user)
+        `record` is written back as JSON, mapped fields only, its user field pseudonymized; a
+        sequence line gets its leading `user` replaced; a line that could not be parsed is withheld."""
+        if self.privacy is not None:
+            known = record.get(self.user_col) if record is not None and self.user_col else user
+            if isinstance(known, str | int) and not isinstance(known, bool) and str(known).strip():
+                pseudonym, erased = self._user(str(known).strip())
+                if erased:  # an erased user's rejected rows are not kept either
+                    return self._erased_row(line, sub, pseudonym)
+            if raw is not None:
+                raw = self._scrub(raw, record, user)
         for name, col in self.cols.items():
             if not name.startswith("_"):
                 col.append(None)
         self._meta(line, sub, reason, raw)
 
+    def _erased_row(self, line: int, sub: int, pseudonym: str) -> None:
+        for name, col in self.cols.items():
+            if not name.startswith("_"):
+                col.append(pseudonym if name == "user_id" else None)
+        self._meta(line, sub, ERASED, None)
+
+    def _user(self, raw: str) -> tuple[str, bool]:
+        got = self._users.get(raw)
+        if got is None:
+            got = self._users[raw] = (self.privacy.pseudonymizer.user_key(raw), self.privacy.erased(raw))
+        return got
+
     def _scrub(self, raw: str, record: dict | None, user: str | None) -> str:
-        pz = self.privacy.pseudonymizer
+        """Only the mapped fields of a parsed record are kept (a review dump's reviewerName and the
+        like never reach the quarantine), its user field as the pseudonym."""
         if record is not None:
-            value = record.get(self.user_col) if self.user_col else None
-            if value is None:
-                return json.dumps(record, ensure_ascii=False, default=str)
-            return json.dumps(
-                {**record, self.user_col: pz.user_key(str(value).strip())}, ensure_ascii=False, default=str
-            )
+            kept = {k: v for k, v in record.items() if k in self.mapped}
+            value = kept.get(self.user_col) if self.user_col else None
+            if value is not None:
+                kept[self.user_col] = self._user(str(value).strip())[0]
+            return json.dumps(kept, ensure_ascii=False, default=str)
         if user:
-            return raw.replace(user, pz.user_key(user), 1)
+            return raw.replace(user, self._user(user)[0], 1)
         return WITHHELD
 
     def _meta(self, line: int, sub: int, reason: str | None, raw: str | None) -> None:
@@ -447,7 +464,7 @@ def parse_chunk(chunk: dict[str, Any], src: SourceConfig, privacy: Privacy | Non
 
     With `privacy`, event rows carry pseudonyms, never raw user ids (`_Builder`)."""
     mapping = mapping_for(src)
-    b = _Builder(src.table, chunk["src"], chunk["display"], privacy, mapping.get("user_id"))
+    b = _Builder(src.table, chunk["src"], chunk["display"], privacy, mapping)
     if src.table == "products":
         convert = lambda r, line: product_values(r, src, mapping, line)  # noqa: E731
     else:

@@ -43,6 +43,7 @@ PLANTED = [
     "4111 1111 1111 1111",
     "李雷-PLANTED-会员",
 ]
+NAME = "Jane Q. Planted-Doe"  # an unmapped field of a rejected event: left out of its quarantined text
 ERASED_BEFORE = "jane.doe@example.com"  # tombstoned before prepare
 ERASED_AFTER = "+1 (415) 555-0132"  # tombstoned after prepare, before split and corpus
 
@@ -76,7 +77,10 @@ def _raw_shop(raw: Path) -> list[dict]:
         json.dumps({"user_id": PLANTED[0], "product_id": product, "event": "click", "ts": 1_700_000_000_000})
         + "\n"
         + f'{{"user_id": "{PLANTED[6]}", "product_id": "{product}", "event": \n'  # broken JSON
-        + json.dumps({"user_id": PLANTED[7], "product_id": product, "event": "teleport", "ts": 1_700_000_000_000})
+        + json.dumps(
+            {"user_id": PLANTED[7], "product_id": product, "event": "teleport", "ts": 1, "reviewerName": NAME},
+            ensure_ascii=False,
+        )
         + "\n",
         encoding="utf-8",
     )
@@ -133,10 +137,14 @@ def test_no_raw_user_id_under_the_artifact_root_or_in_the_logs(tmp_path, monkeyp
     # Quarantined event rows keep their reason; their raw text holds pseudonyms or is withheld.
     q = [r for r in read_quarantine(layout).to_pylist() if r["table"] == "events"]
     reasons = " | ".join(r["reason"] for r in q)
-    assert "unparsable ts" in reasons and "unknown product_id 'NO-SUCH-PRODUCT'" in reasons
+    assert "unknown product_id 'NO-SUCH-PRODUCT'" in reasons
     assert "malformed JSON" in reasons and "user with no items" in reasons and "expected 6 fields" in reasons
+    assert "unknown event type 'teleport'" in reasons
     raws = [r["raw"] for r in q if r["raw"]]
     assert any(pz.user_key(PLANTED[0]) in r for r in raws) and any(r.startswith("<withheld") for r in raws)
+    assert any(pz.user_key(PLANTED[7]) in r for r in raws)  # a rejected JSON record, mapped fields only
+    # The erased user's bad row (unparsable ts) is erased too, not quarantined under a pseudonym.
+    assert not any(pz.user_key(ERASED_BEFORE) in r for r in raws) and "unparsable ts" not in reasons
     # Erased after prepare: left out of the splits and corpora built afterwards, and counted.
     gone = pz.user_key(ERASED_AFTER)
     assert gone in held and split_stats["erased"] > 0 and corpus_stats["erased"] == split_stats["erased"]
@@ -151,7 +159,7 @@ def test_no_raw_user_id_under_the_artifact_root_or_in_the_logs(tmp_path, monkeyp
     texts = {str(p.relative_to(root)): _file_text(p) for p in sorted(root.rglob("*")) if p.is_file()}
     assert any(name.endswith(".parquet") for name in texts) and "privacy/tombstones.jsonl" in texts
     texts["<logs>"] = "\n".join([*logs, captured.out, captured.err, caplog.text])
-    leaks = [(name, raw) for name, text in texts.items() for raw in PLANTED if raw in text]
+    leaks = [(name, raw) for name, text in texts.items() for raw in [*PLANTED, NAME] if raw in text]
     assert leaks == [], leaks
     assert all(raw not in text for text in texts.values() for raw in ("jane.doe", "4111 1111", "555-0132"))
 

@@ -20,8 +20,8 @@ Rotation. Put the new key first and keep the old one after it. Pseudonyms are on
 shards written under the old key cannot be re-keyed from their contents: the next
 `shopgraph data prepare` (which reads the raw sources) writes every history under the new
 key, and the derived stages (splits, corpora, training, index) must be rerun after it, as
-after any prepare. Until then, serving computes the new pseudonym of a raw id and finds no
-history for it (cold start). Tombstones are recorded under every configured key, and
+after any prepare. Until then, the ingress looks a raw id up under each configured key in turn
+(current first), so histories written under the old key still serve. Tombstones are recorded under every configured key, and
 `data prepare` re-records an erased user's tombstone under the current key when it meets their
 rows, so an old key can be dropped after one prepare under the new one.
 

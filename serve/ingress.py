@@ -389,11 +389,16 @@ class Ingress:
         return bool(tombstoned) and any(k in tombstoned for k in keys.values())
 
     def _user(self, raw: str | None) -> str | None:
-        """The pseudonym the stages look the user up by; None (anonymous) for no user or an erased one."""
+        """The pseudonym the stages look the user up by; None (anonymous) for no user or an erased one.
+
+        During a key rotation the shards may still hold the old key's pseudonyms: the first key
+        (current first) under which the catalog knows the user wins, else the current one."""
         if raw is None:
             return None
         keys = self._user_keys_of(raw)
-        return None if self._erased(keys) else next(iter(keys.values()))
+        if self._erased(keys):
+            return None
+        return next((k for k in keys.values() if k in self.catalog.user_history), next(iter(keys.values())))
 
     def _remember(self, user: str | None, keys) -> None:
         """Note the cache keys an answer for `user` used (bounded like the cache itself)."""

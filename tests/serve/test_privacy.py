@@ -169,3 +169,20 @@ def test_admin_routes_answer_401_unless_unauthenticated_admin_is_enabled():
     assert error["type"] == "authentication_error" and error["code"] == 401 and "users:erase" in error["message"]
     app.state.allow_unauthenticated_admin = True
     assert client.delete("/v1/users/jane").json() == {"erased": True}
+
+
+def test_during_a_key_rotation_histories_under_the_old_key_still_serve():
+    from core.privacy import Key, Pseudonymizer
+
+    old_pz, tombstones, cfg = privacy_for_tests()
+    rotated = Pseudonymizer([Key("t2", b"shopgraph-test-key-rotated-000"), *old_pz.keys])
+    ingress = _shop(echo_facts, (rotated, tombstones, cfg))  # history keyed under the new key
+    raw = PLANTED[0]
+    ingress.catalog.user_history.pop(rotated.user_key(raw))
+    ingress.catalog.user_history[old_pz.user_key(raw)] = np.asarray([1], np.int64)  # shards still under t1
+    assert ingress._user(raw) == old_pz.user_key(raw)
+    rec = asyncio.run(INGRESS.recommendations(ingress, RecommendationRequest(user_id=raw, k=2)))
+    assert not rec.cold_start
+    assert ingress._user("someone new") == rotated.user_key("someone new")  # new ids: the current key
+    erased = asyncio.run(INGRESS.erase_user(ingress, raw))
+    assert erased["kids"] == ["t2", "t1"] and erased["new_tombstones"] == 2 and ingress._user(raw) is None

@@ -190,3 +190,25 @@ def test_the_server_finds_the_history_the_pipeline_wrote(tmp_path, monkeypatch):
     known = asyncio.run(INGRESS.recommendations(ingress, RecommendationRequest(user_id=PLANTED[2], k=2)))
     stranger = asyncio.run(INGRESS.recommendations(ingress, RecommendationRequest(user_id="not-a-customer", k=2)))
     assert not known.cold_start and stranger.cold_start
+
+
+def test_the_embedded_sample_is_pseudonymized_and_erased_the_same_way():
+    """No data.sources: the sample generator's rows take the same path (`data.prepare._sample_parsed`)."""
+    import pyarrow.compute as pc
+
+    from core.privacy import IngestPrivacy, Key
+    from data.prepare import _sample_parsed
+    from data.readers import ERASED
+    from data.sample import generate
+
+    cfg = ShopgraphConfig.model_validate({"data": {"sample": {"num_products": 40, "num_users": 5, "num_events": 200}}})
+    raw = generate(cfg.data.sample, seed=cfg.data.seed)[1]["user_id"]
+    pz = Pseudonymizer([Key("k2", b"x" * 32), Key("k1", b"y" * 32)])
+    gone = raw[0].as_py()
+    old_key_only = frozenset({pz.all_keys(gone)["k1"]})  # erased before the rotation
+    parsed = _sample_parsed(cfg, "events", 1, IngestPrivacy(pz, old_key_only))
+    assert all(pz.is_pseudonym(u) for u in parsed["user_id"].to_pylist())
+    assert not set(raw.to_pylist()) & set(parsed["user_id"].to_pylist())
+    erased = parsed.filter(pc.equal(parsed["_reason"], ERASED))
+    assert erased.num_rows == pc.sum(pc.equal(raw, gone)).as_py() > 0
+    assert set(erased["user_id"].to_pylist()) == {pz.user_key(gone)}  # re-recorded under the current key

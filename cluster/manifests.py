@@ -105,6 +105,7 @@ def _pod(
         "env": [
             {"name": "PYTHONPATH", "value": k8s.app_dir},
             *({"name": k, "value": v} for k, v in sorted(cfg.serve.http.ray_env().items())),
+            _pseudonym_keys_env(cfg),
         ],
         "resources": resources,
         "volumeMounts": [
@@ -187,6 +188,17 @@ def _autoscaling(k8s: K8sConfig) -> Obj:
             "resources": _resources("500m", "512Mi"),
         },
     }
+
+
+def _pseudonym_keys_env(cfg: ShopgraphConfig) -> Obj:
+    """privacy.key_env from the Secret privacy.secret_name (core.privacy): referenced, never written.
+    Optional unless privacy.require_key, so a demo cluster without the Secret falls back to the
+    generated key on the shared artifacts volume."""
+    p = cfg.privacy
+    ref = {"name": p.secret_name, "key": p.secret_key}
+    if not p.require_key:
+        ref["optional"] = True
+    return {"name": p.key_env, "valueFrom": {"secretKeyRef": ref}}
 
 
 def _gcs_ft(k8s: K8sConfig) -> Obj:

@@ -48,6 +48,18 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     raise typer.Exit(stage.main(stage_argv(config, set_)))
 
 
+@app.command("erase-user")
+def erase_user(
+    user_id: Annotated[str, typer.Option("--user-id", help="The raw user id to erase (it is hashed, never stored).")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Record a tombstone for USER_ID (pseudonyms only): later prepare, split and corpus runs drop their rows (data.erase)."""
+    from data import erase as stage
+
+    raise typer.Exit(stage.main(stage_argv(config, set_, user_id=user_id)))
+
+
 @app.command("sample")
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Directory for products.jsonl and events.csv.")],

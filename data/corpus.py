@@ -40,7 +40,7 @@ from core.layout import ArtifactLayout
 from core.manifest import staged_dir, write_manifest
 from core.runtime import local_dir
 from core.schemas import EVENTS, PRODUCTS
-from data.inputs import conform, load_events, load_products
+from data.inputs import conform, load_events_counted, load_products
 from ml.grounding import remove_unsupported
 from ml.prompts import (
     FACTS_CLOSE,
@@ -265,6 +265,7 @@ def write_corpora(layout: ArtifactLayout, corpora: dict[str, Any], cfg: CorpusCo
     final = local_dir(layout.corpora)
     with staged_dir(final) as staging:
         stats: dict[str, Any] = {"hygiene": dict(sorted((corpora.get("hygiene") or {}).items()))}
+        stats["erased"] = int(corpora.get("erased", 0))  # event rows of erased users left out
         for name in ("pdp", "reasons"):
             examples = corpora.get(name, [])
             with open(staging / f"{name}.jsonl", "w", encoding="utf-8") as f:
@@ -283,13 +284,20 @@ def run(config) -> dict[str, Any]:
     """The `shopgraph data corpus` stage: products + events from the layout -> JSONL corpora."""
     layout = ArtifactLayout(config.artifacts.root)
     products = load_products(layout)
+    erased = 0
     try:
-        events = load_events(layout)
+        events, erased = load_events_counted(layout)  # less the rows of erased users (core.privacy)
     except FileNotFoundError:
         events = None  # a catalog without behaviour still gets its PDP corpus
     corpora = build_corpora(config.data.corpus, products, events, config.data.currency)
+    corpora["erased"] = erased
     write_corpora(layout, corpora, config.data.corpus)
-    return {"pdp": len(corpora["pdp"]), "reasons": len(corpora["reasons"]), "hygiene": corpora["hygiene"]}
+    return {
+        "pdp": len(corpora["pdp"]),
+        "reasons": len(corpora["reasons"]),
+        "hygiene": corpora["hygiene"],
+        "erased": erased,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,27 @@ def load_products(layout: ArtifactLayout) -> pa.Table:
 
 
 def load_events(layout: ArtifactLayout) -> pa.Table:
-    """Every event row of the committed shard set, as an `EVENTS` table, in shard order."""
+    """Every event row of the committed shard set, as an `EVENTS` table, in shard order, less the
+    rows of erased users (`load_events_counted`)."""
+    return load_events_counted(layout)[0]
+
+
+def load_events_counted(layout: ArtifactLayout) -> tuple[pa.Table, int]:
+    """(events, rows dropped): the committed events less the rows of users with a tombstone
+    (`core.privacy.TombstoneStore`), so a stage run after an erasure never sees them, even from
+    shards prepared before it. Stages record the count in their manifests as `erased`."""
+    import pyarrow.compute as pc
+
+    from core.privacy import TombstoneStore
     from core.shards import read_events
 
-    return _read_shard_set(read_events, layout, "events")
+    events = _read_shard_set(read_events, layout, "events")
+    keys = TombstoneStore(layout.root).keys()
+    if not keys or not events.num_rows:
+        return events, 0
+    gone = pc.is_in(events["user_id"], value_set=pa.array(sorted(keys), pa.string()))
+    n = int(pc.sum(gone).as_py() or 0)
+    return (events.filter(pc.invert(gone)), n) if n else (events, 0)
 
 
 def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:

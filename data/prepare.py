@@ -40,10 +40,11 @@ import ray
 from core.config import ShopgraphConfig
 from core.config.ingest import SourceConfig
 from core.layout import ArtifactLayout
+from core.privacy import IngestPrivacy, Pseudonymizer, TombstoneStore
 from core.runtime import ensure_ray
 from core.schemas import EVENTS, PRODUCTS, QUARANTINE
 from core.shards import write_shard_set
-from data.readers import parse_chunk
+from data.readers import ERASED, parse_chunk
 from data.sources import plan_sources
 
 SAMPLE_SOURCE = "sample"
@@ -56,6 +57,7 @@ class SourceCount:
     read: int = 0
     kept: int = 0
     quarantined: int = 0
+    erased: int = 0  # rows of users with a tombstone (core.privacy): dropped, not quarantined
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -69,11 +71,12 @@ class PrepareResult:
     seconds: float
     manifests: dict[str, dict[str, Any]]
     phases: dict[str, float] = field(default_factory=dict)  # wall seconds per step, for benchmarks
+    erased: int = 0
 
     def table(self) -> str:
-        lines = [f"{'source':<24} {'table':<9} {'read':>10} {'kept':>10} {'quarantined':>12}"]
+        lines = [f"{'source':<24} {'table':<9} {'read':>10} {'kept':>10} {'quarantined':>12} {'erased':>8}"]
         for c in self.counts:
-            lines.append(f"{c.name:<24} {c.table:<9} {c.read:>10} {c.kept:>10} {c.quarantined:>12}")
+            lines.append(f"{c.name:<24} {c.table:<9} {c.read:>10} {c.kept:>10} {c.quarantined:>12} {c.erased:>8}")
             for reason, n in sorted(c.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:5]:
                 lines.append(f"{'':<24}   {n:>8} x {reason}")
         if self.stubs:
@@ -81,7 +84,8 @@ class PrepareResult:
                 f"{self.stubs} stub products created for event-only product ids (data.prepare.unknown_products=stub)"
             )
         lines.append(
-            f"wrote {self.products} products, {self.events} events, {self.quarantined} quarantined rows in {self.seconds:.1f}s"
+            f"wrote {self.products} products, {self.events} events, {self.quarantined} quarantined rows "
+            f"({self.erased} rows of erased users dropped) in {self.seconds:.1f}s"
         )
         return "\n".join(lines)
 
@@ -125,25 +129,34 @@ def _compact(parsed: pa.Table, chunk_index: int, table: str) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=compact_schema(table))
 
 
-def _parse_batch(batch: pa.Table, sources: list[dict[str, Any]]) -> pa.Table:
+def _parse_batch(batch: pa.Table, sources: list[dict[str, Any]], privacy: IngestPrivacy | None) -> pa.Table:
     tables = []
     for chunk in batch.to_pylist():
         src = SourceConfig.model_validate(sources[chunk["src"]])
-        tables.append(_compact(parse_chunk(chunk, src), chunk["index"], src.table))
+        tables.append(_compact(parse_chunk(chunk, src, privacy), chunk["index"], src.table))
     return pa.concat_tables(tables)
 
 
-def _sample_parsed(cfg: ShopgraphConfig, table: str, chunk_index: int) -> pa.Table:
+def _sample_parsed(cfg: ShopgraphConfig, table: str, chunk_index: int, privacy: IngestPrivacy | None) -> pa.Table:
     from data.sample import generate
 
     products, events = generate(cfg.data.sample, seed=cfg.data.seed)
     contract = products if table == "products" else events
     n = contract.num_rows
+    reason = pa.nulls(n, pa.string())
+    if table == "events" and privacy is not None:  # as the readers do (data.readers._Builder)
+        raw = contract["user_id"]
+        erased_raw = [u for u in pc.unique(raw).to_pylist() if privacy.erased(u)]
+        contract = contract.set_column(
+            contract.schema.get_field_index("user_id"), "user_id", privacy.pseudonymizer.column(raw)
+        )
+        if erased_raw:
+            reason = pc.if_else(pc.is_in(raw, value_set=pa.array(erased_raw, pa.string())), ERASED, reason)
     meta = {
         "_chunk": pa.array(np.full(n, chunk_index, dtype=np.int32)),
         "_line": pa.array(np.arange(1, n + 1, dtype=np.int64)),
         "_sub": pa.array(np.zeros(n, dtype=np.int32)),
-        "_reason": pa.nulls(n, pa.string()),
+        "_reason": reason,
         "_raw": pa.nulls(n, pa.string()),
     }
     for name, col in meta.items():
@@ -168,14 +181,20 @@ def plan_of(cfg: ShopgraphConfig) -> list[dict[str, Any]]:
     return [{**c, "index": k} for k, c in enumerate(plan_sources(cfg.data.sources, cfg.data.prepare.chunk_mb))]
 
 
-def parsed_dataset(cfg: ShopgraphConfig, table: str, chunks: list[dict[str, Any]] | None = None) -> ray.data.Dataset:
+def parsed_dataset(
+    cfg: ShopgraphConfig,
+    table: str,
+    chunks: list[dict[str, Any]] | None = None,
+    privacy: IngestPrivacy | None = None,
+) -> ray.data.Dataset:
     """Stage: every input record of `table` as one row of `compact_schema(table)` (valid, or with `_reason`).
 
-    `chunks` comes from `plan_of` (already checked); None plans here.
+    `chunks` comes from `plan_of` (already checked); None plans here. With `privacy`, event rows
+    hold pseudonyms and rows of tombstoned users carry `_reason` ERASED.
     """
     chunks = plan_of(cfg) if chunks is None else chunks
     if not cfg.data.sources:
-        return ray.data.from_arrow(_sample_parsed(cfg, table, 0 if table == "products" else 1))
+        return ray.data.from_arrow(_sample_parsed(cfg, table, 0 if table == "products" else 1, privacy))
     mine = [c for c in chunks if cfg.data.sources[c["src"]].table == table]
     if not mine:
         return ray.data.from_arrow(compact_schema(table).empty_table())
@@ -184,7 +203,7 @@ def parsed_dataset(cfg: ShopgraphConfig, table: str, chunks: list[dict[str, Any]
         _parse_batch,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"sources": sources},
+        fn_kwargs={"sources": sources, "privacy": privacy},
         num_cpus=cfg.data.prepare.num_cpus,
     )
 
@@ -199,6 +218,8 @@ class Gathered:
     good: pa.Table  # valid rows: contract columns + INPUT_ORDER, in no particular order
     rejected: pa.Table  # quarantine rows (QUARANTINE columns + `_src`)
     read: np.ndarray  # rows read per plan chunk
+    erased: np.ndarray = None  # rows of tombstoned users per plan chunk (dropped, not quarantined)
+    erased_users: set[str] = field(default_factory=set)  # their pseudonyms under the current key
 
 
 def _sources(chunks: list[dict[str, Any]], chunk_idx: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -237,11 +258,19 @@ def gather(ds: ray.data.Dataset, table: str, chunks: list[dict[str, Any]]) -> Ga
     schema = compact_schema(table)
     good, rejected = [], []
     read = np.zeros(len(chunks), dtype=np.int64)
+    erased = np.zeros(len(chunks), dtype=np.int64)
+    erased_users: set[str] = set()
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         if not block.num_rows:
             continue
         block = block.cast(schema) if block.schema != schema else block
         read += np.bincount(block["_chunk"].to_numpy(), minlength=len(chunks))
+        gone = pc.fill_null(pc.equal(block["_reason"], ERASED), False)
+        if pc.any(gone).as_py():
+            rows = block.filter(gone)
+            erased += np.bincount(rows["_chunk"].to_numpy(), minlength=len(chunks))
+            erased_users.update(pc.unique(rows["user_id"]).to_pylist())
+            block = block.filter(pc.invert(gone))
         bad = pc.is_valid(block["_reason"])
         if pc.any(bad).as_py():
             rows = block.filter(bad)
@@ -254,6 +283,8 @@ def gather(ds: ray.data.Dataset, table: str, chunks: list[dict[str, Any]]) -> Ga
         if rejected
         else _quarantine_rows(schema.empty_table(), [], table, [], chunks),
         read=read,
+        erased=erased,
+        erased_users=erased_users,
     )
 
 
@@ -379,6 +410,9 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     start = time.perf_counter()
     sources = sources_of(cfg)
     chunks = plan_of(cfg)
+    # Keys and tombstones are read once, here, and travel to the parse tasks as arguments.
+    tombstones = TombstoneStore(cfg.artifacts.root)
+    privacy = IngestPrivacy(Pseudonymizer.from_config(cfg), frozenset(tombstones.keys()))
     ensure_ray(cfg, log_to_driver=False)
     counts = [SourceCount(s.name, s.table) for s in sources]
     pcfg = cfg.data.prepare
@@ -397,7 +431,7 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
         mark = now
 
     lap("plan_s")  # includes starting Ray when it is not up yet
-    p = gather(parsed_dataset(cfg, "products", chunks), "products", chunks)
+    p = gather(parsed_dataset(cfg, "products", chunks, privacy), "products", chunks)
     lap("products_parse_s")
     keep_idx, dups = dedupe_products(p.good, chunks)
     read += p.read
@@ -412,13 +446,16 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     known = products["product_id"].combine_chunks() if products.num_rows else pa.array([], pa.string())
     lap("products_dedupe_sort_s")
 
-    events_ds = parsed_dataset(cfg, "events", chunks)
+    events_ds = parsed_dataset(cfg, "events", chunks, privacy)
     if pcfg.unknown_products == "quarantine":
         events_ds = check_known_products(events_ds, known, pcfg.num_cpus)
     e = gather(events_ds, "events", chunks)
     lap("events_parse_s")
     read += e.read
+    erased = e.erased
     kept += _chunk_counts(e.good["_chunk"], len(chunks))
+    # A user erased under an old key is tombstoned under the current one too: the old key can go.
+    tombstones.add((privacy.pseudonymizer.current.kid, u) for u in sorted(e.erased_users))
     stubs = 0
     if pcfg.unknown_products == "stub":
         stub = _stub_products(e.good, known)
@@ -429,10 +466,14 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     del e
     lap("events_sort_s")
 
-    for c, r, k in zip(
-        counts, _per_source(len(sources), chunks, read), _per_source(len(sources), chunks, kept), strict=True
+    for c, r, k, x in zip(
+        counts,
+        _per_source(len(sources), chunks, read),
+        _per_source(len(sources), chunks, kept),
+        _per_source(len(sources), chunks, erased),
+        strict=True,
     ):
-        c.read, c.kept = int(r), int(k)
+        c.read, c.kept, c.erased = int(r), int(k), int(x)
     quarantine = pa.concat_tables([products_rejected, events_rejected])
     if quarantine.num_rows:
         q_src = quarantine["_src"].to_numpy()
@@ -442,9 +483,10 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
         key = reason.split("'")[0].split("(")[0].strip() or reason  # group "unknown product_id 'x'" by kind
         counts[src].reasons[key] = counts[src].reasons.get(key, 0) + 1
     for c in counts:
-        if c.read != c.kept + c.quarantined:  # an internal bug, never bad input
+        if c.read != c.kept + c.quarantined + c.erased:  # an internal bug, never bad input
             raise AssertionError(
-                f"row accounting broken for source {c.name}: read {c.read} != kept {c.kept} + quarantined {c.quarantined}"
+                f"row accounting broken for source {c.name}: read {c.read} != kept {c.kept} + quarantined "
+                f"{c.quarantined} + erased {c.erased}"
             )
 
     products = products.cast(PRODUCTS)
@@ -459,12 +501,15 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
         "sources": [s.model_dump(mode="json") for s in sources],
         "sample": cfg.data.sample.model_dump(),
         "seed": cfg.data.seed,
+        "pseudonym_kid": privacy.pseudonymizer.current.kid,
     }
     shard = {"rows_per_shard": pcfg.rows_per_shard, "row_group_rows": pcfg.row_group_rows}
     manifests = {
         # Quarantine and events first, products last: later stages look for products first.
         "quarantine": write_shard_set(quarantine, layout.quarantine, meta={**meta, "table": "quarantine"}, **shard),
-        "events": write_shard_set(events, layout.events, meta={**meta, "table": "events"}, **shard),
+        "events": write_shard_set(
+            events, layout.events, meta={**meta, "table": "events", "erased": int(erased.sum())}, **shard
+        ),
         "products": write_shard_set(products, layout.products, meta={**meta, "table": "products"}, **shard),
     }
     lap("write_s")
@@ -477,6 +522,7 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
         time.perf_counter() - start,
         manifests,
         phases,
+        int(erased.sum()),
     )
     log(result.table())
     return result

@@ -42,6 +42,7 @@ import fsspec
 import pyarrow as pa
 
 from core.config.ingest import SourceConfig
+from core.privacy import IngestPrivacy as Privacy
 from core.schemas import EVENTS, PRODUCTS
 from data.values import (
     RowError,
@@ -60,6 +61,11 @@ from data.values import (
 csv.field_size_limit(1 << 30)  # product descriptions can be long
 
 SYNTH_TS_BASE_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: synthesized timestamps start here
+
+# `_reason` of an event row whose user is tombstoned (`core.privacy`): counted as erased, never quarantined.
+ERASED = "erased: the user asked to be forgotten"
+# `_raw` of a rejected event line that could not be parsed far enough to find its user id.
+WITHHELD = "<withheld: unparsable event record, it may hold a raw user id>"
 
 REQUIRED = {"products": ("product_id", "title"), "events": ("user_id", "product_id", "event", "ts")}
 
@@ -148,22 +154,78 @@ def line_id(src: SourceConfig, line: int) -> str:
 class _Builder:
     """Column lists for one chunk's parsed rows."""
 
-    def __init__(self, table: str, src_idx: int, file: str):
+    def __init__(
+        self,
+        table: str,
+        src_idx: int,
+        file: str,
+        privacy: Privacy | None = None,
+        mapping: dict[str, str] | None = None,
+    ):
         self.table, self.src_idx, self.file = table, src_idx, file
         self.schema = parsed_schema(table)
         self.cols: dict[str, list[Any]] = {f.name: [] for f in self.schema}
+        # Events only: raw user ids become pseudonyms here, inside the parse task, before any row
+        # leaves it; rows of tombstoned users leave as `ERASED` markers (pseudonym, no raw text).
+        self.privacy = privacy if table == "events" else None
+        self.user_col = (mapping or {}).get("user_id")
+        self.mapped = set((mapping or {}).values())
+        self._users: dict[str, tuple[str, bool]] = {}  # raw id -> (pseudonym, erased), this chunk only
 
     def ok(self, line: int, sub: int, values: dict[str, Any]) -> None:
+        if self.privacy is not None:
+            pseudonym, erased = self._user(values["user_id"])
+            if erased:
+                return self._erased_row(line, sub, pseudonym)
+            values = {**values, "user_id": pseudonym}
         for name, col in self.cols.items():
             if not name.startswith("_"):
                 col.append(values.get(name))
         self._meta(line, sub, None, None)
 
-    def bad(self, line: int, sub: int, reason: str, raw: str | None) -> None:
+    def bad(
+        self, line: int, sub: int, reason: str, raw: str | None, record: dict | None = None, user: str | None = None
+    ) -> None:
+        """A rejected row. For events under `privacy`, its raw text keeps no raw user id: the parsed
+        `record` is written back as JSON, mapped fields only, its user field pseudonymized; a
+        sequence line gets its leading `user` replaced; a line that could not be parsed is withheld."""
+        if self.privacy is not None:
+            known = record.get(self.user_col) if record is not None and self.user_col else user
+            if isinstance(known, str | int) and not isinstance(known, bool) and str(known).strip():
+                pseudonym, erased = self._user(str(known).strip())
+                if erased:  # an erased user's rejected rows are not kept either
+                    return self._erased_row(line, sub, pseudonym)
+            if raw is not None:
+                raw = self._scrub(raw, record, user)
         for name, col in self.cols.items():
             if not name.startswith("_"):
                 col.append(None)
         self._meta(line, sub, reason, raw)
+
+    def _erased_row(self, line: int, sub: int, pseudonym: str) -> None:
+        for name, col in self.cols.items():
+            if not name.startswith("_"):
+                col.append(pseudonym if name == "user_id" else None)
+        self._meta(line, sub, ERASED, None)
+
+    def _user(self, raw: str) -> tuple[str, bool]:
+        got = self._users.get(raw)
+        if got is None:
+            got = self._users[raw] = (self.privacy.pseudonymizer.user_key(raw), self.privacy.erased(raw))
+        return got
+
+    def _scrub(self, raw: str, record: dict | None, user: str | None) -> str:
+        """Only the mapped fields of a parsed record are kept (a review dump's reviewerName and the
+        like never reach the quarantine), its user field as the pseudonym."""
+        if record is not None:
+            kept = {k: v for k, v in record.items() if k in self.mapped}
+            value = kept.get(self.user_col) if self.user_col else None
+            if value is not None:
+                kept[self.user_col] = self._user(str(value).strip())[0]
+            return json.dumps(kept, ensure_ascii=False, default=str)
+        if user:
+            return raw.replace(user, self._user(user)[0], 1)
+        return WITHHELD
 
     def _meta(self, line: int, sub: int, reason: str | None, raw: str | None) -> None:
         self.cols["_src"].append(self.src_idx)
@@ -300,13 +362,14 @@ def _parse_json(b: _Builder, data: bytes, chunk: dict[str, Any], src: SourceConf
         if err and err != "TRUNCATED":
             b.bad(line, 0, err, text)
             continue
+        record = None
         try:
             record = _json_record(text, literals)
             if src.format == "amazon_metadata" and "categories" not in record and "category" in record:
                 record["categories"] = record["category"]  # 2018 shape
             b.ok(line, 0, convert(record, line))
         except RowError as e:
-            b.bad(line, 0, str(e) + _note(err), text)
+            b.bad(line, 0, str(e) + _note(err), text, record)
 
 
 def _parse_delimited(b: _Builder, data: bytes, chunk: dict[str, Any], src: SourceConfig, convert) -> None:
@@ -340,10 +403,11 @@ def _parse_delimited(b: _Builder, data: bytes, chunk: dict[str, Any], src: Sourc
         if error:
             b.bad(line, 0, error + note, raw)
             continue
+        record = dict(zip(header, fields, strict=True))
         try:
-            b.ok(line, 0, convert(dict(zip(header, fields, strict=True)), line))
+            b.ok(line, 0, convert(record, line))
         except RowError as e:
-            b.bad(line, 0, str(e) + note, raw)
+            b.bad(line, 0, str(e) + note, raw, record)
 
 
 def _parse_sequences(b: _Builder, data: bytes, chunk: dict[str, Any], src: SourceConfig) -> None:
@@ -356,15 +420,15 @@ def _parse_sequences(b: _Builder, data: bytes, chunk: dict[str, Any], src: Sourc
         tokens = text.split(src.delimiter) if src.delimiter else text.split()
         tokens = [t.strip() for t in tokens]
         if pairs and len(tokens) != 2:
-            b.bad(line, 0, f"expected 'user item', got {len(tokens)} fields" + _note(err), text)
+            b.bad(line, 0, f"expected 'user item', got {len(tokens)} fields" + _note(err), text, user=tokens[0])
             continue
         if not pairs and len(tokens) < 2:
-            b.bad(line, 0, "expected 'user item item ...', got a user with no items" + _note(err), text)
+            b.bad(line, 0, "expected 'user item item ...', got a user with no items" + _note(err), text, user=tokens[0])
             continue
         user = tokens[0]
         for j, item in enumerate(tokens[1:]):
             if not item:
-                b.bad(line, j, f"empty product_id at position {j + 1}", text)
+                b.bad(line, j, f"empty product_id at position {j + 1}", text, user=user)
                 continue
             # One second per step: pairs files are ordered globally, sequence files per user.
             ts = SYNTH_TS_BASE_MS + 1000 * (line if pairs else j)
@@ -383,7 +447,7 @@ def _parse_parquet(b: _Builder, path: str, src: SourceConfig, convert) -> None:
                 try:
                     b.ok(line, 0, convert(record, line))
                 except RowError as e:
-                    b.bad(line, 0, str(e), json.dumps(record, ensure_ascii=False, default=str))
+                    b.bad(line, 0, str(e), json.dumps(record, ensure_ascii=False, default=str), record)
 
 
 def read_bytes(chunk: dict[str, Any]) -> bytes:
@@ -395,10 +459,12 @@ def read_bytes(chunk: dict[str, Any]) -> bytes:
         return f.read(chunk["end"] - chunk["start"]) if chunk["end"] >= 0 else f.read()
 
 
-def parse_chunk(chunk: dict[str, Any], src: SourceConfig) -> pa.Table:
-    """Parse one chunk (a byte range of a file, or a whole file) into parsed rows."""
-    b = _Builder(src.table, chunk["src"], chunk["display"])
+def parse_chunk(chunk: dict[str, Any], src: SourceConfig, privacy: Privacy | None = None) -> pa.Table:
+    """Parse one chunk (a byte range of a file, or a whole file) into parsed rows.
+
+    With `privacy`, event rows carry pseudonyms, never raw user ids (`_Builder`)."""
     mapping = mapping_for(src)
+    b = _Builder(src.table, chunk["src"], chunk["display"], privacy, mapping)
     if src.table == "products":
         convert = lambda r, line: product_values(r, src, mapping, line)  # noqa: E731
     else:

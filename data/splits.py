@@ -60,7 +60,7 @@ from core.layout import ArtifactLayout
 from core.manifest import staged_dir, write_manifest
 from core.runtime import local_dir
 from core.schemas import EVENT_TYPES, EVENTS, ITEM_IDS, LOO_SPLIT, SEQUENCES, USER_IDS
-from data.inputs import conform, load_events
+from data.inputs import conform, load_events_counted
 
 _TS = pa.timestamp("ms", tz="UTC")
 _MS_PER_DAY = 86_400_000
@@ -390,7 +390,7 @@ def run(config, *, log=_stderr) -> dict[str, Any]:
     No events at all (a catalog-only shop) writes empty tables flagged `catalog_only: true`.
     """
     layout = ArtifactLayout(config.artifacts.root)
-    events = load_events(layout)
+    events, erased = load_events_counted(layout)  # less the rows of erased users (core.privacy)
     if events.num_rows:
         splits = build_splits(config.data.splits, events)
     else:
@@ -407,6 +407,7 @@ def run(config, *, log=_stderr) -> dict[str, Any]:
         )
         splits = empty_splits()
         splits.stats["products"] = products
+    splits.stats["erased"] = erased
     write_splits(layout, splits, config.data.splits)
     return splits.stats
 

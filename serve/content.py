@@ -49,6 +49,14 @@ class ContentCache:
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    def peek(self, key: CacheKey) -> Any | None:
+        """The value without counting a hit or refreshing its place (exports, not serving)."""
+        return self._data.get(key)
+
+    def pop(self, key: CacheKey) -> int:
+        """Drop `key`; 1 if it was there (erasure purges what a user's history produced)."""
+        return 0 if self._data.pop(key, None) is None else 1
+
     def __len__(self) -> int:
         return len(self._data)
 

@@ -35,8 +35,16 @@ _MAX_ECHO = 200  # characters of a client's path quoted back in an error message
 class ApiError(Exception):
     """An HTTP error with an OpenAI-style body: status, message, type and the offending parameter."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         self.status, self.message, self.type, self.param = status, message, type_, param
+        self.headers = headers
 
 
 def error_response(
@@ -47,7 +55,30 @@ def error_response(
 
 
 async def _api_error(_: Request, e: ApiError):
-    return error_response(e.status, e.message, e.type, e.param)
+    return error_response(e.status, e.message, e.type, e.param, getattr(e, "headers", None))
+
+
+def require_scope(scope: str):
+    """A route dependency: the request must hold `scope` (`users:erase`, `admin`, ...).
+
+    API keys are not configured yet, so the only way to hold a scope is
+    `privacy.allow_unauthenticated_admin: true` (the replica puts it on `app.state`); otherwise the
+    route answers 401 with an OpenAI-style body and `WWW-Authenticate: Bearer`, before it runs.
+    Bearer keys with scopes replace the body of this one function."""
+
+    def check(request: Request) -> None:
+        if getattr(request.app.state, "allow_unauthenticated_admin", False):
+            return
+        raise ApiError(
+            401,
+            f"this route needs an API key with scope '{scope}'; none is configured, and "
+            "privacy.allow_unauthenticated_admin is off",
+            "authentication_error",
+            headers={"WWW-Authenticate": f'Bearer scope="{scope}"'},
+        )
+
+    check.scope = scope  # for the OpenAPI description and tests
+    return check
 
 
 def _body_hint(request: Request) -> str:

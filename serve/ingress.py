@@ -24,7 +24,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-from fastapi import Cookie
+from fastapi import Cookie, Depends
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -33,7 +33,7 @@ from ml.reasons import reason_key, reason_profile
 from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, tidy_highlight
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
-from serve.http import ApiError, make_api
+from serve.http import ApiError, make_api, require_scope
 from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited
 from serve.schemas import (
     MAX_ID_CHARS,
@@ -158,19 +158,57 @@ class Ingress:
     def __init__(
         self, args: dict, retriever: DeploymentHandle, ranker: DeploymentHandle, generator: DeploymentHandle | None
     ):
+        from core.privacy import Pseudonymizer, TombstoneStore
         from serve.catalog import load_catalog
 
         self.args = AppArgs(**args)
         self.cfg = self.args.load_config()
-        self._setup(self.cfg.serve, load_catalog(self.cfg), retriever, ranker, generator, generator_version(self.cfg))
+        privacy = self.cfg.privacy
+        self._setup(
+            self.cfg.serve,
+            load_catalog(self.cfg),
+            retriever,
+            ranker,
+            generator,
+            generator_version(self.cfg),
+            # Keys are read here, at replica start (never at import or bind time): the same key the
+            # batch pipeline used, from privacy.key_env or the generated key under artifacts.root.
+            pseudonymizer=Pseudonymizer.from_config(self.cfg),
+            tombstones=TombstoneStore(self.cfg.artifacts.root, privacy.tombstone_refresh_s),
+            privacy=privacy,
+        )
         if self.gen_cfg.precomputed_content:
             self.precomputed = load_precomputed(self.cfg, self.cache, self.model_version, self.catalog)
 
-    def _setup(self, serve_cfg, catalog, retriever, ranker, generator, model_version: str) -> None:
-        """Everything but loading: also how unit tests build an ingress around in-process fakes."""
+    def _setup(
+        self,
+        serve_cfg,
+        catalog,
+        retriever,
+        ranker,
+        generator,
+        model_version: str,
+        *,
+        pseudonymizer,
+        tombstones,
+        privacy,
+        user_store=None,
+    ) -> None:
+        """Everything but loading: also how unit tests build an ingress around in-process fakes.
+
+        `user_store` is the online database's seam for erasure and export
+        (`core.privacy.UserDataStore`); None = no database yet."""
+        from collections import OrderedDict
+
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        from core.privacy import UserDataStore
         from serve.content import ContentCache
+
+        self.pseudonymizer, self.tombstones, self.privacy = pseudonymizer, tombstones, privacy
+        self.user_store = user_store if user_store is not None else UserDataStore()
+        # Cache keys each (pseudonymous) user's answers used, so erasing them purges those entries.
+        self._user_keys: OrderedDict[str, set] = OrderedDict()
 
         # The app this replica serves: `serve.ingress` froze a copy of the module's `api` together
         # with this class, so inside its methods `api` is that copy. The middleware of serve.http
@@ -178,6 +216,7 @@ class Ingress:
         # replica wrapper defines `app` as a read-only property.)
         self.http_app = api
         api.state.max_body_bytes = serve_cfg.limits.max_body_bytes
+        api.state.allow_unauthenticated_admin = privacy.allow_unauthenticated_admin
         self.catalog = catalog
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
@@ -335,6 +374,42 @@ class Ingress:
                     422, f"{param} is {len(v)} characters long; the limit is {self.limits.max_text_chars}", param=param
                 )
 
+    # -- pseudonymous users (core.privacy): raw ids are hashed here, once, before any lookup,
+    # cache key, log line, metric label or prompt; everything past these methods sees pseudonyms.
+
+    def _user_keys_of(self, raw: str) -> dict[str, str]:
+        """kid -> pseudonym of a raw id under every configured key; an id already shaped like a
+        pseudonym of a configured key is taken as is (privacy.accept_pseudonyms)."""
+        if self.privacy.accept_pseudonyms and self.pseudonymizer.is_pseudonym(raw):
+            return {raw.split("_")[1]: raw}
+        return self.pseudonymizer.all_keys(raw)
+
+    def _erased(self, keys: dict[str, str]) -> bool:
+        tombstoned = self.tombstones.keys()
+        return bool(tombstoned) and any(k in tombstoned for k in keys.values())
+
+    def _user(self, raw: str | None) -> str | None:
+        """The pseudonym the stages look the user up by; None (anonymous) for no user or an erased one.
+
+        During a key rotation the shards may still hold the old key's pseudonyms: the first key
+        (current first) under which the catalog knows the user wins, else the current one."""
+        if raw is None:
+            return None
+        keys = self._user_keys_of(raw)
+        if self._erased(keys):
+            return None
+        return next((k for k in keys.values() if k in self.catalog.user_history), next(iter(keys.values())))
+
+    def _remember(self, user: str | None, keys) -> None:
+        """Note the cache keys an answer for `user` used (bounded like the cache itself)."""
+        if not user:
+            return
+        held = self._user_keys.setdefault(user, set())
+        held.update(keys)
+        self._user_keys.move_to_end(user)
+        while len(self._user_keys) > max(self.gen_cfg.cache_entries, 1):
+            self._user_keys.popitem(last=False)
+
     def _known_history(self, user_id: str | None, recent_items: list[str]) -> np.ndarray:
         """The user's known items and the session's, as the retriever builds them (without it)."""
         history = self.catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
@@ -482,7 +557,7 @@ class Ingress:
             await asyncio.wait(pending, timeout=until - time.monotonic())
 
     async def _reasons(
-        self, items: list, history: np.ndarray, until: float, urgent: bool = False
+        self, items: list, history: np.ndarray, until: float, urgent: bool = False, user: str | None = None
     ) -> tuple[list[tuple[str, str]], str, bool]:
         """Reasons from the cache, else template now with generation queued (`urgent`: ahead of
         other reasons, for a page's note); waits until `until` (monotonic) at most for queued
@@ -499,6 +574,8 @@ class Ingress:
             profile, segment = self._reason_input(s, history)
             facts, fhash = self._facts(product)
             key = CacheKey(s.product_id, "reason", segment, self.model_version, fhash)
+            if profile is not None:  # built from this user's history: purged when they are erased
+                self._remember(user, [key])
             cached = self.cache.get(key)
             if cached:
                 results[i] = (cached, "cached")
@@ -588,12 +665,14 @@ class Ingress:
                 param="recent_items",
             )
         wait_ms = _wait_param(req.wait_ms, self.budgets.max_wait_ms)
+        echo = req.user_id  # the client's own id goes back in the body, never into a log or cache
+        req = req.model_copy(update={"user_id": self._user(req.user_id)})
         self._started()
         ranked, cold, info = await self._recommend(req, deadline)
         degraded = list(info["degraded"])
         if req.with_reasons:
             until = min(time.monotonic() + wait_ms / 1000, deadline)
-            reasons, source, lost = await self._reasons(ranked, info["history"], until)
+            reasons, source, lost = await self._reasons(ranked, info["history"], until, user=req.user_id)
             degraded += ["generator"] if lost else []
         else:
             reasons, source = [None] * len(ranked), "none"
@@ -601,7 +680,7 @@ class Ingress:
         self.m_latency.labels("recommendations_total").observe(timings["total"] / 1000)
         return RecommendationResponse(
             request_id=uuid.uuid4().hex,
-            user_id=req.user_id,
+            user_id=echo,
             cold_start=cold,
             degraded=degraded,
             items=[self._item(s, r) for s, r in zip(ranked, reasons)],
@@ -611,13 +690,14 @@ class Ingress:
         )
 
     def _page_request(self, product_id: str, user_id: str | None):
-        """Validate a page route's parameters: (user_id or None, product, facts, facts hash, page cache key).
+        """Validate a page route's parameters: (the user's pseudonym or None, product, facts, facts
+        hash, page cache key). An erased user is anonymous (None).
 
         Bad input raises ApiError before any work: 422 for over-long ids, 404 for an unknown product.
         """
         from serve.content import CacheKey
 
-        user_id = self._user_param(user_id)
+        user_id = self._user(self._user_param(user_id))  # the pseudonym from here on
         self._check_ids([product_id], "product_id")
         product = self.catalog.products.get(product_id)
         if product is None:
@@ -640,7 +720,7 @@ class Ingress:
         note_task = asyncio.create_task(self._note(product_id, user_id, until)) if user_id else None
         try:
             ranked, _, info = await self._recommend(also_req, deadline, exclude={product_id})
-            reasons, _, reasons_lost = await self._reasons(ranked, info["history"], until)
+            reasons, _, reasons_lost = await self._reasons(ranked, info["history"], until, user=user_id)
             sections, source, page_lost = await sections_task
             note, note_source, note_lost = await note_task if note_task else (None, "none", False)
         finally:
@@ -688,7 +768,7 @@ class Ingress:
         (note, source, generator lost)."""
         history = _history_of(self.catalog, user_id, product_id)
         (note,), _, lost = await self._reasons(
-            [_self_scored(product_id, history, self.catalog)], history, until, urgent=True
+            [_self_scored(product_id, history, self.catalog)], history, until, urgent=True, user=user_id
         )
         return (note[0], note[1], lost) if note[0] else (None, "none", lost)
 
@@ -878,6 +958,86 @@ class Ingress:
             else:
                 response.delete_cookie(_USER_COOKIE)
         return response
+
+    def _admin_user(self, user_id: str) -> tuple[dict[str, str], str]:
+        """The path's user id of the admin routes -> (kid -> pseudonym, current pseudonym); 422 when blank or too long."""
+        if not user_id.strip():
+            raise ApiError(422, "user_id is empty; put the user's id in the path", param="user_id")
+        limit = min(self.limits.max_text_chars, MAX_ID_CHARS)
+        if len(user_id) > limit:
+            raise ApiError(422, f"user_id is {len(user_id)} characters long; the limit is {limit}", param="user_id")
+        keys = self._user_keys_of(user_id)
+        return keys, next(iter(keys.values()))
+
+    def _history_products(self, keys: list[str]) -> tuple[list[str], list[str]]:
+        """(product ids of the history, purchased product ids) this replica holds for the user."""
+        history: list[str] = []
+        purchased: set[str] = set()
+        for k in keys:
+            items = self.catalog.user_history.get(k)
+            if items is not None:
+                history += [self.catalog.by_item_idx[int(i)] for i in items if int(i) in self.catalog.by_item_idx]
+            purchased |= self.catalog.user_purchases.get(k, set())
+        return history, sorted(purchased)
+
+    @api.delete(
+        "/v1/users/{user_id}",
+        responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        dependencies=[Depends(require_scope("users:erase"))],
+    )
+    async def erase_user(self, user_id: str) -> dict:
+        """Erase a user (needs scope `users:erase`): record a tombstone (pseudonyms only), drop their
+        history from this replica, purge the cached copy their history produced, and erase their
+        rows from the online store. Later answers treat the id as a new, anonymous user; later
+        `data prepare`, split and corpus runs leave their rows out."""
+        keys, current = self._admin_user(user_id)
+        new = await asyncio.to_thread(self.tombstones.add, keys)
+        held = list(keys.values())
+        history, purchases = self._history_products(held)
+        purged = 0
+        for k in held:
+            self.catalog.user_history.pop(k, None)
+            self.catalog.user_purchases.pop(k, None)
+            for key in self._user_keys.pop(k, set()):
+                purged += self.cache.pop(key)
+        store = await self.user_store.erase(held)
+        return {
+            "erased": True,
+            "user_key": current,
+            "kids": list(keys),
+            "new_tombstones": new,
+            "purged": {"history_items": len(history), "purchases": len(purchases), "cache_entries": purged},
+            "store": store,
+        }
+
+    @api.get(
+        "/v1/users/{user_id}/export",
+        responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        dependencies=[Depends(require_scope("users:erase"))],
+    )
+    async def export_user(self, user_id: str) -> dict:
+        """What shopgraph holds about a user (needs scope `users:erase`): their pseudonym, the product
+        ids of their history and purchases (from the prepared shards this replica loaded), the cached
+        copy made from their history, the tombstone if they were erased, and the online store's rows."""
+        keys, current = self._admin_user(user_id)
+        held = list(keys.values())
+        history, purchases = self._history_products(held)
+        cached = []
+        for k in held:
+            for key in sorted(self._user_keys.get(k, set()), key=lambda c: (c.product_id, c.segment)):
+                text = self.cache.peek(key)
+                if text is not None:
+                    cached.append({"product_id": key.product_id, "kind": key.content_type, "text": text})
+        tombstone = await asyncio.to_thread(self.tombstones.status, held)
+        return {
+            "user_id": user_id,  # the client's own id, echoed in the body only
+            "user_key": current,
+            "history_product_ids": history,
+            "purchased_product_ids": purchases,
+            "cached_copy": cached,
+            "tombstone": tombstone,
+            "store": await self.user_store.export(held),
+        }
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

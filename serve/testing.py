@@ -24,6 +24,19 @@ MUG_FACTS = {
 }
 
 
+def privacy_for_tests(root: str | None = None):
+    """(pseudonymizer, tombstone store, privacy config) for an ingress built in a test: a fixed
+    key (kid `t1`), tombstones in memory (or under `root`), the admin routes open."""
+    import uuid
+
+    from core.config.privacy import PrivacyConfig
+    from core.privacy import Key, Pseudonymizer, TombstoneStore
+
+    pz = Pseudonymizer([Key("t1", b"shopgraph-test-key-not-a-secret")])
+    store = TombstoneStore(root or f"memory://shopgraph-test-{uuid.uuid4().hex}")
+    return pz, store, PrivacyConfig(allow_unauthenticated_admin=True)
+
+
 def _facts(messages: list[dict[str, str]]) -> dict:
     m = re.search(r"<facts>\s*(\{.*?\})\s*</facts>", messages[-1]["content"], re.S)
     return json.loads(m.group(1)) if m else {}

@@ -101,3 +101,21 @@ def test_data_embed_prints_similarities(models_dir):
     result = runner.invoke(app, ["data", "embed", "toy train", "wooden railway", "--set", f"models.dir={models_dir}"])
     assert result.exit_code == 0, result.output
     assert "384-d" in result.output
+
+
+def test_erase_user_records_pseudonyms_only_and_refuses_bad_input(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.delenv("SHOPGRAPH_PSEUDONYM_KEYS", raising=False)
+    root = f"artifacts.root={tmp_path}"
+    result = runner.invoke(app, ["data", "erase-user", "--user-id", "jane.doe@example.com", "--set", root])
+    assert result.exit_code == 0, result.output
+    assert "jane" not in result.output and json.loads(result.output)["user_key"].startswith("u_d1_")
+    stored = (tmp_path / "privacy" / "tombstones.jsonl").read_text()
+    assert "jane" not in stored and json.loads(stored)["kid"] == "d1"
+    blank = runner.invoke(app, ["data", "erase-user", "--user-id", " ", "--set", root])
+    assert blank.exit_code == 1 and "--user-id is empty" in blank.output
+    assert runner.invoke(app, ["data", "erase-user", "--set", root]).exit_code == 2  # --user-id is required
+    monkeypatch.setenv("SHOPGRAPH_PSEUDONYM_KEYS", "k1:short")
+    bad_key = runner.invoke(app, ["data", "erase-user", "--user-id", "x", "--set", root])
+    assert bad_key.exit_code == 2 and "SHOPGRAPH_PSEUDONYM_KEYS" in bad_key.output

@@ -188,3 +188,26 @@ def test_bad_k8s_config_values_name_the_key():
     )
     result = runner.invoke(app, ["cluster", "render", "--check", "--set", "cluster.k8s.head.memory=lots"])
     assert result.exit_code == 2 and "cluster.k8s.head.memory" in result.output
+
+
+def _containers(obj):
+    """Every container spec anywhere in a manifest object."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key == "containers":
+                yield from value
+            else:
+                yield from _containers(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            yield from _containers(item)
+
+
+def test_every_ray_pod_gets_the_pseudonym_keys_from_the_secret_never_a_value(gpu_cfg):
+    name, p = gpu_cfg.privacy.key_env, gpu_cfg.privacy
+    containers = [c for path in CHECKED_IN for o in _objects(path) for c in _containers(o)]
+    assert containers
+    for c in containers:
+        env = [e for e in c.get("env", []) if e["name"] == name]
+        assert env == [{"name": name, "valueFrom": {"secretKeyRef": {"name": p.secret_name, "key": p.secret_key}}}], c
+    assert p.require_key  # the cluster profile refuses to start without it (no generated key on a cluster)

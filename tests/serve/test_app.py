@@ -233,6 +233,9 @@ def test_dead_generator_degrades_to_template_copy_and_says_so(client, app):
         ("post", "/v1/recommendations", {"json": {"user_id": "u", "filters": {"min_price": 50, "max_price": 10}}}, 422),
         ("get", "/v1/recommendations", {}, 405),
         ("get", "/v2/no/such/route", {}, 404),
+        # The user routes need scope users:erase: no API keys yet and unauthenticated admin off.
+        ("delete", "/v1/users/jane.doe@example.com", {}, 401),
+        ("get", "/v1/users/jane.doe@example.com/export", {}, 401),
     ],
 )
 def test_bad_input_gets_a_clear_4xx_with_an_openai_style_body(client, method, path, kwargs, status):

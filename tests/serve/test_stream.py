@@ -31,6 +31,7 @@ from serve.testing import (
     fake_ranker,
     fake_retriever,
     half_grounded,
+    privacy_for_tests,
 )
 from serve.testing import MUG_FACTS as FACTS
 
@@ -129,7 +130,9 @@ def test_generator_stream_yields_only_grounded_text_then_the_page():
 
 # ----------------------------------------------------------------------------- the ingress route
 
-USER = "u-1"
+USER = "u-1"  # what a client sends; the catalog (built from shards) holds its pseudonym
+PRIVACY = privacy_for_tests()
+USER_KEY = PRIVACY[0].user_key(USER)
 # The class as written, under the wrapper `serve.ingress` puts around it (whose async __del__
 # expects a running replica).
 INGRESS = next(c for c in Ingress.func_or_class.__mro__[1:] if c.__name__ == "Ingress")
@@ -152,7 +155,7 @@ def _catalog() -> Catalog:
             item_idx=1,
         ),
     }
-    return Catalog(products, {0: "p1", 1: "p2"}, {USER: np.asarray([1], np.int64)}, {}, ["p1", "p2"], "test", "USD")
+    return Catalog(products, {0: "p1", 1: "p2"}, {USER_KEY: np.asarray([1], np.int64)}, {}, ["p1", "p2"], "test", "USD")
 
 
 def _ingress(
@@ -163,6 +166,7 @@ def _ingress(
     budgets: dict | None = None,
     generator: bool = True,
     stages: bool = True,
+    privacy=None,
 ):
     cfg = ServeConfig(budgets=budgets or {})
     catalog = _catalog()
@@ -173,7 +177,10 @@ def _ingress(
         else None
     )
     retriever, ranker = (fake_retriever(catalog), fake_ranker(catalog)) if stages else (None, None)
-    ingress._setup(cfg, catalog, retriever, ranker, handle, "fake-1")
+    pz, tombstones, privacy_cfg = privacy or privacy_for_tests()
+    ingress._setup(
+        cfg, catalog, retriever, ranker, handle, "fake-1", pseudonymizer=pz, tombstones=tombstones, privacy=privacy_cfg
+    )
     return ingress
 
 

@@ -41,7 +41,10 @@ def hashes(uri: str) -> dict[str, str]:
     return {name: info["sha256"] for name, info in verify_shard_set(uri)["files"].items()}
 
 
-def test_rerun_gives_identical_files(tmp_path: Path):
+def test_rerun_gives_identical_files(tmp_path: Path, monkeypatch):
+    # user ids are pseudonymized with the deployment's key: the same key, the same files (without
+    # one, each artifact root generates its own demo key)
+    monkeypatch.setenv("SHOPGRAPH_PSEUDONYM_KEYS", "k1:" + "0123456789abcdef" * 2)
     for run in ("a", "b"):
         prepare(sample_config(str(tmp_path / run), rows_per_shard=250, row_group_rows=100), log=lambda _: None)
     a, b = ArtifactLayout(str(tmp_path / "a")), ArtifactLayout(str(tmp_path / "b"))
@@ -61,7 +64,8 @@ def test_rerun_gives_identical_files(tmp_path: Path):
     assert keys == sorted(keys)  # ordered by (user_id, ts)
 
 
-def test_rerun_of_real_format_sources_is_identical(tmp_path: Path):
+def test_rerun_of_real_format_sources_is_identical(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("SHOPGRAPH_PSEUDONYM_KEYS", "k1:" + "0123456789abcdef" * 2)
     # chunk_mb=1 and 1-row shards: many tasks finish in any order; the output must not care
     for run in ("a", "b"):
         prepare(config(tmp_path / run, [CATALOG, EVENTS], chunk_mb=1, rows_per_shard=1), log=lambda _: None)

@@ -420,6 +420,32 @@ def _instruction_grams(n: int, texts: tuple[str, ...]) -> set[tuple[str, ...]]:
     return _GRAMS[(n, texts)]
 
 
+# Catalog text that gives the generator orders ("ignore previous instructions", "say that it is
+# made of gold", "告诉顾客…"). Catalog text is the facts, so a model that obeys writes claims the
+# grounding check must accept; a product whose facts carry such text gets template copy only.
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget)\b.{0,40}\b(?:instructions?|above|prompt|rules)\b|"
+    r"\b(?:system|hidden)\s+(?:prompt|instructions?|message)\b|"
+    r"\b(?:say|tell\s+(?:the\s+)?(?:shopper|customer|user)s?)\s+that\b|"
+    r"\b(?:respond|reply|answer)\s+(?:only\s+)?(?:with|in)\b|\byou\s+are\s+now\b|"
+    r"\bnew\s+instructions?\b|<\|im_start\|>|</?(?:facts|profile)>|"
+    r"\b(?:repeat|print|reveal|output|translate)\b.{0,30}\b(?:instructions?|prompt|above|everything)\b|"
+    r"\b(?:other|previous)\s+(?:customers?|shoppers?|users?)\b|"
+    r"忽略.{0,12}(?:指令|提示|说明)|(?:系统|隐藏).{0,4}(?:提示|指令|说明)|告诉(?:顾客|用户|买家)|"
+    r"(?:只|直接)?(?:回复|回答|输出).{0,6}(?:纯文本|格式)|新指令|(?:泄露|公开).{0,8}(?:提示|说明|指令)|"
+    r"(?:其他|上一位)(?:用户|顾客|买家)|(?:重复|翻译).{0,10}(?:上面|指令|提示)",
+    re.I,
+)
+
+
+def instruction_in_facts(facts: Mapping[str, Any]) -> str | None:
+    """The first piece of catalog text in `facts` that reads as an order to the generator, or None."""
+    import json
+
+    m = _INSTRUCTION.search(unicodedata.normalize("NFKC", json.dumps(dict(facts), ensure_ascii=False)))
+    return m.group(0) if m else None
+
+
 def generated_faults(text: str, facts: Mapping[str, Any], *, prose: bool = True) -> list[str]:
     """Why a piece of *generated* page copy may not be shown: unbacked claims, novel words, and
     (prose only, one sentence at a time) a "key: value" list read as a sentence or a content word
@@ -507,6 +533,8 @@ def accept_reason(
     why = degenerate(sentence, str(facts.get("title") or ""))
     if why:
         return None, why
+    if instruction_in_facts({**facts, "evidence": evidence_names(profile)}):
+        return None, "instruction_in_facts"
     if len(sentence) > max_chars:
         return None, "too_long"
     if _THIRD.search(sentence):

@@ -118,6 +118,14 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
             "why": "invalid_json",
             "error": "generated page is not valid JSON with title, highlights, description",
         }
+    from ml.reasons import instruction_in_facts
+
+    if order := instruction_in_facts(facts):
+        return {
+            "sections": None,
+            "why": "instruction_in_facts",
+            "error": f"the product's catalog text gives the generator an order ({order[:60]!r}): template copy only",
+        }
     grounded = ground_pdp(page, facts, known_brands=known_brands)
     # The page title is the catalog's: a small model's "The Ultimate Toys For Kids" claims
     # nothing checkable yet names no product. Generation writes highlights and description.
@@ -261,7 +269,10 @@ class GroundedPageStream:
 
     def _ok(self, text: str, prose: bool = True) -> bool:
         from ml.grounding import check
-        from ml.reasons import generated_faults
+        from ml.reasons import generated_faults, instruction_in_facts
+
+        if instruction_in_facts(self.facts):  # as the page: template copy only, nothing streamed
+            return False
 
         # the page's gates, piece by piece: grounded, and nothing `generated_faults` finds
         return not check(text, self.facts, known_brands=self.known_brands).unsupported and not generated_faults(

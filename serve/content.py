@@ -174,6 +174,9 @@ def _current(row: dict, model_version: str, catalog) -> bool:
 def _load_pages(root: Path, cache, model_version: str, catalog) -> int:
     import pyarrow.parquet as pq
 
+    from ml.reasons import instruction_in_facts, publishable_description, publishable_highlights
+    from serve.catalog import facts_of
+
     loaded = 0
     for path in sorted(root.glob("*.parquet")):
         for row in pq.read_table(path).to_pylist():
@@ -181,10 +184,16 @@ def _load_pages(root: Path, cache, model_version: str, catalog) -> int:
                 continue  # stale: the facts or the model changed since the batch job
             if not row.get("description"):
                 continue
+            # serving's page gates again: content written by an older gate is held to today's
+            facts = facts_of(catalog.products[row["product_id"]], catalog.currency)
+            description, why = publishable_description(row["description"], facts)
+            if why or instruction_in_facts(facts):
+                continue
+            highlights = publishable_highlights(list(row.get("highlights") or []), facts)
             sections = {
-                "title": row["title"],
-                "highlights": list(row.get("highlights") or []),
-                "description": row["description"],
+                "title": facts.get("title") or row["title"],
+                "highlights": highlights or template_page(facts)["highlights"],
+                "description": description,
             }
             cache.put(CacheKey(row["product_id"], "page", "all", model_version, row["facts_hash"]), sections)
             loaded += 1

@@ -41,7 +41,7 @@ import numpy as np
 
 from ml.grounding import check, ground_pdp
 from ml.prompts import parse_pdp, pdp_messages, pdp_structured_outputs, repair_pdp
-from ml.reasons import publishable_description
+from ml.reasons import instruction_in_facts, publishable_description, publishable_highlights
 
 
 def facts_rows(batch: dict[str, np.ndarray], currency: str | None = None) -> dict[str, Any]:
@@ -113,9 +113,13 @@ class PdpGenerator:
                     check(json.dumps(parsed, ensure_ascii=False), f, known_brands=self.known_brands).unsupported
                 )
                 content = ground_pdp(parsed, f, known_brands=self.known_brands)
-            if self.ground and content["description"]:
-                # the gate serving applies: no repeats, no unfinished tail, nothing degenerate ("" = not served)
+            if self.ground and instruction_in_facts(json.loads(f)):  # serving shows the template for these
+                content["description"] = ""
+                out["rejected"].append("instruction_in_facts")
+            elif self.ground and content["description"]:
+                # the gates serving applies: no repeats, no unfinished tail, nothing degenerate ("" = not served)
                 content["description"], why = publishable_description(content["description"], json.loads(f))
+                content["highlights"] = publishable_highlights(content["highlights"], json.loads(f))
                 out["rejected"].append(why or "")
             else:
                 out["rejected"].append("" if content["description"] else "ungrounded")

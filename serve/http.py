@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from core.pii import install_log_filter
 from serve.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger("shopgraph.serve")
@@ -233,7 +234,9 @@ def _endpoint(scope) -> str:
 
 
 def make_api() -> FastAPI:
-    """The ingress's FastAPI app with shopgraph's error handlers, body checks and request counter."""
+    """The ingress's FastAPI app with shopgraph's error handlers, body checks and request counter.
+    Also puts `core.pii`'s scrubbing filter on the shopgraph loggers of this process."""
+    install_log_filter()
     api = FastAPI(
         title="shopgraph",
         version="1",

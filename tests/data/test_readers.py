@@ -428,3 +428,15 @@ def test_myntra_colour_and_gender_reach_the_attributes():
     assert len(attrs) == 3000 and not reasons(t)
     assert sum("gender" in a for a in attrs) == 3000
     assert sum("colour" in a for a in attrs) == 2770  # the rest have an empty Primary_Color
+
+
+def test_free_text_is_scrubbed_at_ingest():
+    from core.config.ingest import SourceConfig
+    from data.readers import event_values
+
+    src = SourceConfig.model_validate({"name": "reviews", "table": "events", "format": "jsonl", "path": "x.jsonl"})
+    review = {"user_id": "u1", "product_id": "p1", "event": "rating", "ts": 1_700_000_000_000, "value": 5,
+              "text": "Great! Mail me at ann@example.com or 13912345678. 5000 mAh battery lasts."}  # fmt: skip
+    mapping = {k: k for k in review}
+    out = event_values(review, src, mapping, {}, 1)
+    assert out["text"] == "Great! Mail me at [email] or [phone]. 5000 mAh battery lasts."

@@ -251,6 +251,8 @@ def make_api() -> FastAPI:
         title="shopgraph",
         version="1",
         description="Personalized recommendations with readable reasons, and grounded product pages.",
+        # every route may answer 429 when serve.security.rate_limit is on
+        responses={429: {"model": ErrorBody, "description": "Rate limit exceeded; see the Retry-After header."}},
     )
     api.add_exception_handler(ApiError, _api_error)
     api.add_exception_handler(RequestValidationError, _validation_error)

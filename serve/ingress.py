@@ -862,7 +862,20 @@ class Ingress:
         }  # each event reaches the shopper at once
         return StreamingResponse(events(), media_type="text/event-stream", headers=no_buffering)
 
-    @api.get("/shop/products/{product_id}", response_class=HTMLResponse)
+    @api.get(
+        "/shop/products/{product_id}",
+        response_class=HTMLResponse,
+        responses={
+            404: {"content": {"text/html": {}}, "description": "Unknown product: an HTML error page."},
+            422: {
+                "content": {
+                    "text/html": {},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}},
+                },
+                "description": "A bad parameter: an HTML error page, or a JSON error body for one over its length bound.",
+            },
+        },
+    )
     async def shop_page(
         self,
         product_id: ProductIdPath,

@@ -12,6 +12,7 @@ tests/serve/test_http.py), called as ASGI.
 
 from __future__ import annotations
 
+import zlib
 from types import SimpleNamespace
 
 import pytest
@@ -66,4 +67,15 @@ def _replica(monkeypatch):
 @schema.parametrize()
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_fuzz(case):
+    known_product(case)
     case.call_and_validate(checks=CHECKS)
+
+
+def known_product(case) -> None:
+    """A valid request names a product of the catalog (p1, p2) in two of three cases: a random id
+    is only ever a 404, and the pages' real work (with fuzzed query parameters) is what matters."""
+    params = case.path_parameters or {}
+    if "product_id" in params and case.meta is not None and case.meta.generation.mode.is_positive:
+        pick = zlib.crc32(repr(sorted((case.query or {}).items())).encode()) % 3
+        if pick:
+            params["product_id"] = f"p{pick}"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 CLEAN = [
@@ -68,19 +69,24 @@ def main() -> None:
         "attributes": {"capacity": "350 ml", "material": "ceramic", "color": "green"},
     }
     profile = {"recent_items": ["Brewly Milk Jug 500 ml", "Brewly Pour-over Set"], "top_brands": ["Brewly"]}
-    build = [lambda _: ml.prompts.reason_messages(profile, facts, "Since you")]
-    with_scrub = _rate(build[0], [None], args.seconds)
+    build = lambda _: ml.prompts.reason_messages(profile, facts, "Since you")  # noqa: E731
     saved = core.facts.scrub, core.facts.scrub_value, ml.prompts.scrub
-    core.facts.scrub = core.facts.scrub_value = ml.prompts.scrub = lambda v, *a: v
-    try:
-        without = _rate(build[0], [None], args.seconds)
-    finally:
-        core.facts.scrub, core.facts.scrub_value, ml.prompts.scrub = saved
+    identity = lambda v, *a: v  # noqa: E731
+    with_us, without_us = [], []
+    for _ in range(10):  # alternating rounds, so drift in the box's load hits both alike
+        with_us.append(_rate(build, [None], args.seconds / 20)["us_per_text"])
+        core.facts.scrub = core.facts.scrub_value = ml.prompts.scrub = identity
+        try:
+            without_us.append(_rate(build, [None], args.seconds / 20)["us_per_text"])
+        finally:
+            core.facts.scrub, core.facts.scrub_value, ml.prompts.scrub = saved
+    with_scrub, without = {"us_per_text": min(with_us)}, {"us_per_text": min(without_us)}
     out["reason_prompt"] = {
         "us_with_scrub": with_scrub["us_per_text"],
         "us_without_scrub": without["us_per_text"],
         "scrub_share": round(1 - without["us_per_text"] / with_scrub["us_per_text"], 3),
     }
+    out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
 
 

@@ -21,6 +21,7 @@ import logging
 import time
 import uuid
 from typing import Annotated, Any
+from urllib.parse import quote, unquote
 
 import numpy as np
 from fastapi import Cookie, Path, Query
@@ -881,7 +882,7 @@ class Ingress:
         product_id: ProductIdPath,
         user_id: UserIdQuery = None,
         debug: Annotated[str | None, Query(max_length=8, description="1 shows where each text came from.")] = None,
-        shopgraph_user: Annotated[str | None, Cookie(max_length=MAX_ID_CHARS)] = None,
+        shopgraph_user: Annotated[str | None, Cookie(max_length=3 * MAX_ID_CHARS)] = None,  # percent-encoded
     ) -> HTMLResponse:
         """The demo product page: generated sections, the personalized note, recommendations with reasons.
 
@@ -891,14 +892,15 @@ class Ingress:
 
         try:
             show_debug = _flag(debug, "debug")
-            user = self._user_param(user_id if user_id is not None else shopgraph_user)
+            user = self._user_param(user_id if user_id is not None else unquote(shopgraph_user or "") or None)
             page, product = await self._page(product_id, user)
         except ApiError as e:
             return HTMLResponse(error_page(e.status, e.message), status_code=e.status)
         response = HTMLResponse(render_page(page, product, self.catalog.currency, debug=show_debug))
         if user_id is not None:  # the shopper chose: remember it for the links, or forget it
             if user:
-                response.set_cookie(_USER_COOKIE, user, httponly=True, samesite="lax")
+                # percent-encoded: a header is Latin-1, and an id may be any text ("顾客42")
+                response.set_cookie(_USER_COOKIE, quote(user, safe=""), httponly=True, samesite="lax")
             else:
                 response.delete_cookie(_USER_COOKIE)
         return response

@@ -65,7 +65,9 @@ def _replica(monkeypatch):
 
 
 @schema.parametrize()
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+)
 def test_api_fuzz(case):
     known_product(case)
     case.call_and_validate(checks=CHECKS)

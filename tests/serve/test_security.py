@@ -199,3 +199,11 @@ def test_error_pages_escape_what_the_url_says(client, path):  # noqa: F811
     if r.headers["content-type"].startswith("text/html"):
         assert r.headers["content-security-policy"] == CSP_PAGE
         assert "&lt;img src=x onerror=alert(1)&gt;" in r.text or "&lt;b&gt;" in r.text
+
+
+def test_a_non_latin_user_id_signs_in_through_an_encoded_cookie(client):  # noqa: F811
+    # found by the fuzzer: the cookie header is Latin-1, so "顾客42" as a raw cookie value was a 500
+    r = client.get("/shop/products/p1", params={"user_id": "顾客42"})
+    assert r.status_code == 200 and "%E9%A1%BE" in r.headers["set-cookie"]
+    again = client.get("/shop/products/p1")  # the client sends the cookie back
+    assert again.status_code == 200 and 'id="note"' in again.text  # signed in: a personalized note

@@ -1,6 +1,6 @@
 """Personal-data scrubbing (core.pii) speed, and its share of building a prompt. Prints one JSON object.
 
-    PYTHONPATH=. .venv/bin/python bench/pii.py [--seconds 3]
+    PYTHONPATH=. .venv/bin/python bench/pii.py [--seconds 3] [--data-dir ../shared/data]
 
 Texts are generated here (no data set): product-like English and Chinese texts without personal
 data (the common case: each kind's pre-check rejects them), and review-like texts with one piece
@@ -9,14 +9,22 @@ for a reason prompt (`ml.prompts.reason_messages` with a facts dict and a profil
 both) the time with scrubbing and without it (`core.pii` swapped for the identity), so the
 share of prompt building that scrubbing costs is measured, not guessed (`core.pii.scrub` memoizes short
 texts, as a serving replica re-serializing the same products' facts would hit it).
+
+`real_text` (when `--data-dir` holds them; never copied into the repository): what is found in
+real product text, where every hit is a false positive (Myntra descriptions and names, Flipkart
+product names, AdvertiseGen attribute sets and ad copy), and in real Chinese shopping reviews
+(online_shopping_10_cats), where a hit may be real personal data: counts by kind.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import time
+from collections import Counter
+from pathlib import Path
 
 CLEAN = [
     "Brewly T76 Coffee Mug, 350 ml, ceramic, green, dishwasher safe, pack of 2",
@@ -47,9 +55,31 @@ def _rate(fn, texts, seconds: float) -> dict:
     return {"texts_per_s": round(1 / best), "us_per_text": round(1e6 * best, 1)}
 
 
+def _real_texts(data_dir: Path) -> dict[str, list[str]]:
+    csv.field_size_limit(10**8)
+    sets: dict[str, list[str]] = {}
+
+    def rows(rel: str):
+        path = data_dir / rel
+        return list(csv.DictReader(path.open(encoding="utf-8"))) if path.exists() else None
+
+    if (myntra := rows("myntra-dev/myntra_dev3000.csv")) is not None:
+        sets["myntra_products"] = [r["Description"] for r in myntra] + [r["Product_Name"] for r in myntra]
+    if (flipkart := rows("flipkart-sample/flipkart_com-ecommerce_sample.csv")) is not None:
+        sets["flipkart_product_names"] = [r["product_name"] for r in flipkart]
+    adv = data_dir / "advertisegen-dev/advertisegen_dev300.json"
+    if adv.exists():
+        ads = [json.loads(line) for line in adv.read_text(encoding="utf-8").splitlines() if line.strip()]
+        sets["advertisegen"] = [a["summary"] for a in ads] + [a["content"] for a in ads]
+    if (reviews := rows("reviews-dev/online_shopping_10_cats_dev10000.csv")) is not None:
+        sets["chinese_reviews"] = [r["review"] for r in reviews]
+    return sets
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=3.0, help="time per figure")
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="real text sets (optional)")
     args = p.parse_args()
     import core.facts
     import core.pii
@@ -86,6 +116,13 @@ def main() -> None:
         "us_without_scrub": without["us_per_text"],
         "scrub_share": round(1 - without["us_per_text"] / with_scrub["us_per_text"], 3),
     }
+    real = {}
+    for name, texts in _real_texts(args.data_dir).items():
+        found: Counter = Counter()
+        for text in texts:
+            found.update(core.pii.scrub_counts(text or "")[1])
+        real[name] = {"texts": len(texts), "found": dict(sorted(found.items()))}
+    out["real_text"] = real
     out["load_avg_1m"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out))
 

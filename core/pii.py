@@ -16,9 +16,11 @@ What it must not touch is as important: product facts are full of numbers. "5000
 digit run shorter than 7 digits cannot be a phone, card or id number; a card number needs a
 network prefix and the Luhn check (an EAN or part number fails one or the other 9 times in 10,
 and a 13-digit one starting with 4 is not taken for the retired 13-digit Visa); a bare run of
-digits (no `+`, brackets, spaces or dashes) is a phone number only with a cue before it ("call",
-"tel", "phone", "电话" ...), so a 10-digit part number stays; an English address needs a house
-number, a capitalised name and a street word ("4 Way Switch", "2 Hard Drive" stay).
+digits is a phone number only with a cue before it ("call", "tel", "phone", "电话" ...), and a
+grouped one without a cue or `+` only in a national shape (a trunk 0 as in "030 12345678", the US
+"(415) 555-2671", an Indian mobile "98765 43210"), so part numbers such as "2 417 630 058" or
+"731204-115" stay; an English address needs a house number (not starting with 0), a capitalised
+name and a street word ("4 Way Switch", "15 One Way Switch", "2 Hard Drive" stay).
 
 Scrubbing is idempotent (the tokens match nothing) and fast on text without personal data: each
 kind has a cheap pre-check (`@`, a long digit run, `号`, a street word) before its real matcher.
@@ -44,8 +46,8 @@ _CARD = re.compile(r"(?<![\d.,])(?:\d[ -]?){12,18}\d(?![\d.,]\d)")
 _CN_MOBILE = re.compile(r"(?<![\d+])(?:(?:\+|00)86[ -]?)?1[3-9]\d(?:[ -]?\d{4}){2}(?!\d)")
 # a phone-number-like run: optional + or 00, digits with spaces, dots, dashes, slashes, brackets
 _PHONE_RUN = re.compile(r"(?<![\w+])(?:\+|00)?\(?\d[\d ().\-/]{5,24}\d(?!\w)")
-_PHONE_CUE = re.compile(
-    r"(?:phone|tel|call|mobile|cell|fax|whats ?app|text me|number|contact|ring|电话|手机|联系|致电|热线|微信)\W{0,3}\S{0,12}\W{0,3}$",
+_PHONE_CUE = re.compile(  # "cell", "number", "ring" are left out: "8 cell battery", "model number 12345678"
+    r"(?:\b(?:phone|tel(?:ephone)?|call|mobile|fax|whats ?app|text me|contact|cell ?phone)|电话|手机|联系|致电|热线|微信)(?:\W{1,3}\S{1,12}){0,2}\W{0,3}$",
     re.IGNORECASE,
 )
 # dates and year ranges look like regional phone numbers to `phonenumbers`; they never are one
@@ -56,9 +58,9 @@ _STREET_WORDS = (
     "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Terrace|Place|Pl|"
     "Crescent|Highway|Hwy|Parkway|Pkwy|Close|Gardens|Row|Strasse|Straße"
 )
-_NOT_STREET_NAMES = r"(?!(?:Hard|Flash|Disk|Thumb|Pen|Solid|Optical|Hybrid|Way|Speed|Pack|Piece|Inch)\b)"
+_NOT_STREET_NAMES = r"(?!(?:Hard|Flash|Disk|Thumb|Pen|Solid|Optical|Hybrid|Way|Speed|Pack|Piece|Inch|One|Two|Three|Four|Single|Double|Multi)\b)"
 _EN_ADDRESS = re.compile(
-    r"\b\d{1,5}[A-Za-z]?,?\s+"
+    r"\b[1-9]\d{0,4}[A-Za-z]?,?\s+"  # a house number (a leading 0 is a shade or size: "01 Miyuki Street")
     rf"(?:{_NOT_STREET_NAMES}[A-Z][a-z]+\.?\s+){{1,3}}(?:{_STREET_WORDS})\b\.?"
     r"(?:,?\s+(?:Apt|Apartment|Suite|Unit|Flat)\.?\s*#?\w{1,6})?"
 )
@@ -125,11 +127,17 @@ def _phone_in(run: str, before: str) -> bool:
         return False
     if _DATE_LIKE.match(run):
         return False
-    bare = run.isdigit()
-    if bare and not _PHONE_CUE.search(before[-40:]):
-        return False
     candidate = "+" + run[2:] if run.startswith("00") else run
-    regions = (None,) if candidate.startswith("+") else PHONE_REGIONS
+    if candidate.startswith("+"):
+        regions: tuple[str | None, ...] = (None,)
+    elif _PHONE_CUE.search(before[-40:]):
+        regions = PHONE_REGIONS
+    elif run.isdigit():  # a bare digit run is a phone number only after a cue
+        return False
+    else:
+        regions = _regions_by_shape(run, digits)
+        if not regions:
+            return False
     for region in regions:
         try:
             number = phonenumbers.parse(candidate, region)
@@ -138,6 +146,24 @@ def _phone_in(run: str, before: str) -> bool:
         if phonenumbers.is_valid_number(number):
             return True
     return False
+
+
+_US_SHAPE = re.compile(r"(?:1[ .-]?)?\(?\d{3}\)?[ .-]?\d{3}[ .-]\d{4}")
+_IN_MOBILE_SHAPE = re.compile(r"[6-9]\d{4}[ .-]\d{5}")
+
+
+def _regions_by_shape(run: str, digits: int) -> tuple[str, ...]:
+    """Where a grouped digit run without a cue or `+` can be a phone number, by how it is written:
+    a national number with its trunk 0 (GB, DE, IN, CN: "030 12345678", "010-12345678"), the US
+    "(415) 555-2671" / "415-555-2671" shape, or an Indian mobile "98765 43210". Model and part
+    numbers ("2 608 521 039", "684658-003", "5220 5710") have none of these shapes."""
+    if run.lstrip("(").startswith("0"):
+        return ("GB", "DE", "IN", "CN") if 9 <= digits <= 12 else ()
+    if _US_SHAPE.fullmatch(run):
+        return ("US",)
+    if _IN_MOBILE_SHAPE.fullmatch(run):
+        return ("IN",)
+    return ()
 
 
 def _phones(text: str, counts: Counter) -> str:

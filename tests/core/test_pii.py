@@ -46,6 +46,9 @@ PRODUCT_FACTS = [
     "4 Way Switch, 2 Hard Drive bays, 12 Pack Small Plates, 3 Speed Fan",
     "5号电池 4节装，AX3000路由器，续航5000毫安，屏幕6.7英寸，2023款，尺码XL，价格199元",
     "材质：纯棉；型号：HUAWEI P60 Pro；容量 256GB；产地：广东省深圳市",
+    # model and part numbers in phone-like groups, and switch/shade names in address-like shapes
+    "Drill bit set 2 417 630 058, spare blade 57-214-09, runner 731204-115, horn HZ 9152 118 dB",
+    "Battery for Vantage 4180 3920 8 cell; cabinet 3815.046.271; 10 One Way Switch; 02 Harbor Street Blush",
 ]
 
 

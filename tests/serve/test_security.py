@@ -207,3 +207,15 @@ def test_a_non_latin_user_id_signs_in_through_an_encoded_cookie(client):  # noqa
     assert r.status_code == 200 and "%E9%A1%BE" in r.headers["set-cookie"]
     again = client.get("/shop/products/p1")  # the client sends the cookie back
     assert again.status_code == 200 and 'id="note"' in again.text  # signed in: a personalized note
+
+
+def test_the_ingress_logs_through_the_scrubbing_filter(ingress, caplog):  # noqa: F811
+    import logging
+
+    from core.pii import ScrubFilter
+
+    log = logging.getLogger("shopgraph.serve")
+    assert any(isinstance(f, ScrubFilter) for f in log.filters)  # installed by serve.http.make_api
+    with caplog.at_level(logging.WARNING, logger="shopgraph.serve"):
+        log.warning("retriever failed for %s", "shopper jo@example.com, tel +44 20 7946 0958")
+    assert "jo@example.com" not in caplog.text and "7946" not in caplog.text and "[email]" in caplog.text

@@ -164,7 +164,7 @@ class _Builder:
         for name, col in self.cols.items():
             if not name.startswith("_"):
                 col.append(None)
-        self._meta(line, sub, reason, raw)
+        self._meta(line, sub, reason, scrub(raw) if raw else raw)  # the quarantine keeps free text too
 
     def _meta(self, line: int, sub: int, reason: str | None, raw: str | None) -> None:
         self.cols["_src"].append(self.src_idx)

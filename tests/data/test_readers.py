@@ -5,6 +5,7 @@ These call the per-chunk parser directly (what each Ray task runs), so they need
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -440,3 +441,25 @@ def test_free_text_is_scrubbed_at_ingest():
     mapping = {k: k for k in review}
     out = event_values(review, src, mapping, {}, 1)
     assert out["text"] == "Great! Mail me at [email] or [phone]. 5000 mAh battery lasts."
+
+
+def test_quarantined_raw_records_are_scrubbed_too(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "user_id": "u1",
+                "product_id": "p1",
+                "event": "rating",
+                "ts": "not a time",
+                "text": "wrong item, call me on (415) 555-2671 or bo@example.com",
+            }
+        )
+        + "\n",  # fmt: skip
+        encoding="utf-8",
+    )
+    mapping = {k: k for k in ("user_id", "product_id", "event", "ts", "text")}
+    t = parse(path, format="jsonl", table="events", mapping=mapping)
+    (row,) = t.to_pylist()
+    assert row["_reason"] and "555-2671" not in row["_raw"] and "bo@example.com" not in row["_raw"]
+    assert "[phone]" in row["_raw"] and "[email]" in row["_raw"] and "p1" in row["_raw"]

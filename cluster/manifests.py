@@ -7,11 +7,14 @@ One RayService (Serve application `cluster.k8s.serve_app`), one RayJob per batch
 a ConfigMap holding the resolved shopgraph config (mounted at /etc/shopgraph in every Ray
 pod), and the PersistentVolumeClaim for artifacts and models. Output is deterministic
 (same config -> same bytes), so a test can compare it with the checked-in files.
-Secrets are only referenced (`secretKeyRef`), never written.
+Secrets are only referenced (`secretKeyRef`), never written; a config value with a password in a
+URI is refused. Every Ray container runs as a non-root user, without privilege escalation and
+with every Linux capability dropped (`cluster.k8s.pod_security`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +38,28 @@ def config_path_in_pod() -> str:
     return f"{CONFIG_MOUNT}/{CONFIG_FILE}"
 
 
+# user:password@ inside a URI (s3://key:secret@bucket, redis://:pw@host): a credential in config
+_URI_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s@:]*:[^/\s@]+@", re.IGNORECASE)
+
+
+def _credential_keys(value: Any, path: str = "") -> list[str]:
+    """Config keys whose value carries a password inside a URI: it would be written to the ConfigMap."""
+    if isinstance(value, dict):
+        return [k for key, v in value.items() for k in _credential_keys(v, f"{path}.{key}" if path else str(key))]
+    if isinstance(value, list):
+        return [k for i, v in enumerate(value) for k in _credential_keys(v, f"{path}.{i}")]
+    return [path] if isinstance(value, str) and _URI_CREDENTIALS.search(value) else []
+
+
 def check_renderable(cfg: ShopgraphConfig) -> None:
-    """Pods read artifacts and models from the shared volume: the paths must lie under its mount."""
+    """Pods read artifacts and models from the shared volume: the paths must lie under its mount.
+    No config value may carry a credential: the whole config is written to a ConfigMap."""
     mount = cfg.cluster.k8s.storage.mount_path.rstrip("/") + "/"
-    problems = []
+    problems = [
+        f"{key} holds a password inside a URI; the config is written to a ConfigMap in clear: give the "
+        "credential to the pods through a Kubernetes Secret (e.g. the object store's own environment variables)"
+        for key in _credential_keys(cfg.model_dump(mode="json"))
+    ]
     if not cfg.models.dir.startswith(mount):
         problems.append(
             f"models.dir is {cfg.models.dir!r}; set it under cluster.k8s.storage.mount_path ({mount}models)"
@@ -115,10 +136,25 @@ def _pod(
         # Ray's own health endpoints (503 when unhealthy): raylet via the dashboard agent, GCS via the dashboard.
         "livenessProbe": _probe("/api/local_raylet_healthz", AGENT_PORT, period=15, failures=5),
         "readinessProbe": _probe(path, port, period=10, failures=3),
+        # Ray needs no privilege: no capability, no escalation. The root filesystem stays writable
+        # (Ray writes its session under /tmp/ray and pip caches under $HOME).
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     if ports:
         container["ports"] = ports
+    sec = k8s.pod_security
     spec: Obj = {
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": sec.run_as_user,
+            "runAsGroup": sec.run_as_group,
+            "fsGroup": sec.fs_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": [
             {"name": "shopgraph-data", "persistentVolumeClaim": {"claimName": k8s.storage.claim_name}},

@@ -13,6 +13,11 @@ values (`{"风格": ["复古", "文艺", "简约"]}`, in source order, exact rep
 value serializes exactly as before lists existed, so existing `facts_hash` keys stay valid.
 In the products table a multi-valued attribute is the key repeated in the `attributes` map
 (core.schemas); `attribute_values` turns those pairs back into this form.
+
+Facts are scrubbed of personal data (`core.pii`: an e-mail, phone or card number, address or ID
+number a seller typed into a title or attribute becomes `[email]`, `[phone]`, ...), so no prompt,
+corpus or cache key built from them holds it; text without personal data is unchanged, and so is
+its `facts_hash`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ import math
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
+
+from core.pii import scrub, scrub_value
 
 
 def clean_text(value: Any) -> str:
@@ -83,7 +90,7 @@ def facts_of(product: Mapping[str, Any], currency: str | None = None) -> dict[st
     """
     facts: dict[str, Any] = {}
     for key in ("title", "brand", "category"):
-        if text := clean_text(product.get(key)):
+        if text := scrub(clean_text(product.get(key))):
             facts[key] = text
     price = product.get("price")
     if price is not None and math.isfinite(float(price)):
@@ -91,7 +98,7 @@ def facts_of(product: Mapping[str, Any], currency: str | None = None) -> dict[st
         if currency := currency or product.get("currency"):
             facts["currency"] = clean_text(currency)
     if attributes := _attributes(product.get("attributes")):
-        facts["attributes"] = attributes
+        facts["attributes"] = scrub_value(attributes)
     return facts
 
 

@@ -63,8 +63,13 @@ def ensure_ray(config, *, log_to_driver: bool = True) -> None:
 
     `log_to_driver=False` keeps workers' stdout/stderr out of this process's output (the data
     job prints its own JSON summary).
+    Also puts `core.pii`'s scrubbing filter on the shopgraph loggers of this process.
     """
     import os
+
+    from core.pii import install_log_filter
+
+    install_log_filter()
 
     import ray
 

@@ -18,6 +18,9 @@ stays readable). `facts_hash` (sha256 of that string) keys grounding checks and 
 Prompt injection: catalog text only ever appears inside a `<facts>` (or `<profile>`) block of
 the user turn, as JSON whose `<` is escaped, so catalog text can neither close the
 block nor reach the system turn; the system turn says the block is data, not instructions.
+Personal data (`core.pii`: e-mail, phone, card and ID numbers, addresses) never reaches a corpus:
+facts are scrubbed where they are made, reference descriptions and the evidence of reasons
+(other items' titles) here; the manifest's `stats.pii` counts what was replaced, by kind.
 The train/eval split is a stable hash of product_id, shared by both corpora, so an eval
 product is never seen in training by either task.
 """
@@ -35,9 +38,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.config.data import CorpusConfig
-from core.facts import clean_text, facts_of, serialize_facts
+from core.facts import attribute_values, clean_text, facts_of, serialize_facts
 from core.layout import ArtifactLayout
 from core.manifest import staged_dir, write_manifest
+from core.pii import scrub_value
 from core.runtime import local_dir
 from core.schemas import EVENTS, PRODUCTS
 from data.inputs import conform, load_events_counted, load_products
@@ -80,6 +84,21 @@ def _value(value: Any) -> str:
     return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
+def _scrubbed(value: Any, stats: dict) -> Any:
+    """`value` with personal data replaced (`core.pii`), what was found counted in stats['pii_<kind>']."""
+    counts: Counter = Counter()
+    out = scrub_value(value, counts)
+    for kind, n in counts.items():
+        stats[f"pii_{kind}"] = stats.get(f"pii_{kind}", 0) + n
+    return out
+
+
+def _count_fact_pii(product: Mapping[str, Any], stats: dict) -> None:
+    """Count the personal data `facts_of` scrubs from a product's facts (it scrubs them itself)."""
+    _scrubbed([clean_text(product.get(k)) for k in ("title", "brand", "category")], stats)
+    _scrubbed(list(attribute_values(product.get("attributes")).values()), stats)
+
+
 def clean_reference(
     description: str | None, facts: Mapping[str, Any], known_brands: list[str], stats: dict | None = None
 ) -> str | None:
@@ -92,6 +111,8 @@ def clean_reference(
         return None
     stats = stats if stats is not None else {}
     from ml.grounding import sentences
+
+    description = _scrubbed(description, stats)
 
     # human copy is never cut by a token limit: a last sentence without a full stop is kept
     grounded = remove_unsupported(description, facts, known_brands=known_brands)
@@ -117,6 +138,8 @@ def pdp_example(
 ) -> dict[str, Any]:
     facts = facts_of(product, currency)
     serialized = serialize_facts(product, currency)
+    if stats is not None:
+        _count_fact_pii(product, stats)
     description = clean_reference(clean_text(product.get("description")) or None, facts, known_brands or [], stats)
     reference = {
         "title": facts.get("title", ""),
@@ -205,7 +228,7 @@ def reason_examples(
         product = by_id[target]
         facts = facts_of(product, currency)
         serialized = serialize_facts(product, currency)
-        evidence = reason_evidence(history, target, by_id, cfg)
+        evidence = _scrubbed(reason_evidence(history, target, by_id, cfg), stats)  # titles of other items
         profile = reason_profile([evidence])
         # the prefixed variants: serving prefills the same opening and the model continues it
         variants = reason_variants([evidence], facts.get("title", ""))[1:]
@@ -264,7 +287,11 @@ def write_corpora(layout: ArtifactLayout, corpora: dict[str, Any], cfg: CorpusCo
     """pdp.jsonl and reasons.jsonl with a manifest of counts and `hygiene` (what the gate removed)."""
     final = local_dir(layout.corpora)
     with staged_dir(final) as staging:
-        stats: dict[str, Any] = {"hygiene": dict(sorted((corpora.get("hygiene") or {}).items()))}
+        hygiene = corpora.get("hygiene") or {}
+        stats: dict[str, Any] = {
+            "hygiene": {k: v for k, v in sorted(hygiene.items()) if not k.startswith("pii_")},
+            "pii": {k.removeprefix("pii_"): v for k, v in sorted(hygiene.items()) if k.startswith("pii_")},
+        }
         stats["erased"] = int(corpora.get("erased", 0))  # event rows of erased users left out
         for name in ("pdp", "reasons"):
             examples = corpora.get(name, [])

@@ -42,6 +42,7 @@ import fsspec
 import pyarrow as pa
 
 from core.config.ingest import SourceConfig
+from core.pii import scrub
 from core.privacy import IngestPrivacy as Privacy
 from core.schemas import EVENTS, PRODUCTS
 from data.values import (
@@ -200,7 +201,7 @@ class _Builder:
         for name, col in self.cols.items():
             if not name.startswith("_"):
                 col.append(None)
-        self._meta(line, sub, reason, raw)
+        self._meta(line, sub, reason, scrub(raw) if raw else raw)  # the quarantine keeps free text too
 
     def _erased_row(self, line: int, sub: int, pseudonym: str) -> None:
         for name, col in self.cols.items():
@@ -281,10 +282,15 @@ def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str,
         "brand": as_text(get("brand"), "brand"),
         "price": as_price(get("price")),
         "attributes": attributes,
-        "description": as_text(get("description"), "description"),
+        "description": _free_text(as_text(get("description"), "description")),
         "in_stock": as_bool(get("in_stock"), "in_stock"),
         "updated_at": None if updated in (None, "") else as_timestamp_ms(updated, ts_unit(src), "updated_at"),
     }
+
+
+def _free_text(text: str | None) -> str | None:
+    """Free text (descriptions, reviews, queries) as shards keep it: personal data replaced (`core.pii`)."""
+    return scrub(text) if text else text
 
 
 def event_values(
@@ -299,7 +305,7 @@ def event_values(
         "event": fallback if raw_event is None and fallback else as_event(raw_event, event_map),
         "ts": as_timestamp_ms(get("ts"), ts_unit(src)),
         "value": as_float(get("value"), "value"),
-        "text": as_text(get("text"), "text"),
+        "text": _free_text(as_text(get("text"), "text")),
     }
 
 

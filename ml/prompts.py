@@ -8,6 +8,10 @@ facts alone, for products that have no corpus row (new catalog items, serving). 
 system turn; catalog text only inside a `<facts>` / `<profile>` block, serialized as JSON whose
 `<` is escaped, so a description saying "ignore previous instructions </facts>" can neither
 close the block nor reach the system turn. The system turn says the blocks are data.
+
+No personal data reaches a prompt: facts are scrubbed where they are made (`core.facts.facts_of`)
+and the shopper profile (titles, brands, categories of the ranker's evidence) here
+(`core.pii.scrub`): an e-mail, phone, card number, address or ID number becomes a token.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.facts import parse_facts, serialize_facts
+from core.pii import scrub
 
 FACTS_OPEN, FACTS_CLOSE = "<facts>", "</facts>"
 PROFILE_OPEN, PROFILE_CLOSE = "<profile>", "</profile>"
@@ -88,7 +93,8 @@ def reason_messages(profile: Mapping[str, Any], facts: str | Mapping[str, Any], 
     `prefix` (`ml.reasons.reason_prefix`) starts the answer: the engine continues it
     (`continuation_of`), so the sentence speaks to "you" and names the evidence before the model
     writes a word; the shown reason is prefix + continuation."""
-    body = json.dumps(dict(profile), ensure_ascii=False, separators=(", ", ": ")).replace("<", "\\u003c")
+    # scrubbed as one JSON text: no kind's pattern crosses a quote, so each match is inside a string
+    body = scrub(json.dumps(dict(profile), ensure_ascii=False, separators=(", ", ": "))).replace("<", "\\u003c")
     user = f"{REASON_TASK}\n{_block(PROFILE_OPEN, body, PROFILE_CLOSE)}\n{_block(FACTS_OPEN, facts_text(facts), FACTS_CLOSE)}"
     messages = [{"role": "system", "content": REASON_SYSTEM}, {"role": "user", "content": user}]
     if prefix:

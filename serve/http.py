@@ -9,7 +9,9 @@ route, request validation (400 for a body that is not JSON, not UTF-8 or nested 
 method with its `Allow` header), 413 for bodies over the limit, and anything unexpected (500,
 logged). `make_api()` builds the app with these handlers, the body checks and the counter; the
 ingress module defines its routes on it and puts its replica's settings on `api.state`:
-`max_body_bytes` and `requests` (a prometheus Counter labelled endpoint, status).
+`max_body_bytes` and `requests` (a prometheus Counter labelled endpoint, status), and those of
+`serve.security`'s middleware (rate limits, CORS, security headers). An unmatched path under
+`/shop/` (the demo's pages) gets an HTML error page, escaped like every page.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from core.pii import install_log_filter
 from serve.schemas import ErrorBody, ErrorDetail
+from serve.security import Cors, RateLimit, SecurityHeaders
 
 log = logging.getLogger("shopgraph.serve")
 
@@ -98,8 +102,11 @@ async def _validation_error(request: Request, e: RequestValidationError):
             "invalid_request_error",
         )
 
-    def path(err) -> str:
-        return ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+    def path(err) -> str:  # the field or parameter, without where it was (body, query, path, cookie)
+        loc = list(err.get("loc", ()))
+        if loc and loc[0] in ("body", "query", "path", "cookie", "header"):
+            loc = loc[1:]
+        return ".".join(str(p) for p in loc)
 
     if first.get("loc") == ("body",) and first.get("type") in (
         "missing",
@@ -120,6 +127,10 @@ async def _validation_error(request: Request, e: RequestValidationError):
 async def _http_error(request: Request, e: StarletteHTTPException):
     """The framework's own errors (unmatched route, wrong method, unparseable body) in the API's shape."""
     where = request.url.path[:_MAX_ECHO]
+    if e.status_code == 404 and request.url.path.startswith("/shop/"):
+        from serve.page import error_page
+
+        return HTMLResponse(error_page(404, f"no page at {where}"), status_code=404)
     if e.status_code == 404:
         return error_response(
             404, f"no route {request.method} {where}; see /docs for the API", "not_found_error", headers=e.headers
@@ -264,16 +275,23 @@ def _endpoint(scope) -> str:
 
 
 def make_api() -> FastAPI:
-    """The ingress's FastAPI app with shopgraph's error handlers, body checks and request counter."""
+    """The ingress's FastAPI app with shopgraph's error handlers, body checks and request counter.
+    Also puts `core.pii`'s scrubbing filter on the shopgraph loggers of this process."""
+    install_log_filter()
     api = FastAPI(
         title="shopgraph",
         version="1",
         description="Personalized recommendations with readable reasons, and grounded product pages.",
+        # every route may answer 429 when serve.security.rate_limit is on
+        responses={429: {"model": ErrorBody, "description": "Rate limit exceeded; see the Retry-After header."}},
     )
     api.add_exception_handler(ApiError, _api_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_exception_handler(Exception, _unexpected)
     api.add_middleware(_CheckBody)
-    api.add_middleware(_CountRequests)  # added last: outermost, so it sees the body checks' answers
+    api.add_middleware(RateLimit)  # before the body is read: a flood costs no body reads
+    api.add_middleware(Cors)  # outside the limit: preflights are answered, a 429 carries CORS headers
+    api.add_middleware(SecurityHeaders)
+    api.add_middleware(_CountRequests)  # added last: outermost, so it sees every other answer
     return api

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import quote, unquote
 
 import numpy as np
-from fastapi import Cookie, Depends
+from fastapi import Cookie, Depends, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -46,6 +46,7 @@ from serve.schemas import (
     RecommendationResponse,
     RecommendedItem,
 )
+from serve.security import RateLimiter
 
 log = logging.getLogger("shopgraph.serve")
 
@@ -72,6 +73,19 @@ def _user_param(user_id: str | None, limit: int) -> str | None:
         raise ApiError(422, f"user_id is {len(user_id)} characters long; the limit is {limit}", param="user_id")
     return user_id
 
+
+# The bounds of the page routes' parameters in the API schema (every string an API takes has one);
+# the deployment's own limits (serve.limits, serve.budgets.max_wait_ms) are checked in the routes.
+ProductIdPath = Annotated[str, Path(max_length=MAX_ID_CHARS, description="A catalog product id.")]
+UserIdPath = Annotated[
+    str, Path(max_length=MAX_ID_CHARS, description="The shop's own user id (pseudonymized on arrival).")
+]
+UserIdQuery = Annotated[
+    str | None, Query(max_length=MAX_ID_CHARS, description="The shopper; empty or absent: anonymous.")
+]
+WaitQuery = Annotated[
+    str | None, Query(max_length=16, description="Milliseconds to wait for generation (0 to max_wait_ms).")
+]
 
 _USER_COOKIE = "shopgraph_user"  # the demo shop's signed-in shopper (serve.page prints no user id)
 
@@ -217,6 +231,9 @@ class Ingress:
         self.http_app = api
         api.state.max_body_bytes = serve_cfg.limits.max_body_bytes
         api.state.allow_unauthenticated_admin = privacy.allow_unauthenticated_admin
+        sec = serve_cfg.security
+        api.state.rate_limiter = RateLimiter(sec.rate_limit) if sec.rate_limit.enabled else None
+        api.state.cors_origins = frozenset(sec.cors_allowed_origins)
         self.catalog = catalog
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
@@ -753,7 +770,7 @@ class Ingress:
         responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
     async def product_page(
-        self, product_id: str, user_id: str | None = None, wait_ms: str | None = None
+        self, product_id: ProductIdPath, user_id: UserIdQuery = None, wait_ms: WaitQuery = None
     ) -> ProductPage:
         """Product-page sections (title, highlights, description), a personalized note and 'you may also like'.
 
@@ -871,7 +888,7 @@ class Ingress:
         },
     )
     async def product_page_stream(
-        self, product_id: str, user_id: str | None = None, wait_ms: str | None = None
+        self, product_id: ProductIdPath, user_id: UserIdQuery = None, wait_ms: WaitQuery = None
     ) -> StreamingResponse:
         """Server-sent events: grounded section text as each sentence completes, then the final sections
         (generated, cached or template, as on the page), the personalized note, and `done`.
@@ -929,32 +946,44 @@ class Ingress:
         }  # each event reaches the shopper at once
         return StreamingResponse(events(), media_type="text/event-stream", headers=no_buffering)
 
-    @api.get("/shop/products/{product_id}", response_class=HTMLResponse)
+    @api.get(
+        "/shop/products/{product_id}",
+        response_class=HTMLResponse,
+        responses={
+            404: {"content": {"text/html": {}}, "description": "Unknown product: an HTML error page."},
+            422: {
+                "content": {
+                    "text/html": {},
+                    "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}},
+                },
+                "description": "A bad parameter: an HTML error page, or a JSON error body for one over its length bound.",
+            },
+        },
+    )
     async def shop_page(
         self,
-        product_id: str,
-        user_id: str | None = None,
-        debug: str | None = None,
-        shopgraph_user: str | None = Cookie(None),
+        product_id: ProductIdPath,
+        user_id: UserIdQuery = None,
+        debug: Annotated[str | None, Query(max_length=8, description="1 shows where each text came from.")] = None,
+        shopgraph_user: Annotated[str | None, Cookie(max_length=3 * MAX_ID_CHARS)] = None,  # percent-encoded
     ) -> HTMLResponse:
         """The demo product page: generated sections, the personalized note, recommendations with reasons.
 
         `?user_id=` signs the shopper in (empty: signs out); it is kept in a cookie, not in the page
         or its links. `?debug=1` shows where each text came from, the model and the facts hash."""
-        from serve.page import render_page
+        from serve.page import error_page, render_page
 
         try:
             show_debug = _flag(debug, "debug")
-            user = self._user_param(user_id if user_id is not None else shopgraph_user)
+            user = self._user_param(user_id if user_id is not None else unquote(shopgraph_user or "") or None)
             page, product = await self._page(product_id, user)
         except ApiError as e:
-            title = "Not found" if e.status == 404 else "Bad request"
-            body = f"<!doctype html><title>{title}</title><h1>{e.status} {title}</h1><p>{html.escape(e.message)}</p>"
-            return HTMLResponse(body, status_code=e.status)
+            return HTMLResponse(error_page(e.status, e.message), status_code=e.status)
         response = HTMLResponse(render_page(page, product, self.catalog.currency, debug=show_debug))
         if user_id is not None:  # the shopper chose: remember it for the links, or forget it
             if user:
-                response.set_cookie(_USER_COOKIE, user, httponly=True, samesite="lax")
+                # percent-encoded: a header is Latin-1, and an id may be any text ("顾客42")
+                response.set_cookie(_USER_COOKIE, quote(user, safe=""), httponly=True, samesite="lax")
             else:
                 response.delete_cookie(_USER_COOKIE)
         return response
@@ -985,7 +1014,7 @@ class Ingress:
         responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
         dependencies=[Depends(require_scope("users:erase"))],
     )
-    async def erase_user(self, user_id: str) -> dict:
+    async def erase_user(self, user_id: UserIdPath) -> dict:
         """Erase a user (needs scope `users:erase`): record a tombstone (pseudonyms only), drop their
         history from this replica, purge the cached copy their history produced, and erase their
         rows from the online store. Later answers treat the id as a new, anonymous user; later
@@ -1015,7 +1044,7 @@ class Ingress:
         responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
         dependencies=[Depends(require_scope("users:erase"))],
     )
-    async def export_user(self, user_id: str) -> dict:
+    async def export_user(self, user_id: UserIdPath) -> dict:
         """What shopgraph holds about a user (needs scope `users:erase`): their pseudonym, the product
         ids of their history and purchases (from the prepared shards this replica loaded), the cached
         copy made from their history, the tombstone if they were erased, and the online store's rows."""

@@ -4,7 +4,8 @@ Everything shown comes from the API's own response, so what a shopper sees is ex
 API client gets. It is a shop page: where each text came from (generated, cached, template),
 the model version and the facts hash are shown only with `?debug=1`; the shopper's id is never
 printed (the route keeps it in a cookie, so the links need not carry it); every value from the
-URL or the catalog is HTML-escaped.
+URL or the catalog is HTML-escaped, and the page is served with a Content-Security-Policy that
+allows no script at all (`serve.security`). `error_page` is the same for 4xx answers.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from urllib.parse import quote
 
 from serve.schemas import ProductPage
 
-_CSS = """
+# Inline, allowed by its hash in the pages' Content-Security-Policy (serve.security.CSP_PAGE).
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:12px 24px;font-weight:600}
 main{max-width:980px;margin:24px auto;background:#fff;border-radius:10px;padding:24px 32px;box-shadow:0 1px 4px #0001}
@@ -27,6 +29,15 @@ ul.hl li{margin:4px 0} .strip{display:grid;grid-template-columns:repeat(3,1fr);g
 .card a{font-weight:600;color:#1d2330;text-decoration:none} .card .why{font-size:13px;color:#455;margin-top:6px}
 .card .p{color:#0a7d32;font-weight:600;font-size:14px}
 """
+
+
+def error_page(status: int, message: str) -> str:
+    """A 4xx page of the demo shop: the status and the (escaped) message, nothing else."""
+    title = {404: "Not found", 429: "Too many requests"}.get(status, "Bad request")
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
+        f'<body><h1>{status} {title}</h1><p id="message">{escape(message)}</p></body></html>'
+    )
 
 
 def _price(value: float | None, currency: str) -> str:
@@ -66,7 +77,7 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
         else ""
     )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(s.title)} · shopgraph</title><style>{_CSS}</style></head>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(s.title)} · shopgraph</title><style>{PAGE_CSS}</style></head>
 <body><header>shopgraph demo shop</header>
 <main>
 <div class="meta">{crumbs}{(" · " + escape(product.brand)) if product.brand else ""}</div>

@@ -8,7 +8,7 @@ type: `k: true`, `k: "5"` or `with_reasons: "no"` are 422s, not silently convert
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -23,6 +23,7 @@ DEGRADED_DOC = (
 )
 MAX_WAIT_MS = 60_000  # the schema's bound; serve.budgets.max_wait_ms is the deployment's (lower) cap
 MAX_ID_CHARS = 512  # also enforced by serve.limits.max_text_chars, the stricter of the two wins
+MAX_RECENT_ITEMS = 1000  # the schema's bound; serve.limits.max_recent_items is the deployment's (lower) cap
 
 
 class Filters(BaseModel):
@@ -71,8 +72,9 @@ class RecommendationRequest(BaseModel):
         strict=True,
         description="Known or unknown user; unknown users get a cold-start answer.",
     )
-    recent_items: list[str] = Field(
+    recent_items: list[Annotated[str, Field(max_length=MAX_ID_CHARS)]] = Field(
         default_factory=list,
+        max_length=MAX_RECENT_ITEMS,
         strict=True,
         description="Product ids the shopper just looked at, oldest first (anonymous sessions).",
     )

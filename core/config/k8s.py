@@ -116,6 +116,21 @@ class ServeAppConfig(BaseModel):
     )
 
 
+class PodSecurityConfig(BaseModel):
+    """The user Ray pods run as. Every Ray container also gets allowPrivilegeEscalation: false,
+    all Linux capabilities dropped and the runtime's default seccomp profile (`cluster.manifests`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_as_user: int = Field(
+        1000, ge=1, description="UID of every Ray container (non-root; 1000 is the `ray` user of Ray's images)."
+    )
+    run_as_group: int = Field(100, ge=0, description="GID of every Ray container (100, `users`, in Ray's images).")
+    fs_group: int = Field(
+        100, ge=0, description="Group that owns the mounted volumes, so the shared volume is writable."
+    )
+
+
 class K8sConfig(BaseModel):
     """What `shopgraph cluster render` writes into k8s/ and `shopgraph cluster deploy` applies."""
 
@@ -143,6 +158,9 @@ class K8sConfig(BaseModel):
         description="GPU worker group (LM training, vLLM generator).",
     )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Shared volume for artifacts and models.")
+    pod_security: PodSecurityConfig = Field(
+        default_factory=PodSecurityConfig, description="Non-root user and group of the Ray pods."
+    )
     gcs_ft: GcsFaultToleranceConfig = Field(
         default_factory=GcsFaultToleranceConfig, description="GCS fault tolerance with an external Redis."
     )

@@ -173,7 +173,46 @@ class LimitsConfig(BaseModel):
 
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Request bodies above this get 413.")
     max_text_chars: int = Field(512, ge=16, description="Longest accepted id or free-text field; longer gets 422.")
-    max_recent_items: int = Field(200, ge=1, description="Most `recent_items` a request may carry.")
+    max_recent_items: int = Field(
+        200, ge=1, le=1000, description="Most `recent_items` a request may carry (the API schema's bound is 1000)."
+    )
+
+
+class RateLimitConfig(BaseModel):
+    """Token buckets in each ingress replica (so a deployment's limit is these rates times its
+    ingress replicas). A request's identity is its API key (sha256 of the bearer token) when it
+    sends an `Authorization` header, else its client address; over the limit -> 429 with
+    `Retry-After`. Health, readiness and metrics routes are never limited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        False,
+        description="Limit request rates; off by default (the demo and the load benchmarks send hundreds of requests per second from one address).",
+    )
+    per_address_rps: float = Field(50.0, gt=0, description="Sustained requests per second per client address.")
+    per_address_burst: int = Field(100, ge=1, description="Requests a client address may send at once (bucket size).")
+    per_key_rps: float = Field(200.0, gt=0, description="Sustained requests per second per API key.")
+    per_key_burst: int = Field(400, ge=1, description="Requests an API key may send at once (bucket size).")
+    forwarded_for_header: str | None = Field(
+        None,
+        description="Header a trusted proxy in front sets to the client address (e.g. x-forwarded-for; its last entry is used); None: the connection's address.",
+    )
+    max_clients: int = Field(
+        100_000, ge=100, description="Buckets kept per replica; the least recently seen client's is dropped first."
+    )
+
+
+class SecurityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit: RateLimitConfig = Field(
+        default_factory=RateLimitConfig, description="Per-client-address and per-API-key request rate limits."
+    )
+    cors_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose browser scripts may call the API (CORS); empty: CORS off, no Access-Control-Allow-Origin header is ever sent.",
+    )
 
 
 class RankingRulesConfig(BaseModel):
@@ -235,6 +274,9 @@ class ServeConfig(BaseModel):
         default_factory=BudgetsConfig, description="Latency budgets and the request deadline."
     )
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Input limits of the HTTP API.")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="Rate limits and CORS of the HTTP API."
+    )
     health: HealthConfig = Field(
         default_factory=HealthConfig, description="Health probes and circuit breakers of the stages."
     )

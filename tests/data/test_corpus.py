@@ -225,3 +225,23 @@ def test_empty_catalog_is_a_clear_error():
         build_corpora(CorpusConfig(), PRODUCTS.empty_table(), None)
     with pytest.raises(ValueError, match="lacks required column"):
         build_corpora(CorpusConfig(), pa.table({"title": ["x"]}), None)
+
+
+def test_corpora_hold_no_personal_data_and_the_manifest_counts_it(tmp_path):
+    rows = [
+        product("a", "Steel Water Bottle - seller mail amy@example.com", brand="Brio", category="Kitchen > Bottles",
+                attributes={"capacity": "500 ml", "contact": "tel 030 12345678"},
+                description="A steel bottle that holds 500 ml. Questions: call (415) 555-2671."),
+        product("b", "纯棉T恤 手机13912345678", brand="Hape", category="服饰 > T恤", attributes={"尺码": "XL"},
+                description="纯棉T恤，尺码XL。退货寄到上海市浦东新区世纪大道100号。"),
+        product("c", "Oak Stool 4111 1111 1111 1111", brand="Hape", category="Home > Stools", price=59.0),
+    ]  # fmt: skip
+    events = events_table([("u1", "c", 1), ("u1", "a", 2), ("u2", "b", 1), ("u2", "a", 2)])
+    corpora = build_corpora(CorpusConfig(), products_table(rows), events)
+    out = write_corpora(ArtifactLayout(str(tmp_path)), corpora, CorpusConfig())
+    text = "".join(p.read_text(encoding="utf-8") for p in sorted(out.glob("*.jsonl")))
+    for raw in ("amy@example.com", "12345678", "555-2671", "13912345678", "世纪大道100号", "4111 1111"):
+        assert raw not in text, raw
+    assert "500 ml" in text and "[phone]" in text and "[email]" in text and "XL" in text
+    pii = verify_dir(out, full=True)["meta"]["stats"]["pii"]
+    assert pii["email"] >= 1 and pii["phone"] >= 3 and pii["card"] >= 1 and pii["address"] >= 1, pii

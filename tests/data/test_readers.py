@@ -5,6 +5,7 @@ These call the per-chunk parser directly (what each Ray task runs), so they need
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -428,3 +429,37 @@ def test_myntra_colour_and_gender_reach_the_attributes():
     assert len(attrs) == 3000 and not reasons(t)
     assert sum("gender" in a for a in attrs) == 3000
     assert sum("colour" in a for a in attrs) == 2770  # the rest have an empty Primary_Color
+
+
+def test_free_text_is_scrubbed_at_ingest():
+    from core.config.ingest import SourceConfig
+    from data.readers import event_values
+
+    src = SourceConfig.model_validate({"name": "reviews", "table": "events", "format": "jsonl", "path": "x.jsonl"})
+    review = {"user_id": "u1", "product_id": "p1", "event": "rating", "ts": 1_700_000_000_000, "value": 5,
+              "text": "Great! Mail me at ann@example.com or 13912345678. 5000 mAh battery lasts."}  # fmt: skip
+    mapping = {k: k for k in review}
+    out = event_values(review, src, mapping, {}, 1)
+    assert out["text"] == "Great! Mail me at [email] or [phone]. 5000 mAh battery lasts."
+
+
+def test_quarantined_raw_records_are_scrubbed_too(tmp_path):
+    path = tmp_path / "reviews.jsonl"
+    path.write_text(
+        json.dumps(
+            {
+                "user_id": "u1",
+                "product_id": "p1",
+                "event": "rating",
+                "ts": "not a time",
+                "text": "wrong item, call me on (415) 555-2671 or bo@example.com",
+            }
+        )
+        + "\n",  # fmt: skip
+        encoding="utf-8",
+    )
+    mapping = {k: k for k in ("user_id", "product_id", "event", "ts", "text")}
+    t = parse(path, format="jsonl", table="events", mapping=mapping)
+    (row,) = t.to_pylist()
+    assert row["_reason"] and "555-2671" not in row["_raw"] and "bo@example.com" not in row["_raw"]
+    assert "[phone]" in row["_raw"] and "[email]" in row["_raw"] and "p1" in row["_raw"]

@@ -105,6 +105,7 @@ def _pod(
         "env": [
             {"name": "PYTHONPATH", "value": k8s.app_dir},
             *({"name": k, "value": v} for k, v in sorted(cfg.serve.http.ray_env().items())),
+            *_db_password(cfg),
         ],
         "resources": resources,
         "volumeMounts": [
@@ -187,6 +188,15 @@ def _autoscaling(k8s: K8sConfig) -> Obj:
             "resources": _resources("500m", "512Mi"),
         },
     }
+
+
+def _db_password(cfg: ShopgraphConfig) -> list[Obj]:
+    """The online database's password, from its Secret (only referenced, never written)."""
+    online = cfg.online
+    if not online.password_secret:
+        return []
+    ref = {"secretKeyRef": {"name": online.password_secret, "key": online.password_key}}
+    return [{"name": online.password_env, "valueFrom": ref}]
 
 
 def _gcs_ft(k8s: K8sConfig) -> Obj:

@@ -69,6 +69,11 @@ class OnlineConfig(BaseModel):
         True, description="GET /v1/products/{id} without a key; false: it needs a valid key (any scope)."
     )
     max_batch_events: int = Field(1000, ge=1, le=10_000, description="Events per POST /v1/events at most (413 above).")
+    max_batch_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest POST /v1/events body (413 above); other routes keep serve.limits.max_body_bytes.",
+    )
     max_clock_skew_ms: int = Field(
         300_000, ge=0, description="How far in the future an event's ts may lie (client clock skew) before it is a 422."
     )

@@ -11,7 +11,9 @@ Secret in the rendered manifests), never from the URL in the config.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,9 @@ class Store:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        # SQLite has one writer at a time; writers of one process take turns here instead of in
+        # SQLite's busy handler, which sleeps in steps of up to 100 ms (the p99 of a batch).
+        self._writing = threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
 
     # -- events
 
@@ -107,14 +112,15 @@ class Store:
         skipped (ON CONFLICT DO NOTHING). Returns the keys this call stored."""
         if not rows:
             return set()
+        # executemany ("insertmanyvalues": multi-row INSERTs of a cached compiled statement, still one
+        # transaction); compiling one .values(rows) statement per batch cost ~10x more.
         stmt = (
             _insert(self.engine, EventRow)
-            .values(rows)
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(EventRow.idempotency_key)
         )
-        with self.engine.begin() as conn:
-            return set(conn.execute(stmt).scalars())
+        with self._writing, self.engine.begin() as conn:
+            return set(conn.execute(stmt, rows).scalars())
 
     def recent_events(self, user_key: str, types: list[str], since_ms: int, limit: int) -> list[tuple[str, str, int]]:
         """(product_id, event, ts) of the user's latest unflagged events of `types` after
@@ -153,7 +159,7 @@ class Store:
             .values(product_id=facts["product_id"], **values)
             .on_conflict_do_update(index_elements=["product_id"], set_=values)
         )
-        with self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             conn.execute(stmt)
         return {"product_id": facts["product_id"], **values}
 
@@ -162,7 +168,7 @@ class Store:
     ) -> dict[str, Any] | None:
         """Change some fields of a stored product, or of `base` (its catalog facts) when the
         database has no row for it yet. None: no such product; a deleted one is returned as is."""
-        with self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             query = select(ProductRow).where(ProductRow.product_id == product_id)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update()
@@ -189,7 +195,7 @@ class Store:
         """Soft-delete (`deleted_at` set). A catalog product with no row gets one, deleted.
         False: no such product, or already deleted."""
         stamp = now_ms()
-        with self.engine.begin() as conn:
+        with self._writing, self.engine.begin() as conn:
             done = conn.execute(
                 update(ProductRow)
                 .where(ProductRow.product_id == product_id, ProductRow.deleted_at.is_(None))

@@ -111,6 +111,21 @@ def _count(client) -> int:
     return client.ingress.live.store.count_events()
 
 
+def test_the_default_database_is_sqlite_under_the_artifact_root(tmp_path, monkeypatch):
+    from core.config import load_config
+    from core.store import database_url
+    from serve.live import LiveState
+
+    monkeypatch.setenv("SHOPGRAPH_API_KEYS", f"shop:{'a' * 64}:events:write+catalog:write")
+    cfg = load_config(overrides=[f"artifacts.root={tmp_path}"])
+    assert database_url(cfg) == f"sqlite:///{tmp_path.resolve() / 'online' / 'shop.db'}"
+    live = LiveState.open(cfg)  # what an ingress replica does: create, migrate, read the keys
+    assert (tmp_path / "online" / "shop.db").exists() and live.store.count_events() == 0
+    assert [(k.name, sorted(k.scopes)) for k in live.keys.keys] == [("shop", ["catalog:write", "events:write"])]
+    with pytest.raises(ValueError, match="online.database_url"):
+        database_url(load_config(overrides=["artifacts.root=s3://bucket/shopgraph"]))
+
+
 # ----------------------------------------------------------------------------- live answers
 
 

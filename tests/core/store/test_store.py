@@ -115,3 +115,35 @@ def test_changed_products_since_a_time(store):
     changed = store.changed_products(first["updated_at"])
     assert {p["product_id"] for p in changed} == {"a", "b"}
     assert store.changed_products(10**15) == []
+
+
+def test_bad_env_keys_are_refused_naming_the_variable(monkeypatch):
+    from core.config.online import OnlineConfig
+    from core.store.keys import KeyRing
+
+    monkeypatch.setenv("SHOPGRAPH_API_KEYS", "shop:not-a-hash:events:write")
+    with pytest.raises(ValueError, match="SHOPGRAPH_API_KEYS entry 1"):
+        KeyRing.from_config(OnlineConfig())
+    with pytest.raises(ValueError, match="sha256"):
+        OnlineConfig(api_keys=[{"name": "x", "sha256": "abc", "scopes": ["admin"]}])
+
+
+def test_a_server_url_takes_its_password_from_the_environment(monkeypatch):
+    monkeypatch.setenv("SHOPGRAPH_DB_PASSWORD", "s3cret")
+    engine = make_engine("postgresql+psycopg://shopgraph@db:5432/shopgraph", "SHOPGRAPH_DB_PASSWORD")
+    assert engine.url.password == "s3cret"
+    engine = make_engine("postgresql+psycopg://shopgraph:given@db:5432/shopgraph", "SHOPGRAPH_DB_PASSWORD")
+    assert engine.url.password == "given"  # an explicit one wins
+
+
+def test_the_key_helper_prints_a_token_and_its_hash(capsys):
+    from core.store.keys import KeyRing, main, parse_env_keys
+
+    assert main(["--name", "shop", "--scopes", "events:write"]) == 0
+    out = capsys.readouterr().out
+    token = out.split("): ")[1].split()[0]
+    env = out.split("SHOPGRAPH_API_KEYS=")[1].strip()
+    key = KeyRing(parse_env_keys(env, "SHOPGRAPH_API_KEYS")).find(token)
+    assert key is not None and key.allows("events:write") and not key.allows("catalog:write")
+    with pytest.raises(SystemExit):
+        main(["--name", "shop", "--scopes", "events:read"])

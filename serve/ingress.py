@@ -1056,13 +1056,16 @@ class Ingress:
         received = now_ms()
         latest = received + live.cfg.max_clock_skew_ms
         rows, seen, duplicates, flagged = [], set(), [], []
+        unknown = {e.product_id for e in req.events if e.product_id not in self.catalog.products}
+        if unknown:  # written on another replica since this one's last poll?
+            unknown -= await self._db(live.store.existing_products, sorted(unknown))
         for i, e in enumerate(req.events):
             self._check_ids([e.user_id, e.product_id], f"events.{i}.user_id/product_id")
             if e.ts is None:
                 ts = received
             else:
                 try:
-                    ts = as_timestamp_ms(e.ts, "ms" if isinstance(e.ts, int) else "iso")
+                    ts = as_timestamp_ms(e.ts, "auto" if isinstance(e.ts, int) else "iso")
                 except RowError as err:
                     raise ApiError(422, f"events.{i}.ts: {err}", param=f"events.{i}.ts") from None
                 if ts > latest:
@@ -1076,7 +1079,7 @@ class Ingress:
                 duplicates.append(i)
                 continue
             seen.add(e.idempotency_key)
-            known = e.product_id in self.catalog.products
+            known = e.product_id not in unknown
             if not known:
                 flagged.append(i)
             rows.append(

@@ -201,7 +201,7 @@ class EventIn(BaseModel):
         description="When it happened: milliseconds since the epoch (a JSON integer) or ISO 8601 text; "
         "default: when it was received. More than online.max_clock_skew_ms in the future: 422.",
     )
-    value: float | None = Field(None, description="The rating (required for `rating`, ignored otherwise).")
+    value: float | None = Field(None, strict=True, description="The rating (required for `rating`, ignored otherwise).")
     request_id: str | None = Field(
         None,
         min_length=1,
@@ -216,6 +216,17 @@ class EventIn(BaseModel):
         strict=True,
         description="Unique per event, chosen by the client: a retried event with a stored key is acknowledged as a duplicate, not stored twice.",
     )
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts_type(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+            raise PydanticCustomError(
+                "ts_type",
+                "ts must be a JSON integer (ms since the epoch) or ISO 8601 text, not {kind}",
+                {"kind": type(value).__name__},
+            )
+        return value
 
     @model_validator(mode="after")
     def _rating_value(self) -> EventIn:

@@ -68,21 +68,39 @@ def make_engine(url: str, password_env: str | None = None) -> Engine:
 
 
 def upgrade(target: str | Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` with the migrations shipped in this package. On
-    PostgreSQL an advisory lock makes replicas that start together migrate one at a time."""
+    """Bring the schema to `revision` with the migrations shipped in this package. Replicas that
+    start together migrate one at a time: an advisory lock on PostgreSQL, a file lock on SQLite."""
     from alembic import command
     from alembic.config import Config
 
     engine = make_engine(target) if isinstance(target, str) else target
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with _sqlite_migration_lock(engine), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(715517)"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     if isinstance(target, str):
         engine.dispose()
+
+
+@contextlib.contextmanager
+def _sqlite_migration_lock(engine: Engine):
+    """SQLite: replicas that start together migrate one at a time (a file lock beside the
+    database), so none reads the old version while another is creating the tables."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.migrate.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _insert(engine: Engine, table):
@@ -213,6 +231,12 @@ class Store:
                 .on_conflict_do_nothing(index_elements=["product_id"])
             )
             return True
+
+    def existing_products(self, product_ids: list[str]) -> set[str]:
+        """Which of `product_ids` have a row (deleted ones included)."""
+        stmt = select(ProductRow.product_id).where(ProductRow.product_id.in_(product_ids))
+        with self.engine.connect() as conn:
+            return set(conn.execute(stmt).scalars())
 
     def changed_products(self, since_ms: int) -> list[dict[str, Any]]:
         """Products written at or after `since_ms` (deleted ones included), oldest change first."""

@@ -197,6 +197,17 @@ def test_duplicates_are_acknowledged_not_stored_twice(client):
     assert _count(client) == 2
 
 
+def test_a_product_written_on_another_replica_is_known_at_once(client, make_ingress, monkeypatch):
+    other = make_ingress()
+    _use(other, monkeypatch)
+    with TestClient(other.http_app, raise_server_exceptions=False) as c2:
+        assert c2.put("/v1/products/n9", json={"title": "New"}, headers=_auth("catalog")).status_code == 200
+    _use(client.ingress, monkeypatch)
+    client.ingress.live.next_poll = time.monotonic() + 60  # this replica has not polled since
+    r = client.post("/v1/events", json={"events": [_event("n9", "n9-1")]}, headers=_auth("events"))
+    assert r.json()["flagged"] == 0, r.text
+
+
 def test_unknown_products_are_stored_and_flagged_not_used(client):
     r = client.post("/v1/events", json={"events": [_event("nope", "x"), _event("p1", "y")]}, headers=_auth("events"))
     assert r.json() | {} == r.json() and (r.json()["stored"], r.json()["flagged_indices"]) == (2, [0])
@@ -214,6 +225,8 @@ def test_unknown_products_are_stored_and_flagged_not_used(client):
         ({"ts": int(time.time() * 1000) + 3_600_000}, "events.1.ts"),  # an hour ahead: past the skew
         ({"event": "rating"}, "events.1"),  # a rating needs a value
         ({"extra": 1}, "events.1.extra"),
+        ({"ts": True}, "events.1.ts"),
+        ({"event": "rating", "value": "4"}, "events.1.value"),
     ],
 )
 def test_a_bad_event_is_a_422_naming_it_and_nothing_is_stored(client, event, param):

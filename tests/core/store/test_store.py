@@ -147,3 +147,23 @@ def test_the_key_helper_prints_a_token_and_its_hash(capsys):
     assert key is not None and key.allows("events:write") and not key.allows("catalog:write")
     with pytest.raises(SystemExit):
         main(["--name", "shop", "--scopes", "events:read"])
+
+
+def test_replicas_starting_together_migrate_once(db_url):
+    """Several processes upgrading a fresh database at once (replicas starting together)."""
+    import subprocess
+    import sys
+
+    from core.store.pgserver import create_database
+
+    if db_url.startswith("sqlite"):
+        fresh = db_url.replace("shop.db", "fresh.db")
+    else:
+        from sqlalchemy.engine import make_url
+
+        fresh = create_database(db_url, make_url(db_url).database + "_fresh")
+    code = "import sys; from core.store import upgrade; upgrade(sys.argv[1])"
+    procs = [subprocess.Popen([sys.executable, "-c", code, fresh], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert Store(make_engine(fresh)).count_events() == 0

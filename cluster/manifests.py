@@ -127,6 +127,7 @@ def _pod(
             {"name": "PYTHONPATH", "value": k8s.app_dir},
             *({"name": k, "value": v} for k, v in sorted(cfg.serve.http.ray_env().items())),
             _pseudonym_keys_env(cfg),
+            *_db_password(cfg),
         ],
         "resources": resources,
         "volumeMounts": [
@@ -235,6 +236,15 @@ def _pseudonym_keys_env(cfg: ShopgraphConfig) -> Obj:
     if not p.require_key:
         ref["optional"] = True
     return {"name": p.key_env, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _db_password(cfg: ShopgraphConfig) -> list[Obj]:
+    """The online database's password, from its Secret (only referenced, never written)."""
+    online = cfg.online
+    if not online.password_secret:
+        return []
+    ref = {"secretKeyRef": {"name": online.password_secret, "key": online.password_key}}
+    return [{"name": online.password_env, "valueFrom": ref}]
 
 
 def _gcs_ft(k8s: K8sConfig) -> Obj:

@@ -45,18 +45,16 @@ from core.config.ingest import SourceConfig
 from core.pii import scrub
 from core.privacy import IngestPrivacy as Privacy
 from core.schemas import EVENTS, PRODUCTS
-from data.values import (
+from core.values import (
     RowError,
     add_value,
     as_attributes,
-    as_bool,
-    as_category,
     as_event,
     as_float,
     as_id,
-    as_price,
     as_text,
     as_timestamp_ms,
+    product_row,
 )
 
 csv.field_size_limit(1 << 30)  # product descriptions can be long
@@ -274,18 +272,13 @@ def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str,
     if src.attribute_columns:
         attributes = _add_columns(attributes, record, src.attribute_columns)
     get = lambda c: _get(record, mapping[c], attributes) if c in mapping else None  # noqa: E731
-    updated = get("updated_at")
-    return {
-        "product_id": line_id(src, line) if src.id_from == "line" else as_id(get("product_id"), "product_id"),
-        "title": as_text(get("title"), "title", required=True),
-        "category": as_category(get("category")),
-        "brand": as_text(get("brand"), "brand"),
-        "price": as_price(get("price")),
-        "attributes": attributes,
-        "description": _free_text(as_text(get("description"), "description")),
-        "in_stock": as_bool(get("in_stock"), "in_stock"),
-        "updated_at": None if updated in (None, "") else as_timestamp_ms(updated, ts_unit(src), "updated_at"),
-    }
+    row = product_row(
+        lambda c: attributes if c == "attributes" else get(c),
+        unit=ts_unit(src),
+        product_id=line_id(src, line) if src.id_from == "line" else None,
+    )
+    row["description"] = _free_text(row["description"])  # personal data scrubbed, as review text is
+    return row
 
 
 def _free_text(text: str | None) -> str | None:

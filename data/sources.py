@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.config.ingest import SourceConfig
+from core.values import RowError
 from data.readers import DEFAULT_DELIMITER, HEADER_FORMATS, JSON_FORMATS, _json_record, required_source_columns
-from data.values import RowError
 
 _SCAN = 8 * 1024 * 1024  # bytes read at a time when counting lines for chunk offsets
 _PROBE_LINES = 20  # JSON lines looked at to find one record whose keys can be checked

@@ -53,6 +53,7 @@ class Catalog:
     model_version: str
     currency: str
     extra: dict[str, Any] = field(default_factory=dict)
+    user_history_ts: dict[str, np.ndarray] = field(default_factory=dict)  # ms of each user_history item
 
     def item_idx(self, product_id: str) -> int | None:
         p = self.products.get(product_id)
@@ -78,6 +79,7 @@ def artifact_version(paths: list[Path]) -> str:
 
 
 def load_catalog(cfg) -> Catalog:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from core.layout import ArtifactLayout
@@ -105,10 +107,16 @@ def load_catalog(cfg) -> Catalog:
     by_item_idx = {int(i): pid for pid, i in idx_of.items() if pid in products}
     users = pq.read_table(local_dir(layout.id_maps) / "users.parquet").to_pydict()
     uid_of = dict(zip(users["user_idx"], users["user_id"]))
-    seqs = pq.read_table(local_dir(layout.sequences) / "sequences.parquet", columns=["user_idx", "items"]).to_pydict()
-    history = {
-        uid_of[u]: np.asarray(items, dtype=np.int64) for u, items in zip(seqs["user_idx"], seqs["items"]) if u in uid_of
-    }
+    seqs = pq.read_table(local_dir(layout.sequences) / "sequences.parquet", columns=["user_idx", "items", "ts"])
+    ts_lists = seqs["ts"].combine_chunks()
+    seq_ts = ts_lists.flatten().cast(pa.int64()).to_numpy()  # ms: the live path merges by time (serve.live)
+    offsets = ts_lists.offsets.to_numpy() - ts_lists.offsets[0].as_py()
+    seqs = seqs.select(["user_idx", "items"]).to_pydict()
+    history, history_ts = {}, {}
+    for n, (u, items) in enumerate(zip(seqs["user_idx"], seqs["items"])):
+        if u in uid_of:
+            history[uid_of[u]] = np.asarray(items, dtype=np.int64)
+            history_ts[uid_of[u]] = seq_ts[offsets[n] : offsets[n + 1]]
     events = read_events(layout).select(["user_id", "product_id", "event"]).to_pydict()
     purchases: dict[str, set[str]] = {}
     for u, p, e in zip(events["user_id"], events["product_id"], events["event"]):
@@ -122,7 +130,9 @@ def load_catalog(cfg) -> Catalog:
     )
     popular = [pop["product_id"][i] for i in order if pop["product_id"][i] in products]
     version = artifact_version([Path(layout.recommender), Path(layout.ranker), local_dir(layout.index)])
-    return Catalog(products, by_item_idx, history, purchases, popular, version, cfg.data.currency)
+    catalog = Catalog(products, by_item_idx, history, purchases, popular, version, cfg.data.currency)
+    catalog.user_history_ts = history_ts
+    return catalog
 
 
 def facts_of(product: Product, currency: str) -> dict[str, Any]:

@@ -71,4 +71,6 @@ def print_endpoints(url: str) -> None:
     typer.echo(f'  POST {url}/v1/recommendations       {{"user_id": ..., "k": 10}}')
     typer.echo(f"  GET  {url}/v1/products/<id>/page?user_id=...")
     typer.echo(f"  GET  {url}/shop/products/<id>?user_id=...   (demo page)")
+    typer.echo(f"  POST {url}/v1/events, PUT/PATCH/DELETE {url}/v1/products/<id>   (write API: needs an API key,")
+    typer.echo("       mint one with `python -m core.store.keys --name demo --scopes admin`; README, Live shop)")
     typer.echo(f"  GET  {url}/docs  (OpenAPI)   {url}/readyz   {url}/metrics")

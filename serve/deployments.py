@@ -28,6 +28,11 @@ class RetrieveRequest(BaseModel):
     )
     recent_items: list[str] = Field(default_factory=list, description="Product ids of the session, oldest first.")
     n: int = Field(..., ge=1, description="Candidates to return.")
+    history: list[int] | None = Field(
+        None,
+        description="The user's history (item ids, time order) when the ingress merged database events into it "
+        "(serve.live); None: the retriever's own copy of the training history.",
+    )
 
 
 class Retrieved(BaseModel):
@@ -75,7 +80,7 @@ class Retriever:
     # it works form the next batch (one SASRec forward and one FAISS search for all of them).
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0)
     async def retrieve(self, requests: list[RetrieveRequest]) -> list[Retrieved]:
-        resolved = [self.core.history_of(r.user_id, r.recent_items) for r in requests]
+        resolved = [self.core.history_of(r.user_id, r.recent_items, r.history) for r in requests]
         cands = self.core.retrieve_batch([h for h, _ in resolved], [u for _, u in resolved], max(r.n for r in requests))
         return [Retrieved(history=h, candidates=c) for (h, _), c in zip(resolved, cands, strict=True)]
 

@@ -9,9 +9,10 @@ route, request validation (400 for a body that is not JSON, not UTF-8 or nested 
 method with its `Allow` header), 413 for bodies over the limit, and anything unexpected (500,
 logged). `make_api()` builds the app with these handlers, the body checks and the counter; the
 ingress module defines its routes on it and puts its replica's settings on `api.state`:
-`max_body_bytes` and `requests` (a prometheus Counter labelled endpoint, status), and those of
-`serve.security`'s middleware (rate limits, CORS, security headers). An unmatched path under
-`/shop/` (the demo's pages) gets an HTML error page, escaped like every page.
+`max_body_bytes`, `body_limits` (path -> bytes, for the event batches) and `requests` (a
+prometheus Counter labelled endpoint, status), and those of `serve.security`'s middleware (rate
+limits, CORS, security headers). An unmatched path under `/shop/` (the demo's pages) gets an HTML
+error page, escaped like every page.
 """
 
 from __future__ import annotations
@@ -47,8 +48,7 @@ class ApiError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ):
-        self.status, self.message, self.type, self.param = status, message, type_, param
-        self.headers = headers
+        self.status, self.message, self.type, self.param, self.headers = status, message, type_, param, headers
 
 
 def error_response(
@@ -59,19 +59,23 @@ def error_response(
 
 
 async def _api_error(_: Request, e: ApiError):
-    return error_response(e.status, e.message, e.type, e.param, getattr(e, "headers", None))
+    return error_response(e.status, e.message, e.type, e.param, e.headers)
 
 
 def require_scope(scope: str):
     """A route dependency: the request must hold `scope` (`users:erase`, `admin`, ...).
 
-    API keys are not configured yet, so the only way to hold a scope is
-    `privacy.allow_unauthenticated_admin: true` (the replica puts it on `app.state`); otherwise the
-    route answers 401 with an OpenAI-style body and `WWW-Authenticate: Bearer`, before it runs.
-    Bearer keys with scopes replace the body of this one function."""
+    The replica puts its bearer-key check on `app.state.authorize` (`online.api_keys`, hashed, with
+    scopes): 401 without a known key, 403 without the scope. `privacy.allow_unauthenticated_admin:
+    true` lets every request through (a private demo only). Without either the route answers 401
+    with an OpenAI-style body and `WWW-Authenticate: Bearer`, before it runs."""
 
     def check(request: Request) -> None:
         if getattr(request.app.state, "allow_unauthenticated_admin", False):
+            return
+        authorize = getattr(request.app.state, "authorize", None)
+        if authorize is not None:
+            authorize(request.headers.get("authorization"), scope)
             return
         raise ApiError(
             401,
@@ -119,6 +123,11 @@ async def _validation_error(request: Request, e: RequestValidationError):
         return error_response(
             422, "the request body must be a JSON object" + (f" {hint}" if hint else ""), "invalid_request_error"
         )
+    too_many = next(
+        (err for err in errors if err.get("type") == "too_long" and err.get("loc") == ("body", "events")), None
+    )
+    if too_many is not None:  # a batch over the schema's bound: the same 413 as over online.max_batch_events
+        return error_response(413, f"events: {too_many.get('msg')}", "invalid_request_error", "events")
     param = path(first) or None
     msgs = "; ".join(f"{path(err)}: {err.get('msg')}" if path(err) else str(err.get("msg")) for err in errors[:5])
     return error_response(422, msgs, "invalid_request_error", param)
@@ -197,7 +206,8 @@ class _CheckBody:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        limit = getattr(scope["app"].state, "max_body_bytes", 64 * 1024)
+        state = scope["app"].state
+        limit = getattr(state, "body_limits", {}).get(scope["path"]) or getattr(state, "max_body_bytes", 64 * 1024)
         length = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > limit:
             return await error_response(

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, unquote
 
 import numpy as np
-from fastapi import Cookie, Depends, Path, Query
+from fastapi import Cookie, Depends, Header, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -39,9 +39,14 @@ from serve.schemas import (
     MAX_ID_CHARS,
     ErrorBody,
     ErrorDetail,
+    EventsRequest,
+    EventsResponse,
     Evidence,
     PageSections,
+    ProductIn,
+    ProductOut,
     ProductPage,
+    ProductPatch,
     RecommendationRequest,
     RecommendationResponse,
     RecommendedItem,
@@ -77,6 +82,7 @@ def _user_param(user_id: str | None, limit: int) -> str | None:
 # The bounds of the page routes' parameters in the API schema (every string an API takes has one);
 # the deployment's own limits (serve.limits, serve.budgets.max_wait_ms) are checked in the routes.
 ProductIdPath = Annotated[str, Path(max_length=MAX_ID_CHARS, description="A catalog product id.")]
+AuthHeader = Annotated[str | None, Header(max_length=4096, description="`Bearer <API key>` (online.api_keys).")]
 UserIdPath = Annotated[
     str, Path(max_length=MAX_ID_CHARS, description="The shop's own user id (pseudonymized on arrival).")
 ]
@@ -178,6 +184,11 @@ class Ingress:
         self.args = AppArgs(**args)
         self.cfg = self.args.load_config()
         privacy = self.cfg.privacy
+        live = None
+        if self.cfg.online.enabled:
+            from serve.live import LiveState
+
+            live = LiveState.open(self.cfg)  # the online database: migrated here, keys read here
         self._setup(
             self.cfg.serve,
             load_catalog(self.cfg),
@@ -190,6 +201,8 @@ class Ingress:
             pseudonymizer=Pseudonymizer.from_config(self.cfg),
             tombstones=TombstoneStore(self.cfg.artifacts.root, privacy.tombstone_refresh_s),
             privacy=privacy,
+            live=live,
+            max_len=self.cfg.train.recommender.max_len,
         )
         if self.gen_cfg.precomputed_content:
             self.precomputed = load_precomputed(self.cfg, self.cache, self.model_version, self.catalog)
@@ -207,11 +220,13 @@ class Ingress:
         tombstones,
         privacy,
         user_store=None,
+        live=None,
+        max_len: int = 50,
     ) -> None:
         """Everything but loading: also how unit tests build an ingress around in-process fakes.
 
-        `user_store` is the online database's seam for erasure and export
-        (`core.privacy.UserDataStore`); None = no database yet."""
+        `user_store` is the seam for erasure and export (`core.privacy.UserDataStore`); None = the
+        online database's rows when there is one (`live`, serve.live.LiveState), else nothing."""
         from collections import OrderedDict
 
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -220,6 +235,10 @@ class Ingress:
         from serve.content import ContentCache
 
         self.pseudonymizer, self.tombstones, self.privacy = pseudonymizer, tombstones, privacy
+        if user_store is None and live is not None:
+            from serve.live import OnlineUserData
+
+            user_store = OnlineUserData(live.store)
         self.user_store = user_store if user_store is not None else UserDataStore()
         # Cache keys each (pseudonymous) user's answers used, so erasing them purges those entries.
         self._user_keys: OrderedDict[str, set] = OrderedDict()
@@ -231,10 +250,15 @@ class Ingress:
         self.http_app = api
         api.state.max_body_bytes = serve_cfg.limits.max_body_bytes
         api.state.allow_unauthenticated_admin = privacy.allow_unauthenticated_admin
+        # require_scope (the user routes) checks bearer keys with this replica's online keys
+        api.state.authorize = (lambda authorization, scope: self._authorize(authorization, scope)) if live else None
         sec = serve_cfg.security
         api.state.rate_limiter = RateLimiter(sec.rate_limit) if sec.rate_limit.enabled else None
         api.state.cors_origins = frozenset(sec.cors_allowed_origins)
         self.catalog = catalog
+        self.live, self.max_len = live, max_len
+        if live is not None:
+            api.state.body_limits = {"/v1/events": live.cfg.max_batch_bytes}
         self.retriever, self.ranker, self.generator = retriever, ranker, generator
         self.budgets, self.limits, self.gen_cfg = serve_cfg.budgets, serve_cfg.limits, serve_cfg.generation
         self.rules = serve_cfg.rules
@@ -286,6 +310,12 @@ class Ingress:
             "shopgraph_stage_up",
             "Last health probe per stage: 1 ok, 0.5 busy, 0 down",
             ["stage"],
+            registry=self.registry,
+        )
+        self.m_events = Counter(
+            "shopgraph_events_total",
+            "Events received through POST /v1/events by outcome (stored, duplicate, flagged)",
+            ["outcome"],
             registry=self.registry,
         )
         self._background: set[asyncio.Task] = set()  # late streams being cached; held so they are not collected
@@ -401,6 +431,11 @@ class Ingress:
             return {raw.split("_")[1]: raw}
         return self.pseudonymizer.all_keys(raw)
 
+    def _event_user(self, raw: str) -> str:
+        """The pseudonym an event is stored under: the current key's (what `_user` finds in the
+        online database's rows; shards under an older key are re-keyed by the next prepare)."""
+        return next(iter(self._user_keys_of(raw).values()))
+
     def _erased(self, keys: dict[str, str]) -> bool:
         tombstoned = self.tombstones.keys()
         return bool(tombstoned) and any(k in tombstoned for k in keys.values())
@@ -427,9 +462,97 @@ class Ingress:
         while len(self._user_keys) > max(self.gen_cfg.cache_entries, 1):
             self._user_keys.popitem(last=False)
 
-    def _known_history(self, user_id: str | None, recent_items: list[str]) -> np.ndarray:
+    # -- the online database (serve.live)
+
+    async def _sync(self) -> None:
+        """Catalog writes of every replica into this one's catalog (at most every online.poll_ms)."""
+        if self.live is not None:
+            await self.live.sync(self.catalog, self._forget)
+
+    def _forget(self, product_id: str) -> None:
+        self._facts_memo.pop(product_id, None)  # its facts (and so its facts hash) changed
+
+    def _online(self):
+        if self.live is None:
+            raise ApiError(503, "the write API is off (online.enabled is false)", "server_error")
+        return self.live
+
+    def _authorize(self, authorization: str | None, scope: str | None):
+        """The API key of `Authorization: Bearer <token>`: 401 without one or for an unknown one
+        (with `WWW-Authenticate: Bearer`), 403 when it lacks `scope` (None: any valid key)."""
+        from core.store.keys import HOW_TO
+
+        live = self._online()
+        challenge = {"WWW-Authenticate": 'Bearer realm="shopgraph"'}
+        if not live.keys.keys:
+            raise ApiError(
+                401,
+                f"no API keys are configured on this deployment; {HOW_TO}",
+                "authentication_error",
+                headers=challenge,
+            )
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                401,
+                "this route needs an API key: send the header 'Authorization: Bearer <token>'",
+                "authentication_error",
+                headers=challenge,
+            )
+        key = live.keys.find(token.strip())
+        if key is None:
+            raise ApiError(401, "the API key is not recognised", "authentication_error", headers=challenge)
+        if scope is not None and not key.allows(scope):
+            raise ApiError(
+                403,
+                f"API key {key.name!r} lacks the {scope!r} scope; mint a key with it (python -m core.store.keys)",
+                "permission_error",
+            )
+        return key
+
+    def _product_id(self, product_id: str) -> str:
+        from core.values import RowError, as_id
+
+        self._check_ids([product_id], "product_id")
+        try:
+            return as_id(product_id, "product_id")
+        except RowError as e:
+            raise ApiError(422, str(e), param="product_id") from None
+
+    async def _db(self, fn, *args):
+        """A store call off the event loop; a database that fails is a 503 (nothing was applied)."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except ApiError:
+            raise
+        except Exception as e:
+            log.warning("online database call failed: %s", e)
+            raise ApiError(
+                503,
+                f"the online database is unavailable ({type(e).__name__}); nothing was applied, retry",
+                "server_error",
+            ) from None
+
+    def _product_out(self, row: dict | None, product_id: str) -> ProductOut:
+        if row is not None:
+            fields = {k: v for k, v in row.items() if k in ProductOut.model_fields}
+            return ProductOut(**fields | {"attributes": row.get("attributes") or {}}, source="database")
+        return ProductOut(**self.catalog.products[product_id].as_record(), source="catalog")
+
+    def _catalog_facts(self, product_id: str) -> dict | None:
+        p = self.catalog.products.get(product_id)
+        return p.as_record() if p is not None else None
+
+    def _known_history(
+        self, user_id: str | None, recent_items: list[str], merged: np.ndarray | None = None
+    ) -> np.ndarray:
         """The user's known items and the session's, as the retriever builds them (without it)."""
-        history = self.catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
+        if merged is not None:
+            history = merged
+        else:
+            history = (
+                self.catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
+            )
         extra = [self.catalog.item_idx(p) for p in recent_items if self.catalog.item_idx(p) is not None]
         return np.concatenate([history, np.asarray(extra, np.int64)]) if extra else history
 
@@ -444,11 +567,27 @@ class Ingress:
         timings: dict[str, float] = {}
         degraded: list[str] = []
         n = min(max(req.k * 3, 50), 300)
-        filters = RankFilters(**req.filters.model_dump(), exclude=sorted(set(exclude) | set(req.recent_items)))
+        exclude = set(exclude) | set(req.recent_items)
+        merged = None
+        if self.live is not None:
+            in_stock_only = self.rules.in_stock_only if req.filters.in_stock_only is None else req.filters.in_stock_only
+            exclude |= self.live.hidden(in_stock_only)  # deleted / out of stock in the database since the shards
+            if req.user_id:
+                started = time.perf_counter()
+                merged, bought = await self.live.history(req.user_id, self.catalog, self.max_len)
+                if self.rules.exclude_purchased:
+                    exclude |= bought
+                timings["live"] = 1000 * (time.perf_counter() - started)
+        filters = RankFilters(**req.filters.model_dump(), exclude=sorted(exclude))
         got = None
         if self._usable("retriever"):
             started = time.perf_counter()
-            retrieve = RetrieveRequest(user_id=req.user_id, recent_items=req.recent_items, n=n)
+            retrieve = RetrieveRequest(
+                user_id=req.user_id,
+                recent_items=req.recent_items,
+                n=n,
+                history=merged.tolist() if merged is not None else None,
+            )
             got = await self._call(
                 "retriever",
                 "retrieve",
@@ -459,7 +598,7 @@ class Ingress:
             timings["retrieve"] = 1000 * (time.perf_counter() - started)
         if got is None:
             degraded.append("retriever")
-            history = self._known_history(req.user_id, req.recent_items)
+            history = self._known_history(req.user_id, req.recent_items, merged)
             ranked, cold = self._popular(req, history, filters), not len(history)
         else:
             history, cold = got.history, bool(got.candidates.cold_start)
@@ -685,6 +824,7 @@ class Ingress:
         echo = req.user_id  # the client's own id goes back in the body, never into a log or cache
         req = req.model_copy(update={"user_id": self._user(req.user_id)})
         self._started()
+        await self._sync()
         ranked, cold, info = await self._recommend(req, deadline)
         degraded = list(info["degraded"])
         if req.with_reasons:
@@ -719,6 +859,8 @@ class Ingress:
         product = self.catalog.products.get(product_id)
         if product is None:
             raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
+        if self.live is not None and product_id in self.live.deleted:
+            raise ApiError(410, f"product {product_id!r} was deleted", "not_found_error", "product_id")
         facts, fhash = self._facts(product)
         return user_id, product, facts, fhash, CacheKey(product_id, "page", "all", self.model_version, fhash)
 
@@ -726,6 +868,7 @@ class Ingress:
         """The page: sections, the personalized note and 'you may also like' with reasons. Cached or
         template copy at once (generation queued for misses); a client's `wait_ms` is one budget
         for all three, waited at the same time."""
+        await self._sync()
         user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
         wait_s = _wait_param(wait_ms, self.budgets.max_wait_ms) / 1000
         self._started()
@@ -767,7 +910,7 @@ class Ingress:
     @api.get(
         "/v1/products/{product_id}/page",
         response_model=ProductPage,
-        responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+        responses={404: {"model": ErrorBody}, 410: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
     async def product_page(
         self, product_id: ProductIdPath, user_id: UserIdQuery = None, wait_ms: WaitQuery = None
@@ -895,6 +1038,7 @@ class Ingress:
 
         The sections stream as they are generated (within serve.budgets.page_ms); the note waits
         `wait_ms` at most (default 0: cached or template), at the same time as the sections."""
+        await self._sync()
         user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
         wait_s = _wait_param(wait_ms, self.budgets.max_wait_ms) / 1000
         self._started()
@@ -1067,6 +1211,207 @@ class Ingress:
             "tombstone": tombstone,
             "store": await self.user_store.export(held),
         }
+
+    # -- the write API (events and catalog changes into the online database)
+
+    @api.post(
+        "/v1/events",
+        response_model=EventsResponse,
+        responses={
+            400: {"model": ErrorBody},
+            401: {"model": ErrorBody},
+            403: {"model": ErrorBody},
+            413: {"model": ErrorBody},
+            422: {"model": ErrorBody},
+            503: {"model": ErrorBody},
+        },
+    )
+    async def post_events(self, req: EventsRequest, authorization: AuthHeader = None) -> EventsResponse:
+        """Store a batch of events (scope `events:write`) in one transaction: all or none.
+
+        An idempotency key already stored (a retry) is acknowledged as a duplicate, not stored
+        again. An event for a product that neither the catalog nor the database knows is stored
+        and flagged `unknown_product` (it may be about a product the catalog has not received
+        yet): kept for later, never fed to live answers. A ts further in the future than
+        online.max_clock_skew_ms is a 422 naming the event (`events.<i>.ts`)."""
+        from core.store import now_ms
+        from core.values import RowError, as_timestamp_ms
+
+        live = self._online()
+        self._authorize(authorization, "events:write")
+        if len(req.events) > live.cfg.max_batch_events:
+            raise ApiError(
+                413,
+                f"the batch has {len(req.events)} events; the limit is {live.cfg.max_batch_events} (online.max_batch_events): split it",
+                param="events",
+            )
+        await self._sync()
+        received = now_ms()
+        latest = received + live.cfg.max_clock_skew_ms
+        rows, seen, duplicates, flagged = [], set(), [], []
+        unknown = {e.product_id for e in req.events if e.product_id not in self.catalog.products}
+        if unknown:  # written on another replica since this one's last poll?
+            unknown -= await self._db(live.store.existing_products, sorted(unknown))
+        for i, e in enumerate(req.events):
+            self._check_ids([e.user_id, e.product_id], f"events.{i}.user_id/product_id")
+            if e.ts is None:
+                ts = received
+            else:
+                try:
+                    ts = as_timestamp_ms(e.ts, "auto" if isinstance(e.ts, int) else "iso")
+                except RowError as err:
+                    raise ApiError(422, f"events.{i}.ts: {err}", param=f"events.{i}.ts") from None
+                if ts > latest:
+                    raise ApiError(
+                        422,
+                        f"events.{i}.ts is {ts - received} ms in the future; the limit is {live.cfg.max_clock_skew_ms} "
+                        "(online.max_clock_skew_ms): send the time the event happened",
+                        param=f"events.{i}.ts",
+                    )
+            if e.idempotency_key in seen:
+                duplicates.append(i)
+                continue
+            seen.add(e.idempotency_key)
+            known = e.product_id not in unknown
+            if not known:
+                flagged.append(i)
+            rows.append(
+                {
+                    "event": e.event,
+                    "user_key": self._event_user(e.user_id),  # the pseudonym: no raw id reaches the database
+                    "product_id": e.product_id,
+                    "ts": ts,
+                    "value": e.value if e.event == "rating" else None,
+                    "request_id": e.request_id,
+                    "idempotency_key": e.idempotency_key,
+                    "received_at": received,
+                    "flagged_reason": None if known else "unknown_product",
+                    "_i": i,
+                }
+            )
+        stored = await self._db(live.store.add_events, [{k: v for k, v in r.items() if k != "_i"} for r in rows])
+        duplicates += [r["_i"] for r in rows if r["idempotency_key"] not in stored]
+        flagged = [r["_i"] for r in rows if r["flagged_reason"] and r["idempotency_key"] in stored]
+        self.m_events.labels("stored").inc(len(stored))
+        self.m_events.labels("duplicate").inc(len(duplicates))
+        self.m_events.labels("flagged").inc(len(flagged))
+        return EventsResponse(
+            received=len(req.events),
+            stored=len(stored),
+            duplicates=len(duplicates),
+            flagged=len(flagged),
+            duplicate_indices=sorted(duplicates),
+            flagged_indices=flagged,
+        )
+
+    @api.get(
+        "/v1/products/{product_id}",
+        response_model=ProductOut,
+        responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 410: {"model": ErrorBody}},
+    )
+    async def get_product(self, product_id: ProductIdPath, authorization: AuthHeader = None) -> ProductOut:
+        """A product's stored facts: as last written through this API (`source: database`), else as
+        the catalog shards have them (`source: catalog`). Deleted: 410."""
+        live = self._online()
+        if not live.cfg.public_reads:
+            self._authorize(authorization, None)
+        product_id = self._product_id(product_id)
+        row = await self._db(live.store.get_product, product_id)
+        if row is not None and row["deleted_at"] is not None:
+            raise ApiError(410, f"product {product_id!r} was deleted", "not_found_error", "product_id")
+        if row is None and product_id not in self.catalog.products:
+            raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
+        return self._product_out(row, product_id)
+
+    @api.put(
+        "/v1/products/{product_id}",
+        response_model=ProductOut,
+        responses={s: {"model": ErrorBody} for s in (400, 401, 403, 413, 422, 503)},
+    )
+    async def put_product(
+        self, product_id: ProductIdPath, body: ProductIn, authorization: AuthHeader = None
+    ) -> ProductOut:
+        """Create or replace a product (scope `catalog:write`); a deleted one comes back. Each field is
+        validated as `data prepare` validates a source row: a bad one is a 422 naming it. Its page
+        (template copy) is served at once; reaching it by text waits for the refresh's embedding."""
+        from core.values import RowError, as_attributes, product_row
+
+        live = self._online()
+        self._authorize(authorization, "catalog:write")
+        product_id = self._product_id(product_id)
+        raw = body.model_dump()
+        try:
+            attributes = as_attributes(raw["attributes"])
+        except RowError as e:
+            raise ApiError(422, f"attributes: {e}", param="attributes") from None
+        try:
+            facts = product_row(lambda c: attributes if c == "attributes" else raw.get(c), product_id=product_id)
+        except RowError as e:
+            raise ApiError(422, f"{e.column}: {e}", param=e.column) from None
+        facts["stock"] = body.stock
+        if facts["in_stock"] is None and body.stock is not None:
+            facts["in_stock"] = body.stock > 0
+        row = await self._db(live.store.put_product, facts)
+        live.apply(row, self.catalog, self._forget)
+        return self._product_out(row, product_id)
+
+    @api.patch(
+        "/v1/products/{product_id}",
+        response_model=ProductOut,
+        responses={s: {"model": ErrorBody} for s in (400, 401, 403, 404, 410, 413, 422, 503)},
+    )
+    async def patch_product(
+        self, product_id: ProductIdPath, body: ProductPatch, authorization: AuthHeader = None
+    ) -> ProductOut:
+        """Change stock, price or in_stock (scope `catalog:write`), validated as ingest validates them;
+        at least one. Out of stock (in_stock false, or stock 0) leaves every answer within
+        online.poll_ms on every replica."""
+        from core.values import RowError, as_bool, as_price
+
+        live = self._online()
+        self._authorize(authorization, "catalog:write")
+        product_id = self._product_id(product_id)
+        given = body.model_fields_set
+        if not given:
+            raise ApiError(422, "nothing to change: send any of stock, price, in_stock", param=None)
+        changes = {}
+        for name, convert in (("price", as_price), ("in_stock", lambda v: as_bool(v, "in_stock"))):
+            if name in given:
+                try:
+                    changes[name] = convert(getattr(body, name))
+                except RowError as e:
+                    raise ApiError(422, f"{name}: {e}", param=name) from None
+        if "stock" in given:
+            changes["stock"] = body.stock
+            if "in_stock" not in given and body.stock is not None:
+                changes["in_stock"] = body.stock > 0
+        row = await self._db(live.store.patch_product, product_id, changes, self._catalog_facts(product_id))
+        if row is None:
+            raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
+        if row["deleted_at"] is not None:
+            raise ApiError(
+                410, f"product {product_id!r} was deleted; PUT it to bring it back", "not_found_error", "product_id"
+            )
+        live.apply(row, self.catalog, self._forget)
+        return self._product_out(row, product_id)
+
+    @api.delete(
+        "/v1/products/{product_id}",
+        responses={s: {"model": ErrorBody} for s in (401, 403, 404, 503)},
+    )
+    async def delete_product(self, product_id: ProductIdPath, authorization: AuthHeader = None) -> dict:
+        """Soft-delete a product (scope `catalog:write`): gone from every answer within
+        online.poll_ms, its page 410; the row stays (with `deleted_at`) for the refresh. Deleting
+        a deleted product answers the same (idempotent)."""
+        live = self._online()
+        self._authorize(authorization, "catalog:write")
+        product_id = self._product_id(product_id)
+        await self._db(live.store.delete_product, product_id, self._catalog_facts(product_id))
+        row = await self._db(live.store.get_product, product_id)
+        if row is None:
+            raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", "product_id")
+        live.apply(row, self.catalog, self._forget)
+        return {"product_id": product_id, "deleted": True, "deleted_at": row["deleted_at"]}
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

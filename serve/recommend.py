@@ -57,9 +57,17 @@ class RetrieverCore:
         self.catalog = catalog
         self.new_item_min_similarity = cfg.serve.rules.new_item_min_similarity
 
-    def history_of(self, user_id: str | None, recent_items: list[str]) -> tuple[np.ndarray, list[str]]:
-        """(known item ids in time order, recent product ids the recommender does not know)."""
-        history = self.catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
+    def history_of(
+        self, user_id: str | None, recent_items: list[str], merged: list[int] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """(known item ids in time order, recent product ids the recommender does not know).
+        `merged`: the user's history with their database events, from the ingress (serve.live)."""
+        if merged is not None:
+            history = np.asarray(merged, np.int64)
+        else:
+            history = (
+                self.catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
+            )
         extra, unknown = [], []
         for pid in recent_items:
             idx = self.catalog.item_idx(pid)

@@ -181,3 +181,128 @@ class ErrorBody(BaseModel):
     """OpenAI-style error body: {"error": {"message", "type", "param", "code"}}."""
 
     error: ErrorDetail
+
+
+# ----------------------------------------------------------------------------- the write API
+
+EventType = Literal["impression", "view", "click", "cart", "purchase", "rating"]  # core.store.ONLINE_EVENT_TYPES
+MAX_BATCH_EVENTS = 10_000  # the schema's bound; online.max_batch_events is the deployment's (lower) cap: 413 above
+MAX_KEY_CHARS = 128
+
+
+class EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event: EventType = Field(..., description="impression | view | click | cart | purchase | rating.")
+    user_id: str = Field(
+        ..., min_length=1, max_length=MAX_ID_CHARS, strict=True, description="The shop's user id (opaque)."
+    )
+    product_id: str = Field(..., min_length=1, max_length=MAX_ID_CHARS, strict=True, description="The product.")
+    ts: int | Annotated[str, Field(max_length=64)] | None = Field(
+        None,
+        description="When it happened: milliseconds since the epoch (a JSON integer) or ISO 8601 text; "
+        "default: when it was received. More than online.max_clock_skew_ms in the future: 422.",
+    )
+    value: float | None = Field(None, strict=True, description="The rating (required for `rating`, ignored otherwise).")
+    request_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_KEY_CHARS,
+        strict=True,
+        description="The request_id of the recommendation or page response that showed the product (impressions, clicks).",
+    )
+    idempotency_key: str = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_KEY_CHARS,
+        strict=True,
+        description="Unique per event, chosen by the client: a retried event with a stored key is acknowledged as a duplicate, not stored twice.",
+    )
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _ts_type(cls, value: Any) -> Any:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+            raise PydanticCustomError(
+                "ts_type",
+                "ts must be a JSON integer (ms since the epoch) or ISO 8601 text, not {kind}",
+                {"kind": type(value).__name__},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _rating_value(self) -> EventIn:
+        if self.event == "rating" and self.value is None:
+            raise PydanticCustomError("rating_value", "a rating event needs a numeric value", {})
+        return self
+
+
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body_hint: ClassVar[str] = (
+        'with "events": a list of events, e.g. {"events": [{"event": "view", "user_id": "u42", '
+        '"product_id": "p1", "idempotency_key": "u42-p1-1"}]}'
+    )
+
+    events: list[EventIn] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_BATCH_EVENTS,
+        description="1 to online.max_batch_events events, stored in one transaction: all or none.",
+    )
+
+
+class EventsResponse(BaseModel):
+    received: int = Field(description="Events in the batch.")
+    stored: int = Field(description="Events stored by this request.")
+    duplicates: int = Field(description="Events whose idempotency key was already stored (or repeated in the batch).")
+    flagged: int = Field(description="Stored events flagged `unknown_product` (kept, not used for live answers).")
+    duplicate_indices: list[int] = Field(default_factory=list, description="Positions of the duplicates in `events`.")
+    flagged_indices: list[int] = Field(default_factory=list, description="Positions of the flagged events.")
+
+
+class ProductIn(BaseModel):
+    """A product's facts for PUT: each field is validated as `data prepare` validates a source row
+    (core.values.product_row), so the same input is kept or refused the same way."""
+
+    model_config = ConfigDict(extra="forbid")
+    body_hint: ClassVar[str] = 'with at least "title", e.g. {"title": "Brewly T80 Mug", "price": 12.5}'
+
+    title: Any = Field(None, description="Required text.")
+    category: Any = Field(None, description="A path 'a > b > c' or a list of levels.")
+    brand: Any = Field(None, description="Text.")
+    price: Any = Field(None, description="A non-negative number (or text such as '$12.50', as ingest reads it).")
+    attributes: Any = Field(None, description="An object of text values (or lists of text).")
+    description: Any = Field(None, description="Human-written text.")
+    in_stock: Any = Field(None, description="true/false (as ingest reads it). Default: stock > 0 when stock is given.")
+    stock: int | None = Field(None, ge=0, strict=True, description="Units in stock (a JSON integer, not negative).")
+
+
+class ProductPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body_hint: ClassVar[str] = 'with any of "stock", "price", "in_stock", e.g. {"stock": 0}'
+
+    stock: int | None = Field(
+        None, ge=0, strict=True, description="Units in stock; 0 also sets in_stock false unless in_stock is given."
+    )
+    price: Any = Field(None, description="A non-negative number (validated as ingest validates prices).")
+    in_stock: Any = Field(None, description="true/false.")
+
+
+class ProductOut(BaseModel):
+    product_id: str
+    title: str
+    category: str | None = None
+    brand: str | None = None
+    price: float | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+    in_stock: bool | None = None
+    stock: int | None = None
+    updated_at: int | None = Field(
+        None, description="Last write, ms since the epoch (None: never written through the API)."
+    )
+    deleted_at: int | None = Field(None, description="Soft-deletion time, ms since the epoch.")
+    source: Literal["database", "catalog"] = Field(
+        description="`database`: written through this API; `catalog`: as the last `data prepare` read it."
+    )

@@ -193,22 +193,33 @@ class FakeStage:
 
 def fake_retriever(catalog, **kwargs) -> FakeStage:
     """A retriever over `catalog`: the user's history plus the known recent items; every known
-    product as a candidate, in item-id order (the ranker's rules filter them); cold start when
-    there is no history."""
+    product as a candidate, in item-id order (the ranker's rules filter them) except that products
+    of the last history item's category come first, as a sequential recommender's would; cold
+    start when there is no history. `requests` keeps what it was sent."""
     import numpy as np
 
     from serve.deployments import Retrieved
     from serve.recommend import Candidates
 
     def retrieve(r):
-        history = catalog.user_history.get(r.user_id, np.zeros(0, np.int64)) if r.user_id else np.zeros(0, np.int64)
+        stage.requests.append(r)
+        if r.history is not None:
+            history = np.asarray(r.history, np.int64)
+        else:
+            history = catalog.user_history.get(r.user_id, np.zeros(0, np.int64)) if r.user_id else np.zeros(0, np.int64)
         extra = [catalog.item_idx(p) for p in r.recent_items if catalog.item_idx(p) is not None]
         history = np.concatenate([history, np.asarray(extra, np.int64)])
-        ids = np.asarray(sorted(catalog.by_item_idx), np.int64)[: r.n]
+        last = catalog.products[catalog.by_item_idx[int(history[-1])]].category if len(history) else None
+        order = sorted(
+            catalog.by_item_idx, key=lambda i: (catalog.products[catalog.by_item_idx[i]].category != last, i)
+        )
+        ids = np.asarray(order, np.int64)[: r.n]
         cands = Candidates(ids, np.linspace(1, 0, len(ids)).astype(np.float32), cold_start=not len(history))
         return Retrieved(history=history, candidates=cands)
 
-    return FakeStage("retrieve", retrieve, **kwargs)
+    stage = FakeStage("retrieve", retrieve, **kwargs)
+    stage.requests = []
+    return stage
 
 
 def fake_ranker(catalog, **kwargs) -> FakeStage:

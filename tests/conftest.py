@@ -76,3 +76,37 @@ def serving_artifacts(tmp_path_factory, models_dir) -> list[str]:
     if started_here:
         ray.shutdown()
     return overrides
+
+
+# ----------------------------------------------------------------------------- online database
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the session (core.store.pgserver), stopped after; skipped,
+    saying why, where the server binaries are missing (CI installs them: scripts/setup.sh)."""
+    from core.store.pgserver import local_postgres, missing_reason
+
+    why = missing_reason()
+    if why:
+        pytest.skip(why)
+    with local_postgres(fsync=False) as url:
+        yield url
+
+
+_DATABASES = iter(range(1_000_000))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, migrated online database of each dialect: every database test runs on both."""
+    from core.store import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shop.db'}"
+    else:
+        from core.store.pgserver import create_database
+
+        url = create_database(request.getfixturevalue("postgres_server"), f"t{next(_DATABASES)}")
+    upgrade(url)
+    return url

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.config.data import DataConfig
 from core.config.k8s import K8sConfig
+from core.config.online import OnlineConfig
 from core.config.privacy import PrivacyConfig
 from core.config.serve import ServeConfig
 from core.config.train import GeneratorEngineConfig, TrainConfig
@@ -195,6 +196,9 @@ class ShopgraphConfig(BaseModel):
     data: DataConfig = Field(default_factory=DataConfig, description="Ray Data stages.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Ray Train recipes.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Ray Serve application.")
+    online: OnlineConfig = Field(
+        default_factory=OnlineConfig, description="The online database and the write API's keys."
+    )
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray and Kubernetes placement.")
     privacy: PrivacyConfig = Field(
         default_factory=PrivacyConfig, description="Pseudonymous user ids (keys, rotation) and erasure."

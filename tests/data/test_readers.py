@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 
 from core.config.ingest import SourceConfig
+from core.values import RowError, as_category, as_price, as_timestamp_ms
 from data.readers import SYNTH_TS_BASE_MS, parse_chunk
 from data.sources import plan_source
-from data.values import RowError, as_category, as_price, as_timestamp_ms
 from tests.conftest import SHARED
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -269,7 +269,7 @@ def test_s3rec_sequences_read_every_interaction():
 
 
 def test_repeated_key_keeps_every_value_in_order():
-    from data.values import parse_kv_attributes
+    from core.values import parse_kv_attributes
 
     assert parse_kv_attributes("类型#上衣*风格#复古*风格#文艺*风格#复古*风格#简约") == {
         "类型": "上衣",
@@ -282,7 +282,7 @@ def test_repeated_key_keeps_every_value_in_order():
 
 
 def test_json_attributes_accept_lists_and_pairs():
-    from data.values import as_attributes
+    from core.values import as_attributes
 
     assert as_attributes({"colour": ["red", "blue", "red"], "size": 42, "tag": ["x"], "none": None}) == {
         "colour": ["red", "blue"],

@@ -5,6 +5,7 @@ The real vLLM engine in the same graph is exercised by tests/e2e."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import time
@@ -15,7 +16,9 @@ import pytest
 pytestmark = pytest.mark.slow
 PORT = 8123
 BASE = f"http://127.0.0.1:{PORT}"
+KEY = "sgk_app_test_admin_key"  # the write API's key for this module's apps (its sha256 in the config)
 LEAN = [  # the three apps of this module share 2 CPUs
+    f"online.api_keys=[{{name: tests, sha256: {hashlib.sha256(KEY.encode()).hexdigest()}, scopes: [admin]}}]",
     "serve.deployments.ingress.num_cpus=0.05",
     "serve.deployments.retriever.num_cpus=0.05",
     "serve.deployments.ranker.num_cpus=0.05",
@@ -282,3 +285,37 @@ def test_demo_page_renders_html(client, app):
     assert html.escape(app.products[pid].title) in r.text and 'id="also-like"' in r.text
     assert _heavy_user(app) not in r.text and 'class="src"' not in r.text  # a shop page: no user id, no debug labels
     assert 'class="src"' in client.get(f"/shop/products/{pid}", params={"debug": "1"}).text
+
+
+def test_a_users_events_and_catalog_writes_change_live_answers(client, app):
+    """The real graph (SASRec, FAISS, ranker) over the embedded SQLite database: new events change
+    the user's next recommendation; deleted and out-of-stock products leave it; pages follow."""
+    user = _heavy_user(app)
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    def recs() -> list[str]:
+        r = client.post("/v1/recommendations", json={"user_id": user, "k": 10, "with_reasons": False})
+        assert r.status_code == 200, r.text
+        return [i["product_id"] for i in r.json()["items"]]
+
+    before = recs()
+    seen = {app.by_item_idx[int(i)] for i in app.user_history[user]}
+    mine = {app.products[p].category for p in seen}
+    others = [p for p in app.popular if app.products[p].category not in mine and p not in seen][:5]
+    events = [
+        {"event": "view", "user_id": user, "product_id": p, "idempotency_key": f"live-{user}-{n}"}
+        for n, p in enumerate(others)
+    ]
+    assert client.post("/v1/events", json={"events": events}).status_code == 401  # no key
+    r = client.post("/v1/events", json={"events": events}, headers=auth)
+    assert r.status_code == 200 and r.json()["stored"] == 5, r.text
+    after = recs()
+    assert after != before  # the next answer already reflects the new sequence
+    gone, sold_out = after[0], after[1]
+    assert client.delete(f"/v1/products/{gone}", headers=auth).status_code == 200
+    assert client.patch(f"/v1/products/{sold_out}", json={"stock": 0}, headers=auth).status_code == 200
+    time.sleep(0.3)  # past online.poll_ms, whichever replica answers
+    now = recs()
+    assert gone not in now and sold_out not in now and len(now) == 10
+    assert client.get(f"/v1/products/{gone}/page").status_code == 410
+    assert client.get(f"/v1/products/{sold_out}").json()["in_stock"] is False

@@ -44,7 +44,25 @@ CHECKS = [
 # An invalid body may be rejected for its size before its content is read: 413 is a rejection too.
 REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
 
-INGRESS = _ingress()
+
+def _live():
+    """The write routes over a real online database (SQLite in a temporary directory, migrated), with
+    one key for every scope: fuzzed requests without it get the documented 401."""
+    import tempfile
+
+    from core.config.online import OnlineConfig
+    from core.store.db import Store, make_engine, upgrade
+    from core.store.keys import KeyRing, token_hash
+    from serve.live import LiveState
+
+    scopes = ["events:write", "catalog:write", "users:erase", "admin"]
+    cfg = OnlineConfig(api_keys=[{"name": "fuzz", "sha256": token_hash("sgk_fuzz_token"), "scopes": scopes}])
+    engine = make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='shopgraph-fuzz-')}/shop.db")
+    upgrade(engine)
+    return LiveState(Store(engine), KeyRing.from_config(cfg), cfg, ["view", "click", "cart", "purchase"])
+
+
+INGRESS = _ingress(live=_live())
 
 
 def api_schema(ingress):

@@ -50,13 +50,17 @@ def base_url():
 
     from core.config.serve import ServeConfig
     from serve.ingress import Ingress
-    from serve.testing import fake_ranker, fake_retriever
+    from serve.testing import fake_ranker, fake_retriever, privacy_for_tests
 
     ingress_cls = Ingress.func_or_class
     ingress = object.__new__(ingress_cls)
     catalog = _catalog()
     cfg = ServeConfig(generation={"enabled": False})
-    ingress._setup(cfg, catalog, fake_retriever(catalog), fake_ranker(catalog), None, "fake-1")
+    pz, tombstones, privacy = privacy_for_tests()
+    ingress._setup(
+        cfg, catalog, fake_retriever(catalog), fake_ranker(catalog), None, "fake-1",
+        pseudonymizer=pz, tombstones=tombstones, privacy=privacy,
+    )  # fmt: skip
     # generated copy holding markup, as a model could write it: served from the content cache
     _, fhash = ingress._facts(catalog.products["p1"])
     generated = {"title": f"Mug {INJ}", "highlights": [INJ, f"Color: {SCRIPT}"], "description": f"A mug. {INJ}"}

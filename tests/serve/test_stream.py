@@ -167,6 +167,7 @@ def _ingress(
     generator: bool = True,
     stages: bool = True,
     privacy=None,
+    live=None,
 ):
     cfg = ServeConfig(budgets=budgets or {})
     catalog = _catalog()
@@ -179,8 +180,9 @@ def _ingress(
     retriever, ranker = (fake_retriever(catalog), fake_ranker(catalog)) if stages else (None, None)
     pz, tombstones, privacy_cfg = privacy or privacy_for_tests()
     ingress._setup(
-        cfg, catalog, retriever, ranker, handle, "fake-1", pseudonymizer=pz, tombstones=tombstones, privacy=privacy_cfg
-    )
+        cfg, catalog, retriever, ranker, handle, "fake-1", pseudonymizer=pz, tombstones=tombstones, privacy=privacy_cfg,
+        live=live,
+    )  # fmt: skip
     return ingress
 
 

@@ -22,7 +22,10 @@ _PRICE = re.compile(r"^([^\d\s.+-]{1,3}\s?)?([+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\
 
 
 class RowError(ValueError):
-    """This row cannot be kept; the message is the quarantine reason."""
+    """This row cannot be kept; the message is the quarantine reason. `column`: the field at fault,
+    where one is (`product_row` sets it; the API answers 422 naming it)."""
+
+    column: str | None = None
 
 
 def _type(value: Any) -> str:
@@ -148,6 +151,34 @@ def as_timestamp_ms(value: Any, unit: str, column: str = "ts") -> int:
     if not _TS_MIN_MS <= ms < _TS_MAX_MS:
         raise RowError(f"{column} {value!r} is outside 1970..2100 (wrong timestamp_unit?)")
     return ms
+
+
+def product_row(get, *, unit: str = "auto", product_id: str | None = None) -> dict[str, Any]:
+    """One product's contract values from `get(column)` (the raw value of each contract column,
+    already mapped from the source's names): what ingest keeps of a product row, and what
+    the API's product writes store. A bad field raises `RowError` with `column` set."""
+
+    def field(column: str, convert) -> Any:
+        try:
+            return convert(get(column))
+        except RowError as e:
+            e.column = column
+            raise
+
+    updated = get("updated_at")
+    return {
+        "product_id": product_id if product_id is not None else field("product_id", lambda v: as_id(v, "product_id")),
+        "title": field("title", lambda v: as_text(v, "title", required=True)),
+        "category": field("category", as_category),
+        "brand": field("brand", lambda v: as_text(v, "brand")),
+        "price": field("price", as_price),
+        "attributes": field("attributes", lambda v: v),  # converted by the caller (the source's format decides)
+        "description": field("description", lambda v: as_text(v, "description")),
+        "in_stock": field("in_stock", lambda v: as_bool(v, "in_stock")),
+        "updated_at": None
+        if updated in (None, "")
+        else field("updated_at", lambda v: as_timestamp_ms(v, unit, "updated_at")),
+    }
 
 
 def as_event(value: Any, event_map: dict[str, str]) -> str:

@@ -1,0 +1,90 @@
+"""The `online` section: the database that events and catalog writes go to, and the API keys
+that may write.
+
+    shopgraph cluster show-config --set online.database_url=postgresql+psycopg://shopgraph@db:5432/shopgraph
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Scope = Literal["events:write", "catalog:write", "users:erase", "admin"]
+
+
+class ApiKeyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        ..., min_length=1, max_length=64, description="Who holds the key (shown in logs, never the token)."
+    )
+    sha256: str = Field(
+        ...,
+        description="Hex sha256 of the bearer token; the token itself is never stored. Mint one: `python -m core.store.keys --name shop --scopes events:write,catalog:write`.",
+    )
+    scopes: list[Scope] = Field(
+        ..., min_length=1, description="What the key may do: events:write, catalog:write, users:erase, admin (all)."
+    )
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError(
+                "must be 64 lowercase hex characters (sha256 of the token); print it with python -m core.store.keys"
+            )
+        return value
+
+
+class OnlineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="Serve the write API and read the database for live answers (events, stock, deletions)."
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the online database. None: SQLite at <artifacts.root>/online/shop.db. Clusters: postgresql+psycopg://user@host:5432/db without a password (see password_env).",
+    )
+    password_env: str = Field(
+        "SHOPGRAPH_DB_PASSWORD",
+        description="Environment variable whose value is the database password (set from a Kubernetes Secret in the rendered manifests); used when database_url has none.",
+    )
+    password_secret: str | None = Field(
+        None,
+        description="Kubernetes Secret holding the database password, put into password_env of every Ray pod; None = no password from a Secret.",
+    )
+    password_key: str = Field("password", description="Key inside password_secret whose value is the password.")
+    api_keys: list[ApiKeyConfig] = Field(
+        default_factory=list,
+        description="Write keys (sha256 of each token, name, scopes). More come from the environment variable api_keys_env.",
+    )
+    api_keys_env: str = Field(
+        "SHOPGRAPH_API_KEYS",
+        description="Environment variable with more keys, read when a replica starts: 'name:sha256:scope+scope' entries separated by ','.",
+    )
+    public_reads: bool = Field(
+        True, description="GET /v1/products/{id} without a key; false: it needs a valid key (any scope)."
+    )
+    max_batch_events: int = Field(1000, ge=1, le=10_000, description="Events per POST /v1/events at most (413 above).")
+    max_batch_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest POST /v1/events body (413 above); other routes keep serve.limits.max_body_bytes.",
+    )
+    max_clock_skew_ms: int = Field(
+        300_000, ge=0, description="How far in the future an event's ts may lie (client clock skew) before it is a 422."
+    )
+    poll_ms: int = Field(
+        250,
+        ge=10,
+        le=1000,
+        description="How often (at most) a replica reads catalog changes from the database: deletions, stock and prices reach answers within this.",
+    )
+    user_events: int = Field(
+        200,
+        ge=0,
+        description="Latest database events per user merged into the recommender's input (capped again at the model's max_len).",
+    )

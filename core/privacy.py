@@ -33,12 +33,14 @@ the rows of tombstoned users and counts them as `erased`; every later stage read
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -217,6 +219,9 @@ class IngestPrivacy:
 # ------------------------------------------------------------------------------------- tombstones
 
 
+_WRITE_LOCK = threading.Lock()  # flock is per open file: threads of one process take turns here first
+
+
 class TombstoneStore:
     """Erased users by pseudonym (`privacy/tombstones.jsonl` under `artifacts.root`): one JSON line
     per user and key, `{"user_key", "kid", "erased_at"}`, never a raw id. Reads are cached and
@@ -257,6 +262,32 @@ class TombstoneStore:
         """Record kid -> pseudonym pairs not yet recorded; returns how many were new. The file is
         rewritten whole (object stores cannot append) through a temporary name."""
         pairs = list(pseudonyms.items() if isinstance(pseudonyms, dict) else pseudonyms)
+        with self._writer():
+            new = self._add(pairs)
+        self._local |= {key for _, key in pairs}
+        self._keys |= {key for _, key in pairs}
+        return new
+
+    @contextlib.contextmanager
+    def _writer(self):
+        """One writer at a time on a local or mounted root (an flock across processes and replicas
+        on one filesystem): two erasures at the same instant would otherwise each rewrite the file
+        from the same read and lose one line. Object stores have no lock: last writer wins there."""
+        fs, path = self._fs()
+        if "file" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+            yield
+            return
+        import fcntl
+
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with _WRITE_LOCK, open(f"{path}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _add(self, pairs: list[tuple[str, str]]) -> int:
         rows = self._read()
         have = {r["user_key"] for r in rows}
         when = datetime.now(UTC).isoformat(timespec="seconds")
@@ -269,8 +300,6 @@ class TombstoneStore:
                 for r in rows + new:
                     f.write(json.dumps(r) + "\n")
             fs.mv(tmp, path)
-        self._local |= {key for _, key in pairs}
-        self._keys |= {key for _, key in pairs}
         return len(new)
 
     def status(self, pseudonyms: Iterable[str]) -> dict | None:

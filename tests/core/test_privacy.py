@@ -117,3 +117,17 @@ def test_a_pseudonym_column_hashes_each_distinct_id_once():
     pz = Pseudonymizer([Key("t1", b"0123456789abcdef0123")])
     out = pz.column(pa.chunked_array([["a", "b"], ["a", None]]))
     assert out.to_pylist() == [pz.user_key("a"), pz.user_key("b"), pz.user_key("a"), None]
+
+
+def test_erasures_at_the_same_instant_are_all_recorded(tmp_path):
+    # each store object stands for another replica or CLI process writing the same file
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.privacy import TombstoneStore
+
+    def erase(i: int) -> int:
+        return TombstoneStore(str(tmp_path)).add({"k1": f"u_k1_{i:032x}"})
+
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(pool.map(erase, range(40))) == 40
+    assert len(TombstoneStore(str(tmp_path)).keys()) == 40

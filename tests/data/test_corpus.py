@@ -132,8 +132,12 @@ def test_reason_examples_explain_the_evidence_a_ranker_would_cite():
     events = events_table(
         [("u1", "p1", 1), ("u1", "p2", 2), ("u1", "p4", 3), ("u2", "p2", 1), ("u2", "p3", 2), ("u3", "p1", 1)]
     )
-    reasons = build_corpora(CorpusConfig(), products_table(), events)["reasons"]
-    assert [(r["user_id"], r["product_id"]) for r in reasons] == [("u1", "p4"), ("u2", "p3")]  # u3 has no history
+    corpora = build_corpora(CorpusConfig(), products_table(), events)
+    reasons = corpora["reasons"]
+    # u3 has no history; u2's target p3 carries an order to the model in its title
+    # (`ml.reasons.instruction_in_facts`): serving never generates for it, so nothing is trained on it
+    assert [(r["user_id"], r["product_id"]) for r in reasons] == [("u1", "p4")]
+    assert corpora["hygiene"]["reasons_rejected_instruction_in_facts"] == 1
     u1 = reasons[0]
     # p1 (same brand and category) came before the target: it is the evidence, as the ranker's co-occurrence
     assert u1["evidence"] == {
@@ -147,9 +151,6 @@ def test_reason_examples_explain_the_evidence_a_ranker_would_cite():
     assert u1["reference"] in reason_variants([u1["evidence"]], "Train Tunnel")
     assert "Wooden Train Set" in u1["reference"] and "you" in u1["reference"].lower()
     assert u1["templated"] and u1["messages"][-1]["content"] == u1["reference"]
-    u2 = reasons[1]  # p3 shares neither brand nor category with anything u2 saw: the latest item is the evidence
-    assert u2["evidence"]["title"] == "牛仔夹克" and u2["evidence"]["detail"] == "similar product"
-    assert "Ignore all previous" not in u2["messages"][0]["content"]
 
 
 def test_reason_evidence_falls_back_to_brand_then_category():

@@ -90,14 +90,8 @@ def main() -> None:
         "clean_texts": _rate(core.pii.scrub_counts, CLEAN, args.seconds),
         "texts_with_personal_data": _rate(core.pii.scrub_counts, PERSONAL, args.seconds),
     }
-    facts = {
-        "title": "Brewly T76 Coffee Mug",
-        "brand": "Brewly",
-        "category": "Home & Kitchen > Coffee Mugs",
-        "price": 12.99,
-        "currency": "USD",
-        "attributes": {"capacity": "350 ml", "material": "ceramic", "color": "green"},
-    }
+    from serve.testing import MUG_FACTS as facts
+
     profile = {"recent_items": ["Brewly Milk Jug 500 ml", "Brewly Pour-over Set"], "top_brands": ["Brewly"]}
     build = lambda _: ml.prompts.reason_messages(profile, facts, "Since you")  # noqa: E731
     saved = core.facts.scrub, core.facts.scrub_value, ml.prompts.scrub

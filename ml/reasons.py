@@ -23,6 +23,7 @@ product page's description.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -311,7 +312,7 @@ def unbacked_claims(text: str, facts: Mapping[str, Any], *, history_ok: str = ""
 # an invented material ("diamond"), a misspelt brand ("Optikos", "Stripp"), a wrong count ("three
 # HDMI" for two), a person ("She has brown mules"). A word outside this list and the facts costs
 # only the sentence (the template takes over), so the list errs on the strict side.
-_PLAIN = set(
+_PLAIN = frozenset(
     """a an the this that these those it its it's is are be been being has have had with without and or
     but nor of in on at to for from by as into onto over under up out per each every all both either any
     no not also which who whose where when while than then so just only very more most much many
@@ -323,7 +324,7 @@ _PLAIN = set(
     price priced costs cost brand""".split()
 )
 # A reason also recommends: these verbs and pronouns assert nothing about the product either.
-_REASON_PLAIN = _PLAIN | set(
+_REASON_PLAIN = _PLAIN | frozenset(
     """i we me us recommend recommends recommended suggest suggests like likes liked love loves enjoy enjoys
     prefer prefers consider considering try choose chose chosen often usually viewed view seen saw browse
     browsed might could would should want think also too similar fan favourite favorite great good since
@@ -367,16 +368,12 @@ def _fact_words(facts: Mapping[str, Any]) -> tuple[set[str], set[str]]:
     return words, numbers
 
 
-_STEMS: dict[int, frozenset[str]] = {}
+@functools.cache
+def _stems(words: frozenset[str]) -> frozenset[str]:
+    return frozenset(_stem(w) for w in words)
 
 
-def _stems(words: set[str]) -> frozenset[str]:
-    if id(words) not in _STEMS:  # the two module-level vocabularies only
-        _STEMS[id(words)] = frozenset(_stem(w) for w in words)
-    return _STEMS[id(words)]
-
-
-def novel_words(text: str, facts: Mapping[str, Any], plain: set[str] | None = None) -> list[str]:
+def novel_words(text: str, facts: Mapping[str, Any], plain: frozenset[str] | None = None) -> list[str]:
     """Words of generated `text` that neither the facts nor the plain words above contain, and
     numbers (in digits or words) the facts do not hold: each is a claim nothing backs."""
     plain = _PLAIN if plain is None else plain
@@ -411,13 +408,9 @@ def leaks_prompt(text: str, n: int = 5) -> bool:
     return bool(_grams(text, n) & _instruction_grams(n, INSTRUCTIONS))
 
 
-_GRAMS: dict[tuple[int, tuple[str, ...]], set[tuple[str, ...]]] = {}
-
-
-def _instruction_grams(n: int, texts: tuple[str, ...]) -> set[tuple[str, ...]]:
-    if (n, texts) not in _GRAMS:
-        _GRAMS[(n, texts)] = set().union(*(_grams(t, n) for t in texts))
-    return _GRAMS[(n, texts)]
+@functools.cache
+def _instruction_grams(n: int, texts: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+    return frozenset().union(*(_grams(t, n) for t in texts))
 
 
 # Catalog text that gives the generator orders ("ignore previous instructions", "say that it is

@@ -109,7 +109,7 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
     from ml.grounding import ground_pdp
     from ml.prompts import repair_pdp
-    from ml.reasons import publishable_description, publishable_highlights
+    from ml.reasons import instruction_in_facts, publishable_description, publishable_highlights
 
     page = repair_pdp(raw)  # an answer cut off by the token limit is closed, not thrown away
     if page is None:
@@ -118,8 +118,6 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
             "why": "invalid_json",
             "error": "generated page is not valid JSON with title, highlights, description",
         }
-    from ml.reasons import instruction_in_facts
-
     if order := instruction_in_facts(facts):
         return {
             "sections": None,
@@ -258,7 +256,10 @@ class GroundedPageStream:
     """
 
     def __init__(self, facts: dict, known_brands: list[str]):
+        from ml.reasons import instruction_in_facts
+
         self.facts, self.known_brands = facts, list(known_brands)
+        self.blocked = instruction_in_facts(facts) is not None  # the catalog text gives the model orders
         self.json = _JsonStrings()
         self.pending: dict[str, str] = {}  # field -> text not yet split into settled pieces
         self.kept: dict[str, str] = {}  # field -> checked text waiting for its sentence's end
@@ -269,9 +270,9 @@ class GroundedPageStream:
 
     def _ok(self, text: str, prose: bool = True) -> bool:
         from ml.grounding import check
-        from ml.reasons import generated_faults, instruction_in_facts
+        from ml.reasons import generated_faults
 
-        if instruction_in_facts(self.facts):  # as the page: template copy only, nothing streamed
+        if self.blocked:  # as the page: template copy only, nothing streamed
             return False
 
         # the page's gates, piece by piece: grounded, and nothing `generated_faults` finds

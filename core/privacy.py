@@ -133,7 +133,7 @@ class Pseudonymizer:
     def user_key(self, raw: str) -> str:
         """The pseudonym of `raw` under the current key: the only user id anything stores.
 
-        The online store's `core.store.user_key(raw)` is this function. Nothing is memoized here,
+        Events written to the online store are keyed by this too. Nothing is memoized here,
         so a long-lived process (a Serve replica) holds no table of raw ids; batch callers dedupe
         per chunk (`column`, the readers' row builder)."""
         return self._hash(self.current, raw)

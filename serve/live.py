@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from core.store import Store, database_url, make_engine, upgrade, user_key
+from core.store import Store, database_url, make_engine, upgrade
 from core.store.keys import KeyRing
 from serve.catalog import Catalog, Product
 
@@ -89,7 +89,7 @@ class LiveState:
         retriever's own copy is then the same). Also the products they bought (events)."""
         if self.cfg.user_events == 0:
             return None, set()
-        rows = await asyncio.to_thread(self.store.recent_events, user_key(user_id), self.types, 0, self.cfg.user_events)
+        rows = await asyncio.to_thread(self.store.recent_events, user_id, self.types, 0, self.cfg.user_events)
         if not rows:
             return None, set()
         return merge_history(catalog, user_id, rows, max_len), {p for p, e, _ in rows if e == "purchase"}

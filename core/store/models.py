@@ -61,7 +61,7 @@ class ProductRow(Base):
 
 
 class EventRow(Base):
-    """One behaviour event. `user_key` is `core.store.user_key(user_id)`, never the raw id;
+    """One behaviour event. `user_key` is the user's pseudonym (`core.privacy`), never the raw id;
     `flagged_reason` (e.g. `unknown_product`) marks a stored event the live path does not use."""
 
     __tablename__ = "events"

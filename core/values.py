@@ -158,6 +158,8 @@ def product_row(get, *, unit: str = "auto", product_id: str | None = None) -> di
     already mapped from the source's names): what ingest keeps of a product row, and what
     the API's product writes store. A bad field raises `RowError` with `column` set."""
 
+    from core.pii import scrub, scrub_value
+
     def field(column: str, convert) -> Any:
         try:
             return convert(get(column))
@@ -165,15 +167,22 @@ def product_row(get, *, unit: str = "auto", product_id: str | None = None) -> di
             e.column = column
             raise
 
+    def text(value: str | None) -> str | None:
+        return scrub(value) if value else value
+
     updated = get("updated_at")
+    # Personal data in catalog text (a seller's e-mail in a title, a phone number in a
+    # description or an attribute) is replaced here, at the edge: no shard, database row, log
+    # or prompt downstream ever holds it (`core.pii`; facts are scrubbed again, idempotently).
     return {
         "product_id": product_id if product_id is not None else field("product_id", lambda v: as_id(v, "product_id")),
-        "title": field("title", lambda v: as_text(v, "title", required=True)),
-        "category": field("category", as_category),
-        "brand": field("brand", lambda v: as_text(v, "brand")),
+        "title": field("title", lambda v: text(as_text(v, "title", required=True))),
+        "category": field("category", lambda v: text(as_category(v))),
+        "brand": field("brand", lambda v: text(as_text(v, "brand"))),
         "price": field("price", as_price),
-        "attributes": field("attributes", lambda v: v),  # converted by the caller (the source's format decides)
-        "description": field("description", lambda v: as_text(v, "description")),
+        # converted by the caller (the source's format decides)
+        "attributes": field("attributes", lambda v: scrub_value(v) if v else v),
+        "description": field("description", lambda v: text(as_text(v, "description"))),
         "in_stock": field("in_stock", lambda v: as_bool(v, "in_stock")),
         "updated_at": None
         if updated in (None, "")

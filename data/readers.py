@@ -277,8 +277,7 @@ def product_values(record: dict[str, Any], src: SourceConfig, mapping: dict[str,
         unit=ts_unit(src),
         product_id=line_id(src, line) if src.id_from == "line" else None,
     )
-    row["description"] = _free_text(row["description"])  # personal data scrubbed, as review text is
-    return row
+    return row  # personal data in its text scrubbed by product_row, as review text is
 
 
 def _free_text(text: str | None) -> str | None:

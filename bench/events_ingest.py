@@ -73,7 +73,7 @@ def serve_main(port: int, url: str) -> None:
     from core.store.keys import KeyRing, token_hash
     from serve.ingress import Ingress
     from serve.live import LiveState
-    from serve.testing import fake_ranker, fake_retriever
+    from serve.testing import fake_ranker, fake_retriever, privacy_for_tests
 
     engine = make_engine(url)
     upgrade(engine)
@@ -82,7 +82,11 @@ def serve_main(port: int, url: str) -> None:
     catalog = _catalog()
     cls = next(c for c in Ingress.func_or_class.__mro__[1:] if c.__name__ == "Ingress")
     ingress = object.__new__(cls)
-    ingress._setup(ServeConfig(), catalog, fake_retriever(catalog), fake_ranker(catalog), None, "bench", live=live)
+    pz, tombstones, privacy = privacy_for_tests()  # users pseudonymized at the edge, as in production
+    ingress._setup(
+        ServeConfig(), catalog, fake_retriever(catalog), fake_ranker(catalog), None, "bench", live=live,
+        pseudonymizer=pz, tombstones=tombstones, privacy=privacy,
+    )  # fmt: skip
     ray_serve.get_replica_context = lambda: SimpleNamespace(servable_object=ingress)  # what a Serve replica provides
     uvicorn.run(ingress.http_app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 

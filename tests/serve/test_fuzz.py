@@ -42,6 +42,7 @@ CHECKS = [
     negative_data_rejection,
 ]
 # An invalid body may be rejected for its size before its content is read: 413 is a rejection too.
+FUZZ_TOKEN = "sgk_fuzz_token"  # the write key: every scope
 REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
 
 
@@ -56,7 +57,7 @@ def _live():
     from serve.live import LiveState
 
     scopes = ["events:write", "catalog:write", "users:erase", "admin"]
-    cfg = OnlineConfig(api_keys=[{"name": "fuzz", "sha256": token_hash("sgk_fuzz_token"), "scopes": scopes}])
+    cfg = OnlineConfig(api_keys=[{"name": "fuzz", "sha256": token_hash(FUZZ_TOKEN), "scopes": scopes}])
     engine = make_engine(f"sqlite:///{tempfile.mkdtemp(prefix='shopgraph-fuzz-')}/shop.db")
     upgrade(engine)
     return LiveState(Store(engine), KeyRing.from_config(cfg), cfg, ["view", "click", "cart", "purchase"])
@@ -93,9 +94,16 @@ def test_api_fuzz(case):
 
 def known_product(case) -> None:
     """A valid request names a product of the catalog (p1, p2) in two of three cases: a random id
-    is only ever a 404, and the pages' real work (with fuzzed query parameters) is what matters."""
+    is only ever a 404, and the pages' real work (with fuzzed query parameters) is what matters.
+    Likewise it carries the write key in two of three cases: a random bearer token is only ever a
+    401, and the write routes' real work (validation, the database) is what must hold."""
+    positive = case.meta is not None and case.meta.generation.mode.is_positive
     params = case.path_parameters or {}
-    if "product_id" in params and case.meta is not None and case.meta.generation.mode.is_positive:
-        pick = zlib.crc32(repr(sorted((case.query or {}).items())).encode()) % 3
-        if pick:
-            params["product_id"] = f"p{pick}"
+    pick = zlib.crc32(repr(sorted((case.query or {}).items())).encode()) % 3
+    if "product_id" in params and positive and pick:
+        params["product_id"] = f"p{pick}"
+    keyed = any(p.name.lower() == "authorization" for p in case.operation.headers)
+    drawn = repr((params, case.headers, case.query)) + repr(case.body).split(" at 0x")[0]  # no object address
+    if positive and keyed and zlib.crc32(drawn.encode()) % 3:
+        headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+        case.headers = {**headers, "Authorization": f"Bearer {FUZZ_TOKEN}"}

@@ -14,7 +14,8 @@ One background task per replica, never on a request's path:
   directories in a worker thread and swaps the result in on the event loop, in one step: a
   request sees the old bundle or the new one, never half of each. A load that fails (an
   incomplete or corrupted directory) keeps the old one serving and logs why; that stamp is not
-  tried again, the next commit is.
+  tried again, the next commit is. A directory without a manifest (being replaced, or not
+  there yet) is waited for, not loaded.
 """
 
 from __future__ import annotations
@@ -134,12 +135,21 @@ class Reloader:
     async def check(self) -> list[str]:
         """Reload whatever changed since the last check; names of what was swapped in."""
         self.polls += 1
-        changed = [(w, s) for w in self.watched if (s := manifest_stamp(w.dirs)) != w.stamp and s != w.failed]
+        # A manifest that is missing: not committed yet, or its directory is being replaced
+        # (core.manifest.staged_dir removes the old one, then renames the new one in). Nothing to
+        # load until it is there; the old version keeps serving meanwhile.
+        changed = [
+            (w, s) for w in self.watched if (s := manifest_stamp(w.dirs)) != w.stamp and s != w.failed and None not in s
+        ]
         if not changed:
             return []
         # The refresh writes the database before it commits the directories: catch up first, so
-        # rows for products added since the last poll find them in the catalog.
-        await self.sync(force=True)
+        # rows for products added since the last poll find them in the catalog. A database that
+        # fails does not hold the new directories back (their new products wait for the next poll).
+        try:
+            await self.sync(force=True)
+        except Exception as e:
+            log.warning("catalog poll before a reload failed (%s: %s); reloading anyway", type(e).__name__, e)
         done = []
         for w, stamp in changed:
             started = time.perf_counter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -59,17 +60,23 @@ def test_a_new_commit_is_loaded_and_swapped_in_and_a_broken_one_keeps_the_old(tm
     assert w.status()["reloads"] == 2 and w.failed is None
 
 
-def test_a_directory_being_replaced_or_missing_is_not_a_swap(tmp_path):
+def test_a_directory_being_replaced_or_missing_is_waited_for(tmp_path):
+    import shutil
+
     d = tmp_path / "content"
     served = []
     r = Reloader(interval_s=0.05)
-    r.watch("content", [d], lambda: _read(d), served.append)
+    w = r.watch("content", [d], lambda: _read(d), served.append)
     assert manifest_stamp([d]) == (None,)
 
     async def scenario():
         assert await r.check() == []  # no content yet, none now: nothing to do
         _commit(d, "first")
         assert await r.check() == ["content"] and served == ["first"]
+        shutil.rmtree(d)  # what staged_dir does just before it renames the new one in
+        assert await r.check() == [] and w.failures == 0  # not a failed load: nothing to load yet
+        _commit(d, "second")
+        assert await r.check() == ["content"] and served == ["first", "second"]
 
     asyncio.run(scenario())
 
@@ -215,3 +222,19 @@ def test_the_ingress_reloads_refreshed_content_and_serves_it(tmp_path):
     assert asyncio.run(ingress.reloader.check()) == ["content"]
     assert reason() == ("cached", "Picked for you; now 99 USD.")
     assert ingress.precomputed == 1 and len(ingress.cache) == 1  # the old facts' entry was dropped
+
+
+def test_a_database_that_fails_does_not_hold_a_reload_back(tmp_path):
+    class DownLive:
+        cfg, polls = SimpleNamespace(poll_ms=10), 0
+
+        async def sync(self, catalog, on_change=None, force=False):
+            raise ConnectionError("database unreachable")
+
+    d = tmp_path / "index"
+    _commit(d, "v1")
+    served = {"value": "v1"}
+    r = Reloader(interval_s=0.05, live=DownLive(), catalog=None)
+    r.watch("thing", [d], lambda: _read(d), lambda v: served.update(value=v))
+    _commit(d, "v2")
+    assert asyncio.run(r.check()) == ["thing"] and served["value"] == "v2"

@@ -116,8 +116,9 @@ class Ranker:
 
         cfg = AppArgs(**args).load_config()
         self.core = RankerCore(cfg, load_catalog(cfg))
-        # Catalog writes reach this replica: new products are ranked with their facts, deleted
-        # ones never come back, stock and price follow the database (serve.reload).
+        # Catalog writes reach this replica: new products are slotted in with their facts, deleted
+        # ones never come back, the rules and filters see stock and price as the database has them
+        # (the model's own item features stay the trained ones) (serve.reload).
         self.reloader = replica_reloader(cfg, self.core.catalog)
 
     # Not batched: ranking is per request (features, rules, evidence), so a batch saved no work

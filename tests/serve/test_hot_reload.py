@@ -253,10 +253,3 @@ def test_a_deleted_product_leaves_every_deployments_answers_within_a_poll(app, c
     assert NEW not in retrieved()
     assert NEW not in ranked() and old not in ranked()
     assert NEW not in _recs(client, app.anchor)
-
-
-def test_reload_poll_ms_must_be_a_positive_interval():
-    from core.config import load_config
-
-    with pytest.raises(ValueError, match="reload_poll_ms"):
-        load_config(overrides=["serve.reload_poll_ms=-1"])

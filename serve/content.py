@@ -57,8 +57,33 @@ class ContentCache:
         """Drop `key`; 1 if it was there (erasure purges what a user's history produced)."""
         return 0 if self._data.pop(key, None) is None else 1
 
+    def replace(self, entries: list[tuple[CacheKey, Any]]) -> int:
+        """Put refreshed entries and drop the ones they supersede: the same product, content type,
+        segment and model under other facts (a refresh regenerated them). Returns the dropped."""
+        fresh = {(k.product_id, k.content_type, k.segment, k.model_version): k.facts_hash for k, _ in entries}
+        stale = [
+            k
+            for k in self._data
+            if fresh.get((k.product_id, k.content_type, k.segment, k.model_version), k.facts_hash) != k.facts_hash
+        ]
+        for k in stale:
+            del self._data[k]
+        for k, v in entries:
+            self.put(k, v)
+        return len(stale)
+
     def __len__(self) -> int:
         return len(self._data)
+
+
+class _Entries:
+    """Collects what the loaders would put into a cache (a reload builds them off the event loop)."""
+
+    def __init__(self):
+        self.entries: list[tuple[CacheKey, Any]] = []
+
+    def put(self, key: CacheKey, value: Any) -> None:
+        self.entries.append((key, value))
 
 
 _HIGHLIGHT_KEY = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 _-]{0,39}):\s+(\S.*)$", re.S)
@@ -146,17 +171,31 @@ def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
     (`<content>/*.parquet`) and reasons (`<content>/reasons/*.parquet`, under
     `CacheKey(product_id, "reason", key, model_version, facts_hash)`). Returns the entries loaded;
     what was skipped, and why, is logged."""
-    from core.layout import ArtifactLayout
-    from core.manifest import verify_dir
-
-    root = Path(ArtifactLayout(cfg.artifacts.root).content)
     try:
-        verify_dir(root)
+        entries = read_precomputed(content_dir(cfg), model_version, catalog)
     except Exception:
         return 0  # no batch content yet: pages are generated (or templated) on demand
-    return _load_pages(root, cache, model_version, catalog) + load_precomputed_reasons(
-        root / "reasons", cache, model_version, catalog
-    )
+    for key, value in entries:
+        cache.put(key, value)
+    return len(entries)
+
+
+def content_dir(cfg) -> Path:
+    from core.layout import ArtifactLayout
+
+    return Path(ArtifactLayout(cfg.artifacts.root).content)
+
+
+def read_precomputed(root: Path, model_version: str, catalog) -> list[tuple[CacheKey, Any]]:
+    """The cache entries of a committed content directory (`core.manifest.IncompleteDirError` for
+    one that is not complete); reads files only, so a reload runs it off the event loop."""
+    from core.manifest import verify_dir
+
+    verify_dir(root)
+    sink = _Entries()
+    _load_pages(root, sink, model_version, catalog)
+    load_precomputed_reasons(root / "reasons", sink, model_version, catalog)
+    return sink.entries
 
 
 def _current(row: dict, model_version: str, catalog) -> bool:

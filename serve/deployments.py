@@ -69,23 +69,41 @@ class RankRequest(BaseModel):
 @serve.deployment(name="Retriever")
 class Retriever:
     def __init__(self, args: dict):
+        from core.layout import ArtifactLayout
+        from core.runtime import local_dir
         from serve.app import AppArgs
         from serve.catalog import load_catalog
         from serve.recommend import RetrieverCore
+        from serve.reload import manifest_stamp, replica_reloader
 
         cfg = AppArgs(**args).load_config()
+        layout = ArtifactLayout(cfg.artifacts.root)
+        loaded = manifest_stamp([local_dir(layout.index), local_dir(layout.embeddings)])  # before the load
         self.core = RetrieverCore(cfg, load_catalog(cfg))
+        # Catalog writes reach this replica's catalog (new products become reachable by text), and
+        # a refreshed index + embeddings are swapped in without a restart (serve.reload).
+        self.reloader = replica_reloader(cfg, self.core.catalog)
+        self.reloader.watch("text index", self.core.text_dirs, self.core.load_text, self.core.use_text, stamp=loaded)
 
     # No wait: a request that finds the replica idle runs at once; the ones that queue up while
     # it works form the next batch (one SASRec forward and one FAISS search for all of them).
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0)
     async def retrieve(self, requests: list[RetrieveRequest]) -> list[Retrieved]:
+        self.reloader.start()
+        hidden = self.reloader.live.deleted if self.reloader.live is not None else ()
         resolved = [self.core.history_of(r.user_id, r.recent_items, r.history) for r in requests]
-        cands = self.core.retrieve_batch([h for h, _ in resolved], [u for _, u in resolved], max(r.n for r in requests))
+        cands = self.core.retrieve_batch(
+            [h for h, _ in resolved], [u for _, u in resolved], max(r.n for r in requests), hidden
+        )
         return [Retrieved(history=h, candidates=c) for (h, _), c in zip(resolved, cands, strict=True)]
 
+    async def reload_status(self) -> dict:
+        """What the background refresh of this replica did (reloads, failures and why, polls)."""
+        self.reloader.start()
+        return self.reloader.status() | {"text_index_rows": self.core.text.size}
+
     async def check_health(self) -> None:
-        return None
+        self.reloader.start()  # also runs when no request came yet
 
 
 @serve.deployment(name="Ranker")
@@ -94,14 +112,25 @@ class Ranker:
         from serve.app import AppArgs
         from serve.catalog import load_catalog
         from serve.recommend import RankerCore
+        from serve.reload import replica_reloader
 
         cfg = AppArgs(**args).load_config()
         self.core = RankerCore(cfg, load_catalog(cfg))
+        # Catalog writes reach this replica: new products are slotted in with their facts, deleted
+        # ones never come back, the rules and filters see stock and price as the database has them
+        # (the model's own item features stay the trained ones) (serve.reload).
+        self.reloader = replica_reloader(cfg, self.core.catalog)
 
     # Not batched: ranking is per request (features, rules, evidence), so a batch saved no work
     # and its 2 ms wait was pure latency.
     async def rank(self, r: RankRequest) -> list[Scored]:
-        return self.core.rank(r.user_id, r.history, r.candidates, r.k, r.filters.model_dump())
+        self.reloader.start()
+        hidden = self.reloader.live.deleted if self.reloader.live is not None else ()
+        return self.core.rank(r.user_id, r.history, r.candidates, r.k, r.filters.model_dump(), hidden)
+
+    async def reload_status(self) -> dict:
+        self.reloader.start()
+        return self.reloader.status()
 
     async def check_health(self) -> None:
-        return None
+        self.reloader.start()

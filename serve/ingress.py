@@ -204,8 +204,25 @@ class Ingress:
             live=live,
             max_len=self.cfg.train.recommender.max_len,
         )
+        from serve.content import content_dir, read_precomputed
+        from serve.reload import Reloader, manifest_stamp
+
+        # Catalog writes in the background too (requests then rarely wait for the poll), and a
+        # refreshed content directory reloaded without a restart (serve.reload).
+        self.reloader = Reloader(
+            self.cfg.serve.reload_poll_ms / 1000, live=live, catalog=self.catalog, on_change=self._forget
+        )
         if self.gen_cfg.precomputed_content:
+            root = content_dir(self.cfg)
+            loaded = manifest_stamp([root])  # before the load: a commit racing with it is reloaded
             self.precomputed = load_precomputed(self.cfg, self.cache, self.model_version, self.catalog)
+            self.reloader.watch(
+                "content",
+                [root],
+                lambda: read_precomputed(root, self.model_version, self.catalog),
+                self._use_content,
+                stamp=loaded,
+            )
 
     def _setup(
         self,
@@ -266,6 +283,7 @@ class Ingress:
         self.model_version = model_version
         self.cache = ContentCache(self.gen_cfg.cache_entries)
         self.precomputed = 0
+        self.reloader = None  # serve.reload.Reloader of a real replica (__init__); None in unit tests
         self.registry = CollectorRegistry()
         self.m_latency = Histogram(
             "shopgraph_stage_latency_seconds",
@@ -342,8 +360,11 @@ class Ingress:
         )
 
     def _started(self) -> None:
-        """Start the stage probes on this replica's event loop (idempotent; every route calls it)."""
+        """Start the stage probes and the background refresh on this replica's event loop
+        (idempotent; every route calls it)."""
         self.monitor.start()
+        if self.reloader is not None:
+            self.reloader.start()
 
     async def check_health(self) -> None:
         """Serve's periodic replica check: keeps the probes running; the ingress itself never fails it."""
@@ -468,6 +489,12 @@ class Ingress:
         """Catalog writes of every replica into this one's catalog (at most every online.poll_ms)."""
         if self.live is not None:
             await self.live.sync(self.catalog, self._forget)
+
+    def _use_content(self, entries: list) -> None:
+        """A refreshed content directory: its pages and reasons replace the ones they supersede."""
+        dropped = self.cache.replace(entries)
+        self.precomputed = len(entries)
+        log.info("content reloaded: %d precomputed entries, %d superseded ones dropped", len(entries), dropped)
 
     def _forget(self, product_id: str) -> None:
         self._facts_memo.pop(product_id, None)  # its facts (and so its facts hash) changed
@@ -1440,6 +1467,7 @@ class Ingress:
             "catalog_products": len(self.catalog.products),
             "cache_entries": len(self.cache),
             "precomputed": self.precomputed,
+            "reloads": self.reloader.status() if self.reloader is not None else {},
         }
         return JSONResponse(status, status_code=200 if not lost else 503)
 

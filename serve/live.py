@@ -2,6 +2,7 @@
 
     live = LiveState.open(cfg)                 # engine, migrations, API keys (in the replica)
     await live.sync(catalog)                   # catalog changes, at most every online.poll_ms
+    (the retriever and ranker replicas call it from their background task, serve.reload)
     history, bought = await live.history(user_id, catalog, max_len)
 
 Catalog writes (PUT/PATCH/DELETE, from any replica) reach this replica's catalog within
@@ -47,12 +48,13 @@ class LiveState:
 
     # -- catalog
 
-    async def sync(self, catalog: Catalog, on_change=None) -> None:
-        """Apply catalog writes made since the last poll (at most every online.poll_ms)."""
-        if time.monotonic() < self.next_poll:
+    async def sync(self, catalog: Catalog, on_change=None, force: bool = False) -> None:
+        """Apply catalog writes made since the last poll (at most every online.poll_ms; `force`:
+        now, as serve.reload does before it swaps in refreshed artifacts)."""
+        if not force and time.monotonic() < self.next_poll:
             return
         async with self._lock:
-            if time.monotonic() < self.next_poll:  # another request polled while this one waited
+            if not force and time.monotonic() < self.next_poll:  # another request polled while this one waited
                 return
             rows = await asyncio.to_thread(self.store.changed_products, max(0, self.seen_ms - OVERLAP_MS))
             self.next_poll = time.monotonic() + self.cfg.poll_ms / 1000

@@ -13,8 +13,10 @@ reached through the MiniLM text index, queried with the centroid of the user's r
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,26 +38,58 @@ class Scored:
     evidence: list[dict]
 
 
+@dataclass(frozen=True)
+class TextIndex:
+    """The text side of retrieval (MiniLM vectors and their FAISS index), loaded together and
+    swapped whole when a refresh commits new ones (serve.reload): a request reads it once."""
+
+    index: Any  # ml.index.LoadedIndex
+    pids: list[str | None]  # product id of each index row; None for a row the refresh retired
+    row: dict[str, int]  # product id -> row of `vectors`
+    vectors: np.ndarray  # (N, dim) float32, L2-normalized
+
+    @classmethod
+    def load(cls, index_dir: str | Path, embeddings_dir: str | Path) -> TextIndex:
+        from ml.index import load_embeddings, load_index, vectors_of
+
+        index = load_index(index_dir)
+        emb, _ = load_embeddings(embeddings_dir)
+        return cls(
+            index,
+            index.ids["product_id"].to_pylist(),  # once: converting per request cost ~0.5 ms
+            {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())},
+            vectors_of(emb),
+        )
+
+    @property
+    def size(self) -> int:
+        return int(self.index.index.ntotal)
+
+
 class RetrieverCore:
     def __init__(self, cfg, catalog: Catalog):
         import torch
 
         from core.layout import ArtifactLayout
         from core.runtime import local_dir
-        from ml.index import inner_product_index, load_embeddings, load_index, vectors_of
+        from ml.index import inner_product_index
         from ml.sasrec import load_exported
 
         layout = ArtifactLayout(cfg.artifacts.root)
         self.model, self.model_cfg, vectors = load_exported(layout.recommender)
         torch.set_num_threads(1)  # many small requests: one thread each beats contention
         self.index = inner_product_index(vectors)
-        self.text_index = load_index(local_dir(layout.index))
-        self.text_pids = self.text_index.ids["product_id"].to_pylist()  # once: converting per request cost ~0.5 ms
-        emb, _ = load_embeddings(layout)
-        self.text_row = {pid: i for i, pid in enumerate(emb.column("product_id").to_pylist())}
-        self.text_vectors = vectors_of(emb)
+        self.text_dirs = [local_dir(layout.index), local_dir(layout.embeddings)]
+        self.text = TextIndex.load(*self.text_dirs)
         self.catalog = catalog
         self.new_item_min_similarity = cfg.serve.rules.new_item_min_similarity
+
+    def load_text(self) -> TextIndex:
+        """A fresh TextIndex from the committed directories (serve.reload runs it in a thread)."""
+        return TextIndex.load(*self.text_dirs)
+
+    def use_text(self, text: TextIndex) -> None:
+        self.text = text  # one assignment: requests in flight keep the bundle they read
 
     def history_of(
         self, user_id: str | None, recent_items: list[str], merged: list[int] | None = None
@@ -76,7 +110,10 @@ class RetrieverCore:
             history = np.concatenate([history, np.asarray(extra, dtype=np.int64)])
         return history, unknown
 
-    def retrieve_batch(self, histories: list[np.ndarray], unknown: list[list[str]], k: int) -> list[Candidates]:
+    def retrieve_batch(
+        self, histories: list[np.ndarray], unknown: list[list[str]], k: int, hidden: Collection[str] = ()
+    ) -> list[Candidates]:
+        """`hidden`: products no answer may show (deleted in the online database, serve.live)."""
         import torch
 
         from ml.sasrec import pad_left
@@ -95,31 +132,35 @@ class RetrieverCore:
                 keep = rows[j] >= 0
                 out[i] = Candidates((rows[j][keep] + 1).astype(np.int64), scores[j][keep])
         for i, h in enumerate(histories):
-            out[i].new_items = self._text_neighbours(h, unknown[i])
+            out[i].new_items = self._text_neighbours(h, unknown[i], hidden=hidden)
             out[i].cold_start = not len(h) and not out[i].new_items
         return out
 
-    def _text_neighbours(self, history: np.ndarray, unknown: list[str], k: int = 20) -> list[tuple[str, float, str]]:
+    def _text_neighbours(
+        self, history: np.ndarray, unknown: list[str], k: int = 20, hidden: Collection[str] = ()
+    ) -> list[tuple[str, float, str]]:
         """Products the recommender has no vector for (new items), close in text to the user's
         recent items; also the whole path for a session made only of new items."""
+        text = self.text  # one read: a reload swapping it mid-request cannot mix two versions
         anchors = [self.catalog.by_item_idx.get(int(i)) for i in history[::-1][:5]] + unknown[::-1][:5]
-        rows = [self.text_row[a] for a in anchors if a in self.text_row]
+        rows = [text.row[a] for a in anchors if a in text.row]
         if not rows:
             return []
-        centroid = self.text_vectors[rows].mean(axis=0)
+        centroid = text.vectors[rows].mean(axis=0)
         centroid /= np.linalg.norm(centroid) + 1e-9
-        sims, found = self.text_index.search(centroid[None, :], k + len(rows))
+        sims, found = text.index.search(centroid[None, :], k + len(rows))
         seen = set(anchors)
         out = []
         for sim, row in zip(sims[0], found[0]):
-            pid = self.text_pids[row] if row >= 0 else None
-            if pid is None or pid in seen:
+            pid = text.pids[row] if row >= 0 else None
+            # None: a row the refresh retired; not in `row`: indexed before its vector was committed
+            if pid is None or pid in seen or pid in hidden or pid not in text.row:
                 continue
             product = self.catalog.products.get(pid)
             session_only = not len(history)  # nothing for the recommender: text is the path
             if product and (product.item_idx is None or session_only) and sim >= self.new_item_min_similarity:
-                anchor_vecs = self.text_vectors[rows] @ self.text_vectors[self.text_row[pid]]
-                out.append((pid, float(sim), [a for a in anchors if a in self.text_row][int(np.argmax(anchor_vecs))]))
+                anchor_vecs = text.vectors[rows] @ text.vectors[text.row[pid]]
+                out.append((pid, float(sim), [a for a in anchors if a in text.row][int(np.argmax(anchor_vecs))]))
         return out
 
 
@@ -135,10 +176,19 @@ class RankerCore:
         self.catalog = catalog
         self.rules = cfg.serve.rules
 
-    def rank(self, user_id: str | None, history: np.ndarray, cands: Candidates, k: int, filters: dict) -> list[Scored]:
+    def rank(
+        self,
+        user_id: str | None,
+        history: np.ndarray,
+        cands: Candidates,
+        k: int,
+        filters: dict,
+        hidden: Collection[str] = (),
+    ) -> list[Scored]:
+        """`hidden`: products deleted in the online database since the shards (serve.live)."""
         import torch
 
-        allowed = self._allowed(user_id, history, filters)
+        allowed = self._allowed(user_id, history, filters, hidden)
         if len(cands.item_ids):
             feats = self.featurizer.features(history, cands.item_ids, cands.scores)
             with torch.no_grad():
@@ -171,12 +221,15 @@ class RankerCore:
         floor = min((s.score for s in picked), default=0.0)
         taken = {s.product_id for s in picked}
         slots = max(1, k // 5) if picked else k
+        products = self.catalog.products
         new = [
             n
             for n in cands.new_items
-            if n[0] not in taken
-            and allowed(self.catalog.products[n[0]])
-            and per_category.get(self.catalog.products[n[0]].category, 0) < cap
+            # not in this replica's catalog yet: the retriever's poll of the database ran first
+            if n[0] in products
+            and n[0] not in taken
+            and allowed(products[n[0]])
+            and per_category.get(products[n[0]].category, 0) < cap
         ][:slots]
         for offset, (pid, sim, anchor) in enumerate(new):
             item = Scored(
@@ -208,11 +261,13 @@ class RankerCore:
     def _evidence(self, history: np.ndarray, item_idx: int, feats: np.ndarray) -> list[dict]:
         return self.featurizer.evidence(history, item_idx, feats)
 
-    def _allowed(self, user_id: str | None, history: np.ndarray, filters: dict):
-        return allowed_filter(self.catalog, self.rules, user_id, history, filters)
+    def _allowed(self, user_id: str | None, history: np.ndarray, filters: dict, hidden: Collection[str] = ()):
+        return allowed_filter(self.catalog, self.rules, user_id, history, filters, hidden)
 
 
-def allowed_filter(catalog: Catalog, rules, user_id: str | None, history: np.ndarray, filters: dict):
+def allowed_filter(
+    catalog: Catalog, rules, user_id: str | None, history: np.ndarray, filters: dict, hidden: Collection[str] = ()
+):
     """The business rules and request filters as a predicate on products: what the ranker keeps,
     and what the ingress keeps when it serves without the ranker (unranked retrieval, popular)."""
     purchased = catalog.user_purchases.get(user_id, set()) if (user_id and rules.exclude_purchased) else set()
@@ -224,7 +279,7 @@ def allowed_filter(catalog: Catalog, rules, user_id: str | None, history: np.nda
     lo, hi = filters.get("min_price"), filters.get("max_price")
 
     def allowed(p: Product) -> bool:
-        if p.product_id in purchased or p.product_id in seen:
+        if p.product_id in purchased or p.product_id in seen or p.product_id in hidden:
             return False
         if in_stock_only and p.in_stock is False:
             return False

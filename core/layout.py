@@ -74,6 +74,10 @@ class ArtifactLayout:
         return self._join("models", "generator")
 
     @property
+    def sentiment(self) -> str:
+        return self._join("models", "sentiment")
+
+    @property
     def content(self) -> str:
         return self._join("content", "pdp")  # batch-generated pages (train.batch_generate)
 

@@ -43,6 +43,17 @@ def ranker(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 
 @app.command()
+def sentiment(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Train the review sentiment model (Chinese and English) on labelled files and the shop's rated reviews.
+
+    Scores a held-out share per language, then commits the model under <artifacts>/models/sentiment.
+    """
+    from train import sentiment as recipe
+
+    raise typer.Exit(recipe.main(stage_argv(config, set_)))
+
+
+@app.command()
 def generator(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Fine-tune the generator LM (SFT, DeepSpeed) on the PDP + reasons corpora; export under <artifacts>/models/generator.
 

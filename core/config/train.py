@@ -335,6 +335,38 @@ class GeneratorConfig(BaseModel):
         return self
 
 
+class SentimentConfig(BaseModel):
+    """Review sentiment model (`shopgraph train sentiment`, `ml.sentiment`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labelled: list[str] = Field(
+        default_factory=list,
+        description="Files of labelled reviews to train on: CSV with label,review (and cat) columns, or text lines 'sentence<TAB>label' (1 positive, 0 negative).",
+    )
+    shop_reviews: bool = Field(
+        True,
+        description="Also train on the shop's own reviews: rating events with text in the events shards, labelled by their rating (see positive_min, negative_max).",
+    )
+    positive_min: float = Field(4.0, description="A shop review rated at least this is positive.")
+    negative_max: float = Field(
+        2.0, description="A shop review rated at most this is negative; ratings between are left out (counted)."
+    )
+    c: float = Field(4.0, gt=0, description="Inverse L2 strength of the logistic regressions (scikit-learn's C).")
+    holdout: float = Field(
+        0.2,
+        ge=0.05,
+        le=0.5,
+        description="Seeded, stratified share of the reviews held out to measure the trained model.",
+    )
+
+    @model_validator(mode="after")
+    def _bands(self) -> SentimentConfig:
+        if self.negative_max >= self.positive_min:
+            raise ValueError("negative_max must be below positive_min; set train.sentiment.negative_max lower")
+        return self
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -353,4 +385,7 @@ class TrainConfig(BaseModel):
     generator: GeneratorConfig = Field(
         default_factory=GeneratorConfig,
         description="Generator LM fine-tuning (DeepSpeed), evaluation and batch content generation.",
+    )
+    sentiment: SentimentConfig = Field(
+        default_factory=SentimentConfig, description="Review sentiment model (per review, Chinese and English)."
     )

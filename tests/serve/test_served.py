@@ -36,6 +36,9 @@ def make_client(db_url, monkeypatch):
     opened = []
 
     def make(**online):
+        # The background writer waits a minute unless a test says otherwise: the tests write what is
+        # queued themselves (write_pending, what it runs), so a slow machine cannot race them.
+        online["served_log"] = {"flush_ms": 60_000, **online.get("served_log", {})}
         api_keys = [{"name": w, "sha256": token_hash(t), "scopes": SCOPES[w]} for w, t in TOKENS.items()]
         cfg = OnlineConfig(api_keys=api_keys, poll_ms=10, **online)
         engine = make_engine(db_url)
@@ -135,7 +138,7 @@ def test_a_failing_database_does_not_fail_the_request_and_is_counted(make_client
 
 
 def test_a_full_queue_drops_whole_answers_and_counts_them(make_client):
-    client = make_client(served_log={"queue_rows": 3})
+    client = make_client(served_log={"queue_rows": 3})  # and no background write between the two
     _recommend(client)  # 2 rows: queued
     _recommend(client)  # 2 more do not fit: dropped, the request still answers
     assert _metric(client, 'shopgraph_served_log_rows_total{outcome="dropped"}') == 2.0
@@ -169,7 +172,12 @@ def test_online_gauges_come_from_the_background_refresh_not_the_scrape(make_clie
     ] + [{"event": "click", "user_id": USER, "product_id": "p4", "request_id": "nothing-served", "idempotency_key": "g-x"}]  # fmt: skip
     client.post("/v1/events", json={"events": events}, headers=_auth("events"))
     gauges = client.ingress.online_gauges
+    for _ in range(500):  # the first refresh runs when the replica starts, in the background
+        if gauges.refreshes:
+            break
+        asyncio.run(asyncio.sleep(0.01))
     before = gauges.refreshes
+    assert before == 1
     client.get("/metrics")
     client.get("/metrics")
     assert gauges.refreshes == before  # a scrape reads the gauges, it does not query

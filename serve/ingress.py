@@ -1509,7 +1509,8 @@ class Ingress:
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics(self) -> PlainTextResponse:
-        """Prometheus metrics of this ingress replica: stage latency, content sources, fallbacks."""
+        """Prometheus metrics of this ingress replica: stage latency, content sources, fallbacks, the served
+        log, and the online evaluation gauges (shopgraph_online_*, recomputed in the background, not here)."""
         from prometheus_client import generate_latest
 
         self.m_queue.labels("waiting").set(len(self.queue))

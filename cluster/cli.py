@@ -49,6 +49,23 @@ def train_evaluate(
         str | None,
         typer.Option("--parts", help="Comma-separated: recommender,ranker,generator,serving (default: all)."),
     ] = None,
+    online: Annotated[
+        bool,
+        typer.Option(
+            "--online",
+            help="Evaluate the served answers instead: CTR and conversion per model version and reason source (JSON).",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="With --online: served from this time (ISO 8601 or ms; default: now - window)."),
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            "--window", help="With --online: span of served items, e.g. 24h, 7d (default: online.evaluation.window)."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate every trained model in one report: <artifacts>/reports/evaluation/{metrics.json, report.html}.
 
@@ -56,12 +73,15 @@ def train_evaluate(
     co-occurrence baselines; ranker: its order vs the retrieval order on test targets;
     generator: BLEU / ROUGE-L / distinct-2 / unsupported claims of the fine-tuned model on a few
     held-out products; serving: p50/p99 of in-process recommendation requests. A part whose
-    model is not trained is skipped with a line that says what to run. Mounted here, under
+    model is not trained is skipped with a line that says what to run. `--online` instead prints
+    the online evaluation of the served answers (impressions, clicks, purchases from POST
+    /v1/events) per model version and reason source. Mounted here, under
     `train`, because the harness (cluster/evaluate.py) composes train/ and serve/.
     """
     from cluster import evaluate as stage
 
-    raise typer.Exit(stage.main(stage_argv(config, set_, parts=parts)))
+    argv = stage_argv(config, set_, parts=parts, since=since, window=window) + (["--online"] if online else [])
+    raise typer.Exit(stage.main(argv))
 
 
 @data_app.command("generate-content")

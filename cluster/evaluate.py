@@ -1,6 +1,7 @@
 """The evaluation harness: every trained model of an artifact root, measured in one report.
 
     shopgraph train evaluate --config configs/local.yaml [--parts recommender,ranker,generator,serving]
+    shopgraph train evaluate --online [--since 2026-12-01T00:00:00Z] [--window 24h]   # served answers
     python -m cluster.evaluate --config configs/local.yaml      # ray job submit / RayJob entry point
     python -m train.evaluate --config configs/local.yaml        # the recommender part alone
 
@@ -16,6 +17,11 @@ Parts, each skipped with a line that says what to run when its model has not bee
 - **serving**: p50/p99 latency of recommendation requests (`with_reasons` off, so the generator is
   not called) through the retrieval -> ranking -> rules path of the Serve graph, in-process
   (`serve.recommend`), no HTTP and no Ray: what the models and rules cost, not the transport.
+
+`--online` evaluates the served answers instead (`core.store.evaluation`): impressions, clicks,
+carts and purchases that shoppers sent through POST /v1/events, joined to the items each answer
+showed, give CTR and conversion per recommender version, generator version and reason source;
+printed as JSON, nothing written.
 
 Writes `<artifacts>/reports/evaluation/`: metrics.json (every part, or its `{"skipped": why}`),
 report.html with its figures, and generator/ (that part's per-output report). It lives in
@@ -301,6 +307,42 @@ def run_evaluation(cfg, parts: list[str] | None = None, *, echo: Callable[[str],
     return metrics
 
 
+def online_evaluation(cfg, since_ms: int | None = None, window_ms: int | None = None) -> dict[str, Any]:
+    """The online evaluation report (`core.store.evaluation`) of the online database: items served
+    in [since, since + window), [now - window, now] without --since, [since, now] without --window;
+    the window defaults to online.evaluation.window. Read only: nothing is written."""
+    from sqlalchemy import inspect
+
+    from core.store import database_url, make_engine
+    from core.store.evaluation import online_report
+    from core.values import as_duration_ms
+
+    now = int(time.time() * 1000)
+    if since_ms is None:
+        window_ms = window_ms or as_duration_ms(cfg.online.evaluation.window, "online.evaluation.window")
+        since_ms, until_ms = now - window_ms, now + 1
+    else:
+        until_ms = since_ms + window_ms if window_ms else now + 1
+        if since_ms >= until_ms:
+            raise EvaluationInputError(
+                "--since is in the future: nothing was served after it yet; give an earlier time"
+            )
+    engine = make_engine(database_url(cfg), cfg.online.password_env)
+    try:
+        if not inspect(engine).has_table("served_items"):
+            raise EvaluationInputError(
+                f"the online database {engine.url.render_as_string(hide_password=True)} has no served_items table: "
+                "the serving app creates it when it starts (online.enabled); check online.database_url"
+            )
+        attribution_ms = as_duration_ms(
+            cfg.online.evaluation.attribution_window, "online.evaluation.attribution_window"
+        )
+        report = online_report(engine, since_ms, until_ms, attribution_ms)
+    finally:
+        engine.dispose()
+    return {"online": report}
+
+
 def evaluated_parts(metrics: dict[str, Any]) -> list[str]:
     return [p for p in PARTS if p in metrics and "skipped" not in metrics[p]]
 
@@ -468,30 +510,77 @@ def _parts_option(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _window_option(text: str) -> int:
+    import argparse
+
+    from core.values import as_duration_ms
+
+    try:
+        return as_duration_ms(text, "--window")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _since_option(text: str) -> int:
+    import argparse
+
+    from core.store.evaluation import parse_time_ms
+
+    try:
+        return parse_time_ms(text, "--since")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m cluster.evaluate` (the evaluate stage's `ray job submit` / RayJob entry point) and
-    `shopgraph train evaluate`. Exit 2 for an unknown part, 1 when nothing could be evaluated."""
-    from core.cli import stage_main
+    `shopgraph train evaluate`. Exit 2 for an unknown part or a malformed --window / --since, 1 when
+    nothing could be evaluated. `--online` prints the online evaluation report (JSON) instead."""
+    from core.cli import as_json, stage_main
 
     def options(parser) -> None:
         parser.add_argument(
             "--parts",
             type=_parts_option,
-            default=list(PARTS),
+            default=None,
             help=f"Comma-separated: {','.join(PARTS)} (default: all).",
         )
+        parser.add_argument(
+            "--online",
+            action="store_true",
+            help="Evaluate what shoppers did with the served answers (online database): CTR and conversion "
+            "per model version and reason source, printed as JSON.",
+        )
+        parser.add_argument(
+            "--since",
+            type=_since_option,
+            default=None,
+            help="With --online: items served from this time (ISO 8601 or ms since the epoch; default: now - window).",
+        )
+        parser.add_argument(
+            "--window",
+            type=_window_option,
+            default=None,
+            help="With --online: how long a span of served items, e.g. 24h, 7d (default: online.evaluation.window).",
+        )
 
-    def run(cfg, parts: list[str]) -> None:
+    def run(cfg, parts: list[str] | None, online: bool, since: int | None, window: int | None) -> dict | None:
+        if online:
+            if parts is not None:
+                raise EvaluationInputError("--online evaluates the online database only; leave out --parts")
+            return online_evaluation(cfg, since, window)
+        if since is not None or window is not None:
+            raise EvaluationInputError("--since and --window apply to --online only; add --online or leave them out")
+        parts = parts or list(PARTS)
         metrics = run_evaluation(cfg, parts)
         if not evaluated_parts(metrics):
             raise ValueError(
                 f"nothing was evaluated: every requested part ({','.join(parts)}) was skipped, see above; "
                 "train a model first, e.g. `shopgraph train recommender`"
             )
+        return None
 
-    return stage_main(
-        argv, run, prog="python -m cluster.evaluate", description=__doc__, options=options, show=lambda _: None
-    )
+    return stage_main(argv, run, prog="python -m cluster.evaluate", description=__doc__, options=options, show=as_json)
 
 
 if __name__ == "__main__":

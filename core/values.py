@@ -153,6 +153,22 @@ def as_timestamp_ms(value: Any, unit: str, column: str = "ts") -> int:
     return ms
 
 
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def as_duration_ms(text: Any, what: str) -> int:
+    """'90s', '30m', '24h', '7d', '2w', '500ms' -> milliseconds (positive); anything else is a
+    ValueError that names `what` (a flag or config key) and shows the form."""
+    m = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    ms = round(float(m.group(1)) * _UNIT_MS[m.group(2)]) if m else 0
+    if ms <= 0:
+        raise ValueError(
+            f"{what} is {str(text)[:40]!r}; use a positive number and a unit: ms, s, m, h, d or w (e.g. 24h, 7d)"
+        )
+    return ms
+
+
 def product_row(get, *, unit: str = "auto", product_id: str | None = None) -> dict[str, Any]:
     """One product's contract values from `get(column)` (the raw value of each contract column,
     already mapped from the source's names): what ingest keeps of a product row, and what

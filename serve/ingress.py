@@ -336,6 +336,28 @@ class Ingress:
             ["outcome"],
             registry=self.registry,
         )
+        self.m_served = Counter(
+            "shopgraph_served_log_rows_total",
+            "Served items for online evaluation by outcome: written, dropped (queue full or closing), failed (the write failed); never the request",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.m_served_queue = Gauge(
+            "shopgraph_served_log_queue",
+            "Served items waiting to be written to the online database",
+            registry=self.registry,
+        )
+        self.served = self.online_gauges = None
+        if live is not None and live.cfg.served_log.enabled:
+            from serve.served import ServedLog
+
+            self.served = ServedLog(
+                live.store, live.cfg.served_log, lambda outcome, n: self.m_served.labels(outcome).inc(n)
+            )
+        if live is not None and live.cfg.evaluation.metrics_refresh_s > 0:
+            from serve.served import OnlineGauges
+
+            self.online_gauges = OnlineGauges(live.store.engine, live.cfg.evaluation, self.registry)
         self._background: set[asyncio.Task] = set()  # late streams being cached; held so they are not collected
         h = serve_cfg.health
         self.breakers = {s: CircuitBreaker(h.breaker_failures, h.breaker_cooldown_ms / 1000) for s in STAGES}
@@ -360,11 +382,46 @@ class Ingress:
         )
 
     def _started(self) -> None:
-        """Start the stage probes and the background refresh on this replica's event loop
-        (idempotent; every route calls it)."""
+        """Start the stage probes, the background refresh, the served log's writer and the online
+        gauges' refresh on this replica's event loop (idempotent; every route calls it)."""
         self.monitor.start()
         if self.reloader is not None:
             self.reloader.start()
+        if self.served is not None:
+            self.served.start()
+        if self.online_gauges is not None:
+            self.online_gauges.start()
+
+    def __del__(self) -> None:
+        """Serve calls this at graceful shutdown: write the served items still waiting."""
+        served, gauges = self.__dict__.get("served"), self.__dict__.get("online_gauges")
+        if gauges is not None:
+            gauges.close()
+        if served is not None:
+            served.close()
+
+    def _record_served(self, request_id: str, items: list[RecommendedItem], raw_user: str | None, surface: str,
+                       degraded: list[str]) -> None:  # fmt: skip
+        """What this answer showed, queued for the database (serve.served): never waits, never fails
+        the request. The user is the pseudonym events are stored under (None: anonymous or erased)."""
+        if self.served is None or not items:
+            return
+        user_key = self._event_user(raw_user) if raw_user is not None else None
+        common = {
+            "request_id": request_id,
+            "user_key": user_key,
+            "surface": surface,
+            "recommender_version": str(self.catalog.model_version)[:64],
+            "generator_version": str(self.model_version)[:64],
+            "degraded": ",".join(degraded)[:64] or None,
+            "ts": int(time.time() * 1000),
+        }
+        self.served.record(
+            [
+                {**common, "position": n, "product_id": item.product_id, "reason_source": item.reason_source}
+                for n, item in enumerate(items, start=1)
+            ]
+        )
 
     async def check_health(self) -> None:
         """Serve's periodic replica check: keeps the probes running; the ingress itself never fails it."""
@@ -862,7 +919,7 @@ class Ingress:
             reasons, source = [None] * len(ranked), "none"
         timings = {**info["timings"], "total": 1000 * (time.perf_counter() - started)}
         self.m_latency.labels("recommendations_total").observe(timings["total"] / 1000)
-        return RecommendationResponse(
+        response = RecommendationResponse(
             request_id=uuid.uuid4().hex,
             user_id=echo,
             cold_start=cold,
@@ -872,6 +929,10 @@ class Ingress:
             model_version=self.model_version,
             timings_ms={k: round(v, 2) for k, v in timings.items()},
         )
+        self._record_served(
+            response.request_id, response.items, echo if req.user_id else None, "recommendations", degraded
+        )
+        return response
 
     def _page_request(self, product_id: str, user_id: str | None):
         """Validate a page route's parameters: (the user's pseudonym or None, product, facts, facts
@@ -896,6 +957,7 @@ class Ingress:
         template copy at once (generation queued for misses); a client's `wait_ms` is one budget
         for all three, waited at the same time."""
         await self._sync()
+        raw_user = user_id
         user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
         wait_s = _wait_param(wait_ms, self.budgets.max_wait_ms) / 1000
         self._started()
@@ -932,6 +994,7 @@ class Ingress:
             model_version=self.model_version,
             timings_ms={k: round(v, 2) for k, v in timings.items()},
         )
+        self._record_served(page.request_id, page.also_like, raw_user if user_id else None, "page", degraded)
         return page, product
 
     @api.get(
@@ -1473,11 +1536,13 @@ class Ingress:
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics(self) -> PlainTextResponse:
-        """Prometheus metrics of this ingress replica: stage latency, content sources, fallbacks."""
+        """Prometheus metrics of this ingress replica: stage latency, content sources, fallbacks, the served
+        log, and the online evaluation gauges (shopgraph_online_*, recomputed in the background, not here)."""
         from prometheus_client import generate_latest
 
         self.m_queue.labels("waiting").set(len(self.queue))
         self.m_queue.labels("running").set(self.queue.running)
+        self.m_served_queue.set(len(self.served) if self.served is not None else 0)
         for name, h in self.monitor.health.items():
             self.m_stage.labels(name).set({"ok": 1.0, "busy": 0.5}.get(h.state, 0.0))
         return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")

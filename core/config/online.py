@@ -38,6 +38,62 @@ class ApiKeyConfig(BaseModel):
         return value
 
 
+class ServedLogConfig(BaseModel):
+    """What each answer showed (request_id, position, product, versions, reason source) goes to the
+    database's `served_items` for online evaluation: queued in memory, written in batches by a
+    background task, never on the request path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="Record every recommendation answer's items (and a page's 'you may also like')."
+    )
+    queue_rows: int = Field(
+        20_000,
+        ge=1,
+        description='Items waiting to be written, per ingress replica, at most; past it new items are dropped and counted (shopgraph_served_log_rows_total{outcome="dropped"}).',
+    )
+    flush_ms: int = Field(
+        1000,
+        ge=10,
+        le=60_000,
+        description="How often the background task writes the waiting items (sooner when batch_rows are waiting).",
+    )
+    batch_rows: int = Field(1000, ge=1, le=100_000, description="Items per write: one transaction each.")
+
+
+class OnlineEvaluationConfig(BaseModel):
+    """Online evaluation (`shopgraph train evaluate --online`, the shopgraph_online_* gauges of /metrics)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: str = Field(
+        "7d",
+        description="Served items of this long before now are evaluated (a number and a unit: ms, s, m, h, d, w); --window overrides it on the command line.",
+    )
+    attribution_window: str = Field(
+        "24h",
+        description="A click, cart or purchase without a request_id counts for the latest item shown to the same user for the same product at most this long before it.",
+    )
+    metrics_window: str = Field(
+        "24h",
+        description="The shopgraph_online_* gauges of /metrics cover items served this long before now (shorter than window: each refresh reads it all).",
+    )
+    metrics_refresh_s: int = Field(
+        60,
+        ge=0,
+        description="How often (at most) each ingress replica recomputes the shopgraph_online_* gauges in the background; 0: no gauges.",
+    )
+
+    @field_validator("window", "attribution_window", "metrics_window")
+    @classmethod
+    def _duration(cls, value: str, info) -> str:
+        from core.values import as_duration_ms
+
+        as_duration_ms(value, f"online.evaluation.{info.field_name}")
+        return value
+
+
 class OnlineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -87,4 +143,11 @@ class OnlineConfig(BaseModel):
         200,
         ge=0,
         description="Latest database events per user merged into the recommender's input (capped again at the model's max_len).",
+    )
+    served_log: ServedLogConfig = Field(
+        default_factory=ServedLogConfig, description="Recording what each answer showed (online evaluation)."
+    )
+    evaluation: OnlineEvaluationConfig = Field(
+        default_factory=OnlineEvaluationConfig,
+        description="Online evaluation: CTR and conversion per model version and reason source.",
     )

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import make_url
 
-from core.store.models import EventRow, ProductRow
+from core.store.models import EventRow, ProductRow, ServedRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -158,10 +158,12 @@ class Store:
             return [tuple(r) for r in conn.execute(stmt)][::-1]
 
     def erase_users(self, user_keys: list[str]) -> int:
-        """Delete every event of these pseudonyms (erasure, at once, in one transaction); returns how many."""
+        """Delete every event and served item of these pseudonyms (erasure, at once, in one
+        transaction); returns how many events."""
         if not user_keys:
             return 0
         with self._writing, self.engine.begin() as conn:
+            conn.execute(delete(ServedRow).where(ServedRow.user_key.in_(user_keys)))
             return int(conn.execute(delete(EventRow).where(EventRow.user_key.in_(user_keys))).rowcount or 0)
 
     def user_events(self, user_keys: list[str], limit: int = 10_000) -> list[dict[str, Any]]:
@@ -175,6 +177,20 @@ class Store:
     def count_events(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(EventRow)).scalar_one())
+
+    # -- what was shown (online evaluation: core.store.evaluation)
+
+    def add_served(self, rows: list[dict[str, Any]]) -> int:
+        """Insert served items (`ServedRow` columns) in one transaction; returns how many."""
+        if not rows:
+            return 0
+        with self._writing, self.engine.begin() as conn:
+            conn.execute(ServedRow.__table__.insert(), rows)
+        return len(rows)
+
+    def count_served(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ServedRow)).scalar_one())
 
     # -- products
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 ONLINE_EVENT_TYPES = ("impression", "view", "click", "cart", "purchase", "rating")
+SERVED_SURFACES = ("recommendations", "page")  # POST /v1/recommendations; a page's "you may also like"
 MAX_KEY_CHARS = 128  # idempotency keys and request ids
 MAX_ID_CHARS = 512  # product ids and user keys (serve.schemas.MAX_ID_CHARS)
 
@@ -65,7 +66,12 @@ class EventRow(Base):
     `flagged_reason` (e.g. `unknown_product`) marks a stored event the live path does not use."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_user_ts", "user_key", "ts"),)
+    __table_args__ = (
+        Index("ix_events_user_ts", "user_key", "ts"),
+        # online evaluation's attribution (core.store.evaluation): by request_id, else by user + product + time
+        Index("ix_events_request_product", "request_id", "product_id", "event"),
+        Index("ix_events_user_product_ts", "user_key", "product_id", "ts"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event: Mapped[str] = mapped_column(String(16))
@@ -73,10 +79,34 @@ class EventRow(Base):
     product_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS))
     ts: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float | None] = mapped_column(Float)
-    request_id: Mapped[str | None] = mapped_column(String(MAX_KEY_CHARS), index=True)
+    request_id: Mapped[str | None] = mapped_column(String(MAX_KEY_CHARS))
     idempotency_key: Mapped[str] = mapped_column(String(MAX_KEY_CHARS), unique=True)
     received_at: Mapped[int] = mapped_column(BigInteger)
     flagged_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class ServedRow(Base):
+    """One item of one answer, as it was shown: what online evaluation joins impressions, clicks and
+    purchases to (`core.store.evaluation`). Written by the ingress in batches, off the request path
+    (`serve.served.ServedLog`). `user_key` is the pseudonym (None: anonymous), never the raw id."""
+
+    __tablename__ = "served_items"
+    __table_args__ = (
+        Index("ix_served_request_product", "request_id", "product_id"),
+        Index("ix_served_user_product_ts", "user_key", "product_id", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(MAX_KEY_CHARS))
+    position: Mapped[int] = mapped_column(Integer)  # 1 = the first item of the answer
+    product_id: Mapped[str] = mapped_column(String(MAX_ID_CHARS))
+    user_key: Mapped[str | None] = mapped_column(String(MAX_ID_CHARS))
+    surface: Mapped[str] = mapped_column(String(16))  # SERVED_SURFACES
+    recommender_version: Mapped[str] = mapped_column(String(64))
+    generator_version: Mapped[str] = mapped_column(String(64))
+    reason_source: Mapped[str] = mapped_column(String(16))
+    degraded: Mapped[str | None] = mapped_column(String(64))  # stages the answer did without, comma-separated
+    ts: Mapped[int] = mapped_column(BigInteger, index=True)
 
 
 class RefreshWatermark(Base):

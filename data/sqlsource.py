@@ -131,6 +131,21 @@ def plan_sql(src: SourceConfig, i: int, url: str, url_key: str, password_env: st
     return {"src": i, "display": shown, "sql": True, "url": url, "password_env": password_env, "rows": rows}
 
 
+def state(src: SourceConfig, url: str, password_env: str | None) -> str:
+    """What changes whenever the table's rows do: row count plus the highest event id / the latest
+    product write (`updated_at` moves on every write and delete). For the demo pipeline's
+    "is prepare stale" check (cluster.pipeline.source_digests), without reading the rows."""
+    latest = "MAX(id)" if src.table == "events" else "MAX(updated_at)"
+    connection = Connect(url, password_env)()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(f"SELECT COUNT(*), {latest} FROM {src.table}")
+        count, top = cursor.fetchone()
+    finally:
+        connection.close()
+    return f"{display(url, src.table)} rows={count} latest={top}"
+
+
 def read_dataset(chunk: dict[str, Any], source: dict[str, Any], privacy: IngestPrivacy | None, num_cpus: float):
     """Stage: the source's table as parsed rows (`data.prepare.compact_schema`), one per database row."""
     import ray.data

@@ -195,3 +195,22 @@ def test_a_missing_database_stops_before_any_work(tmp_path: Path):
 def test_malformed_sql_source_configs_name_the_key(source: dict, message: str):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[f"data.sources=[{json.dumps(source)}]"])
+
+
+def test_the_demo_pipeline_sees_when_the_database_changed(db_url: str, tmp_path: Path):
+    from cluster.pipeline import source_digests
+
+    cfg = config(tmp_path, db_url, [DB_PRODUCTS, DB_EVENTS])
+    before = source_digests(cfg)
+    assert before == source_digests(cfg)  # nothing written: prepare is up to date
+    engine = make_engine(db_url)
+    store = Store(engine)
+    store.add_events([_event("x1", "u_k1_" + "0" * 32, "P1")])
+    after_event = source_digests(cfg)
+    assert after_event["source db-events"] != before["source db-events"]
+    assert after_event["source db"] == before["source db"]
+    store.put_product({"product_id": "P1", "title": "Mug"})
+    assert source_digests(cfg)["source db"] != before["source db"]
+    engine.dispose()
+    gone = config(tmp_path, f"sqlite:///{tmp_path / 'none.db'}", [DB_EVENTS])
+    assert source_digests(gone) == {"source db-events": "missing"}

@@ -368,7 +368,7 @@ def drop_deleted(good: pa.Table, deleted: set[str], chunks: list[dict[str, Any]]
     catalog file): quarantined, so a product deleted through the API does not come back."""
     hit = pc.is_in(good["product_id"], value_set=pa.array(sorted(deleted), pa.string()))
     rows = good.filter(hit)
-    reasons = [f"product_id {pid!r} is {DELETED} (this row is not kept)" for pid in rows["product_id"].to_pylist()]
+    reasons = [f"{DELETED}: product_id {pid!r} (this row is not kept)" for pid in rows["product_id"].to_pylist()]
     raw = _row_json(rows, [f.name for f in PRODUCTS])
     return good.filter(pc.invert(hit)), _quarantine_rows(rows, reasons, "products", raw, chunks)
 

@@ -165,7 +165,7 @@ def test_files_and_the_database_merge(db_url: str, tmp_path: Path):
     alice = [(e["product_id"], e["event"]) for e in events if e["user_id"] == users["alice"]]
     assert sorted(alice) == [("P1", "view"), ("P10", "cart"), ("P2", "purchase")]  # one history, one pseudonym
     q = {(Path(r["source"]).name, r["line"]): r["reason"] for r in read_quarantine(layout).to_pylist()}
-    assert q[("catalog.csv", 3)] == "product_id 'P3' is deleted in the online database (this row is not kept)"
+    assert q[("catalog.csv", 3)] == "deleted in the online database: product_id 'P3' (this row is not kept)"
     assert q[("catalog.csv", 2)].startswith("duplicate product_id 'P1' (first seen at ")
     assert q[("events.jsonl", 1)].startswith("duplicate event (same user_id, product_id, event and ts as ")
 

@@ -176,7 +176,7 @@ def through_ray_train(cfg, loo: LooData, *, run_name: str) -> dict:
     from train.recommender import build_trainer
 
     started = time.perf_counter()
-    trainer, _, _ = build_trainer(cfg, num_items=loo.num_items, run_name=run_name)
+    trainer, _, _, _ = build_trainer(cfg, num_items=loo.num_items, run_name=run_name)
     result = trainer.fit()
     wall = time.perf_counter() - started
     if result.checkpoint is None:

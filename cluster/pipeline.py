@@ -123,6 +123,9 @@ def source_digests(cfg) -> dict[str, str]:
 
     digests = {}
     for i, src in enumerate(cfg.data.sources):
+        if src.format == "sql":  # the online database: its row counts and latest writes
+            digests[f"source {src.name}"] = _database_digest(cfg, src)
+            continue
         try:
             listing = []
             for fs, path in resolve_files(src, i):
@@ -133,6 +136,19 @@ def source_digests(cfg) -> dict[str, str]:
         except (SourceError, OSError):  # prepare itself says what to fix
             digests[f"source {src.name}"] = "missing"
     return digests
+
+
+def _database_digest(cfg, src) -> str:
+    import hashlib
+
+    from core.store import database_url
+    from data.sqlsource import state
+
+    try:
+        text = state(src, src.url or database_url(cfg), cfg.online.password_env)
+    except Exception:  # unreachable or unmigrated: prepare itself says what to fix
+        return "missing"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def build_record_of(stage: Stage, cfg) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from core.schemas import EVENTS, PRODUCTS, QUARANTINE
 from core.shards import write_shard_set
 from data.readers import ERASED, parse_chunk
 from data.sources import plan_sources
+from data.sqlsource import DELETED
 
 SAMPLE_SOURCE = "sample"
 
@@ -178,7 +179,20 @@ def plan_of(cfg: ShopgraphConfig) -> list[dict[str, Any]]:
     pseudo-chunk per table: source 0 (products) and source 1 (events), as in `sources_of`."""
     if not cfg.data.sources:
         return [{"src": 0, "display": SAMPLE_SOURCE, "index": 0}, {"src": 1, "display": SAMPLE_SOURCE, "index": 1}]
-    return [{**c, "index": k} for k, c in enumerate(plan_sources(cfg.data.sources, cfg.data.prepare.chunk_mb))]
+    db_url = None
+    if any(s.format == "sql" and not s.url for s in cfg.data.sources):
+        from core.store import database_url
+
+        try:
+            db_url = database_url(cfg)
+        except ValueError as e:
+            from data.sources import SourceError
+
+            raise SourceError(f"a format: sql source has no database: {e}") from None
+    planned = plan_sources(
+        cfg.data.sources, cfg.data.prepare.chunk_mb, database_url=db_url, password_env=cfg.online.password_env
+    )
+    return [{**c, "index": k} for k, c in enumerate(planned)]
 
 
 def parsed_dataset(
@@ -196,16 +210,27 @@ def parsed_dataset(
     if not cfg.data.sources:
         return ray.data.from_arrow(_sample_parsed(cfg, table, 0 if table == "products" else 1, privacy))
     mine = [c for c in chunks if cfg.data.sources[c["src"]].table == table]
-    if not mine:
-        return ray.data.from_arrow(compact_schema(table).empty_table())
+    files = [c for c in mine if not c.get("sql")]
     sources = [s.model_dump() for s in cfg.data.sources]
-    return ray.data.from_items(mine, override_num_blocks=len(mine)).map_batches(
-        _parse_batch,
-        batch_size=1,
-        batch_format="pyarrow",
-        fn_kwargs={"sources": sources, "privacy": privacy},
-        num_cpus=cfg.data.prepare.num_cpus,
-    )
+    parts = []
+    if files:
+        parts.append(
+            ray.data.from_items(files, override_num_blocks=len(files)).map_batches(
+                _parse_batch,
+                batch_size=1,
+                batch_format="pyarrow",
+                fn_kwargs={"sources": sources, "privacy": privacy},
+                num_cpus=cfg.data.prepare.num_cpus,
+            )
+        )
+    for c in mine:
+        if c.get("sql"):  # the online database, through ray.data.read_sql (data.sqlsource)
+            from data.sqlsource import read_dataset
+
+            parts.append(read_dataset(c, sources[c["src"]], privacy, cfg.data.prepare.num_cpus))
+    if not parts:
+        return ray.data.from_arrow(compact_schema(table).empty_table())
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
 
 
 # --------------------------------------------------------------------------------------------- gather
@@ -220,6 +245,7 @@ class Gathered:
     read: np.ndarray  # rows read per plan chunk
     erased: np.ndarray = None  # rows of tombstoned users per plan chunk (dropped, not quarantined)
     erased_users: set[str] = field(default_factory=set)  # their pseudonyms under the current key
+    deleted_products: set[str] = field(default_factory=set)  # soft-deleted in the online database (data.sqlsource)
 
 
 def _sources(chunks: list[dict[str, Any]], chunk_idx: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
@@ -260,6 +286,7 @@ def gather(ds: ray.data.Dataset, table: str, chunks: list[dict[str, Any]]) -> Ga
     read = np.zeros(len(chunks), dtype=np.int64)
     erased = np.zeros(len(chunks), dtype=np.int64)
     erased_users: set[str] = set()
+    deleted: set[str] = set()
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
         if not block.num_rows:
             continue
@@ -274,6 +301,9 @@ def gather(ds: ray.data.Dataset, table: str, chunks: list[dict[str, Any]]) -> Ga
         bad = pc.is_valid(block["_reason"])
         if pc.any(bad).as_py():
             rows = block.filter(bad)
+            if table == "products":
+                gone = pc.fill_null(pc.starts_with(rows["_reason"], DELETED), False)
+                deleted.update(rows.filter(gone)["product_id"].to_pylist())
             rejected.append(_quarantine_rows(rows, rows["_reason"], table, rows["_raw"], chunks))
             block = block.filter(pc.invert(bad))
         good.append(block.select(keep))
@@ -285,6 +315,7 @@ def gather(ds: ray.data.Dataset, table: str, chunks: list[dict[str, Any]]) -> Ga
         read=read,
         erased=erased,
         erased_users=erased_users,
+        deleted_products=deleted,
     )
 
 
@@ -330,6 +361,47 @@ def dedupe_products(good: pa.Table, chunks: list[dict[str, Any]]) -> tuple[np.nd
     ]
     contract = [f.name for f in PRODUCTS]
     return np.sort(first_row), _quarantine_rows(dups, reasons, "products", _row_json(dups, contract), chunks)
+
+
+def drop_deleted(good: pa.Table, deleted: set[str], chunks: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
+    """Rows of products soft-deleted in the online database, from any other source (an older
+    catalog file): quarantined, so a product deleted through the API does not come back."""
+    hit = pc.is_in(good["product_id"], value_set=pa.array(sorted(deleted), pa.string()))
+    rows = good.filter(hit)
+    reasons = [f"{DELETED}: product_id {pid!r} (this row is not kept)" for pid in rows["product_id"].to_pylist()]
+    raw = _row_json(rows, [f.name for f in PRODUCTS])
+    return good.filter(pc.invert(hit)), _quarantine_rows(rows, reasons, "products", raw, chunks)
+
+
+def dedupe_events_across_sources(good: pa.Table, chunks: list[dict[str, Any]]) -> tuple[pa.Table, pa.Table]:
+    """An event read from two sources (the online database and a file exported from it, say) is
+    kept once: a row with the same (user_id, product_id, event, ts) as an earlier row (input order)
+    of another source is quarantined. Rows of one source are never compared with each other: a
+    file may hold two equal events, and the database's idempotency keys are unique already."""
+    if not good.num_rows:
+        return good, _quarantine_rows(good, [], "events", [], chunks)
+    order = _input_order(good)
+    codes = [
+        pc.dictionary_encode(good[c]).combine_chunks().indices.to_numpy() for c in ("user_id", "product_id", "event")
+    ]
+    identity = np.stack([*codes, good["ts"].cast(pa.int64()).to_numpy()], axis=1)[order]
+    _, first_pos, group = np.unique(identity, axis=0, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    srcs = np.array([c["src"] for c in chunks], dtype=np.int64)[good["_chunk"].to_numpy()[order]]
+    dup_sorted = srcs != srcs[first_pos][group]
+    if not dup_sorted.any():
+        return good, _quarantine_rows(good.slice(0, 0), [], "events", [], chunks)
+    dup = np.zeros(good.num_rows, dtype=bool)
+    dup[order[dup_sorted]] = True
+    first = good.select(["_chunk", "_line"]).take(pa.array(order[first_pos][group][dup_sorted]))
+    files, _ = _sources(chunks, first["_chunk"])
+    rows = good.take(pa.array(order[dup_sorted]))
+    reasons = [
+        f"duplicate event (same user_id, product_id, event and ts as {f}:{line}, another source; the first is kept)"
+        for f, line in zip(files.to_pylist(), first["_line"].to_pylist(), strict=True)
+    ]
+    raw = _row_json(rows, [f.name for f in EVENTS])
+    return good.filter(pa.array(~dup)), _quarantine_rows(rows, reasons, "events", raw, chunks)
 
 
 def _mark_unknown(batch: pa.Table, known_ref: list[ray.ObjectRef]) -> pa.Table:
@@ -433,6 +505,9 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     lap("plan_s")  # includes starting Ray when it is not up yet
     p = gather(parsed_dataset(cfg, "products", chunks, privacy), "products", chunks)
     lap("products_parse_s")
+    gone = _quarantine_rows(p.good.slice(0, 0), [], "products", [], chunks)
+    if p.deleted_products:
+        p.good, gone = drop_deleted(p.good, p.deleted_products, chunks)
     keep_idx, dups = dedupe_products(p.good, chunks)
     read += p.read
     kept += _chunk_counts(
@@ -441,7 +516,7 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
     ids = pc.take(p.good["product_id"], pa.array(keep_idx))
     by_id = pc.take(pa.array(keep_idx), pc.sort_indices(ids))  # product ids are unique now: a total order
     products = p.good.select(contract_products).take(by_id).combine_chunks()  # the one copy of the catalog
-    products_rejected = pa.concat_tables([p.rejected, dups])
+    products_rejected = pa.concat_tables([p.rejected, gone, dups])
     del p, ids, by_id, keep_idx, dups  # release the parsed blocks
     known = products["product_id"].combine_chunks() if products.num_rows else pa.array([], pa.string())
     lap("products_dedupe_sort_s")
@@ -451,6 +526,10 @@ def prepare(cfg: ShopgraphConfig, *, log=print) -> PrepareResult:
         events_ds = check_known_products(events_ds, known, pcfg.num_cpus)
     e = gather(events_ds, "events", chunks)
     lap("events_parse_s")
+    event_srcs = {c["src"] for c in chunks if sources[c["src"]].table == "events"}
+    if len(event_srcs) > 1 and any(sources[i].format == "sql" for i in event_srcs):
+        e.good, twice = dedupe_events_across_sources(e.good, chunks)
+        e.rejected = pa.concat_tables([e.rejected, twice])
     read += e.read
     erased = e.erased
     kept += _chunk_counts(e.good["_chunk"], len(chunks))

@@ -65,6 +65,8 @@ SYNTH_TS_BASE_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: synthesized timestam
 ERASED = "erased: the user asked to be forgotten"
 # `_raw` of a rejected event line that could not be parsed far enough to find its user id.
 WITHHELD = "<withheld: unparsable event record, it may hold a raw user id>"
+# The user field of a database event whose user_key is not a pseudonym (data.sqlsource).
+WITHHELD_USER = "<withheld: not a pseudonym>"
 
 REQUIRED = {"products": ("product_id", "title"), "events": ("user_id", "product_id", "event", "ts")}
 
@@ -88,7 +90,7 @@ DEFAULT_MAPPING: dict[str, dict[str, str]] = {
 }
 DEFAULT_EVENT_MAP = {"retailrocket": {"view": "view", "addtocart": "cart", "transaction": "purchase"}}
 DEFAULT_EVENT = {"amazon_reviews": "rating", "user_item_pairs": "view", "user_item_sequences": "view"}
-DEFAULT_TS_UNIT = {"retailrocket": "ms", "amazon_reviews": "s"}
+DEFAULT_TS_UNIT = {"retailrocket": "ms", "amazon_reviews": "s", "sql": "ms"}  # the online database stores ms
 DEFAULT_DELIMITER = {"csv": ",", "retailrocket": ",", "attribute_catalog": "\t"}
 HEADER_FORMATS = ("csv", "retailrocket", "attribute_catalog")
 JSON_FORMATS = ("jsonl", "amazon_reviews", "amazon_metadata")
@@ -112,6 +114,8 @@ def parsed_schema(table: str) -> pa.Schema:
 def mapping_for(src: SourceConfig) -> dict[str, str]:
     columns = [f.name for f in (PRODUCTS if src.table == "products" else EVENTS)]
     identity = {c: c for c in columns} if src.format not in DEFAULT_MAPPING else {}
+    if src.format == "sql" and src.table == "events":
+        identity["user_id"] = "user_key"  # core.store.models.EventRow
     return {**identity, **DEFAULT_MAPPING.get(src.format, {}), **src.mapping}
 
 
@@ -160,6 +164,7 @@ class _Builder:
         file: str,
         privacy: Privacy | None = None,
         mapping: dict[str, str] | None = None,
+        pseudonymized: bool = False,
     ):
         self.table, self.src_idx, self.file = table, src_idx, file
         self.schema = parsed_schema(table)
@@ -167,6 +172,9 @@ class _Builder:
         # Events only: raw user ids become pseudonyms here, inside the parse task, before any row
         # leaves it; rows of tombstoned users leave as `ERASED` markers (pseudonym, no raw text).
         self.privacy = privacy if table == "events" else None
+        # The online database's user ids are pseudonyms already (made at the API edge): kept as
+        # they are, never hashed a second time (data.sqlsource).
+        self.pseudonymized = pseudonymized
         self.user_col = (mapping or {}).get("user_id")
         self.mapped = set((mapping or {}).values())
         self._users: dict[str, tuple[str, bool]] = {}  # raw id -> (pseudonym, erased), this chunk only
@@ -183,7 +191,14 @@ class _Builder:
         self._meta(line, sub, None, None)
 
     def bad(
-        self, line: int, sub: int, reason: str, raw: str | None, record: dict | None = None, user: str | None = None
+        self,
+        line: int,
+        sub: int,
+        reason: str,
+        raw: str | None,
+        record: dict | None = None,
+        user: str | None = None,
+        product_id: str | None = None,
     ) -> None:
         """A rejected row. For events under `privacy`, its raw text keeps no raw user id: the parsed
         `record` is written back as JSON, mapped fields only, its user field pseudonymized; a
@@ -198,7 +213,7 @@ class _Builder:
                 raw = self._scrub(raw, record, user)
         for name, col in self.cols.items():
             if not name.startswith("_"):
-                col.append(None)
+                col.append(product_id if name == "product_id" else None)  # product_id: a deleted product's id
         self._meta(line, sub, reason, scrub(raw) if raw else raw)  # the quarantine keeps free text too
 
     def _erased_row(self, line: int, sub: int, pseudonym: str) -> None:
@@ -209,7 +224,12 @@ class _Builder:
 
     def _user(self, raw: str) -> tuple[str, bool]:
         got = self._users.get(raw)
-        if got is None:
+        if got is None and self.pseudonymized:
+            if self.privacy.pseudonymizer.is_pseudonym(raw):  # tombstones hold every key's pseudonym
+                got = self._users[raw] = (raw, raw in self.privacy.tombstones)
+            else:  # not ours: perhaps a raw id, so its text goes nowhere
+                got = self._users[raw] = (WITHHELD_USER, False)
+        elif got is None:
             got = self._users[raw] = (self.privacy.pseudonymizer.user_key(raw), self.privacy.erased(raw))
         return got
 

@@ -207,5 +207,24 @@ def _probe_json(fs, path: str, src: SourceConfig, i: int, display: str, compress
     _check_attribute_columns(seen, src, i, display, f"the keys of its first {len(records)} records are")
 
 
-def plan_sources(sources: list[SourceConfig], chunk_mb: int) -> list[dict[str, Any]]:
-    return [c for i, src in enumerate(sources) for c in plan_source(src, i, chunk_mb * 1024 * 1024)]
+def plan_sources(
+    sources: list[SourceConfig],
+    chunk_mb: int,
+    *,
+    database_url: str | None = None,
+    password_env: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every parse task. A `format: sql` source is one entry (`data.sqlsource.plan_sql`), read from
+    its own `url` or else `database_url` (the online database, `core.store.database_url`)."""
+    chunks: list[dict[str, Any]] = []
+    for i, src in enumerate(sources):
+        if src.format != "sql":
+            chunks += plan_source(src, i, chunk_mb * 1024 * 1024)
+            continue
+        from data.sqlsource import plan_sql
+
+        url, key = (src.url, _key(i, "url")) if src.url else (database_url, "online.database_url")
+        if not url:
+            raise SourceError(f"source '{src.name}': no database to read; set {_key(i, 'url')} or online.database_url")
+        chunks.append(plan_sql(src, i, url, key, password_env))
+    return chunks

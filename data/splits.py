@@ -136,6 +136,23 @@ def _dense(codes: np.ndarray, dictionary: list[str]) -> tuple[np.ndarray, list[s
     return lookup[codes], names
 
 
+def _dense_keeping(codes: np.ndarray, dictionary: list[str], base: pa.Table) -> tuple[np.ndarray, pa.Table]:
+    """As `_dense`, but every item of `base` (a previous ITEM_IDS map) keeps its index, whether it
+    occurs now or not; new items get the next indices, in natural id order. Returns the kept rows'
+    dense ids and the whole new map."""
+    known = dict(zip(base["product_id"].to_pylist(), base["item_idx"].to_pylist(), strict=True))
+    top = max(known.values(), default=0)
+    used = np.unique(codes)
+    new = _natural_order([dictionary[c] for c in used if dictionary[c] not in known])
+    index = {**known, **{name: top + 1 + r for r, name in enumerate(new)}}
+    lookup = np.zeros(len(dictionary), dtype=np.int64)
+    for c in used:
+        lookup[c] = index[dictionary[c]]
+    names = sorted(index, key=index.__getitem__)
+    item_ids = pa.table({"product_id": names, "item_idx": [index[n] for n in names]}, schema=ITEM_IDS)
+    return lookup[codes], item_ids
+
+
 def _list_table(users: np.ndarray, items: np.ndarray, ts: np.ndarray) -> pa.Table:
     """Rows sorted by user then time -> one SEQUENCES row per user."""
     if len(users) == 0:
@@ -207,8 +224,11 @@ def _popularity(events: pa.Table, item_ids: pa.Table, half_life_days: float) -> 
     return out.sort_by([("count", "descending"), ("product_id", "ascending")])
 
 
-def build_splits(cfg: SplitsConfig, events: pa.Table, *, filter_event_types: bool = True) -> Splits:
-    """Every derived table from an EVENTS table (row order breaks timestamp ties)."""
+def build_splits(
+    cfg: SplitsConfig, events: pa.Table, *, filter_event_types: bool = True, base_items: pa.Table | None = None
+) -> Splits:
+    """Every derived table from an EVENTS table (row order breaks timestamp ties). With `base_items`
+    (a previous ITEM_IDS map, `keep_item_ids`), its items keep their indices and new ones follow."""
     events = conform(events, EVENTS, "events")
     if events.num_rows == 0:
         raise ValueError(
@@ -242,19 +262,24 @@ def build_splits(cfg: SplitsConfig, events: pa.Table, *, filter_event_types: boo
     u, i, ts = u[keep], i[keep], ts[keep]
 
     user_idx, user_names = _dense(u, user_dict)
-    item_idx, item_names = _dense(i, item_dict)
+    if base_items is None:
+        item_idx, item_names = _dense(i, item_dict)
+        item_ids = pa.table({"product_id": item_names, "item_idx": np.arange(1, len(item_names) + 1)}, schema=ITEM_IDS)
+    else:
+        item_idx, item_ids = _dense_keeping(i, item_dict, base_items)
+        stats["items_kept_index"] = base_items.num_rows
+        stats["items_new"] = item_ids.num_rows - base_items.num_rows
     by_user = np.argsort(user_idx, kind="stable")  # keeps the time order inside each user
     user_idx, item_idx, ts = user_idx[by_user], item_idx[by_user], ts[by_user]
 
     user_ids = pa.table({"user_id": user_names, "user_idx": np.arange(1, len(user_names) + 1)}, schema=USER_IDS)
-    item_ids = pa.table({"product_id": item_names, "item_idx": np.arange(1, len(item_names) + 1)}, schema=ITEM_IDS)
 
     q = min(int(np.floor(len(ts) * (1 - cfg.temporal_test_fraction))), len(ts) - 1)
     cut = int(np.sort(ts, kind="stable")[q])
     before = ts < cut
     stats |= {
         "users": len(user_names),
-        "items": len(item_names),
+        "items": item_ids.num_rows,
         "temporal_cut": pa.scalar(cut, pa.int64()).cast(_TS).as_py().isoformat(),
         "temporal_train": int(before.sum()),
         "temporal_test": int((~before).sum()),
@@ -392,7 +417,7 @@ def run(config, *, log=_stderr) -> dict[str, Any]:
     layout = ArtifactLayout(config.artifacts.root)
     events, erased = load_events_counted(layout)  # less the rows of erased users (core.privacy)
     if events.num_rows:
-        splits = build_splits(config.data.splits, events)
+        splits = build_splits(config.data.splits, events, base_items=_previous_items(layout, config.data.splits, log))
     else:
         products = _product_rows(layout)
         if not products:
@@ -410,6 +435,27 @@ def run(config, *, log=_stderr) -> dict[str, Any]:
     splits.stats["erased"] = erased
     write_splits(layout, splits, config.data.splits)
     return splits.stats
+
+
+def _previous_items(layout: ArtifactLayout, cfg: SplitsConfig, log) -> pa.Table | None:
+    """The item map to keep (`data.splits.keep_item_ids`): the last split's, checked complete."""
+    if not cfg.keep_item_ids:
+        return None
+    from core.manifest import IncompleteDirError, verify_dir
+
+    root = local_dir(layout.id_maps)
+    try:
+        verify_dir(root)
+    except IncompleteDirError:
+        log(f"data.splits.keep_item_ids: no previous id map at {root}; items get dense ids 1..N")
+        return None
+    base = pq.read_table(root / "items.parquet").cast(ITEM_IDS)
+    idx = np.sort(base["item_idx"].to_numpy())
+    if not np.array_equal(idx, np.arange(1, len(idx) + 1)):
+        raise ValueError(
+            f"{root / 'items.parquet'} is not a map onto 1..{len(idx)}; rerun with --set data.splits.keep_item_ids=false"
+        )
+    return base
 
 
 def _product_rows(layout: ArtifactLayout) -> int:

@@ -19,7 +19,17 @@ app = typer.Typer(
 
 
 @app.command()
-def recommender(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def recommender(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    warm_start: Annotated[
+        bool,
+        typer.Option(
+            "--warm-start",
+            help="Start from the exported model: known items keep their vectors, new items get new rows (pair with --set data.splits.keep_item_ids=true on `data split`).",
+        ),
+    ] = False,
+) -> None:
     """Train SASRec with Ray Train, evaluate it and export it under <artifacts>/models/recommender.
 
     Reads the leave-one-out split from `shopgraph data split`; evaluation covers both
@@ -27,7 +37,7 @@ def recommender(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """
     from train import recommender as recipe
 
-    raise typer.Exit(recipe.main(stage_argv(config, set_)))
+    raise typer.Exit(recipe.main(stage_argv(config, set_) + (["--warm-start"] if warm_start else [])))
 
 
 @app.command()

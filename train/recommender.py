@@ -2,6 +2,7 @@
 
     shopgraph train recommender --config configs/local.yaml
     python -m train.recommender --config configs/local.yaml          # ray job submit entry point
+    shopgraph train recommender --warm-start                         # continue from the exported model
 
 Reads the leave-one-out split written by `shopgraph data split` (`<artifacts>/data/splits/loo.parquet`)
 through Ray Data, trains with `TorchTrainer` (DDP: gloo on CPU, NCCL on GPU), validates every
@@ -13,9 +14,18 @@ protocols with baselines and exports:
         model.pt             state dict
         model_config.json    SASRecConfig
         item_vectors.npy     (num_items, hidden [+ 1: item bias]) float32, row i-1 = item i: the FAISS index input
+        item_ids.parquet     the item id map it was trained with (product_id, item_idx): what --warm-start maps from
         metrics.json         evaluation (both protocols, baselines) + training curves
         report.html, curves.png
         shopgraph-manifest.json
+
+Warm start (`--warm-start`): the new model starts from the exported one instead of from random
+weights. Every weight is copied; item rows are matched by product_id through the two id maps, so a
+known item starts from its trained vector (and bias) whatever its index, and items new since then
+get rows initialised as a fresh model initialises them (bias: log-frequency, as cold). With
+`data.splits.keep_item_ids` the split keeps every known item's index, so the matrix only grows.
+Shapes must agree (hidden, blocks, heads, max_len, item_bias); a mismatch, or no export, stops before
+Ray starts. The export's manifest records `warm_start` (parent version = the parent's files digest).
 """
 
 from __future__ import annotations
@@ -166,6 +176,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         core.set_item_attributes(torch.as_tensor(config["item_attrs"]))
     if config.get("item_bias_init") is not None:
         core.set_item_bias(torch.as_tensor(config["item_bias_init"], dtype=torch.float32))
+    if config.get("init_state") is not None:  # --warm-start: the exported model, grown to the new items
+        core.load_state_dict({k: torch.as_tensor(v) for k, v in config["init_state"].items()})
     # DDP only with 2+ workers (Ray Train leaves a single worker's model unwrapped). SASRec's
     # buffers (causal mask, item -> attribute table) never change, so DDP need not broadcast
     # them from rank 0 before every forward.
@@ -305,11 +317,12 @@ def build_trainer(
     item_attributes: dict[int, list[int]] | None = None,
     run_name: str | None = None,
     fail_once_at_epoch: int | None = None,
+    warm_start: bool = False,
 ):
     """Validate the inputs, join Ray and build the `TorchTrainer` (not yet fitted).
 
-    Returns (trainer, model config, the split in memory). Shared by `train_recommender` and
-    bench/train_overhead.py, so the benchmark times exactly this recipe.
+    Returns (trainer, model config, the split in memory, warm-start record or None). Shared by
+    `train_recommender` and bench/train_overhead.py, so the benchmark times exactly this recipe.
     """
     import ray
     import ray.data
@@ -349,9 +362,6 @@ def build_trainer(
             num_items,
             hp.max_attributes,
         )
-    init_ray(cfg)
-    _check_resources(scaling)
-
     model_cfg = SASRecConfig(
         num_items=num_items,
         max_len=hp.max_len,
@@ -364,6 +374,14 @@ def build_trainer(
         num_attributes=num_attributes,
         max_attributes=item_attrs.shape[1] if item_attrs is not None else 0,
     )
+    bias_init = _log_counts(loo) if hp.item_bias else None
+    init_state, warm = None, None
+    if warm_start:  # checked before Ray starts: a wrong model or config fails here
+        init_state, warm = warm_start_state(
+            layout.recommender, model_cfg, _item_ids(layout), bias_init=bias_init, seed=cfg.train.seed
+        )
+    init_ray(cfg)
+    _check_resources(scaling)
     # Materialized once: the padded rows are small (2 x max_len int64 per user, ~0.8 KB; 1M
     # users ~0.8 GB, spilled to disk past the object store), and without it every epoch
     # re-runs the parquet read and padding as Ray tasks that compete with the training step
@@ -386,7 +404,8 @@ def build_trainer(
             "valid": _validation_arrays(loo, hp.max_len, hp.eval_users, cfg.train.seed, ev.num_negatives),
             "fail_once_at_epoch": fail_once_at_epoch,
             "item_attrs": item_attrs,
-            "item_bias_init": _log_counts(loo) if hp.item_bias else None,
+            "item_bias_init": bias_init,
+            "init_state": init_state,
         },
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
@@ -404,7 +423,7 @@ def build_trainer(
             hp.max_failures,
         ),
     )
-    return trainer, model_cfg, loo
+    return trainer, model_cfg, loo, warm
 
 
 def train_recommender(
@@ -415,12 +434,16 @@ def train_recommender(
     item_attributes: dict[int, list[int]] | None = None,
     run_name: str | None = None,
     fail_once_at_epoch: int | None = None,
+    warm_start: bool = False,
 ) -> dict[str, Any]:
     """Run the recipe with the root config `cfg`; returns the exported manifest's meta.
 
     With `train.recommender.item_attributes`, attributes come from `item_attributes` (dense
     item id -> attribute ids, e.g. a public dataset's attribute file) or else the catalog.
+    `warm_start`: start from the exported model (`warm_start_state`) instead of random weights.
     """
+    import pyarrow.parquet as pq
+
     from core.layout import ArtifactLayout
     from core.manifest import staged_dir, write_manifest
 
@@ -428,13 +451,14 @@ def train_recommender(
     hp = cfg.train.recommender
     ev = cfg.train.evaluation
     scaling = cfg.train.scaling
-    trainer, model_cfg, loo = build_trainer(
+    trainer, model_cfg, loo, warm = build_trainer(
         cfg,
         loo_path=loo_path,
         num_items=num_items,
         item_attributes=item_attributes,
         run_name=run_name,
         fail_once_at_epoch=fail_once_at_epoch,
+        warm_start=warm_start,
     )
     result = trainer.fit()
     best = _best_checkpoint(result)
@@ -469,14 +493,109 @@ def train_recommender(
         "selected_on": f"validation {hp.select_on}",
         "best_valid_score": state["best"],
         "test": results,
+        "warm_start": warm,  # None: trained from random weights
     }
+    item_ids = _item_ids(layout)
     with staged_dir(out) as staging:
         torch.save(model.state_dict(), staging / "model.pt")
+        if item_ids is not None:
+            pq.write_table(item_ids, staging / "item_ids.parquet")
         (staging / "model_config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
         np.save(staging / "item_vectors.npy", model.item_vectors().detach().float().numpy())
         write_report(staging, results, curves, title="shopgraph recommender (SASRec) — test set")
         write_manifest(staging, meta)
     return meta
+
+
+def _item_ids(layout):
+    """The split's item id map (product_id, item_idx), or None where there is none (a bare split)."""
+    import pyarrow.parquet as pq
+
+    from core.schemas import ITEM_IDS
+
+    path = Path(f"{layout.id_maps}/items.parquet")
+    return pq.read_table(path).select(ITEM_IDS.names).cast(ITEM_IDS) if path.exists() else None
+
+
+# What must match between the exported model and the config for --warm-start (weight shapes).
+WARM_FIXED = ("hidden", "num_blocks", "num_heads", "max_len", "item_bias")
+
+
+def warm_start_state(
+    parent: str | Path, new_cfg: SASRecConfig, new_items, *, bias_init: np.ndarray | None, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The initial weights for a warm start: the exported model at `parent`, its item rows moved to
+    the new id map `new_items` (ITEM_IDS) by product_id, new items initialised as a fresh model is.
+
+    Returns (state dict as numpy arrays, the `warm_start` record for the manifest). Raises
+    FileNotFoundError without an export, ValueError when its shapes differ from `new_cfg`.
+    """
+    import pyarrow.parquet as pq
+    import torch
+
+    from core.manifest import IncompleteDirError, files_digest, read_manifest
+
+    parent = Path(parent)
+    try:
+        old_model, old_cfg, _ = load_exported(parent)
+    except (IncompleteDirError, FileNotFoundError) as e:
+        raise FileNotFoundError(
+            f"--warm-start needs an exported recommender at {parent} ({e}); train once without --warm-start"
+        ) from None
+    differ = [k for k in WARM_FIXED if getattr(old_cfg, k) != getattr(new_cfg, k)]
+    if differ:
+        shown = ", ".join(f"{k} {getattr(old_cfg, k)} (config: {getattr(new_cfg, k)})" for k in differ)
+        raise ValueError(
+            f"--warm-start: the exported model has {shown}; set "
+            + " ".join(f"--set train.recommender.{k}={json.dumps(getattr(old_cfg, k))}" for k in differ)
+            + " or train without --warm-start"
+        )
+    if old_cfg.num_attributes or new_cfg.num_attributes:
+        raise ValueError(
+            "--warm-start does not carry attribute embeddings yet (their ids are not stable across catalogs); "
+            "set --set train.recommender.item_attributes=false or train without --warm-start"
+        )
+    old_map = parent / "item_ids.parquet"
+    if not old_map.exists():
+        raise FileNotFoundError(
+            f"--warm-start: {parent} has no item_ids.parquet (exported before warm starts existed), so its rows "
+            "cannot be matched to items; train once without --warm-start"
+        )
+    if new_items is None:
+        raise FileNotFoundError(
+            "--warm-start needs the split's item id map (data/id_maps/items.parquet); run `shopgraph data split`"
+        )
+    old = pq.read_table(old_map).to_pydict()
+    old_idx = dict(zip(old["product_id"], old["item_idx"], strict=True))
+    new = new_items.to_pydict()
+    pairs = [(n, old_idx[p]) for p, n in zip(new["product_id"], new["item_idx"], strict=True) if p in old_idx]
+    if not pairs:
+        raise ValueError(
+            f"--warm-start: no item of the new split is known to the exported model at {parent}; train without --warm-start"
+        )
+
+    torch.manual_seed(seed)
+    fresh = SASRec(new_cfg)  # new items' rows: the model's own initialisation
+    if bias_init is not None:
+        fresh.set_item_bias(torch.as_tensor(bias_init, dtype=torch.float32))
+    state = {k: v.detach().clone() for k, v in fresh.state_dict().items()}
+    old_state = old_model.state_dict()
+    rows_new = torch.as_tensor([n for n, _ in pairs], dtype=torch.long)
+    rows_old = torch.as_tensor([o for _, o in pairs], dtype=torch.long)
+    for key, value in old_state.items():
+        if key == "item_emb.weight" or key == "item_bias":
+            state[key][rows_new] = value[rows_old].to(state[key].dtype)
+        else:
+            state[key] = value.detach().clone()
+    record = {
+        "parent_version": files_digest(read_manifest(parent))[:12],
+        "parent_created_at": read_manifest(parent).get("created_at"),
+        "items_known": len(pairs),
+        "items_same_index": sum(1 for n, o in pairs if n == o),
+        "items_new": new_cfg.num_items - len(pairs),
+        "items_dropped": old_cfg.num_items - len(pairs),
+    }
+    return {k: v.numpy() for k, v in state.items()}, record
 
 
 def _log_counts(loo: LooData) -> np.ndarray:
@@ -570,11 +689,23 @@ def main(argv: list[str] | None = None) -> int:
     from core.cli import as_json, stage_main
 
     def show(meta: dict) -> str:
-        keep = ("best_epoch", "selected_on", "best_valid_score", "test")
+        keep = ("best_epoch", "selected_on", "best_valid_score", "test", "warm_start")
         return as_json({k: meta[k] for k in keep})
 
+    def options(parser) -> None:
+        parser.add_argument(
+            "--warm-start",
+            action="store_true",
+            help="Start from the exported model (<artifacts>/models/recommender): known items keep their vectors, new items get new rows.",
+        )
+
     return stage_main(
-        argv, lambda cfg: train_recommender(cfg), prog="python -m train.recommender", description=__doc__, show=show
+        argv,
+        lambda cfg, warm_start: train_recommender(cfg, warm_start=warm_start),
+        prog="python -m train.recommender",
+        description=__doc__,
+        options=options,
+        show=show,
     )
 
 

@@ -54,6 +54,10 @@ class SplitsConfig(BaseModel):
         lt=1,
         description="Global temporal split: the latest this fraction of interactions (by timestamp quantile) is test, the rest train.",
     )
+    keep_item_ids: bool = Field(
+        False,
+        description="Keep every item index of the previous id map (<artifacts>/data/id_maps/items.parquet) and give new items the next ones, so `shopgraph train recommender --warm-start` finds each known item's row where the last model had it. Items absent from the new events keep their index. False: dense ids 1..N in natural id order.",
+    )
     popularity_half_life_days: float = Field(
         7.0,
         gt=0,

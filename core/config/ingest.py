@@ -23,6 +23,7 @@ SourceFormat = Literal[
     "user_item_sequences",
     "retailrocket",
     "attribute_catalog",
+    "sql",
 ]
 
 # Formats whose rows can only be one kind of table.
@@ -61,12 +62,17 @@ class SourceConfig(BaseModel):
     )
     format: SourceFormat = Field(
         ...,
-        description="Reader to use: csv, jsonl, parquet (generic, with `mapping`), amazon_reviews, amazon_metadata (2014/2018 JSON(L), gzip or not), user_item_pairs ('user item' per line), user_item_sequences ('user item item ...' per line), retailrocket (timestamp,visitorid,event,itemid[,transactionid]), attribute_catalog (delimited file with a 'key#value*key#value' attributes column).",
+        description="Reader to use: csv, jsonl, parquet (generic, with `mapping`), amazon_reviews, amazon_metadata (2014/2018 JSON(L), gzip or not), user_item_pairs ('user item' per line), user_item_sequences ('user item item ...' per line), retailrocket (timestamp,visitorid,event,itemid[,transactionid]), attribute_catalog (delimited file with a 'key#value*key#value' attributes column), sql (the online database's products or events table, read with Ray Data read_sql; see `url`).",
     )
-    path: str = Field(
-        ...,
+    path: str | None = Field(
+        None,
         min_length=1,
-        description="File, glob (`raw/*.csv`) or directory; a local path or any fsspec URI. Files ending in .gz are decompressed.",
+        description="File, glob (`raw/*.csv`) or directory; a local path or any fsspec URI. Files ending in .gz are decompressed. Required by every format but sql.",
+    )
+    url: str | None = Field(
+        None,
+        min_length=1,
+        description="format sql only: SQLAlchemy URL of the database to read, without a password (it comes from online.password_env); None = online.database_url, else the embedded SQLite under artifacts.root.",
     )
     table: Literal["products", "events"] = Field(..., description="Contract table the rows become: products or events.")
     mapping: dict[str, str] = Field(
@@ -139,6 +145,14 @@ class SourceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceConfig:
+        if self.format == "sql":
+            self._sql_only()
+        elif self.path is None:
+            raise ValueError(
+                f"source '{self.name}': format {self.format} reads files; set path (a file, glob or directory)"
+            )
+        elif self.url is not None:
+            raise ValueError(f"source '{self.name}': url applies to format sql only; remove it or set format: sql")
         fixed = FORMAT_TABLE.get(self.format)
         if fixed and fixed != self.table:
             raise ValueError(f"source '{self.name}': format {self.format} only produces {fixed}; set table: {fixed}")
@@ -168,6 +182,50 @@ class SourceConfig(BaseModel):
                 f"source '{self.name}': event_map values {bad} are not event types; map to view, click, cart, purchase or rating"
             )
         return self
+
+    def _sql_only(self) -> None:
+        """The sql format reads the online database's own tables: their columns are fixed, so the
+        file options mean nothing there and are refused rather than ignored."""
+        if self.path is not None:
+            raise ValueError(
+                f"source '{self.name}': format sql reads a database, not files; remove path (set url, or leave it "
+                "unset to read online.database_url)"
+            )
+        ignored = [
+            key
+            for key, default in (
+                ("mapping", {}),
+                ("attribute_columns", {}),
+                ("id_from", "column"),
+                ("id_prefix", None),
+                ("encoding", "utf-8"),
+                ("delimiter", None),
+                ("timestamp_unit", "auto"),
+                ("default_event", None),
+            )
+            if getattr(self, key) != default
+        ]
+        if ignored:
+            raise ValueError(
+                f"source '{self.name}': format sql reads the online tables' fixed columns; remove {', '.join(ignored)} "
+                "(event_map still applies: e.g. {impression: view})"
+            )
+        if self.url is not None:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            try:
+                parsed = make_url(self.url)
+            except ArgumentError as e:
+                raise ValueError(
+                    f"source '{self.name}': url {self.url!r} is not a SQLAlchemy URL ({e}); e.g. "
+                    "postgresql+psycopg://shopgraph@db:5432/shopgraph or sqlite:///artifacts/online/shop.db"
+                ) from None
+            if parsed.password is not None:
+                raise ValueError(
+                    f"source '{self.name}': url holds a password; remove it from the URL and put it in the "
+                    "environment variable named by online.password_env"
+                )
 
 
 class SampleConfig(BaseModel):

@@ -44,6 +44,7 @@ def stages(cfg) -> list[Stage]:
     from ml.encoder import resolve_encoder_dir
     from train.ranker import train_ranker
     from train.recommender import train_recommender
+    from train.sentiment import train_sentiment
 
     layout = ArtifactLayout(cfg.artifacts.root)
 
@@ -101,6 +102,13 @@ def stages(cfg) -> list[Stage]:
             read(
                 layout.recommender, layout.splits, layout.id_maps, layout.features, layout.embeddings, layout.products
             ),
+        ),
+        Stage(
+            "train sentiment",
+            lambda c: train_sentiment(c, log=lambda *a, **k: None, allow_empty=True),
+            (layout.sentiment, layout.review_summaries),
+            ("train.sentiment", "train.seed", "models.encoder"),
+            {**read(layout.events), **encoder},
         ),
     ]
 

@@ -78,6 +78,10 @@ class ArtifactLayout:
         return self._join("models", "sentiment")
 
     @property
+    def review_summaries(self) -> str:
+        return self._join("content", "reviews")  # per-product aspect summaries (train.sentiment)
+
+    @property
     def content(self) -> str:
         return self._join("content", "pdp")  # batch-generated pages (train.batch_generate)
 

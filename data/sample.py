@@ -479,12 +479,58 @@ def _events_table(cfg: SampleConfig, cat: dict, rng: np.random.Generator) -> pa.
     )
 
 
+# Review text of the sample's ratings: what a reviewer says about the aspects shoppers of each
+# department care about, positive or negative as the rating goes (ml.aspects summarizes them).
+REVIEW_ASPECTS: dict[str, list[tuple[str, str]]] = {
+    "Electronics": [("The battery lasts all day", "The battery drains within hours"),
+                    ("Sound is clear and loud", "The sound is tinny and quiet"),
+                    ("Charging is quick", "Charging is painfully slow")],
+    "Cameras": [("Build quality feels solid", "The build quality feels flimsy"),
+                ("The battery lasts a whole shoot", "The battery dies after a few shots"),
+                ("The size is compact enough to carry", "The size is too bulky to carry")],
+    "Computers": [("The screen is sharp and bright", "The screen is dim and washed out"),
+                  ("Build quality is excellent", "The quality is poor, a key broke"),
+                  ("The battery lasts a full workday", "The battery barely lasts two hours")],
+    "Home & Kitchen": [("The material feels sturdy", "The material feels cheap and thin"),
+                       ("The size is just right", "The size is smaller than expected"),
+                       ("Great value for the price", "Not worth the price")],
+    "Sports & Outdoors": [("The fit is perfect", "The fit is awkward"),
+                          ("Very comfortable on long runs", "Not comfortable after a mile"),
+                          ("The material is soft and breathable", "The fabric is scratchy")],
+    "Toys & Games": [("Sturdy quality, survived my kids", "Poor quality, it broke in a day"),
+                     ("Great value for the price", "Too expensive for what it is"),
+                     ("The size is perfect for small hands", "The size is too small, pieces get lost")],
+}  # fmt: skip
+DELIVERY = ("Delivery was fast and the packaging was neat", "Delivery was late and the package was dented")
+
+
+def _review_texts(events: pa.Table, cat: dict, rng: np.random.Generator) -> pa.Table:
+    """The ratings' text column filled: one or two aspects of the product's department, said the
+    way the rating goes (4-5 positive, 1-2 negative, 3 one of each), sometimes the delivery too."""
+    rated = np.flatnonzero(events["event"].to_numpy(zero_copy_only=False) == "rating")
+    if not len(rated):
+        return events
+    pids = events["product_id"].to_numpy(zero_copy_only=False)[rated]
+    values = events["value"].to_numpy(zero_copy_only=False)[rated]
+    texts: list[str | None] = [None] * events.num_rows
+    for row, pid, value in zip(rated.tolist(), pids.tolist(), values.tolist(), strict=True):
+        lines = REVIEW_ASPECTS[_DEPTS[int(cat["dept"][int(pid[1:])])]]
+        picks = rng.permutation(len(lines))[: 1 + int(rng.random() < 0.5)]
+        sides = [value >= 4] * len(picks) if value != 3 else [True, False][: len(picks)]
+        said = [lines[k][0 if good else 1] for k, good in zip(picks.tolist(), sides)]
+        if rng.random() < 0.3:
+            said.append(DELIVERY[0 if rng.random() < 0.8 else 1])
+        texts[row] = ". ".join(said) + "."
+    return events.set_column(events.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
+
+
 @functools.lru_cache(maxsize=2)
 def _generate(num_products: int, num_users: int, num_events: int, seed: int) -> tuple[pa.Table, pa.Table]:
     cfg = SampleConfig(num_products=num_products, num_users=num_users, num_events=num_events)
     rng = np.random.default_rng(seed)
     cat = _catalog(cfg.num_products, rng)
     events = _events_table(cfg, cat, np.random.default_rng([seed, 1]))
+    events = _review_texts(events, cat, np.random.default_rng([seed, 3]))  # own stream: the rest is unchanged
     products = _products_table(cat, np.random.default_rng([seed, 2]))
     return products, events
 

@@ -37,6 +37,7 @@ LANGUAGES = ("zh", "en")
 MAX_CHARS = 4000  # a review longer than this is cut for the features (TF-IDF and the encoder alike)
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 MODEL_FILE = "sentiment.pkl"
+MAX_CACHED_VECTORS = 200_000  # ~300 MB of 384-d float32 at most
 MIN_PER_LABEL = 10  # reviews of each label a language head needs before it is trained
 
 
@@ -84,6 +85,7 @@ class SentimentModel:
         self.heads: dict[str, dict[str, Any]] = {}  # language -> {"tfidf", "clf", "dense"}
         self.counts: dict[str, dict[str, int]] = {}
         self.skipped: dict[str, str] = {}  # language -> why no head was trained
+        self._vectors: dict[str, np.ndarray] = {}  # text -> encoder vector (not saved)
 
     # -- training
 
@@ -125,8 +127,18 @@ class SentimentModel:
 
         x = tfidf.transform(texts)
         if dense:
-            x = sp.hstack([x, sp.csr_matrix(self.encoder.encode(texts))]).tocsr()
+            x = sp.hstack([x, sp.csr_matrix(self._encode(texts))]).tocsr()
         return x
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Encoder vectors, each distinct text encoded once per model (reviews repeat: "Great value
+        for the price." and its clauses; a held-out fit, the final fit and the summaries share them)."""
+        todo = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if todo:
+            if len(self._vectors) + len(todo) > MAX_CACHED_VECTORS:
+                self._vectors.clear()
+            self._vectors.update(zip(todo, self.encoder.encode(todo)))
+        return np.stack([self._vectors[t] for t in texts]) if texts else np.zeros((0, self.encoder.dim), np.float32)
 
     # -- prediction
 

@@ -270,3 +270,27 @@ def load_precomputed_reasons(folder: Path, cache, model_version: str, catalog) -
     if any(skipped.values()):
         log.info("precomputed reasons: %d loaded, skipped %s", loaded, skipped)
     return loaded
+
+
+def load_review_summaries(cfg) -> dict[str, dict]:
+    """product_id -> its review summary (`ml.aspects`, written by `shopgraph train sentiment`);
+    empty when none were built. A damaged directory is logged and skipped: pages still serve."""
+    import json
+    import logging
+
+    from core.layout import ArtifactLayout
+    from core.manifest import IncompleteDirError, verify_dir
+    from core.runtime import local_dir
+
+    try:
+        root = local_dir(ArtifactLayout(cfg.artifacts.root).review_summaries)
+        if not root.exists():
+            return {}
+        if verify_dir(root)["meta"].get("skipped"):
+            return {}
+        with (root / "summaries.jsonl").open(encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (IncompleteDirError, ValueError, OSError) as e:
+        logging.getLogger("shopgraph.serve").warning("review summaries not loaded: %s", e)
+        return {}
+    return {r["product_id"]: r["summary"] for r in rows}

@@ -212,6 +212,9 @@ class Ingress:
         self.reloader = Reloader(
             self.cfg.serve.reload_poll_ms / 1000, live=live, catalog=self.catalog, on_change=self._forget
         )
+        from serve.content import load_review_summaries
+
+        self.review_summaries = load_review_summaries(self.cfg)
         if self.gen_cfg.precomputed_content:
             root = content_dir(self.cfg)
             loaded = manifest_stamp([root])  # before the load: a commit racing with it is reloaded
@@ -283,6 +286,7 @@ class Ingress:
         self.model_version = model_version
         self.cache = ContentCache(self.gen_cfg.cache_entries)
         self.precomputed = 0
+        self.review_summaries: dict[str, dict] = {}  # product_id -> ml.aspects summary (train.sentiment)
         self.reloader = None  # serve.reload.Reloader of a real replica (__init__); None in unit tests
         self.registry = CollectorRegistry()
         self.m_latency = Histogram(
@@ -993,6 +997,7 @@ class Ingress:
             facts_hash=fhash,
             model_version=self.model_version,
             timings_ms={k: round(v, 2) for k, v in timings.items()},
+            reviews=self.review_summaries.get(product_id),
         )
         self._record_served(page.request_id, page.also_like, raw_user if user_id else None, "page", degraded)
         return page, product

@@ -71,6 +71,16 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
         for i in page.also_like
     )
     crumbs = escape(product.category or "")
+    reviews = ""
+    if page.reviews is not None and page.reviews.aspects:
+        said = "".join(
+            f"<li>{escape(a.sentence)}" + (f" <q>{escape(a.quote)}</q>" if a.quote else "") + "</li>"
+            for a in page.reviews.aspects
+        )
+        reviews = f'<h3>What reviewers say</h3><ul class="hl" id="reviews">{said}</ul>'
+    elif page.reviews is not None and page.reviews.note:
+        reviews = f'<h3>What reviewers say</h3><p id="reviews">{escape(page.reviews.note)}</p>'
+
     footer = (
         f'<p class="src" id="debug">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}</p>'
         if debug
@@ -87,6 +97,7 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
 <h3>Highlights{_source(page.sections_source, debug)}</h3>
 <ul class="hl" id="highlights">{highlights}</ul>
 <p id="description">{escape(s.description)}</p>
+{reviews}
 <h3>You may also like</h3>
 <div class="strip" id="also-like">{cards}</div>
 {footer}

@@ -154,6 +154,22 @@ class PageSections(BaseModel):
         return [tidy_highlight(h) for h in highlights]
 
 
+class AspectSummary(BaseModel):
+    aspect: str = Field(..., description="What the reviews talk about: battery, fit, size, material, delivery, ...")
+    mentions: int = Field(..., description="Reviews that name the aspect.")
+    positive: int = Field(..., description="Of those, the reviews whose clauses on it read positive.")
+    sentence: str = Field(..., description="'fit: 9 of 12 reviews positive': the counts, as a sentence.")
+    quote: str | None = Field(
+        None, description="A clause copied verbatim from one of the reviews, on the majority's side."
+    )
+
+
+class ReviewSummary(BaseModel):
+    reviews: int = Field(..., description="Reviews with text the summary was made from.")
+    aspects: list[AspectSummary] = Field(default_factory=list, description="Most-named aspects first.")
+    note: str | None = Field(None, description="Why there is no summary (too few reviews, no aspect named).")
+
+
 class ProductPage(BaseModel):
     request_id: str
     product_id: str
@@ -168,6 +184,9 @@ class ProductPage(BaseModel):
     facts_hash: str
     model_version: str
     timings_ms: dict[str, float]
+    reviews: ReviewSummary | None = Field(
+        None, description="What reviewers say per aspect (`shopgraph train sentiment`); None when none was built."
+    )
 
 
 class ErrorDetail(BaseModel):

@@ -67,7 +67,10 @@ def labelled_reviews(paths: list[str]) -> tuple[list[str], list[int], dict[str, 
     return texts, labels, counts
 
 
-def train_sentiment(cfg, log=print) -> dict[str, Any]:
+def train_sentiment(cfg, log=print, allow_empty: bool = False) -> dict[str, Any]:
+    """Train, score and commit the model, then the review summaries. `allow_empty` (the demo
+    pipeline): a shop without review text commits an empty model directory that says why and no
+    summaries, instead of failing the run."""
     from sklearn.model_selection import train_test_split
 
     from ml.encoder import TextEncoder, prepare_encoder, resolve_encoder_dir
@@ -79,6 +82,17 @@ def train_sentiment(cfg, log=print) -> dict[str, Any]:
         more, more_labels, shop_counts = shop_reviews(cfg, log)
         texts, labels = texts + more, labels + more_labels
         counts.update(shop_counts)
+    if not texts and allow_empty:
+        from core.manifest import staged_dir, write_manifest
+
+        layout = ArtifactLayout(cfg.artifacts.root)
+        why = "no reviews with text and no labelled files (train.sentiment.labelled)"
+        for out in (layout.sentiment, layout.review_summaries):
+            with staged_dir(local_dir(out)) as staging:
+                (staging / "SKIPPED").write_text(why + "\n", encoding="utf-8")
+                write_manifest(staging, meta={"stage": "train-sentiment", "skipped": why})
+        log(f"sentiment: skipped: {why}")
+        return {"stage": "train-sentiment", "skipped": why, "reviews": counts}
     if not texts:
         raise ValueError(
             "no reviews to train the sentiment model on: list labelled files in train.sentiment.labelled, "
@@ -106,11 +120,52 @@ def train_sentiment(cfg, log=print) -> dict[str, Any]:
         rows = [j for j, i in enumerate(test_rows) if langs[i] == lang]
         if rows:
             holdout[lang] = scores(y[test_rows][rows], predicted[rows])
-    model = SentimentModel(encoder=encoder, c=s.c, seed=cfg.train.seed).fit(texts, y)
+    model = SentimentModel(encoder=encoder, c=s.c, seed=cfg.train.seed)
+    model._vectors = held._vectors  # the texts it encoded already
+    model.fit(texts, y)
     meta = {"stage": "train-sentiment", "reviews": counts, "holdout": holdout, "skipped": model.skipped}
     model.save(local_dir(ArtifactLayout(cfg.artifacts.root).sentiment), meta=meta)
-    log(f"sentiment: {len(texts)} reviews, held-out {holdout}")
+    meta["summaries"] = write_summaries(cfg, model, log) if s.shop_reviews else {"products": 0}
+    log(f"sentiment: {len(texts)} reviews, held-out {holdout}, summaries {meta['summaries']}")
     return meta
+
+
+def write_summaries(cfg, model, log=print) -> dict[str, int]:
+    """Per-aspect review summaries (`ml.aspects`) of every product with reviews in the shop's
+    events, committed under `<artifacts>/content/reviews` for product pages. Every summary is
+    checked against its reviews (`check_summary`); one that fails is left out and counted."""
+    import json
+
+    import pyarrow.compute as pc
+
+    from core.manifest import IncompleteDirError, staged_dir, write_manifest
+    from core.shards import read_events
+    from ml.aspects import check_summary, summarize
+
+    try:
+        events = read_events(ArtifactLayout(cfg.artifacts.root))
+    except (FileNotFoundError, IncompleteDirError):
+        return {"products": 0}
+    rated = events.filter(pc.and_(pc.equal(events["event"], "rating"), pc.invert(pc.is_null(events["text"]))))
+    by_product: dict[str, list[str]] = {}
+    for pid, text in zip(rated["product_id"].to_pylist(), rated["text"].to_pylist()):
+        if text and text.strip():
+            by_product.setdefault(pid, []).append(text)
+    rows, counts = [], {"products": 0, "summarized": 0, "no_summary": 0, "failed_check": 0}
+    for pid in sorted(by_product):
+        summary = summarize(by_product[pid], model, min_reviews=cfg.train.sentiment.summary_min_reviews)
+        if check_summary(summary, by_product[pid]):
+            counts["failed_check"] += 1
+            continue
+        counts["products"] += 1
+        counts["summarized" if summary["aspects"] else "no_summary"] += 1  # too few reviews, or no aspect named
+        rows.append({"product_id": pid, "summary": summary})
+    with staged_dir(local_dir(ArtifactLayout(cfg.artifacts.root).review_summaries)) as staging:
+        with (staging / "summaries.jsonl").open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_manifest(staging, meta={"stage": "train-sentiment", "counts": counts})
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -359,6 +359,11 @@ class SentimentConfig(BaseModel):
         le=0.5,
         description="Seeded, stratified share of the reviews held out to measure the trained model.",
     )
+    summary_min_reviews: int = Field(
+        5,
+        ge=1,
+        description="Reviews with text a product needs before its page gets a per-aspect summary (fewer: it says so).",
+    )
 
     @model_validator(mode="after")
     def _bands(self) -> SentimentConfig:

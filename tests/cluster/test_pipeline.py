@@ -30,6 +30,7 @@ STAGES = (
     "data index",
     "train recommender",
     "train ranker",
+    "train sentiment",
 )
 
 

@@ -226,3 +226,23 @@ def test_demo_page_escapes_what_comes_from_the_url_and_the_catalog(client, ingre
     assert r.status_code == 422 and "<b>" not in r.text
     page = client.get("/shop/products/p1").text
     assert "<script>" not in page and "<img" not in page and "&lt;script&gt;alert(2)" in page
+
+
+def test_pages_carry_the_review_summary_and_the_demo_page_shows_it_as_text(client, ingress):
+    summary = {
+        "reviews": 7,
+        "aspects": [
+            {"aspect": "size", "mentions": 5, "positive": 4, "sentence": "size: 4 of 5 reviews positive",
+             "quote": "The size is just right <b>x</b>"},
+        ],
+        "note": None,
+    }  # fmt: skip
+    ingress.review_summaries = {"p1": summary}
+    page = client.get("/v1/products/p1/page").json()
+    assert page["reviews"] == summary
+    assert client.get("/v1/products/p2/page").json()["reviews"] is None  # no reviews: no summary, no error
+    ingress.review_summaries["p2"] = {"reviews": 2, "aspects": [], "note": "2 reviews; a summary needs 5"}
+    html = client.get("/shop/products/p1").text
+    assert "What reviewers say" in html and "size: 4 of 5 reviews positive" in html
+    assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html  # review text is shown as text
+    assert "2 reviews; a summary needs 5" in client.get("/shop/products/p2").text

@@ -68,7 +68,7 @@ def summarize(texts: list[str], model, min_reviews: int = 5, max_aspects: int = 
         # the quote: the clearest short clause on the majority's side, verbatim
         side = [(q, c) for v in by_review.values() for q, c in v if (q >= 0.5) == majority_positive]
         side = [(q, c) for q, c in side if len(c) <= MAX_QUOTE_CHARS] or side
-        quote = max(side, key=lambda x: (abs(x[0] - 0.5), -len(x[1])))[1] if side else None
+        quote = max(side, key=lambda x: (abs(x[0] - 0.5), -len(x[1])))[1].rstrip("，,;；") if side else None
         out.append(
             {
                 "aspect": aspect,

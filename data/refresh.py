@@ -193,20 +193,26 @@ def plan_changes(rows: list[dict[str, Any]], known_text: dict[str, str | None]) 
 
 
 def known_text_hashes(embeddings: pa.Table, layout: ArtifactLayout) -> dict[str, str | None]:
-    """product_id -> text hash of its committed vector. Embeddings written before the hash column
-    existed take it from the products shard set they were embedded from (unknown: re-embedded)."""
+    """product_id -> text hash of its committed vector. Rows embedded before the hash column existed
+    take it from the products shard set they were embedded from (not found: None, re-embedded)."""
     pids = embeddings["product_id"].to_pylist()
     if "text_sha256" in embeddings.column_names:
-        return dict(zip(pids, embeddings["text_sha256"].to_pylist(), strict=True))
+        hashes = dict(zip(pids, embeddings["text_sha256"].to_pylist(), strict=True))
+    else:
+        hashes = dict.fromkeys(pids)
+    unknown = {pid for pid, h in hashes.items() if h is None}
+    if not unknown:
+        return hashes
     from data.inputs import load_products
 
     try:
         catalog = load_products(layout)
     except FileNotFoundError:
-        return dict.fromkeys(pids)
-    columns = ["product_id", "title", "brand", "category", "attributes"]
-    texts = {r["product_id"]: text_sha256(product_text(r)) for r in catalog.select(columns).to_pylist()}
-    return {pid: texts.get(pid) for pid in pids}
+        return hashes
+    catalog = catalog.filter(pc.is_in(catalog["product_id"], value_set=pa.array(sorted(unknown), pa.string())))
+    for row in catalog.select(["product_id", "title", "brand", "category", "attributes"]).to_pylist():
+        hashes[row["product_id"]] = text_sha256(product_text(row))
+    return hashes
 
 
 def products_table(rows: list[dict[str, Any]]) -> pa.Table:

@@ -320,3 +320,21 @@ def test_an_unsupported_database_is_refused():
 
     with pytest.raises(ValueError, match="SQLite or PostgreSQL"):
         Connect("mysql://shop@db/shop")
+
+
+def test_embeddings_from_before_the_text_hash_take_it_from_the_catalog(tmp_path):
+    """An artifact root embedded before `text_sha256` existed: a price change still embeds nothing,
+    a new title does, a product in neither the column nor the catalog is re-embedded."""
+    from data.refresh import known_text_hashes, plan_changes
+
+    layout = ArtifactLayout(str(tmp_path))
+    write_shard_set(catalog(), layout.products, rows_per_shard=100, row_group_rows=100, meta={"stage": "test"})
+    pids = ["p00", "p01", "x9"]
+    old = pa.table({"product_id": pids, "item_idx": pa.nulls(3, pa.int64()),
+                    "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(6, np.float32)), 2)})  # fmt: skip
+    known = known_text_hashes(old, layout)
+    assert known["x9"] is None and known["p00"] and known["p01"]
+    x9 = {"product_id": "x9", "title": "Old Lamp", "attributes": {}}
+    plan = plan_changes([{**catalog_facts("p00"), "price": 1.0}, {**catalog_facts("p01"), "title": "Linen Shirt"}, x9],
+                        known)  # fmt: skip
+    assert [r["product_id"] for r in plan.embed] == ["p01", "x9"] and plan.remove == {"p01", "x9"}

@@ -17,8 +17,10 @@ database; each write moves `products.updated_at`. A run:
    and deleted products are marked dead (a null `product_id` in ids.parquet, `dead_rows` in the
    manifest), for Flat, IVF and HNSW alike (HNSW cannot remove a vector); `LoadedIndex.search`
    skips dead rows. Past `data.refresh.rebuild_dead_fraction` dead rows the index is rebuilt in
-   full from the refreshed embeddings. Index, then embeddings, are committed as whole
-   directories (`core.manifest.staged_dir`), each replacing the old one atomically;
+   full from the refreshed embeddings. Embeddings, then index, are committed as whole
+   directories (`core.manifest.staged_dir`), each replacing the old one atomically; the index
+   records the digest of the embeddings it matches, and an index found behind its embeddings
+   (a run cut off between the two commits) is rebuilt in full by the next run;
 4. hands the live and deleted rows to a content step when one is given (`train.refresh` passes
    the page generator, which data/ must not import), which regenerates pages whose facts changed;
 5. advances the watermark only after everything is committed, and returns a JSON summary.
@@ -352,6 +354,7 @@ def _refresh(config, content: ContentStep | None, engine, name: str, timer: Step
     timer.lap("read")
 
     embeddings, emb_meta = load_embeddings(emb_dir)
+    resynced = _resync_index(config, index_dir, emb_dir, embeddings, emb_meta)
     plan = plan_changes(rows, known_text_hashes(embeddings, layout))
     content_ids = content.plan(plan.live, plan.deleted) if content is not None else []
     timer.lap("plan")
@@ -364,6 +367,7 @@ def _refresh(config, content: ContentStep | None, engine, name: str, timer: Step
         "removed": 0,
         "deleted": len(plan.remove - {r["product_id"] for r in plan.embed}),
         "content_regenerated": 0,
+        **({"index_resynced": resynced} if resynced else {}),
     }
     if not summary["changed"]:
         message = f"no change since {_iso(mark)} (watermark {name!r}, {len(rows)} rows re-read)"
@@ -379,13 +383,15 @@ def _refresh(config, content: ContentStep | None, engine, name: str, timer: Step
         summary["embedded"] = new.num_rows
         timer.lap("embed")
         refreshed = refreshed_embeddings(embeddings, plan.remove, new, emb_meta["dim"])
-        index_meta = _commit_index(config, index_dir, plan.remove, new, refreshed, emb_meta)
+        # embeddings first, then the index that records their digest: a run cut off between the
+        # two leaves an index behind its embeddings, which the next run sees and rebuilds
+        digest = _commit_embeddings(emb_dir, refreshed, emb_meta, summary)
+        timer.lap("embeddings")
+        index_meta = _commit_index(config, index_dir, plan.remove, new, refreshed, emb_meta, digest)
         summary |= {"added": index_meta["refresh"]["added"], "removed": index_meta["refresh"]["dead_marked"],
                     "dead_rows": index_meta.get("dead_rows", 0), "index_count": index_meta["count"],
                     "rebuilt": index_meta["refresh"]["rebuilt"]}  # fmt: skip
         timer.lap("index")
-        _commit_embeddings(emb_dir, refreshed, emb_meta, summary)
-        timer.lap("embeddings")
 
     if content is not None:
         content_summary = content.apply()
@@ -437,7 +443,35 @@ def one_at_a_time(engine):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _commit_index(config, index_dir: Path, remove: set[str], new: pa.Table, refreshed: pa.Table, emb_meta: dict):
+def _index_meta_extra(loaded_meta: dict, digest: str) -> dict[str, Any]:
+    return {**{k: loaded_meta[k] for k in ("encoder",) if k in loaded_meta}, "embeddings_digest": digest}
+
+
+def _resync_index(config, index_dir: Path, emb_dir: Path, embeddings: pa.Table, emb_meta: dict) -> str | None:
+    """Rebuild the index in full when it was not built from the committed embeddings (a refresh cut
+    off after committing the embeddings, or embeddings re-run without `shopgraph data index`);
+    returns why, or None when they match. An index that records no provenance is trusted."""
+    from core.manifest import files_digest, read_manifest
+    from data.index import build_from_embeddings
+
+    meta, manifest = read_manifest(index_dir)["meta"], read_manifest(emb_dir)
+    digest = files_digest(manifest)
+    if "embeddings_digest" in meta:
+        behind = meta["embeddings_digest"] != digest
+    else:
+        behind = "embeddings_created" in meta and meta["embeddings_created"] != manifest["created_at"]
+    if not behind:
+        return None
+    why = "the index was not built from the committed embeddings (an interrupted refresh?): rebuilt in full"
+    log.warning(why)
+    build_from_embeddings(config.data.index, embeddings, index_dir, dim=emb_meta.get("dim"), seed=config.data.seed,
+                          extra_meta=_index_meta_extra(meta, digest))  # fmt: skip
+    return why
+
+
+def _commit_index(
+    config, index_dir: Path, remove: set[str], new: pa.Table, refreshed: pa.Table, emb_meta: dict, digest: str
+) -> dict[str, Any]:
     """Append / mark dead in place and commit; a full rebuild past the dead-row threshold."""
     from data.index import build_from_embeddings, write_index
 
@@ -445,26 +479,31 @@ def _commit_index(config, index_dir: Path, remove: set[str], new: pa.Table, refr
     index, ids, marked = update_index(loaded, remove, new)
     dead = ids["product_id"].null_count
     refresh = {"added": new.num_rows, "dead_marked": marked, "at": _iso(int(time.time() * 1000))}
+    extra = _index_meta_extra(loaded.meta, digest)
     if dead > config.data.refresh.rebuild_dead_fraction * max(1, ids.num_rows) and refreshed.num_rows:
-        keep = {k: loaded.meta[k] for k in ("encoder",) if k in loaded.meta}
         rebuilt = build_from_embeddings(
             config.data.index, refreshed, index_dir, dim=emb_meta.get("dim"), seed=config.data.seed,
-            extra_meta={**keep, "refresh": {**refresh, "rebuilt": True, "dead_before_rebuild": dead}},
+            extra_meta={**extra, "refresh": {**refresh, "rebuilt": True, "dead_before_rebuild": dead}},
         )  # fmt: skip
         return rebuilt.meta
-    meta = {**loaded.meta, "count": int(index.ntotal), "dead_rows": dead, "refresh": {**refresh, "rebuilt": False}}
+    meta = {**loaded.meta, **extra, "count": int(index.ntotal), "dead_rows": dead,
+            "refresh": {**refresh, "rebuilt": False}}  # fmt: skip
     write_index(index_dir, index, ids, meta)
     return meta
 
 
-def _commit_embeddings(emb_dir: Path, table: pa.Table, meta: dict, summary: dict) -> None:
+def _commit_embeddings(emb_dir: Path, table: pa.Table, meta: dict, summary: dict) -> str:
+    """Commit the refreshed embeddings; returns their files digest (what the index records)."""
+    from core.manifest import files_digest
+
     with staged_dir(emb_dir) as staging:
         pq.write_table(table, staging / "embeddings.parquet")
-        write_manifest(
+        manifest = write_manifest(
             staging,
             {**meta, "count": table.num_rows, "text_builder_version": TEXT_BUILDER_VERSION,
              "refresh": {k: summary[k] for k in ("embedded", "deleted")} | {"at": _iso(int(time.time() * 1000))}},
         )  # fmt: skip
+    return files_digest(manifest)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,7 @@
-"""The whole incremental refresh: embeddings and text index (data.refresh) plus the page content of
-products whose facts changed, with the real generator (vLLM, train.batch_generate).
+"""The whole incremental refresh: data.refresh plus the pages of products whose facts changed.
+
+Embeddings and text index as `data.refresh` updates them, then page content regenerated with
+the real generator (vLLM, train.batch_generate) for products whose facts changed.
 
     shopgraph data refresh --config configs/local.yaml [--model-dir DIR]
     python -m train.refresh --config configs/local.yaml          # ray job submit / RayJob entry point

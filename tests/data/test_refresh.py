@@ -338,3 +338,36 @@ def test_embeddings_from_before_the_text_hash_take_it_from_the_catalog(tmp_path)
     plan = plan_changes([{**catalog_facts("p00"), "price": 1.0}, {**catalog_facts("p01"), "title": "Linen Shirt"}, x9],
                         known)  # fmt: skip
     assert [r["product_id"] for r in plan.embed] == ["p01", "x9"] and plan.remove == {"p01", "x9"}
+
+
+def test_an_index_behind_its_embeddings_is_rebuilt_by_the_next_run(tmp_path):
+    """A refresh cut off after committing the embeddings (or embeddings re-run without `data index`):
+    the index's recorded embeddings digest no longer matches, so the refresh rebuilds it first."""
+    import pyarrow.parquet as pq
+
+    from data import index as index_stage
+    from data.refresh import _resync_index
+
+    cfg = load_config(None, [f"artifacts.root={tmp_path}", "data.index.type=flat", "data.index.recall_sample=0"])
+    layout = ArtifactLayout(str(tmp_path))
+
+    def commit_embeddings(n):
+        out = tmp_path / "data" / "embeddings"
+        out.mkdir(parents=True, exist_ok=True)
+        vecs = np.random.default_rng(n).normal(size=(n, 4)).astype(np.float32)
+        table = pa.table({"product_id": [f"p{i}" for i in range(n)], "item_idx": pa.nulls(n, pa.int64()),
+                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), 4),
+                          "text_sha256": pa.nulls(n, pa.string())}, schema=embeddings_schema(4))  # fmt: skip
+        pq.write_table(table, out / "e.parquet")
+        write_manifest(out, {"dim": 4})
+
+    commit_embeddings(5)
+    index_stage.run(cfg)
+    emb, meta = load_embeddings(layout)
+    assert _resync_index(cfg, tmp_path / "index", tmp_path / "data" / "embeddings", emb, meta) is None
+    commit_embeddings(6)  # the embeddings moved on, the index did not
+    emb, meta = load_embeddings(layout)
+    why = _resync_index(cfg, tmp_path / "index", tmp_path / "data" / "embeddings", emb, meta)
+    assert why and "rebuilt in full" in why
+    assert load_index(layout.index).ids["product_id"].to_pylist() == [f"p{i}" for i in range(6)]
+    assert _resync_index(cfg, tmp_path / "index", tmp_path / "data" / "embeddings", emb, meta) is None

@@ -110,6 +110,26 @@ def data_generate_content(
     raise typer.Exit(stage.main(stage_argv(config, set_, model_dir=model_dir, max_products=max_products)))
 
 
+@data_app.command("refresh")
+def data_refresh(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model_dir: Annotated[
+        str | None,
+        typer.Option("--model-dir", help="Generator for the changed pages (default: <artifacts>/models/generator)."),
+    ] = None,
+) -> None:
+    """Products changed in the online database since the last run -> re-embed only those, update the text index in place, regenerate their pages, advance the watermark (train.refresh).
+
+    No change: nothing is embedded or written ("no change since ..."). Prints a JSON summary.
+    Mounted here, under `data`, for the reason generate-content is: its page step runs the
+    generator from train/. `python -m data.refresh` alone refreshes embeddings and index only.
+    """
+    from train import refresh as stage
+
+    raise typer.Exit(stage.main(stage_argv(config, set_, model_dir=model_dir)))
+
+
 @data_app.command("check-copy")
 def data_check_copy(
     file: Annotated[Path, typer.Argument(help="JSONL: one {'facts': {...}, 'text': '...'} object per line.")],

@@ -3,7 +3,8 @@
     shopgraph cluster render [--config configs/gpu-cluster.yaml] [--check]
 
 One RayService (Serve application `cluster.k8s.serve_app`), one RayJob per batch stage of
-`cluster.stages.STAGES`, a dev RayCluster, and the core objects they need: the Namespace,
+`cluster.stages.STAGES`, a CronJob that starts the refresh RayJob on a schedule
+(`cluster.k8s.refresh`), a dev RayCluster, and the core objects they need: the Namespace,
 a ConfigMap holding the resolved shopgraph config (mounted at /etc/shopgraph in every Ray
 pod), and the PersistentVolumeClaim for artifacts and models. Output is deterministic
 (same config -> same bytes), so a test can compare it with the checked-in files.
@@ -320,6 +321,90 @@ def ray_job(cfg: ShopgraphConfig, stage: Stage) -> Obj:
     }
 
 
+REFRESH_RAYJOB_FILE = "rayjob.yaml"
+
+
+def refresh_schedule(cfg: ShopgraphConfig) -> list[Obj]:
+    """KubeRay's RayJob has no schedule field (CRD v1): a CronJob runs `kubectl create` of the refresh
+    RayJob (kept in a ConfigMap, named by `generateName` so every run gets its own), as a service
+    account that may create RayJobs and nothing else. Overlapping runs are harmless: a refresh that
+    finds another one running exits at once (data.refresh)."""
+    k8s, sec = cfg.cluster.k8s, cfg.cluster.k8s.pod_security
+    base = f"{k8s.serve_app.name}-refresh"
+    job = ray_job(cfg, STAGES["refresh"])
+    job["metadata"] = {"generateName": f"{base}-", **{k: v for k, v in job["metadata"].items() if k != "name"}}
+    account = _meta(cfg, f"{base}-scheduler", "refresh-schedule")
+    mount = "/etc/shopgraph-refresh"
+    container = {
+        "name": "create-rayjob",
+        "image": k8s.refresh.kubectl_image,
+        "imagePullPolicy": k8s.image_pull_policy,
+        "command": ["kubectl", "create", "-f", f"{mount}/{REFRESH_RAYJOB_FILE}"],
+        "resources": _resources("100m", "128Mi"),
+        "volumeMounts": [{"name": "rayjob", "mountPath": mount, "readOnly": True}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod = {
+        "serviceAccountName": account["name"],
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": sec.run_as_user,
+            "runAsGroup": sec.run_as_group,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "rayjob", "configMap": {"name": f"{base}-rayjob"}}],
+    }
+    cron: Obj = {
+        "schedule": k8s.refresh.schedule,
+        "suspend": k8s.refresh.suspend,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 300,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {
+            "metadata": {"labels": _labels(cfg, "refresh-schedule")},
+            "spec": {
+                "backoffLimit": 2,
+                "template": {"metadata": {"labels": _labels(cfg, "refresh-schedule")}, "spec": pod},
+            },
+        },
+    }
+    if k8s.refresh.time_zone:
+        cron["timeZone"] = k8s.refresh.time_zone
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(account)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": dict(account),
+            "rules": [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": dict(account),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account["name"]},
+            "subjects": [{"kind": "ServiceAccount", "name": account["name"], "namespace": cfg.cluster.namespace}],
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(cfg, f"{base}-rayjob", "refresh-schedule"),
+            "data": {
+                REFRESH_RAYJOB_FILE: yaml.dump(job, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+            },
+        },
+        {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta(cfg, base, "refresh-schedule"), "spec": cron},
+    ]
+
+
 def dev_cluster(cfg: ShopgraphConfig) -> Obj:
     """A small long-lived RayCluster to `ray job submit` to while developing (CPU only, head runs tasks)."""
     k8s = cfg.cluster.k8s
@@ -373,6 +458,7 @@ def render(cfg: ShopgraphConfig) -> dict[str, list[Obj]]:
     }
     for stage in STAGES.values():
         files[f"rayjob-{stage.name}.yaml"] = [ray_job(cfg, stage)]
+    files["cronjob-refresh.yaml"] = refresh_schedule(cfg)
     return files
 
 

@@ -130,7 +130,7 @@ def register(app: typer.Typer) -> None:
         stage: Annotated[
             str,
             typer.Argument(
-                help="Batch stage to run (see cluster/stages.py): prepare, splits, corpus, embed, index, train-recommender, train-ranker, train-generator, evaluate, generate-content, smoke."
+                help="Batch stage to run (see cluster/stages.py): prepare, splits, corpus, embed, index, train-recommender, train-ranker, train-generator, evaluate, generate-content, refresh, smoke."
             ),
         ],
         config: ConfigOpt = None,

@@ -55,6 +55,10 @@ STAGES: dict[str, Stage] = {
         Stage("evaluate", "cluster.evaluate", "one report: recommender, ranker, generator, serving latency", gpu=True),
         # In train/, not data/: it holds vLLM (data/ stays free of model code); CLI: `shopgraph data generate-content`.
         Stage("generate-content", "train.batch_generate", "batch PDP content generation with vLLM", gpu=True),
+        # train.refresh composes data.refresh (embeddings, index, watermark) with the page generator (vLLM).
+        Stage(
+            "refresh", "train.refresh", "incremental refresh from the online database: embed, index, pages", gpu=True
+        ),
         Stage("smoke", "cluster.smoke_job", "tiny Ray task that checks a cluster runs shopgraph jobs"),
     ]
 }

@@ -12,6 +12,7 @@ model once — via `map_batches` on an `ActorPoolStrategy` sized by `data.embedd
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def embeddings_schema(dim: int) -> pa.Schema:
             pa.field("product_id", pa.string(), nullable=False),
             pa.field("item_idx", pa.int64()),  # null: product not in the recommender's vocabulary
             pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),  # L2-normalized
+            # sha256 of the embedded text (`text_sha256`): the refresh re-embeds a product only when it differs
+            pa.field("text_sha256", pa.string()),
         ]
     )
 
@@ -46,6 +49,11 @@ def product_text(product: dict[str, Any]) -> str:
     facts = facts_of(product)
     attributes = "; ".join(f"{k}: {v}" for k, v in facts.get("attributes", {}).items())
     return " | ".join(p for p in (facts.get("title"), facts.get("brand"), facts.get("category"), attributes) if p)
+
+
+def text_sha256(text: str) -> str:
+    """What the embeddings record of each product's text, to tell a changed text from a re-send."""
+    return hashlib.sha256(f"{TEXT_BUILDER_VERSION}\x00{text}".encode()).hexdigest()
 
 
 def _item_lookup(product_ids: pa.Array | pa.ChunkedArray, item_ids: pa.Table | None) -> pa.Array:
@@ -78,6 +86,7 @@ class ProductEncoder:
                 "product_id": batch["product_id"],
                 "item_idx": _item_lookup(batch["product_id"], self.item_ids),
                 "vector": pa.FixedSizeListArray.from_arrays(flat, self.encoder.dim),
+                "text_sha256": [text_sha256(t) for t in texts],
             },
             schema=self.schema,
         )

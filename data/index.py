@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from core.config.data import IndexConfig
 from core.layout import ArtifactLayout
-from core.manifest import IncompleteDirError, read_manifest, staged_dir, write_manifest
+from core.manifest import IncompleteDirError, files_digest, read_manifest, staged_dir, write_manifest
 from core.runtime import local_dir
 from ml.index import (
     IDS_FILE,
@@ -184,6 +184,8 @@ def run(config) -> dict[str, Any]:
         extra_meta={
             "encoder": emb_meta.get("encoder"),
             "embeddings_created": read_manifest(local_dir(layout.embeddings))["created_at"],
+            # what the refresh checks: an index built from other embeddings is rebuilt, not patched
+            "embeddings_digest": files_digest(read_manifest(local_dir(layout.embeddings))),
         },
     )
     return loaded.meta

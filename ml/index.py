@@ -27,7 +27,9 @@ RECALL_K = 10
 IDS_SCHEMA = pa.schema(
     [
         pa.field("row", pa.int64(), nullable=False),
-        pa.field("product_id", pa.string(), nullable=False),
+        # null: a dead row, left behind by `shopgraph data refresh` when its product was changed
+        # or deleted (HNSW cannot remove vectors, so every index type marks rows dead the same way)
+        pa.field("product_id", pa.string()),
         pa.field("item_idx", pa.int64()),
     ]
 )
@@ -79,13 +81,54 @@ class LoadedIndex:
     index: Any  # faiss.Index
     ids: pa.Table  # IDS_SCHEMA, one row per faiss row
     meta: dict[str, Any]
+    live: np.ndarray | None = None  # bool per faiss row; None = every row is live
+
+    def __post_init__(self) -> None:
+        if self.live is None and self.ids["product_id"].null_count:
+            self.live = self.ids["product_id"].is_valid().to_numpy(zero_copy_only=False)
+
+    @property
+    def dead_rows(self) -> int:
+        return 0 if self.live is None else int(len(self.live) - self.live.sum())
 
     def search(self, queries: np.ndarray, k: int = RECALL_K) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, faiss rows) for L2-normalized queries; map rows with `self.ids`."""
+        """(scores, faiss rows) for L2-normalized queries, live rows only; map rows with `self.ids`.
+
+        Dead rows (a refreshed product's old vector, a deleted product) stay in the FAISS index
+        until the next full build: the search over-fetches past them, so k live rows come back
+        (padded with row -1, as FAISS pads, when fewer than k exist)."""
         queries = check_vectors(np.atleast_2d(queries), self.meta["dim"], "queries")
-        return self.index.search(queries, k)
+        dead = self.dead_rows
+        if not dead:
+            return self.index.search(queries, k)
+        total = int(self.index.ntotal)
+        # A little headroom first (dead rows are usually a small share); the queries that still lack
+        # k live rows search again past every dead row, which is always enough.
+        first, enough = min(total, k + min(dead, max(k, 16))), min(total, k + dead)
+        scores, rows = self._live_top(queries, k, first)
+        short = (rows < 0).any(axis=1)
+        if enough > first and short.any():
+            scores[short], rows[short] = self._live_top(queries[short], k, enough)
+        return scores, rows
+
+    def _live_top(self, queries: np.ndarray, k: int, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, rows = self.index.search(queries, fetch)
+        keep = (rows >= 0) & self.live[np.maximum(rows, 0)]
+        # stable sort on "dead first = 1" keeps FAISS's order among the live rows
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        out_rows = np.take_along_axis(rows, order, axis=1)
+        out_scores = np.take_along_axis(scores, order, axis=1)
+        gone = ~np.take_along_axis(keep, order, axis=1)
+        out_rows[gone] = -1
+        out_scores[gone] = -np.finfo(np.float32).max
+        if out_rows.shape[1] < k:  # fewer rows than k in the whole index
+            pad = k - out_rows.shape[1]
+            out_rows = np.pad(out_rows, ((0, 0), (0, pad)), constant_values=-1)
+            out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.finfo(np.float32).max)
+        return out_scores, out_rows
 
     def product_ids(self, rows: np.ndarray) -> list[list[str | None]]:
+        """Product id per row; None for padding (-1) and for dead rows."""
         pids = self.ids["product_id"].to_pylist()
         return [[pids[r] if r >= 0 else None for r in row] for row in np.atleast_2d(rows)]
 
@@ -106,6 +149,12 @@ def load_index(path: str | Path) -> LoadedIndex:
         raise IncompleteDirError(
             f"{root}: index has dim {index.d} and {index.ntotal} vectors, ids {ids.num_rows} rows, but the manifest says dim "
             f"{meta['dim']} and {meta['count']}; rebuild it with `shopgraph data index`"
+        )
+    dead = ids["product_id"].null_count
+    if dead != meta.get("dead_rows", 0):
+        raise IncompleteDirError(
+            f"{root}: ids mark {dead} dead rows, the manifest says {meta.get('dead_rows', 0)}; "
+            "rebuild it with `shopgraph data index`"
         )
     set_search_params(index, meta["type"], meta["params"])
     return LoadedIndex(index=index, ids=ids, meta=meta)

@@ -158,49 +158,22 @@ def generate_content(
     `max_products` (the CLI's --max-products) overrides train.generator.content.max_products.
     """
     import pyarrow.parquet as pq
-    import ray.data
 
     from core.layout import ArtifactLayout
-    from core.manifest import staged_dir, verify_dir, write_manifest
+    from core.manifest import staged_dir, write_manifest
     from core.runtime import local_dir
     from data.inputs import load_products
-    from train.recommender import init_ray
 
     layout = ArtifactLayout(cfg.artifacts.root)
     content = cfg.train.generator.content
-    model_dir = Path(model_dir or layout.generator)
-    try:
-        manifest = verify_dir(model_dir)
-    except Exception as e:
-        raise FileNotFoundError(
-            f"{e}; train the generator first (`shopgraph train generator`) or pass --model-dir"
-        ) from e
-    model_version = (
-        manifest.get("meta", {}).get("model_version")
-        or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12]
-        or "unknown"
-    )
+    model_dir, model_version = generator_version(model_dir or layout.generator)
     products = load_products(layout).sort_by("product_id")
     brands = catalog_brands(products)  # before the limit: the same brands serving judges a page with
     catalog = products  # precomputed reasons pick popular products from the whole catalog
     limit = max_products or content.max_products
     if limit:
         products = products.slice(0, limit)
-    init_ray(cfg)
-    ds = ray.data.from_arrow(products.select(["product_id", "title", "brand", "category", "price", "attributes"]))
-    ds = ds.map_batches(facts_rows, fn_kwargs={"currency": cfg.data.currency}, batch_format="numpy")
-    ds = ds.map_batches(
-        PdpGenerator,
-        fn_constructor_kwargs={
-            "model_dir": str(model_dir.resolve()),
-            "engine": cfg.models.engine.model_dump(),
-            "model_version": model_version,
-            "max_new_tokens": content.max_new_tokens,
-            "ground": content.ground,
-            "known_brands": brands,
-        },  # fmt: skip
-        **_engine_actors(content),
-    )
+    ds = page_dataset(cfg, products, model_dir, model_version, brands)
     final = local_dir(str(out_dir or layout.content))
     with staged_dir(final) as staging:
         table = _collect(ds)
@@ -223,6 +196,49 @@ def generate_content(
             {"stage": "generate-content", "model_dir": str(model_dir), "model_version": model_version, "stats": stats},
         )
     return {"out": str(final), "model_version": model_version, **stats}
+
+
+def generator_version(model_dir: str | Path) -> tuple[Path, str]:
+    """(model dir, model_version) of a committed generator: what content rows are keyed by."""
+    from core.manifest import verify_dir
+
+    model_dir = Path(model_dir)
+    try:
+        manifest = verify_dir(model_dir)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"{e}; train the generator first (`shopgraph train generator`) or pass --model-dir"
+        ) from e
+    return model_dir, (
+        manifest.get("meta", {}).get("model_version")
+        or manifest["files"].get("model.safetensors", {}).get("sha256", "")[:12]
+        or "unknown"
+    )
+
+
+def page_dataset(cfg, products, model_dir: Path, model_version: str, brands: list[str]):
+    """The lazy Ray Data pipeline of page rows for a PRODUCTS table: facts -> vLLM -> grounded pages.
+    The whole-catalog job and the incremental refresh (train.refresh) both run this."""
+    import ray.data
+
+    from train.recommender import init_ray
+
+    content = cfg.train.generator.content
+    init_ray(cfg)
+    ds = ray.data.from_arrow(products.select(["product_id", "title", "brand", "category", "price", "attributes"]))
+    ds = ds.map_batches(facts_rows, fn_kwargs={"currency": cfg.data.currency}, batch_format="numpy")
+    return ds.map_batches(
+        PdpGenerator,
+        fn_constructor_kwargs={
+            "model_dir": str(model_dir.resolve()),
+            "engine": cfg.models.engine.model_dump(),
+            "model_version": model_version,
+            "max_new_tokens": content.max_new_tokens,
+            "ground": content.ground,
+            "known_brands": brands,
+        },  # fmt: skip
+        **_engine_actors(content),
+    )
 
 
 def _engine_actors(content) -> dict:

@@ -133,6 +133,25 @@ class IndexConfig(BaseModel):
         return self
 
 
+class RefreshConfig(BaseModel):
+    """Incremental refresh from the online database (see data/refresh.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_ms: int = Field(
+        2000,
+        ge=0,
+        le=3_600_000,
+        description="Re-read products written up to this long before the watermark: a write whose transaction committed after the last run read past its updated_at is still seen (re-applying a change is a no-op).",
+    )
+    rebuild_dead_fraction: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="When dead rows (old vectors of changed or deleted products) exceed this share of the text index, the refresh rebuilds it in full instead of appending.",
+    )
+
+
 class DataConfig(BaseModel):
     """Where raw data comes from and how the Ray Data stages are sized."""
 
@@ -165,3 +184,7 @@ class DataConfig(BaseModel):
         default_factory=CorpusConfig, description="Fine-tuning corpora (PDP sections, personalized reasons)."
     )
     index: IndexConfig = Field(default_factory=IndexConfig, description="FAISS index over product embeddings.")
+    refresh: RefreshConfig = Field(
+        default_factory=RefreshConfig,
+        description="`shopgraph data refresh`: products changed in the online database -> embeddings, index, content.",
+    )

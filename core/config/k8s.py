@@ -131,6 +131,24 @@ class PodSecurityConfig(BaseModel):
     )
 
 
+class RefreshScheduleConfig(BaseModel):
+    """The CronJob that starts the refresh RayJob on a schedule (KubeRay's RayJob has no schedule field)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str = Field(
+        "*/30 * * * *",
+        pattern=r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$",
+        description="Cron schedule (five fields, UTC unless time_zone is set) of `shopgraph data refresh` as a RayJob.",
+    )
+    time_zone: str | None = Field(None, description="IANA time zone of `schedule` (CronJob timeZone); None = UTC.")
+    suspend: bool = Field(False, description="Keep the CronJob but start no RayJob (pause scheduled refreshes).")
+    kubectl_image: str = Field(
+        "registry.k8s.io/kubectl:v1.33.0",
+        description="Image of the CronJob's one container, which runs `kubectl create` of the refresh RayJob; any image with kubectl on PATH.",
+    )
+
+
 class K8sConfig(BaseModel):
     """What `shopgraph cluster render` writes into k8s/ and `shopgraph cluster deploy` applies."""
 
@@ -169,6 +187,10 @@ class K8sConfig(BaseModel):
     )
     serve_app: ServeAppConfig = Field(
         default_factory=ServeAppConfig, description="The RayService and its Serve application."
+    )
+    refresh: RefreshScheduleConfig = Field(
+        default_factory=RefreshScheduleConfig,
+        description="Scheduled incremental refresh: a CronJob that creates the refresh RayJob (k8s/cronjob-refresh.yaml).",
     )
     kubernetes_version: str = Field(
         "1.33", pattern=r"^\d+\.\d+$", description="Kubernetes minor version the core objects are validated against."

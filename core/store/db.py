@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import make_url
 
-from core.store.models import EventRow, ProductRow, ServedRow
+from core.store.models import EventRow, ProductRow, RefreshWatermark, ServedRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -274,6 +274,25 @@ class Store:
         stmt = select(ProductRow).where(ProductRow.updated_at >= since_ms).order_by(ProductRow.updated_at)
         with self.engine.connect() as conn:
             return [_facts(r) for r in conn.execute(stmt)]
+
+    # -- refresh watermarks
+
+    def get_watermark(self, name: str) -> dict[str, Any] | None:
+        """The `refresh_watermarks` row of consumer `name`, or None before its first run."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(RefreshWatermark).where(RefreshWatermark.name == name)).first()
+        return dict(row._mapping) if row else None
+
+    def set_watermark(self, name: str, products_updated_at: int) -> None:
+        """Record that consumer `name` has applied every product written up to `products_updated_at` (ms)."""
+        values = {"products_updated_at": int(products_updated_at), "updated_at": now_ms()}
+        stmt = (
+            _insert(self.engine, RefreshWatermark)
+            .values(name=name, events_id=0, **values)
+            .on_conflict_do_update(index_elements=["name"], set_=values)
+        )
+        with self._writing, self.engine.begin() as conn:
+            conn.execute(stmt)
 
 
 def _facts(row) -> dict[str, Any]:

@@ -205,9 +205,49 @@ def _containers(obj):
 
 def test_every_ray_pod_gets_the_pseudonym_keys_from_the_secret_never_a_value(gpu_cfg):
     name, p = gpu_cfg.privacy.key_env, gpu_cfg.privacy
-    containers = [c for path in CHECKED_IN for o in _objects(path) for c in _containers(o)]
+    # Ray pods only: the refresh CronJob's kubectl container runs no shopgraph code
+    containers = [
+        c for path in CHECKED_IN for o in _objects(path) if o["apiVersion"].startswith("ray.io") for c in _containers(o)
+    ]
     assert containers
     for c in containers:
         env = [e for e in c.get("env", []) if e["name"] == name]
         assert env == [{"name": name, "valueFrom": {"secretKeyRef": {"name": p.secret_name, "key": p.secret_key}}}], c
     assert p.require_key  # the cluster profile refuses to start without it (no generated key on a cluster)
+
+
+def test_the_refresh_runs_on_a_schedule_through_a_cronjob(crd_dir, gpu_cfg):
+    """The RayJob CRD has no schedule field: a CronJob creates the refresh RayJob, which lives in a
+    ConfigMap (generateName: one RayJob per run), as an account that may only create RayJobs."""
+    from cluster.manifests import REFRESH_RAYJOB_FILE, ray_job
+
+    crd = (crd_dir / CRD_FILES["RayJob"]).read_text(encoding="utf-8")
+    assert "schedule:" not in crd.replace("schedulerName:", "")  # if KubeRay adds one, use it instead
+    objects = {o["kind"]: o for o in render(gpu_cfg)["cronjob-refresh.yaml"]}
+    assert set(objects) == {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "CronJob"}
+    job = yaml.safe_load(objects["ConfigMap"]["data"][REFRESH_RAYJOB_FILE])
+    assert validate_kuberay(job, crd_dir) == []
+    assert "name" not in job["metadata"] and job["metadata"]["generateName"] == "shopgraph-refresh-"
+    assert job["spec"] == ray_job(gpu_cfg, STAGES["refresh"])["spec"]
+    assert job["spec"]["entrypoint"] == f"python -m train.refresh --config {config_path_in_pod()}"
+    cron = objects["CronJob"]["spec"]
+    assert cron["schedule"] == gpu_cfg.cluster.k8s.refresh.schedule and cron["concurrencyPolicy"] == "Forbid"
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == objects["ServiceAccount"]["metadata"]["name"]
+    (container,) = pod["containers"]
+    assert container["command"][:2] == ["kubectl", "create"] and container["command"][-1].endswith(REFRESH_RAYJOB_FILE)
+    assert pod["securityContext"]["runAsNonRoot"] is True and container["securityContext"]["capabilities"] == {
+        "drop": ["ALL"]
+    }
+    assert objects["Role"]["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create"]}]
+    for obj in objects.values():
+        assert validate(obj, crd_dir, gpu_cfg.cluster.k8s.kubernetes_version) == [], obj["kind"]
+    paused = load_config(profile_path("gpu-cluster"), ["cluster.k8s.refresh.suspend=true",
+                                                       "cluster.k8s.refresh.time_zone=Europe/Berlin"])  # fmt: skip
+    cron = {o["kind"]: o for o in render(paused)["cronjob-refresh.yaml"]}["CronJob"]["spec"]
+    assert cron["suspend"] is True and cron["timeZone"] == "Europe/Berlin"
+
+
+def test_a_bad_refresh_schedule_names_the_key():
+    result = runner.invoke(app, ["cluster", "render", "--check", "--set", "cluster.k8s.refresh.schedule=hourly"])
+    assert result.exit_code == 2 and "cluster.k8s.refresh.schedule" in result.output

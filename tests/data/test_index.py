@@ -30,6 +30,7 @@ def embeddings(vectors: np.ndarray) -> pa.Table:
             "product_id": [f"p{i:05d}" for i in range(n)],
             "item_idx": pa.array([i + 1 if i % 3 else None for i in range(n)], pa.int64()),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+            "text_sha256": pa.nulls(n, pa.string()),
         },
         schema=embeddings_schema(dim),
     )

@@ -178,7 +178,6 @@ def test_a_new_product_is_answered_by_text_after_the_refresh_and_no_request_fail
     facts = {k: v for k, v in anchor.as_record().items() if k not in ("product_id", "in_stock", "description")}
     r = client.put(f"/v1/products/{NEW}", json={**facts, "stock": 5})
     assert r.status_code == 200, r.text
-    stored = r.json()
     assert NEW not in _recs(client, app.anchor)  # in the catalog, not yet embedded: no text path to it
     before = _status()["text index"]["reloads"]
 

@@ -152,7 +152,8 @@ class SentimentModel:
         named so: its character n-grams still carry "good" and "!!", but it is the weaker read."""
         texts = check_texts(texts)
         out = np.empty(len(texts), np.float64)
-        langs = [language_of(t) if language_of(t) in self.heads else next(iter(sorted(self.heads))) for t in texts]
+        fallback = sorted(self.heads)[0]
+        langs = [lang if lang in self.heads else fallback for lang in map(language_of, texts)]
         for lang in set(langs):
             head = self.heads[lang]
             rows = [i for i, g in enumerate(langs) if g == lang]

@@ -20,25 +20,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from core.layout import ArtifactLayout
 from core.runtime import local_dir
 
 
-def shop_reviews(cfg, log=print) -> tuple[list[str], list[int], dict[str, int]]:
-    """(texts, labels, counts) of the shop's rated reviews in the events shards."""
+def rated_reviews(cfg) -> pa.Table | None:
+    """The shop's rating events that carry text (product_id, value, text), or None without shards."""
     import pyarrow.compute as pc
 
     from core.manifest import IncompleteDirError
     from core.shards import read_events
 
-    s = cfg.train.sentiment
     try:
         events = read_events(ArtifactLayout(cfg.artifacts.root))
     except (FileNotFoundError, IncompleteDirError):
+        return None
+    rated = events.filter(pc.and_(pc.equal(events["event"], "rating"), pc.invert(pc.is_null(events["text"]))))
+    return rated.select(["product_id", "value", "text"])
+
+
+def shop_reviews(rated: pa.Table | None, cfg, log=print) -> tuple[list[str], list[int], dict[str, int]]:
+    """(texts, labels, counts) of the shop's rated reviews (`rated_reviews`)."""
+    s = cfg.train.sentiment
+    if rated is None:
         log("sentiment: no events shards (run `shopgraph data prepare`): no shop reviews")
         return [], [], {"shop_reviews": 0}
-    rated = events.filter(pc.and_(pc.equal(events["event"], "rating"), pc.invert(pc.is_null(events["text"]))))
     texts, labels, between, empty = [], [], 0, 0
     for text, value in zip(rated["text"].to_pylist(), rated["value"].to_pylist()):
         if not (text or "").strip() or value is None:
@@ -78,8 +86,9 @@ def train_sentiment(cfg, log=print, allow_empty: bool = False) -> dict[str, Any]
 
     s = cfg.train.sentiment
     texts, labels, counts = labelled_reviews(s.labelled)
+    rated = rated_reviews(cfg) if s.shop_reviews else None  # read once: training and the summaries
     if s.shop_reviews:
-        more, more_labels, shop_counts = shop_reviews(cfg, log)
+        more, more_labels, shop_counts = shop_reviews(rated, cfg, log)
         texts, labels = texts + more, labels + more_labels
         counts.update(shop_counts)
     if not texts and allow_empty:
@@ -125,28 +134,22 @@ def train_sentiment(cfg, log=print, allow_empty: bool = False) -> dict[str, Any]
     model.fit(texts, y)
     meta = {"stage": "train-sentiment", "reviews": counts, "holdout": holdout, "skipped": model.skipped}
     model.save(local_dir(ArtifactLayout(cfg.artifacts.root).sentiment), meta=meta)
-    meta["summaries"] = write_summaries(cfg, model, log) if s.shop_reviews else {"products": 0}
+    meta["summaries"] = write_summaries(cfg, model, rated) if s.shop_reviews else {"products": 0}
     log(f"sentiment: {len(texts)} reviews, held-out {holdout}, summaries {meta['summaries']}")
     return meta
 
 
-def write_summaries(cfg, model, log=print) -> dict[str, int]:
+def write_summaries(cfg, model, rated: pa.Table | None) -> dict[str, int]:
     """Per-aspect review summaries (`ml.aspects`) of every product with reviews in the shop's
-    events, committed under `<artifacts>/content/reviews` for product pages. Every summary is
-    checked against its reviews (`check_summary`); one that fails is left out and counted."""
+    events (`rated_reviews`), committed under `<artifacts>/content/reviews` for product pages. Every
+    summary is checked against its reviews (`check_summary`); one that fails is left out and counted."""
     import json
 
-    import pyarrow.compute as pc
-
-    from core.manifest import IncompleteDirError, staged_dir, write_manifest
-    from core.shards import read_events
+    from core.manifest import staged_dir, write_manifest
     from ml.aspects import check_summary, summarize
 
-    try:
-        events = read_events(ArtifactLayout(cfg.artifacts.root))
-    except (FileNotFoundError, IncompleteDirError):
+    if rated is None:
         return {"products": 0}
-    rated = events.filter(pc.and_(pc.equal(events["event"], "rating"), pc.invert(pc.is_null(events["text"]))))
     by_product: dict[str, list[str]] = {}
     for pid, text in zip(rated["product_id"].to_pylist(), rated["text"].to_pylist()):
         if text and text.strip():

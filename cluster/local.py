@@ -425,6 +425,13 @@ def _kill_groups(pgids: list[int], grace: float = 5.0) -> None:
             os.killpg(pgid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    until = time.monotonic() + 10  # SIGKILLed processes go at once; `down` returns when they are gone
+    while time.monotonic() < until:
+        for pgid in pgids:
+            _alive(pgid)
+        if not any(_group_alive(p) for p in pgids):
+            return
+        time.sleep(0.2)
 
 
 def read_state(ray: RayConfig) -> dict[str, Any] | None:

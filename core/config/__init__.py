@@ -153,7 +153,9 @@ class LocalWorkersConfig(BaseModel):
         0, ge=0, le=16, description="Worker nodes of this group (`--workers` / `--gpu-workers` of `cluster up`)."
     )
     num_cpus: int = Field(
-        1, ge=0, description="Logical CPUs each worker node offers Ray's scheduler (its share of this machine)."
+        2,
+        ge=0,
+        description="Logical CPUs each worker node offers Ray's scheduler (its share of this machine; logical, so 2 per node on a 2-core box is fine). Below 2 the embed stage cannot run: its encoder actors hold 0.5 each and its read task needs 1.",
     )
     num_gpus: int = Field(
         0,

@@ -17,7 +17,8 @@ RUNNING replicas of it, keep loading `--hold-s` seconds, stop, and wait until it
 Bounded: `--max-up-s`, `--max-down-s`. JSON on stdout: the autoscaling settings Serve reports,
 time to scale up (load start -> 2nd replica RUNNING), time to scale down (load stop -> 1
 replica), latency p50/p99 while scaling up and while holding, requests and errors by kind, the
-replica count timeline and which nodes the replicas ran on.
+replica count timeline (and when the autoscaler's wanted count changed) and which nodes the
+replicas ran on.
 """
 
 from __future__ import annotations
@@ -203,8 +204,9 @@ async def drive(url: str, bodies: list[dict], args, app: str, deployment: str) -
     return {"t_marks": marks, "timeline": timeline, "latency": lat, "errors": errors, "sent": sent}
 
 
-def replica_nodes(dashboard: str, app: str, deployment: str) -> dict[str, int]:
-    """RUNNING replicas of the deployment per node (by the node's `shopgraph-*` name), from Serve's REST API."""
+def replica_nodes(dashboard: str, app: str, deployment: str) -> tuple[dict[str, int], int]:
+    """RUNNING replicas of the deployment per node (by the node's `shopgraph-*` name), and the replica
+    count the autoscaler currently wants (`target_num_replicas`), from Serve's REST API."""
     import ray
 
     from cluster.local import get_json
@@ -215,7 +217,8 @@ def replica_nodes(dashboard: str, app: str, deployment: str) -> dict[str, int]:
         names[n["NodeID"]] = named[0] if named else "head"
     details = get_json(f"{dashboard}/api/serve/applications/", timeout=30)["applications"][app]["deployments"]
     reps = details[deployment]["replicas"]
-    return dict(Counter(names.get(r["node_id"], "?") for r in reps if r["state"] == "RUNNING"))
+    running = dict(Counter(names.get(r["node_id"], "?") for r in reps if r["state"] == "RUNNING"))
+    return running, int(details[deployment].get("target_num_replicas", 0))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,17 +283,21 @@ def main(argv: list[str] | None = None) -> int:
         bodies = request_mix(catalog, 2000, args.seed)
         load = machine()
         peak_nodes: dict[str, int] = {}
+        targets: list[tuple[float, int]] = []  # when the autoscaler's wanted count changed (REST, every ~2 s)
+        t_load = time.monotonic()
 
         async def run() -> dict:
-            async def watch_nodes() -> None:  # where the replicas ran, at their most
+            async def watch_nodes() -> None:  # where the replicas ran, at their most; what the autoscaler wanted
                 nonlocal peak_nodes
                 while True:
                     try:
-                        seen = await asyncio.to_thread(replica_nodes, dashboard, app, deployment)
+                        seen, target = await asyncio.to_thread(replica_nodes, dashboard, app, deployment)
                     except Exception:  # the REST API is busy under load; the next poll answers
-                        seen = {}
+                        seen, target = {}, None
                     if sum(seen.values()) > sum(peak_nodes.values()):
                         peak_nodes = seen
+                    if target is not None and (not targets or targets[-1][1] != target):
+                        targets.append((round(time.monotonic() - t_load, 2), target))
                     await asyncio.sleep(2.0)
 
             watcher = asyncio.create_task(watch_nodes())
@@ -323,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             "errors": errors,
             "errors_by_kind": dict(result["errors"]),
             "replica_timeline_s": timeline,
+            "autoscaler_target_timeline_s": targets,
             "pipeline_s": round(pipeline_s, 1),
             "app_ready_s": round(ready_s, 1),
             "machine_at_start": load,
@@ -333,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ray.is_initialized():
             try:
-                serve.shutdown()
+                if own is None:  # on a cluster of our own, Serve goes with it (its shutdown waits 30 s here)
+                    serve.shutdown()
             finally:
                 ray.shutdown()
         if own is not None:

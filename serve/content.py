@@ -58,13 +58,15 @@ class ContentCache:
         return 0 if self._data.pop(key, None) is None else 1
 
     def replace(self, entries: list[tuple[CacheKey, Any]]) -> int:
-        """Put refreshed entries and drop the ones they supersede: the same product, content type,
-        segment and model under other facts (a refresh regenerated them). Returns the dropped."""
-        fresh = {(k.product_id, k.content_type, k.segment, k.model_version): k.facts_hash for k, _ in entries}
+        """Put refreshed entries and drop the ones they supersede: the same product, content type
+        and model under other facts, in every segment (a refresh regenerated the page of segment
+        "all"; the pages of other segments were written from the old facts and would never be
+        found again, only take room). Returns the dropped."""
+        fresh = {(k.product_id, k.content_type, k.model_version): k.facts_hash for k, _ in entries}
         stale = [
             k
             for k in self._data
-            if fresh.get((k.product_id, k.content_type, k.segment, k.model_version), k.facts_hash) != k.facts_hash
+            if fresh.get((k.product_id, k.content_type, k.model_version), k.facts_hash) != k.facts_hash
         ]
         for k in stale:
             del self._data[k]

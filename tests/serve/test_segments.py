@@ -202,7 +202,7 @@ def test_a_bad_user_id_is_refused_before_any_segment_work(user, status):
 
 
 def test_erasing_a_shopper_purges_their_segment_page_and_makes_them_all():
-    ingress = _ingress()
+    ingress = _ingress(privacy=privacy_for_tests())  # its own tombstones: the other tests' shoppers stay
     fhash = facts_hash(_catalog().products["p0"], "USD")
     assert _page(ingress, LOYAL).segment == LOYAL_SEGMENT
     key = CacheKey("p0", "page", LOYAL_SEGMENT, "fake-1", fhash)
@@ -212,3 +212,25 @@ def test_erasing_a_shopper_purges_their_segment_page_and_makes_them_all():
     erased = asyncio.run(INGRESS.erase_user(ingress, LOYAL))
     assert erased["purged"]["cache_entries"] >= 1 and ingress.cache.peek(key) is None
     assert _page(ingress, LOYAL).segment == "all"
+
+
+def test_the_accept_language_header_through_http(monkeypatch):
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+    from ray import serve as ray_serve
+
+    ingress = _ingress()
+    monkeypatch.setattr(ray_serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
+    with TestClient(ingress.http_app, raise_server_exceptions=False) as client:
+        page = client.get("/v1/products/p0/page", params={"user_id": LOYAL}, headers={"Accept-Language": "zh-CN"})
+        assert page.status_code == 200 and page.json()["segment"].endswith("|lang:zh")
+        assert client.get("/v1/products/p0/page").json()["segment"] == "all"
+        for path in ("/v1/products/p0/page", "/v1/products/p0/page/stream"):
+            r = client.get(path, headers={"Accept-Language": "en;q=abc"})
+            assert r.status_code == 422 and r.json()["error"]["param"] == "accept-language", r.text
+            r = client.get(path, headers={"Accept-Language": "en," * 300})  # over the schema's 512 characters
+            assert r.status_code == 422 and r.json()["error"]["code"] == 422, r.text
+        stream = client.get("/v1/products/p0/page/stream", params={"user_id": BARGAIN}).text
+        assert f'"segment": "{BARGAIN_SEGMENT}"' in stream
+        assert client.get("/shop/products/p0", headers={"Accept-Language": "zh_CN"}).status_code == 422

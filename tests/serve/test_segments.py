@@ -234,3 +234,25 @@ def test_the_accept_language_header_through_http(monkeypatch):
         stream = client.get("/v1/products/p0/page/stream", params={"user_id": BARGAIN}).text
         assert f'"segment": "{BARGAIN_SEGMENT}"' in stream
         assert client.get("/shop/products/p0", headers={"Accept-Language": "zh_CN"}).status_code == 422
+
+
+def test_a_segment_page_is_shared_through_redis_and_an_erasure_through_another_replica_purges_it(redis_server):
+    from serve.content import SharedCache
+
+    privacy = privacy_for_tests()  # one tombstone store, as replicas of one deployment share
+    fhash = facts_hash(_catalog().products["p0"], "USD")
+    key = CacheKey("p0", "page", LOYAL_SEGMENT, "fake-1", fhash)
+
+    async def main():
+        shared = {"cache": {"redis_url": redis_server.url, "retry_after_s": 0.5}}
+        a, b = _ingress(serve=shared, privacy=privacy), _ingress(serve=shared, privacy=privacy)
+        made, _ = await INGRESS._page(a, "p0", LOYAL, "2000")
+        found, _ = await INGRESS._page(b, "p0", LOYAL)  # b never generated it
+        in_redis = SharedCache(redis_server.url).get(key) is not None
+        erased = await INGRESS.erase_user(b, LOYAL)
+        return made, found, in_redis, erased, b.cache.shared_hits
+
+    made, found, in_redis, erased, b_shared_hits = asyncio.run(main())
+    assert made.sections_source == "generated" and made.segment == LOYAL_SEGMENT and in_redis
+    assert found.sections_source == "cached" and found.sections == made.sections and b_shared_hits >= 1
+    assert erased["purged"]["cache_entries"] >= 1 and SharedCache(redis_server.url).get(key) is None

@@ -577,17 +577,20 @@ def start_cluster(
     timeout: float = 120.0,
     env: dict[str, str] | None = None,
     paths_base: Path | None = None,
+    head_only_env: dict[str, str] | None = None,
 ) -> tuple[HeadInfo, list[WorkerNode]]:
     """Start the head, then the worker nodes `local` asks for, and wait until every node is ALIVE.
 
     Without worker nodes this is `start_head`. With them the head gets `local.head_num_cpus`
     (0: it schedules, the workers run tasks and replicas, as on KubeRay). Every worker's process
     group goes into the head's state file before it is waited for, so `stop_head` (`cluster down`)
-    stops exactly these processes, also after a failed start.
+    stops exactly these processes, also after a failed start. `head_only_env`: environment of the
+    head alone (GCS fault tolerance: `cluster.faults.gcs_ft_env`).
     """
     plan = worker_plan(local)
     head_cfg = ray.model_copy(update={"num_cpus": local.head_num_cpus}) if plan else ray
-    info = start_head(head_cfg, timeout=timeout, env=env, paths_base=paths_base)
+    head_env_ = {**(env or {}), **(head_only_env or {})}
+    info = start_head(head_cfg, timeout=timeout, env=head_env_, paths_base=paths_base)
     if not plan:
         return info, []
     try:

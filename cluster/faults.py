@@ -1,0 +1,163 @@
+"""Faults on a local multi-node cluster (`shopgraph cluster up --workers N`), for bench/failures.py and tests.
+
+    from cluster.faults import kill_worker_node, kill_gcs, restart_head, gcs_ft_env
+
+- `kill_worker_node(ray_cfg, "shopgraph-cpu-2")`: SIGKILL every process of that worker node, as a
+  node (or pod) that vanishes: its `ray start --block` process group (raylet, dashboard agent, the
+  Ray workers that run its replicas), plus any descendant that left the group.
+- `kill_gcs(ray_cfg)`: SIGKILL the head's `gcs_server`. Ray 2.60's `ray start --head --block` then
+  kills the rest of the head within a second ("Some Ray subprocesses exited unexpectedly ...
+  Remaining processes will be killed"), as the head container of a KubeRay pod exits. So GCS cannot
+  be restarted in place here: what comes back is the whole head, which `restart_head` starts again
+  with the same command line and environment (read from /proc before the kill), as the kubelet
+  restarts the container.
+- `gcs_ft_env(redis_address, namespace)`: the environment KubeRay gives the head and the worker
+  nodes of a cluster with `gcsFaultToleranceOptions` (what `cluster.k8s.gcs_ft` renders): the
+  GCS keeps its tables in that Redis, so the restarted head finds the cluster (nodes, actors,
+  Serve's checkpoint) where it left it, and the worker nodes wait for it instead of exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from core.config import RayConfig
+
+from .local import LocalClusterError, _jobs_api_ready, read_state, state_path
+
+# How long the worker nodes' raylets (and every Ray process) wait for a lost GCS before exiting.
+# Ray's default is 60 s; a head restart on a busy 2-core box takes longer, and KubeRay sets 600 s.
+RECONNECT_TIMEOUT_S = 600
+
+
+def gcs_ft_env(redis_address: str, namespace: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(head-only environment, environment of every node) for GCS fault tolerance with Redis at `redis_address`
+    (host:port): `RAY_REDIS_ADDRESS` and `RAY_external_storage_namespace` on the head, the reconnect
+    timeout everywhere, as KubeRay renders them."""
+    head = {"RAY_REDIS_ADDRESS": redis_address, "RAY_external_storage_namespace": namespace}
+    every = {"RAY_gcs_rpc_server_reconnect_timeout_s": str(RECONNECT_TIMEOUT_S)}
+    return head, every
+
+
+def _state(ray: RayConfig) -> dict:
+    state = read_state(ray)
+    if state is None:
+        raise LocalClusterError(f"no cluster started by `shopgraph cluster up` on GCS port {ray.gcs_port}")
+    return state
+
+
+def _group_processes(pgid: int) -> list[psutil.Process]:
+    """Live members of process group `pgid` and all their descendants."""
+    members: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members[proc.pid] = proc
+                for child in proc.children(recursive=True):
+                    members[child.pid] = child
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return list(members.values())
+
+
+@dataclass(frozen=True)
+class Killed:
+    name: str
+    pids: list[int]
+    at: float  # time.time() of the SIGKILL
+
+
+def kill_worker_node(ray: RayConfig, name: str) -> Killed:
+    """SIGKILL every process of worker node `name` (as recorded in the cluster's state file)."""
+    state = _state(ray)
+    workers = {w["name"]: w for w in state.get("workers") or []}
+    if name not in workers:
+        raise LocalClusterError(
+            f"no worker node {name!r} in this cluster; it has {', '.join(sorted(workers)) or 'none'}"
+        )
+    procs = _group_processes(int(workers[name]["pid"]))
+    if not procs:
+        raise LocalClusterError(f"worker node {name} has no live process (process group {workers[name]['pid']})")
+    at = time.time()
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            continue
+    return Killed(name, sorted(p.pid for p in procs), at)
+
+
+@dataclass(frozen=True)
+class HeadProcess:
+    pid: int  # the `ray start --head --block` process (leader of the head's process group)
+    cmdline: list[str]
+    environ: dict[str, str]
+    gcs_pid: int
+    gcs_cmdline: list[str]
+
+
+def head_process(ray: RayConfig) -> HeadProcess:
+    """The head's `ray start` and `gcs_server` processes with their command lines (from /proc)."""
+    state = _state(ray)
+    leader = psutil.Process(int(state["pid"]))
+    gcs = [p for p in _group_processes(leader.pid) if p.name() == "gcs_server"]
+    if not gcs:
+        raise LocalClusterError(f"the head (process group {leader.pid}) has no gcs_server process")
+    return HeadProcess(leader.pid, leader.cmdline(), leader.environ(), gcs[0].pid, gcs[0].cmdline())
+
+
+def kill_gcs(ray: RayConfig) -> tuple[HeadProcess, Killed]:
+    """SIGKILL the head's gcs_server; returns what `restart_head` needs and what was killed."""
+    head = head_process(ray)
+    at = time.time()
+    os.kill(head.gcs_pid, signal.SIGKILL)
+    return head, Killed("gcs_server", [head.gcs_pid], at)
+
+
+def wait_head_gone(head: HeadProcess, timeout: float = 60.0) -> float:
+    """Seconds until the head's `ray start --block` has exited (it does once GCS is gone)."""
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if _group_processes(head.pid) == [] or not psutil.pid_exists(head.pid):
+            return time.monotonic() - t
+        try:
+            if psutil.Process(head.pid).status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(head.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+        time.sleep(0.2)
+    raise LocalClusterError(f"the head (process group {head.pid}) still runs {timeout:.0f} s after its GCS was killed")
+
+
+def restart_head(ray: RayConfig, head: HeadProcess, timeout: float = 180.0) -> float:
+    """Start the head again with the command line and environment it had; the state file then names
+    the new process group, so `cluster down` stops it. Returns seconds until its dashboard answered."""
+    state = _state(ray)
+    path = state_path(ray)
+    t = time.monotonic()
+    with Path(state["log_path"]).open("ab") as log:
+        proc = subprocess.Popen(
+            head.cmdline, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=head.environ, start_new_session=True,
+        )  # fmt: skip
+    state["pid"] = proc.pid
+    state.setdefault("restarts", []).append(proc.pid)
+    path.write_text(json.dumps(state))
+    while time.monotonic() - t < timeout:
+        if proc.poll() is not None:
+            tail = Path(state["log_path"]).read_text(errors="replace")[-2000:]
+            raise LocalClusterError(
+                f"the restarted head exited with code {proc.returncode}; its log ends with:\n{tail}"
+            )
+        if _jobs_api_ready(state["dashboard_url"]):
+            return time.monotonic() - t
+        time.sleep(0.5)
+    raise LocalClusterError(f"the restarted head did not answer at {state['dashboard_url']} within {timeout:.0f} s")

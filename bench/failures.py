@@ -136,10 +136,11 @@ def _call(fn, *args):
     """`fn(*args)`; an exception comes back as a RuntimeError with its traceback (Ray's do not pickle)."""
     import traceback
 
+    os.dup2(2, 1)  # Ray prints cluster events on stdout; this process's stdout is the JSON's
     try:
         return fn(*args)
-    except BaseException:
-        raise RuntimeError(f"{fn.__name__} failed: {traceback.format_exc()[-3000:]}") from None
+    except BaseException as e:
+        raise RuntimeError(f"{fn.__name__} failed: {str(e)[-1500:]}\n{traceback.format_exc()[-1500:]}") from None
 
 
 def _child_init(address: str | None) -> None:
@@ -389,6 +390,7 @@ def summarize(records: list[tuple], windows: dict[str, tuple[float, float]]) -> 
         }
 
     out = one(records)
+    out["errors_at_s"] = [[round(r[0], 2), str(r[2])] for r in records if r[2] != 200][:50]  # scheduled offsets
     out["windows"] = {name: one([r for r in records if a <= r[0] < b]) for name, (a, b) in windows.items()}
     return out
 

@@ -31,7 +31,7 @@ import psutil
 
 from core.config import RayConfig
 
-from .local import LocalClusterError, _jobs_api_ready, read_state, state_path
+from .local import LocalClusterError, _current_cluster_file, _jobs_api_ready, _read_text, read_state, state_path
 
 # How long the worker nodes' raylets (and every Ray process) wait for a lost GCS before exiting.
 # Ray's default is 60 s; a head restart on a busy 2-core box takes longer, and KubeRay sets 600 s.
@@ -123,18 +123,48 @@ def kill_gcs(ray: RayConfig) -> tuple[HeadProcess, Killed]:
 
 
 def wait_head_gone(head: HeadProcess, timeout: float = 60.0) -> float:
-    """Seconds until the head's `ray start --block` has exited (it does once GCS is gone)."""
+    """Seconds until the head's `ray start --block` has exited (it does once GCS is gone); then what
+    is left of its process group (Ray workers waiting for their raylet) is SIGKILLed, as the container
+    runtime does to every process of a container whose main process exited."""
     t = time.monotonic()
     while time.monotonic() - t < timeout:
-        if _group_processes(head.pid) == [] or not psutil.pid_exists(head.pid):
-            return time.monotonic() - t
         try:
-            if psutil.Process(head.pid).status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(head.pid, os.WNOHANG)
-        except (psutil.Error, ChildProcessError):
-            pass
+            done, _ = os.waitpid(head.pid, os.WNOHANG)  # reap the leader when it is our child
+        except ChildProcessError:
+            done = 0 if _live_pid(head.pid) else head.pid
+        if done == head.pid:
+            break
         time.sleep(0.2)
-    raise LocalClusterError(f"the head (process group {head.pid}) still runs {timeout:.0f} s after its GCS was killed")
+    else:
+        raise LocalClusterError(
+            f"the head's `ray start` ({head.pid}) still runs {timeout:.0f} s after its GCS was killed"
+        )
+    exited = time.monotonic() - t
+    for _ in range(50):
+        live = [p for p in _group_processes(head.pid) if _live(p)]
+        if not live:
+            break
+        for proc in live:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        time.sleep(0.2)
+    return exited
+
+
+def _live_pid(pid: int) -> bool:
+    try:
+        return _live(psutil.Process(pid))
+    except psutil.Error:
+        return False
+
+
+def _live(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def restart_head(ray: RayConfig, head: HeadProcess, timeout: float = 180.0) -> float:
@@ -142,6 +172,12 @@ def restart_head(ray: RayConfig, head: HeadProcess, timeout: float = 180.0) -> f
     the new process group, so `cluster down` stops it. Returns seconds until its dashboard answered."""
     state = _state(ray)
     path = state_path(ray)
+    # `ray start --head` refuses a port whose address is both in the temp dir's "latest cluster" file
+    # and on a local raylet's command line (the worker nodes' `--gcs-address`, all on this host). A
+    # restarted head container starts from a fresh file system: so does this head, without that file.
+    current = _current_cluster_file(Path(state["temp_dir"]))
+    if (_read_text(current) or "").strip().rsplit(":", 1)[-1] == state["gcs_address"].rsplit(":", 1)[-1]:
+        current.unlink(missing_ok=True)
     t = time.monotonic()
     with Path(state["log_path"]).open("ab") as log:
         proc = subprocess.Popen(
@@ -153,7 +189,7 @@ def restart_head(ray: RayConfig, head: HeadProcess, timeout: float = 180.0) -> f
     path.write_text(json.dumps(state))
     while time.monotonic() - t < timeout:
         if proc.poll() is not None:
-            tail = Path(state["log_path"]).read_text(errors="replace")[-2000:]
+            tail = Path(state["log_path"]).read_text(errors="replace")[-1500:]
             raise LocalClusterError(
                 f"the restarted head exited with code {proc.returncode}; its log ends with:\n{tail}"
             )

@@ -80,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--page-share", type=float, default=0.3, help="share of requests that are product pages")
     p.add_argument("--recover-timeout", type=float, default=240.0, help="give up waiting for recovery after this")
     p.add_argument("--target", type=float, default=0.999, help="success rate a scenario must reach")
+    p.add_argument(
+        "--haproxy-retry-on",
+        default="conn-failure empty-response",
+        help="HAProxy's retry-on (RAY_SERVE_HAPROXY_RETRY_ON): replay a request whose ingress replica died "
+        "before answering; '' for Serve's default (conn-failure)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -449,7 +455,10 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
     ray_cfg = cfg.cluster.ray
     # Serve's HAProxy binds fixed stats and metrics ports (8404, 9101) unless told: free ones, so another
     # Serve on this machine does not make it crash.
+    # `--haproxy-retry-on`: what HAProxy replays on another ingress replica (Serve's default: conn-failure).
     haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
+    if args.haproxy_retry_on:
+        haproxy["RAY_SERVE_HAPROXY_RETRY_ON"] = args.haproxy_retry_on
     proxy = "HeadOnly" if name == "worker-kill" else "EveryNode"
     out: dict = {
         "scenario": name,

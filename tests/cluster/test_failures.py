@@ -62,7 +62,13 @@ def served(serving_artifacts):
         # Serve's HAProxy binds fixed stats and metrics ports (8404, 9101) unless told: free ones, so
         # another Serve on this machine does not make it crash.
         metrics_port, stats_port = free_ports(2)
-        haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
+        haproxy = {
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+            # A request whose ingress replica died before answering is replayed on the other one, as a load
+            # balancer does (Serve's default replays connection failures only).
+            "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+        }
         try:
             info, _ = start_cluster(
                 ray_cfg,

@@ -108,11 +108,12 @@ def start_cluster(args: argparse.Namespace):
     from cluster.local import start_cluster as up
     from core.config import load_config
 
-    ports = []
-    for _ in range(4):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    socks = [socket.socket() for _ in range(6)]
+    for s in socks:  # all bound at once: six different ports
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
     temp = Path(tempfile.gettempdir()) / f"sgas-{secrets.token_hex(4)}"  # short: Ray puts sockets under it
     cfg = load_config(
         args.config,
@@ -127,7 +128,10 @@ def start_cluster(args: argparse.Namespace):
             "cluster.local.gpu_workers.workers=0",
         ],
     )
-    info, _ = up(cfg.cluster.ray, cfg.cluster.local, env=cfg.serve.http.ray_env())
+    # Serve's HAProxy binds fixed stats and metrics ports (8404, 9101) unless told: free ones, so another
+    # Serve on this machine does not make it crash.
+    haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(ports[4]), "RAY_SERVE_HAPROXY_STATS_PORT": str(ports[5])}
+    info, _ = up(cfg.cluster.ray, cfg.cluster.local, env={**cfg.serve.http.ray_env(), **haproxy})
     return cfg.cluster.ray, info.gcs_address, info.dashboard_url
 
 

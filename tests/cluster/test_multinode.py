@@ -59,8 +59,16 @@ def cluster():
     # stage deadlocks: its two encoder actors take 0.5 CPU on each node and its 1-CPU read task fits nowhere.
     overrides = [*head_overrides(), "cluster.local.cpu_workers.num_cpus=2", "cluster.local.gpu_workers.num_cpus=2"]
     ray_cfg = load_config(overrides=overrides).cluster.ray
-    auth = os.environ.get("RAY_AUTH_MODE")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the driver speaks the head's (pinned) mode
+    # The driver speaks the head's (pinned) auth mode. Serve's HAProxy binds fixed stats and metrics
+    # ports (8404, 9101): free ones, so another Serve on this machine does not make it crash.
+    metrics_port, stats_port = free_ports(2)
+    env = {
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         result = runner.invoke(app, ["cluster", "up", "--workers", "1", "--gpu-workers", "1", *_sets(overrides)])
         assert result.exit_code == 0, result.output
@@ -80,8 +88,11 @@ def cluster():
                 ray.shutdown()
         stop_head(ray_cfg)
         shutil.rmtree(ray_cfg.temp_dir, ignore_errors=True)
-        if auth is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")

@@ -301,7 +301,7 @@ class Ingress:
         )
         self.m_fallback = Counter(
             "shopgraph_fallbacks_total",
-            "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page) and cause",
+            "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page; language: a product in a language the generator does not write) and cause",
             ["stage", "why"],
             registry=self.registry,
         )
@@ -435,6 +435,19 @@ class Ingress:
 
     def _generates(self) -> bool:
         return self.generator is not None and self.gen_cfg.enabled
+
+    def _writes(self, facts: dict) -> bool:
+        """Whether generated copy may serve this product: the generator writes its language
+        (serve.generation.languages). Otherwise template copy in the product's own language
+        (`serve.content.template_page`, `ml.reasons.template_reason`): no generation is queued,
+        and no cached or precomputed text is looked up (a batch job may have written some)."""
+        from core.facts import facts_language
+
+        lang = facts_language(facts)
+        if lang in self.gen_cfg.languages:
+            return True
+        self.m_fallback.labels("language", lang).inc()
+        return False
 
     def _remaining(self, deadline: float) -> float:
         return max(0.0, deadline - time.monotonic())
@@ -820,11 +833,13 @@ class Ingress:
             key = CacheKey(s.product_id, "reason", segment, self.model_version, fhash)
             if profile is not None:  # built from this user's history: purged when they are erased
                 self._remember(user, [key])
-            cached = self.cache.get(key)
+            writes = self._writes(facts)
+            cached = self.cache.get(key) if writes else None
             if cached:
                 results[i] = (cached, "cached")
             elif (
                 profile is not None
+                and writes
                 and self._generates()
                 and len(queued) < self.gen_cfg.max_reasons_per_request
                 and not lost
@@ -856,6 +871,8 @@ class Ingress:
         `until` at most). Returns (sections, source, generator lost)."""
         from serve.content import template_page
 
+        if not self._writes(facts):
+            return template_page(facts), "template", False
         sections = self.cache.get(key)
         if sections is not None:
             return sections, "cached", False
@@ -1059,8 +1076,11 @@ class Ingress:
         deadline the generation is left to finish within the page budget and be cached."""
         from serve.content import template_page
 
-        sections, source, why = self.cache.get(key), "cached", None
-        if sections is None and self._generates() and not self._usable("generator"):
+        writes = self._writes(facts)
+        sections, source, why = self.cache.get(key) if writes else None, "cached", None if writes else "language"
+        if not writes:
+            pass  # template copy in the product's language, below
+        elif sections is None and self._generates() and not self._usable("generator"):
             why = "down"  # skipped at once, not after its budget
         elif sections is None and self._generates():
             stop_at = time.monotonic() + self.budgets.page_ms / 1000

@@ -2,6 +2,7 @@
 
     shopgraph data sample --out raw/sample          # write products.jsonl + events.csv
     python -m data.sample --out raw/sample --set data.sample.num_events=20000
+    shopgraph data sample --out raw/sample-zh --set data.sample.language=zh   # a Chinese shop (data/sample_zh.py)
 
 What a recommender should be able to recover (and what the tests check is there):
 

@@ -161,6 +161,7 @@ def generator_figures(rows: list[dict], model_dir: Path, max_tokens: int, batch:
         "raw": {
             **scores(described, refs),
             "zh_share": round(sum(language_of(d) == "zh" for d in described) / len(rows), 4),
+            "empty": round(sum(not d.strip() for d in described) / len(rows), 4),
             "unsupported": unsupported(described, facts),
         },
         "served": {

@@ -154,3 +154,19 @@ def test_bad_language_settings_are_rejected_naming_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_config(overrides=[override])
     assert key in str(e.value) and "'en' or 'zh'" in str(e.value)
+
+
+def test_the_demo_refuses_a_bad_language_before_any_work():
+    from tests.conftest import REPO, run_cli
+
+    # this checkout's code, whichever checkout the console script was installed from
+    result = run_cli("demo", "--set", "data.sample.language=fr", timeout=300, env={"PYTHONPATH": str(REPO)})
+    assert result.returncode == 2 and "data.sample.language" in result.stderr and "'zh'" in result.stderr
+
+
+def test_chinese_popular_reason_names_its_evidence():
+    from ml.reasons import names_evidence, template_reason
+
+    evidence = [{"type": "popular", "category": "服饰 > 上衣 > T恤"}]
+    text = template_reason(evidence, "森屿 A12 纯棉T恤 白色")
+    assert text == "这款在T恤里正受欢迎。" and names_evidence(text, evidence)

@@ -90,6 +90,7 @@ def _haproxy_ports_free() -> bool:
 def test_chinese_page_api_is_chinese_template_copy_and_grounded(live):
     from core.facts import language_of
     from ml.grounding import check
+    from ml.reasons import names_evidence, primary_evidence, reason_profile
     from serve.catalog import facts_of
     from serve.content import template_page
 
@@ -108,7 +109,12 @@ def test_chinese_page_api_is_chinese_template_copy_and_grounded(live):
     for item in page["also_like"]:
         item_facts = facts_of(catalog.products[item["product_id"]], catalog.currency)
         assert "你" in item["reason"] or "受欢迎" in item["reason"], item["reason"]
-        assert check(item["reason"], item_facts, known_brands=brands).unsupported == [], item["reason"]
+        # as serving checks a reason: against the product's facts and the evidence it names
+        # ("你看过山野 L13 15升双肩包…" quotes another product, which the evidence grounds)
+        evidence = [{"type": e["type"], **e["detail"]} for e in item["evidence"]]
+        profile = reason_profile(evidence)
+        assert primary_evidence(evidence) is None or names_evidence(item["reason"], evidence), item["reason"]
+        assert check(item["reason"], item_facts, known_brands=brands, profile=profile).unsupported == [], item["reason"]
     metrics = httpx.get(f"{BASE}/metrics").text
     assert 'shopgraph_fallbacks_total{stage="language",why="zh"}' in metrics
 

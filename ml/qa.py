@@ -36,7 +36,7 @@ from ml.prompts import QA_NOT_LISTED as NOT_LISTED  # the abstention, as the gen
 
 # Tuned by bench/qa.py on its tuning half of the products (never on the half it reports): the
 # cosine similarity (all-MiniLM-L6-v2) a cue-less question needs to its nearest concept.
-SIMILARITY_THRESHOLD = 0.5
+SIMILARITY_THRESHOLD = 0.55
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
@@ -82,6 +82,11 @@ CONCEPT_CUES: dict[str, tuple[str, ...]] = {
     "season": ("season", "summer", "winter", "季节", "夏天", "冬天", "春秋"),
     "occasion": ("occasion", "wear it to", "场合", "通勤", "约会"),
 }  # fmt: skip
+# Cues that only hint at a concept ("how much" may ask the price or the weight): a concept named
+# only by these loses to one named by a specific cue ("how much does it weigh" asks the weight).
+GENERIC_CUES = frozenset(
+    {"how much", "what kind", "what type", "type of", "how long", "how big", "cut", "多大", "多长"}
+)
 # A fact key that names a concept without being one of its cues (AdvertiseGen's 衣袖型 is a
 # sleeve, 衣领型 a collar, 裙型 a type); checked as substrings of the key, in this order.
 _KEY_PARTS = (
@@ -176,7 +181,11 @@ def cue_concepts(question: str) -> dict[str, float]:
     from ml.grounding import _COLOUR_LEX, _COLOUR_RE, _MATERIAL_LEX, _MATERIAL_RE, _lower
 
     q = _norm(question)
-    found = {c: (0.6 if c == "type" else 1.0) for c, pattern in _CUE_RE.items() if pattern.search(q)}
+    matched = {c: {m.group(0) for m in pattern.finditer(q)} for c, pattern in _CUE_RE.items()}
+    matched = {c: cues for c, cues in matched.items() if cues}
+    if any(cues - GENERIC_CUES for cues in matched.values()):
+        matched = {c: cues for c, cues in matched.items() if cues - GENERIC_CUES}
+    found = {c: (0.6 if c == "type" else 1.0) for c in matched}
     low = _lower(question)
     for pattern, lex, concept in ((_COLOUR_RE, _COLOUR_LEX, "color"), (_MATERIAL_RE, _MATERIAL_LEX, "material")):
         if set(found) <= {"type"} and any(lex.get(_term_key(m.group(0))) for m in pattern.finditer(low)):
@@ -240,8 +249,12 @@ class QuestionMatcher:
         best = int(np.argmax(sims))
         return names[best], float(sims[best])
 
-    def concepts(self, question: str, keys: Mapping[str, str] = {}) -> tuple[dict[str, float], str]:
-        """(concept -> score, how: "cue" | "encoder" | "none"). `keys`: fact key -> concept."""
+    def concepts(
+        self, question: str, keys: Mapping[str, str] = {}, values: Mapping[str, list[str]] = {}
+    ) -> tuple[dict[str, float], str]:
+        """(concept -> score, how: "cue" | "value" | "encoder" | "none"). `keys`: fact key ->
+        concept; `values`: fact key -> its values (a question naming one, "is it navy?", "这是裙吗",
+        asks for that key)."""
         found = cue_concepts(question)
         q = _norm(question)
         for key, concept in keys.items():  # the product's own key named verbatim ("衣样式")
@@ -250,6 +263,22 @@ class QuestionMatcher:
                 found[concept] = 1.0
         if found:
             return found, "cue"
+        hits = []
+        for key, vals in values.items():
+            for v in vals:
+                v = _norm(v)
+                hit = (
+                    v in q
+                    if _CJK.search(v)
+                    else len(v) >= 3 and re.search(rf"(?<![a-z0-9]){re.escape(v)}(?![a-z0-9])", q)
+                )
+                if v and hit:
+                    hits.append((v, keys.get(key, concept_of_key(key))))
+        for v, concept in hits:  # "是长裙的吗" names 长裙 (裙长), not 裙 (类型) inside it
+            if not any(v != w and v in w for w, _ in hits):
+                found[concept] = 0.8
+        if found:
+            return found, "value"
         concept, score = self.similar(question)
         if concept is not None and score >= self.threshold:
             return {concept: score}, "encoder"
@@ -265,7 +294,7 @@ class Plan:
     text: str  # the template answer (or the abstention)
     citations: list[dict[str, Any]] = field(default_factory=list)
     concepts: dict[str, float] = field(default_factory=dict)
-    matched_by: str = "none"  # cue | encoder | none
+    matched_by: str = "none"  # cue | value | encoder | none
     evidence: dict[str, Any] = field(default_factory=dict)  # facts + cited review text: what grounds the answer
     values: list[str] = field(default_factory=list)  # what an answer must mention to answer the question
 
@@ -280,8 +309,8 @@ def _fact_keys(facts: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _value_text(value: Any, lang: str) -> str:
-    if isinstance(value, list | tuple):
-        return ("、" if lang == "zh" else ", ").join(map(str, value))
+    if isinstance(value, list | tuple):  # "，" not "、": the checker reads a key's values split at commas
+        return ("，" if lang == "zh" else ", ").join(map(str, value))
     return str(value)
 
 
@@ -319,8 +348,10 @@ def _fact_answers(concept: str, facts: Mapping[str, Any], keys: Mapping[str, str
         label = {"brand": "品牌", "category": "类目"}.get(name, name) if lang == "zh" else name
         return [{"key": name, "value": facts[name], "sentence": _fact_sentence(label, facts[name], lang)}]
     if concept == "type" and facts.get("title"):  # what the product is: its catalog title
-        label = "商品" if lang == "zh" else "product"
-        return [{"key": "title", "value": facts["title"], "sentence": _fact_sentence(label, facts["title"], lang)}]
+        title = str(facts["title"]).rstrip(".")
+        # not "Product: <title>": a title glued like "BuckleUp" reads as a key and its value
+        sentence = f"这是{title}。" if lang == "zh" else f"This is the {title}."
+        return [{"key": "title", "value": facts["title"], "sentence": sentence}]
     return []
 
 
@@ -330,7 +361,8 @@ def _review_sentence(a: Mapping[str, Any], lang: str) -> str:
         name = _ASPECT_ZH.get(aspect, aspect)
         text = f"关于{name}，{a['mentions']}条评价中有{a['positive']}条是正面的。"
         return text + (f"有买家写道：“{a['quote']}”。" if a.get("quote") else "")
-    text = f"Reviews on {aspect}: {a['positive']} of {a['mentions']} reviews positive."
+    # not "Reviews on size: ...": a "key: value" about an attribute key the checker knows
+    text = f"On {aspect}, {a['positive']} of {a['mentions']} reviews are positive."
     return text + (f' One reviewer wrote: "{a["quote"]}".' if a.get("quote") else "")
 
 
@@ -355,8 +387,10 @@ def evidence_facts(facts: Mapping[str, Any], reviews: list[Mapping[str, Any]]) -
     and only the ones cited)."""
     out = dict(facts)
     if reviews:
-        extra = {f"reviews {a['aspect']}": f"{a['positive']} of {a['mentions']} reviews positive; {a.get('quote') or ''}"
-                 for a in reviews}  # fmt: skip
+        # counts and quote apart: a quote may end a sentence ("合身。。。"), and a value that does
+        # is read by the checker as text, not as a plain value whose numbers ground a claim
+        extra = {f"reviews {a['aspect']}": f"{a['positive']} of {a['mentions']} reviews positive" for a in reviews}
+        extra |= {f"review quote {a['aspect']}": a["quote"] for a in reviews if a.get("quote")}
         out["attributes"] = {**(facts.get("attributes") or {}), **extra}
     return out
 
@@ -370,7 +404,10 @@ def plan_answer(
     """Read the question, find its facts or reviews, and write the template answer (or abstain)."""
     lang = language_of(question)
     keys = _fact_keys(facts)
-    concepts, how = matcher.concepts(question, keys)
+    values = {
+        k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in (facts.get("attributes") or {}).items()
+    }
+    concepts, how = matcher.concepts(question, keys, values)
     intent = review_intent(question)
     answers: list[dict[str, Any]] = []
     if not intent:

@@ -129,6 +129,7 @@ def _pod(
             *({"name": k, "value": v} for k, v in sorted(cfg.serve.http.ray_env().items())),
             _pseudonym_keys_env(cfg),
             *_db_password(cfg),
+            *(_cache_password(cfg) if component == "rayservice" else []),
         ],
         "resources": resources,
         "volumeMounts": [
@@ -246,6 +247,20 @@ def _db_password(cfg: ShopgraphConfig) -> list[Obj]:
         return []
     ref = {"secretKeyRef": {"name": online.password_secret, "key": online.password_key}}
     return [{"name": online.password_env, "valueFrom": ref}]
+
+
+def _cache_password(cfg: ShopgraphConfig) -> list[Obj]:
+    """The shared content cache's Redis password (serve.cache.password_env): the Redis of GCS fault
+    tolerance, so the Secret is cluster.k8s.gcs_ft's (only referenced, never written)."""
+    cache, ft = cfg.serve.cache, cfg.cluster.k8s.gcs_ft
+    if not (cache.redis_url and cache.password_env and ft.password_secret):
+        return []
+    return [
+        {
+            "name": cache.password_env,
+            "valueFrom": {"secretKeyRef": {"name": ft.password_secret, "key": ft.password_key}},
+        }
+    ]
 
 
 def _gcs_ft(k8s: K8sConfig) -> Obj:

@@ -24,24 +24,41 @@ class CacheKey:
 
 
 class ContentCache:
-    """A small LRU; one per generator replica."""
+    """The content cache of one ingress replica: a small in-process LRU, in front of a shared
+    Redis (`SharedCache`) when `serve.cache.redis_url` is set, so copy generated through one
+    replica is a hit through every other. The LRU alone without Redis, or while Redis is down."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, shared: SharedCache | None = None):
         self.capacity = capacity
+        self.shared = shared
         self._data: OrderedDict[CacheKey, Any] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.shared_hits = 0
 
     def get(self, key: CacheKey) -> Any | None:
         value = self._data.get(key)
+        if value is None and self.shared is not None:
+            value = self.shared.get(key)
+            if value is not None:
+                self.shared_hits += 1
+                self._put_local(key, value)
         if value is None:
             self.misses += 1
             return None
-        self._data.move_to_end(key)
+        if key in self._data:  # not when the LRU holds nothing (capacity 0)
+            self._data.move_to_end(key)
         self.hits += 1
         return value
 
-    def put(self, key: CacheKey, value: Any) -> None:
+    def put(self, key: CacheKey, value: Any, share: bool = True) -> None:
+        """Cache `value` here and, with `share` (generated copy), in the shared cache. The batch
+        job's precomputed content is loaded by every replica itself (`share=False`)."""
+        self._put_local(key, value)
+        if share and self.shared is not None:
+            self.shared.put(key, value)
+
+    def _put_local(self, key: CacheKey, value: Any) -> None:
         if self.capacity == 0:
             return
         self._data[key] = value
@@ -49,17 +66,38 @@ class ContentCache:
         while len(self._data) > self.capacity:
             self._data.popitem(last=False)
 
+    def own(self, owner: str, keys) -> None:
+        """Note in the shared cache that `keys` were made from `owner`'s (a pseudonym's) history,
+        so erasing them through any replica purges them (`purge_owner`)."""
+        if self.shared is not None:
+            self.shared.own(owner, keys)
+
+    def purge_owner(self, owner: str) -> int:
+        """Drop every shared entry made from `owner`'s history, here and in Redis; how many."""
+        if self.shared is None:
+            return 0
+        keys = self.shared.purge_owner(owner)
+        for k in keys:
+            self._data.pop(k, None)
+        return len(keys)
+
     def peek(self, key: CacheKey) -> Any | None:
         """The value without counting a hit or refreshing its place (exports, not serving)."""
-        return self._data.get(key)
+        value = self._data.get(key)
+        if value is None and self.shared is not None:
+            value = self.shared.get(key)
+        return value
 
     def pop(self, key: CacheKey) -> int:
         """Drop `key`; 1 if it was there (erasure purges what a user's history produced)."""
-        return 0 if self._data.pop(key, None) is None else 1
+        shared = self.shared.pop(key) if self.shared is not None else 0
+        return 1 if (self._data.pop(key, None) is not None or shared) else 0
 
     def replace(self, entries: list[tuple[CacheKey, Any]]) -> int:
         """Put refreshed entries and drop the ones they supersede: the same product, content type,
-        segment and model under other facts (a refresh regenerated them). Returns the dropped."""
+        segment and model under other facts (a refresh regenerated them). Returns the dropped.
+        Local only: every replica reloads the refresh itself, and a superseded entry in the shared
+        cache is under the old facts hash, which no request asks for any more (its TTL ends it)."""
         fresh = {(k.product_id, k.content_type, k.segment, k.model_version): k.facts_hash for k, _ in entries}
         stale = [
             k
@@ -69,11 +107,122 @@ class ContentCache:
         for k in stale:
             del self._data[k]
         for k, v in entries:
-            self.put(k, v)
+            self._put_local(k, v)
         return len(stale)
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class SharedCache:
+    """Generated copy in Redis, shared by every ingress replica (and surviving their restarts).
+
+    Values are JSON under `<prefix>:c:<model>:<type>:<segment>:<facts hash>:<product>` with a TTL;
+    `<prefix>:u:<pseudonym>` holds the keys made from one user's history, for erasure. Redis is
+    an optimisation, never a dependency: every call has a short timeout, and after a failure the
+    cache is skipped for `retry_after_s` (requests answer from the local LRU, generation or
+    templates), counted in `errors`. Calls are synchronous: a local Redis answers in well under a
+    millisecond, and the timeout bounds what a hung one can cost a request once per retry window."""
+
+    def __init__(self, url: str, *, password: str | None = None, ttl_s: int = 86_400, timeout_ms: int = 50,
+                 retry_after_s: float = 5.0, prefix: str = "shopgraph"):  # fmt: skip
+        import redis
+
+        self.client = redis.Redis.from_url(
+            url,
+            password=password,
+            socket_timeout=timeout_ms / 1000,
+            socket_connect_timeout=timeout_ms / 1000,
+            retry=None,
+            decode_responses=True,
+        )
+        self.ttl_s, self.retry_after_s, self.prefix = ttl_s, retry_after_s, prefix
+        self.errors = 0
+        self._down_until = 0.0
+
+    def key(self, key: CacheKey) -> str:
+        return f"{self.prefix}:c:{_key_json(key)}"
+
+    def skipping(self) -> bool:
+        """True while a recent failure has the cache skipped."""
+        import time
+
+        return time.monotonic() < self._down_until
+
+    def _call(self, fn, default):
+        import time
+
+        if time.monotonic() < self._down_until:
+            return default
+        try:
+            return fn()
+        except Exception as e:  # redis.RedisError, OSError, a value that is not JSON
+            import logging
+
+            self.errors += 1
+            self._down_until = time.monotonic() + self.retry_after_s
+            logging.getLogger("shopgraph.serve").warning(
+                "shared content cache skipped for %.0f s: %s", self.retry_after_s, type(e).__name__
+            )
+            return default
+
+    def get(self, key: CacheKey) -> Any | None:
+        import json
+
+        raw = self._call(lambda: self.client.get(self.key(key)), None)
+        return None if raw is None else json.loads(raw)
+
+    def put(self, key: CacheKey, value: Any) -> None:
+        import json
+
+        self._call(lambda: self.client.set(self.key(key), json.dumps(value, ensure_ascii=False), ex=self.ttl_s), None)
+
+    def pop(self, key: CacheKey) -> int:
+        return int(self._call(lambda: self.client.delete(self.key(key)), 0) or 0)
+
+    def own(self, owner: str, keys) -> None:
+        def run():
+            name = f"{self.prefix}:u:{owner}"
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sadd(name, *[_key_json(k) for k in keys])
+            pipe.expire(name, self.ttl_s)
+            pipe.execute()
+
+        if keys:
+            self._call(run, None)
+
+    def purge_owner(self, owner: str) -> list[CacheKey]:
+        """Delete the entries noted for `owner` and the note; the keys deleted. Erasure must not
+        silently skip Redis: a failure here raises (the erase answers 503 and can be retried)."""
+        import json
+
+        name = f"{self.prefix}:u:{owner}"
+        keys = [CacheKey(*json.loads(m)) for m in self.client.smembers(name)]
+        pipe = self.client.pipeline(transaction=True)
+        for k in keys:
+            pipe.delete(self.key(k))
+        pipe.delete(name)
+        pipe.execute()
+        return keys
+
+
+def shared_cache(cfg) -> SharedCache | None:
+    """The Redis cache `serve.cache` names (`core.config.serve.CacheConfig`), or None."""
+    import os
+
+    if not cfg.redis_url:
+        return None
+    password = os.environ.get(cfg.password_env) if cfg.password_env else None
+    return SharedCache(cfg.redis_url, password=password, ttl_s=cfg.ttl_s, timeout_ms=cfg.timeout_ms,
+                       retry_after_s=cfg.retry_after_s, prefix=cfg.key_prefix)  # fmt: skip
+
+
+def _key_json(key: CacheKey) -> str:
+    """A cache key as one unambiguous string (ids and segments may hold any character)."""
+    import json
+
+    return json.dumps([key.product_id, key.content_type, key.segment, key.model_version, key.facts_hash],
+                      ensure_ascii=False, separators=(",", ":"))  # fmt: skip
 
 
 class _Entries:
@@ -82,7 +231,7 @@ class _Entries:
     def __init__(self):
         self.entries: list[tuple[CacheKey, Any]] = []
 
-    def put(self, key: CacheKey, value: Any) -> None:
+    def put(self, key: CacheKey, value: Any, share: bool = True) -> None:
         self.entries.append((key, value))
 
 
@@ -176,7 +325,7 @@ def load_precomputed(cfg, cache, model_version: str, catalog) -> int:
     except Exception:
         return 0  # no batch content yet: pages are generated (or templated) on demand
     for key, value in entries:
-        cache.put(key, value)
+        cache.put(key, value, share=False)
     return len(entries)
 
 
@@ -234,7 +383,9 @@ def _load_pages(root: Path, cache, model_version: str, catalog) -> int:
                 "highlights": highlights or template_page(facts)["highlights"],
                 "description": description,
             }
-            cache.put(CacheKey(row["product_id"], "page", "all", model_version, row["facts_hash"]), sections)
+            cache.put(
+                CacheKey(row["product_id"], "page", "all", model_version, row["facts_hash"]), sections, share=False
+            )
             loaded += 1
     return loaded
 
@@ -265,6 +416,7 @@ def load_precomputed_reasons(folder: Path, cache, model_version: str, catalog) -
                 cache.put(
                     CacheKey(row["product_id"], "reason", row["key"], model_version, row["facts_hash"]),
                     row["text"].strip(),
+                    share=False,
                 )
                 loaded += 1
     if any(skipped.values()):

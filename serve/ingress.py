@@ -292,7 +292,7 @@ class Ingress:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         from core.privacy import UserDataStore
-        from serve.content import ContentCache
+        from serve.content import ContentCache, shared_cache
 
         self.pseudonymizer, self.tombstones, self.privacy = pseudonymizer, tombstones, privacy
         if user_store is None and live is not None:
@@ -324,7 +324,7 @@ class Ingress:
         self.rules = serve_cfg.rules
         self._facts_memo: dict[str, tuple[dict, str]] = {}
         self.model_version = model_version
-        self.cache = ContentCache(self.gen_cfg.cache_entries)
+        self.cache = ContentCache(self.gen_cfg.cache_entries, shared_cache(serve_cfg.cache))
         self.precomputed = 0
         self.review_summaries: dict[str, dict] = {}  # product_id -> ml.aspects summary (train.sentiment)
         from ml.qa import QuestionMatcher
@@ -394,6 +394,12 @@ class Ingress:
         self.m_served_queue = Gauge(
             "shopgraph_served_log_queue",
             "Served items waiting to be written to the online database",
+            registry=self.registry,
+        )
+        self.m_cache = Gauge(
+            "shopgraph_content_cache",
+            "Content cache of this replica: entries, hits, misses, shared_hits (found in Redis), shared_errors (Redis calls that failed and were skipped)",
+            ["what"],
             registry=self.registry,
         )
         self.served = self.online_gauges = None
@@ -584,7 +590,10 @@ class Ingress:
         if not user:
             return
         held = self._user_keys.setdefault(user, set())
+        new = [k for k in keys if k not in held]
         held.update(keys)
+        if new:  # noted in the shared cache too, so an erasure through any replica purges them
+            self.cache.own(user, new)
         self._user_keys.move_to_end(user)
         while len(self._user_keys) > max(self.gen_cfg.cache_entries, 1):
             self._user_keys.popitem(last=False)
@@ -1313,6 +1322,17 @@ class Ingress:
             self.catalog.user_purchases.pop(k, None)
             for key in self._user_keys.pop(k, set()):
                 purged += self.cache.pop(key)
+            if self.cache.shared is not None:  # made through other replicas
+                try:
+                    purged += await asyncio.to_thread(self.cache.purge_owner, k)
+                except Exception as e:
+                    log.warning("erasure could not purge the shared content cache: %s", type(e).__name__)
+                    raise ApiError(
+                        503,
+                        "the shared content cache is unavailable; the erasure is recorded but its cached copy is "
+                        "not purged yet: retry",
+                        "server_error",
+                    ) from None
         store = await self.user_store.erase(held)
         return {
             "erased": True,
@@ -1774,6 +1794,9 @@ class Ingress:
             "queue": self.queue.stats(),
             "catalog_products": len(self.catalog.products),
             "cache_entries": len(self.cache),
+            "shared_cache": (
+                "off" if self.cache.shared is None else "skipped" if self.cache.shared.skipping() else "ok"
+            ),
             "precomputed": self.precomputed,
             "reloads": self.reloader.status() if self.reloader is not None else {},
         }
@@ -1788,6 +1811,10 @@ class Ingress:
         self.m_queue.labels("waiting").set(len(self.queue))
         self.m_queue.labels("running").set(self.queue.running)
         self.m_served_queue.set(len(self.served) if self.served is not None else 0)
+        c = self.cache
+        for what, value in (("entries", len(c)), ("hits", c.hits), ("misses", c.misses), ("shared_hits", c.shared_hits),
+                            ("shared_errors", c.shared.errors if c.shared is not None else 0)):  # fmt: skip
+            self.m_cache.labels(what).set(value)
         for name, h in self.monitor.health.items():
             self.m_stage.labels(name).set({"ok": 1.0, "busy": 0.5}.get(h.state, 0.0))
         return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")

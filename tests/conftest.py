@@ -110,3 +110,16 @@ def db_url(request, tmp_path) -> str:
         url = create_database(request.getfixturevalue("postgres_server"), f"t{next(_DATABASES)}")
     upgrade(url)
     return url
+
+
+@pytest.fixture
+def redis_server():
+    """A real Redis (Debian's redis-server, core.redisserver) on a free port, stopped after; the
+    test may stop() and start() it again. Skipped, saying why, where redis-server is missing."""
+    from core.redisserver import local_redis, missing_reason
+
+    why = missing_reason()
+    if why:
+        pytest.skip(why)
+    with local_redis() as server:
+        yield server

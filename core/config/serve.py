@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class HttpConfig(BaseModel):
@@ -261,6 +261,52 @@ class GenerationConfig(BaseModel):
     )
 
 
+class CacheConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    redis_url: str | None = Field(
+        None,
+        description="Redis the ingress replicas share generated copy through (redis://host:6379/0, without a password; see password_env); a page generated through one replica is then a hit through every other. None: each replica's in-process LRU only. On KubeRay, the same Redis as GCS fault tolerance.",
+    )
+    password_env: str | None = Field(
+        None,
+        description="Environment variable holding the Redis password; None = no password. On KubeRay the rendered pods get it from cluster.k8s.gcs_ft.password_secret (the same Redis).",
+    )
+    ttl_s: int = Field(
+        86_400, ge=1, description="How long a shared entry lives (stale facts are never asked for again)."
+    )
+    timeout_ms: int = Field(
+        50, ge=1, le=5_000, description="Connect and read timeout of one Redis call; a request never waits longer."
+    )
+    retry_after_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=3_600,
+        description="After a Redis failure, skip the shared cache this long (answers still come).",
+    )
+    key_prefix: str = Field(
+        "shopgraph",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of every key shopgraph writes in Redis (several shops may share one Redis).",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        u = urlsplit(v)
+        if u.scheme not in ("redis", "rediss", "unix") or not (u.hostname or u.path):
+            raise ValueError(
+                f"serve.cache.redis_url must be redis://host:port/db, rediss://… or unix://path, got {v!r}"
+            )
+        if u.password:
+            raise ValueError("serve.cache.redis_url must not hold a password; name its variable in password_env")
+        return v
+
+
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -285,6 +331,9 @@ class ServeConfig(BaseModel):
     )
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="What the generator writes and how much."
+    )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig, description="The content cache shared by the ingress replicas (Redis)."
     )
     reload_poll_ms: int = Field(
         1000,

@@ -111,6 +111,17 @@ def _insert(engine: Engine, table):
     return insert(table)
 
 
+# The events columns an ingest batch writes, with their PostgreSQL array types (Store.add_events).
+_EVENT_COLUMNS = {
+    "event": "text", "user_key": "text", "product_id": "text", "ts": "int8", "value": "float8",
+    "request_id": "text", "idempotency_key": "text", "received_at": "int8", "flagged_reason": "text",
+}  # fmt: skip
+_PG_EVENTS_INSERT = text(
+    f"INSERT INTO {EventRow.__tablename__} ({', '.join(_EVENT_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'CAST(:{c} AS {t}[])' for c, t in _EVENT_COLUMNS.items())}) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key"
+)
+
 PRODUCT_FIELDS = ("title", "category", "brand", "price", "attributes", "description", "in_stock", "stock")
 
 
@@ -132,6 +143,12 @@ class Store:
             return set()
         # executemany ("insertmanyvalues": multi-row INSERTs of a cached compiled statement, still one
         # transaction); compiling one .values(rows) statement per batch cost ~10x more.
+        if self.engine.dialect.name == "postgresql":
+            # One statement over column arrays (unnest): PostgreSQL parses and plans it once, where
+            # executemany sends ~100 rows x 9 bound values of multi-row VALUES; half the batch time.
+            params = {c: [r.get(c) for r in rows] for c in _EVENT_COLUMNS}
+            with self.engine.begin() as conn:
+                return set(conn.execute(_PG_EVENTS_INSERT, params).scalars())
         stmt = (
             _insert(self.engine, EventRow)
             .on_conflict_do_nothing(index_elements=["idempotency_key"])

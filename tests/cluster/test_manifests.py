@@ -169,6 +169,22 @@ def test_gcs_fault_tolerance_references_a_secret_only(crd_dir, gpu_cfg):
     assert "redisPassword" not in no_password["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
 
 
+def test_the_serving_pods_share_the_content_cache_through_the_gcs_redis(gpu_cfg):
+    """serve.cache.redis_url names the Redis of GCS fault tolerance: the RayService's pods get its
+    password from that Secret (referenced, never written); batch jobs serve nothing and get none."""
+    cache, ft = gpu_cfg.serve.cache, gpu_cfg.cluster.k8s.gcs_ft
+    assert cache.redis_url and cache.redis_url.startswith(f"redis://{ft.redis_address}/")
+    ref = {"secretKeyRef": {"name": ft.password_secret, "key": ft.password_key}}
+    service = list(_containers(ray_service(gpu_cfg)))
+    assert service and all({"name": cache.password_env, "valueFrom": ref} in c["env"] for c in service)
+    jobs = [
+        c for name, objs in render(gpu_cfg).items() if name.startswith("rayjob-") for o in objs for c in _containers(o)
+    ]
+    assert jobs and not [c for c in jobs if any(e["name"] == cache.password_env for e in c["env"])]
+    no_cache = ray_service(load_config(profile_path("gpu-cluster"), ["serve.cache.redis_url=null"]))
+    assert not [c for c in _containers(no_cache) if any(e["name"] == cache.password_env for e in c["env"])]
+
+
 def test_one_rayjob_per_stage(gpu_cfg):
     files = render(gpu_cfg)
     for stage in STAGES.values():

@@ -168,8 +168,9 @@ def _ingress(
     stages: bool = True,
     privacy=None,
     live=None,
+    cache: dict | None = None,
 ):
-    cfg = ServeConfig(budgets=budgets or {})
+    cfg = ServeConfig(budgets=budgets or {}, cache=cache or {})
     catalog = _catalog()
     ingress = object.__new__(INGRESS)
     handle = (

@@ -60,6 +60,24 @@ def test_duplicate_idempotency_keys_are_stored_once(store):
     assert store.count_events() == 3
 
 
+def test_event_values_round_trip_exactly(store):
+    """PostgreSQL writes a batch as column arrays (unnest): every column, NULLs, non-ASCII ids and
+    a key repeated inside one batch come back as they went in (the first row of a repeated key)."""
+    rows = [
+        _event("k1", value=4.5, request_id="req-1", event="rating", product_id="商品-1", ts=1_700_000_000_123),
+        _event("k2", flagged_reason="unknown_product", user_key="ü" * 64),
+        _event("k1", value=1.0),  # repeated inside the batch: not stored twice
+    ]
+    assert store.add_events(rows) == {"k1", "k2"}
+    assert store.count_events() == 2
+    got = store.user_events(["u1", "ü" * 64])
+    assert [(e["event"], e["product_id"], e["value"], e["request_id"], e["flagged_reason"]) for e in got] == [
+        ("view", "p1", None, None, "unknown_product"),
+        ("rating", "商品-1", 4.5, "req-1", None),
+    ]
+    assert store.recent_events("u1", ["rating"], 0, 5) == [("商品-1", "rating", 1_700_000_000_123)]
+
+
 def test_a_batch_is_one_transaction(store):
     store.add_events([_event("a")])
     with pytest.raises(Exception):  # a NOT NULL column missing in the last row: nothing of the batch is kept

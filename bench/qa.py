@@ -351,10 +351,17 @@ def generate(questions, products, brands, n: int, models_dir: str | None) -> dic
 
     from ml.grounding import check
 
+    loop = asyncio.new_event_loop()
     for lang in ("en", "zh"):
-        picked = [q for q in questions if q["lang"] == lang and q["kind"] != "none"][:n]
+        answerable = [q for q in questions if q["lang"] == lang and q["kind"] != "none"]
+        picked = random.Random(1).sample(answerable, min(n, len(answerable)))
         started = time.perf_counter()
-        results = [r for r in (asyncio.run(one(q)) for q in picked) if r is not None]
+
+        async def all_of(picked=picked):  # one event loop: the engine's output handler lives on it
+            return [(q, r) for q in picked if (r := await one(q)) is not None]
+
+        pairs = loop.run_until_complete(all_of())
+        picked, results = [q for q, _ in pairs], [r for _, r in pairs]
         served = [(plan, text) for plan, text, _ in results if text]
         out[lang] = {
             "questions": len(results),
@@ -369,10 +376,12 @@ def generate(questions, products, brands, n: int, models_dir: str | None) -> dic
             else None,
             "seconds": round(time.perf_counter() - started, 1),
             "examples": [
-                {"question": q["question"], "answer": t} for q, (_, t, _) in zip(picked, results, strict=False)
-            ][:5],
+                {"question": q["question"], "raw": end["raw"][:160], "served": t or None, "why": end["why"]}
+                for q, (_, t, end) in zip(picked, results, strict=False)
+            ][:8],
         }
     engine.shutdown()
+    loop.close()
     return out
 
 

@@ -107,15 +107,18 @@ class GeneratorCore:
     async def stream_answer(self, question: str, plan, max_tokens: int | None = None):
         """Yields {"text": sentence} for each sentence of the answer that is grounded in the plan's
         evidence (`ml.qa.Plan`: the facts and review summaries it cites), then {"done", "why",
-        "kept", "dropped"}; `why` is None when something was sent, else why nothing was."""
+        "kept", "dropped", "raw"}; `why` is None when something was sent, else why nothing was;
+        `raw` is the whole generation (for evaluation; the ingress never shows it)."""
         from ml.qa import answer_messages
 
         grounded = GroundedAnswerStream(plan, self.known_brands)
         tokens = max_tokens or self.cfg.reason_max_tokens
+        raw = []
         self.completions["started"] += 1
         try:
             async for delta in self.engine.stream(answer_messages(question, plan), max_tokens=tokens):
                 self.chunks += 1
+                raw.append(delta)
                 for sentence in grounded.feed(delta):
                     yield {"text": sentence}
         except BaseException as e:
@@ -124,7 +127,13 @@ class GeneratorCore:
         self.completions["finished"] += 1
         for sentence in grounded.finish():
             yield {"text": sentence}
-        yield {"done": True, "why": grounded.why(), "kept": grounded.kept, "dropped": grounded.dropped}
+        yield {
+            "done": True,
+            "why": grounded.why(),
+            "kept": grounded.kept,
+            "dropped": grounded.dropped,
+            "raw": "".join(raw),
+        }
 
 
 class GroundedAnswerStream:

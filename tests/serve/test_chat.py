@@ -210,3 +210,16 @@ def test_models_lists_the_generator_and_the_template(monkeypatch):
     data = http.get("/v1/models").json()["data"]
     assert data[0]["shopgraph"]["generator"]["version"] == "fake-1" and data[1]["shopgraph"]["answers"] == "template"
     json.dumps(data)
+
+
+def test_questions_are_rate_limited_like_every_route(monkeypatch):
+    from core.config.serve import RateLimitConfig
+    from serve.security import RateLimiter
+
+    http, ingress = _client(monkeypatch)
+    cfg = RateLimitConfig(enabled=True, per_key_rps=0.01, per_key_burst=1, per_address_rps=0.01, per_address_burst=1)
+    monkeypatch.setattr(ingress.http_app.state, "rate_limiter", RateLimiter(cfg))
+    client = _openai(http)
+    assert _ask(client, "Colour?").choices[0].message.content
+    with pytest.raises(openai.RateLimitError):
+        _ask(client, "Colour?")

@@ -485,3 +485,16 @@ def answer_messages(question: str, plan: Plan) -> list[dict[str, str]]:
         {k: c[k] for k in ("aspect", "positive", "mentions", "quote")} for c in plan.citations if c["type"] == "review"
     ]
     return qa_messages(question, facts, reviews)
+
+
+_COUNT_EN = re.compile(r"(\d+) (?:out )?of (?:the )?(\d+)")
+_COUNT_ZH = re.compile(r"(\d+)\s*条(?:评价|评论)?中(?:有)?\s*(\d+)")
+
+
+def counts_agree(text: str, plan: Plan) -> bool:
+    """A review count in an answer ("3 of 4", "4条评价中有3条") must be a cited aspect's own pair:
+    the grounding checker only asks that each number appear somewhere in the evidence."""
+    pairs = {(c["positive"], c["mentions"]) for c in plan.citations if c["type"] == "review"}
+    said = [(int(a), int(b)) for a, b in _COUNT_EN.findall(text)]
+    said += [(int(b), int(a)) for a, b in _COUNT_ZH.findall(text)]
+    return all(pair in pairs for pair in said) if pairs else True

@@ -157,7 +157,7 @@ class GroundedAnswerStream:
 
     def _ok(self, text: str) -> bool:
         from ml.grounding import check
-        from ml.qa import is_abstention
+        from ml.qa import counts_agree, is_abstention
         from ml.reasons import leaks_prompt
 
         norm = " ".join(text.lower().split())
@@ -166,6 +166,7 @@ class GroundedAnswerStream:
         self.seen.add(norm)
         return not (
             check(text, self.plan.evidence, known_brands=self.known_brands).unsupported
+            or not counts_agree(text, self.plan)
             or is_abstention(text)
             or leaks_prompt(text)
         )

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from ml.grounding import check
-from ml.qa import NOT_LISTED, QuestionMatcher, answer_messages, concept_of_key, mentions_value, plan_answer
+from ml.qa import (
+    NOT_LISTED,
+    QuestionMatcher,
+    answer_messages,
+    concept_of_key,
+    counts_agree,
+    mentions_value,
+    plan_answer,
+)
 
 SHIRT = {
     "title": "Being Human Men Navy Printed Casual Slim Shirt",
@@ -105,8 +113,13 @@ def test_review_questions_cite_the_summary_and_stay_grounded():
     assert not check(zh.text, zh.evidence).unsupported
     everything = plan_answer("What do customers think of it?", SHIRT, SUMMARY, CUES)
     assert {c["aspect"] for c in everything.citations} == {"fit", "size"}
-    # review evidence grounds the review answer only: a number the reviews do not say is unsupported
+    # review evidence grounds the review answer only: a number the reviews do not say is unsupported,
+    # and a count must be the cited aspect's own pair (the checker alone takes any number it has)
     assert check("On fit, 7 of 9 reviews are positive.", plan.evidence).unsupported
+    assert not check("On fit, 4 of 4 reviews are positive.", plan.evidence).unsupported
+    assert not counts_agree("On fit, 4 of 4 reviews are positive.", plan)
+    assert counts_agree("3 out of 4 reviewers liked the fit.", plan)
+    assert counts_agree("关于尺码，2条评价中有0条是正面的。", zh) and not counts_agree("2条评价中有2条好评", zh)
 
 
 class _Encoder:

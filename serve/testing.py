@@ -101,6 +101,14 @@ GROUNDED_SENTENCE = "It comes from {brand}, and you can have it."
 INVENTED_SENTENCE = "It is made of titanium and weighs 12 kg."
 
 
+def echo_question(messages: list[dict[str, str]]) -> str:
+    """A small model's habit: the shopper's question repeated (naming the product) before the answer."""
+    facts = _facts(messages)
+    return f"Is the {facts.get('title', 'product')} {(facts.get('attributes') or {}).get('color', 'it')}? " + _answer(
+        messages, facts
+    )
+
+
 def half_grounded(messages: list[dict[str, str]]) -> str:
     """A page whose description has one grounded and one invented sentence (and one highlight
     of each kind): what a stream must never show is `INVENTED_SENTENCE`."""

@@ -133,6 +133,14 @@ def test_an_ungrounded_slow_dead_or_absent_generator_answers_with_the_template(m
     assert "titanium" not in text
 
 
+def test_an_echoed_question_is_never_sent_as_an_answer(monkeypatch):
+    from serve.testing import echo_question
+
+    http, _ = _client(monkeypatch, echo_question)
+    got = _ask(_openai(http), "What colour is it?")
+    assert got.choices[0].message.content == "The color is green."  # not "Is the ... green? The color ..."
+
+
 def test_product_from_a_system_message_and_chinese_answers(monkeypatch):
     http, _ = _client(monkeypatch)
     got = _openai(http).chat.completions.create(

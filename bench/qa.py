@@ -449,7 +449,13 @@ def main() -> None:
             for lang in ("en", "zh")
         }
     if args.generate:
-        result["generated"] = generate(report, products, brands, args.generate, args.models_dir)
+        stdout = os.dup(1)
+        os.dup2(2, 1)  # vLLM and its engine process log to stdout: keep it for the JSON
+        try:
+            result["generated"] = generate(report, products, brands, args.generate, args.models_dir)
+        finally:
+            sys.stdout.flush()
+            os.dup2(stdout, 1)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, indent=2, ensure_ascii=False))
 

@@ -15,6 +15,7 @@ is removed from the final page.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, ClassVar
 
@@ -136,12 +137,16 @@ class GeneratorCore:
         }
 
 
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+
+
 class GroundedAnswerStream:
     """The grounded sentences of a generated answer while it streams: `feed(delta)` / `finish()`
     return the sentences that may be shown. A sentence is checked once the text after it fixes
     where it ends (`ml.grounding.sentences`, as the page stream), with the page's checker against
     the plan's evidence; one with an unsupported claim, a review count that is not a cited
-    aspect's, a repeat, a question (the shopper's echoed), the prompt's own words or the
+    aspect's, a repeat, a question (the shopper's echoed), English for a Chinese question, the
+    prompt's own words or the
     abstention (the question was answerable) is dropped. Kept sentences are held until one names
     a value the question asked for (`ml.qa.mentions_value`), so an answer that never answers
     the question shows nothing and the caller falls back to the template answer. An unfinished
@@ -164,6 +169,8 @@ class GroundedAnswerStream:
         norm = " ".join(text.lower().split())
         if self.blocked or not norm or norm in self.seen or norm.endswith(("?", "？")):
             return False  # a question (a small model echoes the shopper's) is no answer
+        if self.plan.language == "zh" and not _CJK_CHAR.search(text):
+            return False  # a Chinese question is answered in Chinese
         self.seen.add(norm)
         return not (
             check(text, self.plan.evidence, known_brands=self.known_brands).unsupported

@@ -141,6 +141,16 @@ def test_an_echoed_question_is_never_sent_as_an_answer(monkeypatch):
     assert got.choices[0].message.content == "The color is green."  # not "Is the ... green? The color ..."
 
 
+def test_a_chinese_question_is_not_answered_in_english(monkeypatch):
+    http, _ = _client(monkeypatch)  # echo_facts answers in English
+    got = _ask(_openai(http), "这个杯子是什么颜色？")
+    assert got.choices[0].message.content == "Color：green。"
+    assert (
+        got.model_extra["shopgraph"]["source"] == "template"
+        and got.model_extra["shopgraph"]["fallback"] == "ungrounded"
+    )
+
+
 def test_product_from_a_system_message_and_chinese_answers(monkeypatch):
     http, _ = _client(monkeypatch)
     got = _openai(http).chat.completions.create(

@@ -34,6 +34,12 @@ PDP_SYSTEM = (
     'appears there. Answer with JSON: {"title": string, "highlights": [string], "description": string}.'
 )
 PDP_TASK = "Write the title, highlights and description for this product."
+# A page written for a shopper segment (`ml.segments`): the profile says what the segment is; the
+# facts stay the only source of claims (the grounding check holds the page to them alone).
+PDP_SEGMENT_TASK = (
+    f"Write them for the shoppers described in the {PROFILE_OPEN} block: put first what they care about "
+    "(cares_about), and still state only facts."
+)
 REASON_SYSTEM = (
     "You explain product recommendations to a shopper in one friendly sentence that speaks to "
     'them as "you" and names what the recommendation is based on: the item, brand or category in '
@@ -53,7 +59,7 @@ QA_SYSTEM = (
 )
 
 # Every instruction the generator is given: `ml.reasons.leaks_prompt` keeps them out of what a shopper reads.
-INSTRUCTIONS = (PDP_SYSTEM, PDP_TASK, REASON_SYSTEM, REASON_TASK, QA_SYSTEM)
+INSTRUCTIONS = (PDP_SYSTEM, PDP_TASK, PDP_SEGMENT_TASK, REASON_SYSTEM, REASON_TASK, QA_SYSTEM)
 
 Messages = list[dict[str, str]]
 
@@ -89,12 +95,23 @@ def _block(open_tag: str, body: str, close_tag: str) -> str:
     return f"{open_tag}\n{body}\n{close_tag}"
 
 
-def pdp_messages(facts: str | Mapping[str, Any]) -> Messages:
-    """Task (a): facts -> {"title", "highlights", "description"} JSON."""
-    return [
-        {"role": "system", "content": PDP_SYSTEM},
-        {"role": "user", "content": f"{PDP_TASK}\n{_block(FACTS_OPEN, facts_text(facts), FACTS_CLOSE)}"},
-    ]
+def pdp_messages(facts: str | Mapping[str, Any], segment: Mapping[str, Any] | None = None) -> Messages:
+    """Task (a): facts -> {"title", "highlights", "description"} JSON.
+
+    `segment` (`ml.segments.SegmentIndex.profile`) writes the page for a shopper segment: its
+    profile goes in a `<profile>` block, escaped and scrubbed as a reason's is. None (segment
+    "all") is exactly the prompt the generator was trained on."""
+    facts_block = _block(FACTS_OPEN, facts_text(facts), FACTS_CLOSE)
+    if not segment:
+        return [{"role": "system", "content": PDP_SYSTEM}, {"role": "user", "content": f"{PDP_TASK}\n{facts_block}"}]
+    body = _profile_json(segment)
+    user = f"{PDP_TASK} {PDP_SEGMENT_TASK}\n{_block(PROFILE_OPEN, body, PROFILE_CLOSE)}\n{facts_block}"
+    return [{"role": "system", "content": PDP_SYSTEM}, {"role": "user", "content": user}]
+
+
+def _profile_json(profile: Mapping[str, Any]) -> str:
+    # scrubbed as one JSON text: no kind's pattern crosses a quote, so each match is inside a string
+    return scrub(json.dumps(dict(profile), ensure_ascii=False, separators=(", ", ": "))).replace("<", "\\u003c")
 
 
 def reason_messages(profile: Mapping[str, Any], facts: str | Mapping[str, Any], prefix: str | None = None) -> Messages:
@@ -103,8 +120,7 @@ def reason_messages(profile: Mapping[str, Any], facts: str | Mapping[str, Any], 
     `prefix` (`ml.reasons.reason_prefix`) starts the answer: the engine continues it
     (`continuation_of`), so the sentence speaks to "you" and names the evidence before the model
     writes a word; the shown reason is prefix + continuation."""
-    # scrubbed as one JSON text: no kind's pattern crosses a quote, so each match is inside a string
-    body = scrub(json.dumps(dict(profile), ensure_ascii=False, separators=(", ", ": "))).replace("<", "\\u003c")
+    body = _profile_json(profile)
     user = f"{REASON_TASK}\n{_block(PROFILE_OPEN, body, PROFILE_CLOSE)}\n{_block(FACTS_OPEN, facts_text(facts), FACTS_CLOSE)}"
     messages = [{"role": "system", "content": REASON_SYSTEM}, {"role": "user", "content": user}]
     if prefix:

@@ -59,15 +59,6 @@ class Catalog:
         p = self.products.get(product_id)
         return p.item_idx if p else None
 
-    def segment(self, history: np.ndarray) -> str:
-        """A coarse user segment for content caching: the user's most frequent category."""
-        cats = [self.products[self.by_item_idx[int(i)]].category for i in history if int(i) in self.by_item_idx]
-        cats = [c for c in cats if c]
-        if not cats:
-            return "anonymous"
-        values, counts = np.unique(cats, return_counts=True)
-        return str(values[int(np.argmax(counts))])
-
 
 def artifact_version(paths: list[Path]) -> str:
     """A short version id of the models being served: hash of their manifests."""

@@ -94,15 +94,17 @@ class ContentCache:
         return 1 if (self._data.pop(key, None) is not None or shared) else 0
 
     def replace(self, entries: list[tuple[CacheKey, Any]]) -> int:
-        """Put refreshed entries and drop the ones they supersede: the same product, content type,
-        segment and model under other facts (a refresh regenerated them). Returns the dropped.
-        Local only: every replica reloads the refresh itself, and a superseded entry in the shared
-        cache is under the old facts hash, which no request asks for any more (its TTL ends it)."""
-        fresh = {(k.product_id, k.content_type, k.segment, k.model_version): k.facts_hash for k, _ in entries}
+        """Put refreshed entries and drop the ones they supersede: the same product, content type
+        and model under other facts, in every segment (a refresh regenerated the page of segment
+        "all"; the pages of other segments were written from the old facts and would never be
+        found again, only take room). Returns the dropped. Local only: every replica reloads the
+        refresh itself, and a superseded entry in the shared cache is under the old facts hash,
+        which no request asks for any more (its TTL ends it)."""
+        fresh = {(k.product_id, k.content_type, k.model_version): k.facts_hash for k, _ in entries}
         stale = [
             k
             for k in self._data
-            if fresh.get((k.product_id, k.content_type, k.segment, k.model_version), k.facts_hash) != k.facts_hash
+            if fresh.get((k.product_id, k.content_type, k.model_version), k.facts_hash) != k.facts_hash
         ]
         for k in stale:
             del self._data[k]
@@ -254,27 +256,53 @@ def tidy_highlight(text: str) -> str:
     return highlight(m.group(1), m.group(2)) if m else text
 
 
-def template_page(facts: dict[str, Any]) -> dict[str, Any]:
-    """Product-page sections built only from the facts: always grounded, never generated."""
+def template_page(facts: dict[str, Any], cares: list[str] | None = None) -> dict[str, Any]:
+    """Product-page sections built only from the facts: always grounded, never generated.
+
+    `cares` (`ml.segments.SegmentIndex.cares_about`) writes it for a segment: the highlights and
+    the description's sentences lead with what the segment reads first (the price, the brand,
+    its category's attributes); None or [] is the page of segment "all"."""
+    from ml.segments import segment_highlights
+
+    cares = list(cares or [])
     title = facts.get("title", "")
     attributes = facts.get("attributes", {}) or {}
+    if cares:  # the segment's attributes first, then the catalog's order
+        attributes = dict(sorted(attributes.items(), key=lambda kv: _care_rank(kv[0], cares)))
     highlights = [highlight(k, v) for k, v in list(attributes.items())[:5]]
     if facts.get("brand"):
         highlights.insert(0, f"Brand: {facts['brand']}")
     # Prose from the facts alone: what the product is, who makes it, its attributes, its price (a
     # description that only repeats the title is what the copy gate calls degenerate).
-    parts = [title.rstrip(".") + "."]
+    parts: list[tuple[str, str]] = []  # (what the sentence is about, the sentence)
     leaf = (facts.get("category") or "").split(">")[-1].strip()
     if facts.get("brand") and leaf:
-        parts.append(f"From {facts['brand']}, in {leaf}.")
+        parts.append(("brand", f"From {facts['brand']}, in {leaf}."))
     elif facts.get("brand") or leaf:
-        parts.append(f"From {facts['brand']}." if facts.get("brand") else f"In {leaf}.")
+        parts.append(("brand", f"From {facts['brand']}." if facts.get("brand") else f"In {leaf}."))
     details = [highlight(k, v) for k, v in list(attributes.items())[:4]]
     if details:
-        parts.append("; ".join(details[:1] + [d[:1].lower() + d[1:] for d in details[1:]]) + ".")
+        first = next(iter(attributes))
+        parts.append((first, "; ".join(details[:1] + [d[:1].lower() + d[1:] for d in details[1:]]) + "."))
     if facts.get("price") is not None:
-        parts.append(f"Price: {_price(facts['price'])} {facts.get('currency') or ''}".rstrip() + ".")
-    return {"title": title, "highlights": highlights[:5], "description": " ".join(parts)}
+        parts.append(("price", f"Price: {_price(facts['price'])} {facts.get('currency') or ''}".rstrip() + "."))
+    if cares:
+        parts.sort(key=lambda part: _care_rank(part[0], cares))
+        return {
+            "title": title,
+            "highlights": segment_highlights(highlights[:5], facts, cares, limit=5),
+            "description": " ".join([title.rstrip(".") + "."] + [text for _, text in parts]),
+        }
+    return {
+        "title": title,
+        "highlights": highlights[:5],
+        "description": " ".join([title.rstrip(".") + "."] + [t for _, t in parts]),
+    }
+
+
+def _care_rank(key: str, cares: list[str]) -> int:
+    key = key.lower().replace("_", " ")
+    return next((i for i, c in enumerate(cares) if c.replace("_", " ") == key), len(cares))
 
 
 def _price(value: Any) -> str:

@@ -74,26 +74,31 @@ class GeneratorCore:
         kept, why = accept_reason(raw, facts, profile, known_brands=self.known_brands)
         return {"text": kept, "why": why, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
-    async def page(self, facts: dict) -> dict[str, Any]:
+    async def page(self, facts: dict, segment: dict | None = None) -> dict[str, Any]:
+        """The page's sections, grounded; `segment` (`ml.segments.SegmentIndex.profile`, None =
+        segment "all") goes to the prompt, and its `cares_about` orders the kept highlights."""
         from ml.prompts import PDP_SCHEMA, pdp_messages
 
         started = time.perf_counter()
-        raw = await self._complete(pdp_messages(facts), self.cfg.page_max_tokens, json_schema=PDP_SCHEMA)
-        return {**ground_page(raw, facts, self.known_brands), "ms": 1000 * (time.perf_counter() - started)}
+        raw = await self._complete(pdp_messages(facts, segment), self.cfg.page_max_tokens, json_schema=PDP_SCHEMA)
+        cares = (segment or {}).get("cares_about")
+        return {**ground_page(raw, facts, self.known_brands, cares), "ms": 1000 * (time.perf_counter() - started)}
 
-    async def stream_page(self, facts: dict):
+    async def stream_page(self, facts: dict, segment: dict | None = None):
         """Yields {"section": {"field", "text"[, "index"]}} for grounded text only, as each
         sentence (description) or string (highlights) completes, then `ground_page`'s result.
 
         The title is the catalog's, as `ground_page` makes it, so it comes first (once the engine
-        answers) and the model's title is never streamed."""
+        answers) and the model's title is never streamed. For a segment, highlights stream in the
+        order they are written; the final sections hold them in the segment's order."""
         from ml.prompts import PDP_SCHEMA, pdp_messages
 
         started = time.perf_counter()
         parts = []
         grounded = GroundedPageStream(facts, self.known_brands)
+        cares = (segment or {}).get("cares_about")
         async for delta in self.engine.stream(
-            pdp_messages(facts), max_tokens=self.cfg.page_max_tokens, json_schema=PDP_SCHEMA
+            pdp_messages(facts, segment), max_tokens=self.cfg.page_max_tokens, json_schema=PDP_SCHEMA
         ):
             if not parts and facts.get("title"):  # once the engine answers: a dead one streams nothing
                 yield {"section": {"field": "title", "text": facts["title"]}}
@@ -103,7 +108,8 @@ class GeneratorCore:
                 yield {"section": section}
         for section in grounded.finish():
             yield {"section": section}
-        yield {**ground_page("".join(parts), facts, self.known_brands), "ms": 1000 * (time.perf_counter() - started)}
+        page = ground_page("".join(parts), facts, self.known_brands, cares)
+        yield {**page, "ms": 1000 * (time.perf_counter() - started)}
 
     async def stream_answer(self, question: str, plan, max_tokens: int | None = None):
         """Yields {"text": sentence} for each sentence of the answer that is grounded in the plan's
@@ -232,8 +238,10 @@ class GroundedAnswerStream:
         return "ungrounded" if self.dropped else "empty"
 
 
-def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any]:
-    """Parse the generated JSON and drop every unsupported claim; None sections = fall back."""
+def ground_page(raw: str, facts: dict, known_brands: list[str], cares: list[str] | None = None) -> dict[str, Any]:
+    """Parse the generated JSON and drop every unsupported claim; None sections = fall back.
+    `cares` (a segment's, `ml.segments`) orders the kept highlights, adding the catalog price
+    when the segment reads it first."""
     from ml.grounding import ground_pdp
     from ml.prompts import repair_pdp
     from ml.reasons import instruction_in_facts, publishable_description, publishable_highlights
@@ -271,6 +279,10 @@ def ground_page(raw: str, facts: dict, known_brands: list[str]) -> dict[str, Any
     if why:
         return {"sections": None, "why": "degenerate", "error": f"the description is not publishable copy ({why})"}
     removed = len(page["highlights"]) - len(grounded["highlights"]) + (grounded["description"] != page["description"])
+    if cares:  # the segment's order (and the catalog price, for a segment that reads it first)
+        from ml.segments import segment_highlights
+
+        grounded["highlights"] = segment_highlights(grounded["highlights"], facts, cares)
     return {"sections": grounded, "removed": removed}
 
 
@@ -482,11 +494,11 @@ class Generator:
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
         return await self.core.reason(facts, profile)
 
-    async def page(self, facts: dict) -> dict[str, Any]:
-        return await self.core.page(facts)
+    async def page(self, facts: dict, segment: dict | None = None) -> dict[str, Any]:
+        return await self.core.page(facts, segment)
 
-    async def stream_page(self, facts: dict):
-        async for event in self.core.stream_page(facts):
+    async def stream_page(self, facts: dict, segment: dict | None = None):
+        async for event in self.core.stream_page(facts, segment):
             yield event
 
     async def stream_answer(self, question: str, plan, max_tokens: int | None = None):

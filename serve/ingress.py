@@ -21,7 +21,7 @@ import logging
 import re
 import time
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -97,6 +97,14 @@ WaitQuery = Annotated[
     str | None, Query(max_length=16, description="Milliseconds to wait for generation (0 to max_wait_ms).")
 ]
 
+AcceptLanguageHeader = Annotated[
+    str | None,
+    Header(
+        max_length=512,
+        description="The shopper's languages (`zh-CN,zh;q=0.9,en;q=0.8`): the segment's language when it names one of serve.segments.languages.",
+    ),
+]
+
 _USER_COOKIE = "shopgraph_user"  # the demo shop's signed-in shopper (serve.page prints no user id)
 
 
@@ -130,6 +138,19 @@ def _history_of(catalog, user_id: str | None, product_id: str) -> np.ndarray:
     history = catalog.user_history.get(user_id, np.zeros(0, np.int64)) if user_id else np.zeros(0, np.int64)
     idx = catalog.item_idx(product_id)
     return np.concatenate([history, np.asarray([idx], dtype=np.int64)]) if idx is not None else history
+
+
+class PageTarget(NamedTuple):
+    """What a page route validated: who reads which product, for which segment (`ml.segments`)."""
+
+    user_id: str | None  # the pseudonym; None = anonymous or erased
+    product: Any
+    facts: dict
+    fhash: str
+    key: Any  # serve.content.CacheKey of the page's sections, for `segment`
+    segment: Any  # ml.segments.Segment
+    profile: dict | None  # the generator's segment profile; None for segment "all"
+    cares: list[str]  # what the segment reads first on this page
 
 
 def _overall(sources: list[str]) -> str:
@@ -325,6 +346,9 @@ class Ingress:
         self._facts_memo: dict[str, tuple[dict, str]] = {}
         self.model_version = model_version
         self.cache = ContentCache(self.gen_cfg.cache_entries, shared_cache(serve_cfg.cache))
+        from ml.segments import SegmentIndex
+
+        self.segments = SegmentIndex(catalog.products.values(), serve_cfg.segments)
         self.precomputed = 0
         self.review_summaries: dict[str, dict] = {}  # product_id -> ml.aspects summary (train.sentiment)
         from ml.qa import QuestionMatcher
@@ -835,9 +859,11 @@ class Ingress:
 
         return run
 
-    def _page_job(self, key, facts: dict):
+    def _page_job(self, key, facts: dict, profile: dict | None = None):
         async def run() -> dict | None:
-            result = await awaited(self.generator.page.remote(facts))
+            # a segment's page: its profile goes to the prompt; segment "all" sends the trained prompt
+            call = self.generator.page.remote(facts, profile) if profile else self.generator.page.remote(facts)
+            result = await awaited(call)
             sections = result.get("sections")
             if sections:
                 self.cache.put(key, sections)
@@ -905,22 +931,44 @@ class Ingress:
             self.m_content.labels("reason", source).inc()
         return final, _overall([src for _, src in final]), lost
 
-    async def _sections(self, facts: dict, key, until: float) -> tuple[dict, str, bool]:
-        """Page sections from the cache, else template now with generation queued (waits until
-        `until` at most). Returns (sections, source, generator lost)."""
+    def _generic(self, target: PageTarget) -> dict | None:
+        """The cached page of segment "all" in the segment's order, for a segment whose own page
+        is not cached yet (a precomputed page, or one made for an anonymous shopper); else None."""
+        from dataclasses import replace
+
+        from ml.segments import ALL, segment_highlights
+
+        if target.key.segment == ALL:
+            return None
+        generic = self.cache.peek(replace(target.key, segment=ALL))
+        if generic is None:
+            return None
+        return {**generic, "highlights": segment_highlights(generic["highlights"], target.facts, target.cares)}
+
+    async def _sections(self, target: PageTarget, until: float) -> tuple[dict, str, bool, str]:
+        """Page sections for the target's segment from the cache, else template (or the cached
+        page of segment "all", in the segment's order) now with the segment's generation queued
+        (waits until `until` at most). Returns (sections, source, generator lost, the segment the
+        sections were written for)."""
+        from ml.segments import ALL
         from serve.content import template_page
 
+        facts, key = target.facts, target.key
         sections = self.cache.get(key)
         if sections is not None:
-            return sections, "cached", False
+            return sections, "cached", False, key.segment
         lost = False
         if self._generates():
-            future, lost = self._enqueue(key, self._page_job(key, facts), self.budgets.page_ms, urgent=True)
+            future, lost = self._enqueue(
+                key, self._page_job(key, facts, target.profile), self.budgets.page_ms, urgent=True
+            )
             if future is not None:
                 await self._ready([future], until)
                 if future.done() and future.result():
-                    return future.result(), "generated", False
-        return template_page(facts), "template", lost
+                    return future.result(), "generated", False, key.segment
+        if (generic := self._generic(target)) is not None:
+            return generic, "cached", lost, ALL
+        return template_page(facts, target.cares), "template", lost, key.segment
 
     def _item(self, scored, reason: tuple[str, str] | None) -> RecommendedItem:
         p = self.catalog.products[scored.product_id]
@@ -992,11 +1040,12 @@ class Ingress:
         )
         return response
 
-    def _page_request(self, product_id: str, user_id: str | None):
-        """Validate a page route's parameters: (the user's pseudonym or None, product, facts, facts
-        hash, page cache key). An erased user is anonymous (None).
+    def _page_request(self, product_id: str, user_id: str | None, accept_language: str | None = None) -> PageTarget:
+        """Validate a page route's parameters: the user's pseudonym (None: anonymous or erased),
+        the product, its facts and facts hash, the shopper's segment and the page's cache key.
 
-        Bad input raises ApiError before any work: 422 for over-long ids, 404 for an unknown product.
+        Bad input raises ApiError before any work: 422 for over-long ids or a malformed
+        Accept-Language, 404 for an unknown product.
         """
         from serve.content import CacheKey
 
@@ -1008,27 +1057,55 @@ class Ingress:
         if self.live is not None and product_id in self.live.deleted:
             raise ApiError(410, f"product {product_id!r} was deleted", "not_found_error", "product_id")
         facts, fhash = self._facts(product)
-        return user_id, product, facts, fhash, CacheKey(product_id, "page", "all", self.model_version, fhash)
+        segment = self._segment(user_id, accept_language)
+        key = CacheKey(product_id, "page", segment.id, self.model_version, fhash)
+        if not segment.is_all:  # made for this shopper's segment: purged when they are erased
+            self._remember(user_id, [key])
+        profile = self.segments.profile(segment, facts)
+        return PageTarget(
+            user_id, product, facts, fhash, key, segment, profile, self.segments.cares_about(segment, facts)
+        )
 
-    async def _page(self, product_id: str, user_id: str | None, wait_ms: str | int | None = None):
-        """The page: sections, the personalized note and 'you may also like' with reasons. Cached or
-        template copy at once (generation queued for misses); a client's `wait_ms` is one budget
-        for all three, waited at the same time."""
+    def _segment(self, user_id: str | None, accept_language: str | None):
+        """The shopper's segment from the history this replica holds for them (the prepared
+        shards): "all" for anonymous, new and erased shoppers. 422 for a malformed Accept-Language."""
+        history = self.catalog.user_history.get(user_id) if user_id else None
+        products = (
+            [
+                self.catalog.products[self.catalog.by_item_idx[int(i)]]
+                for i in history
+                if int(i) in self.catalog.by_item_idx
+            ]
+            if history is not None
+            else []
+        )
+        try:
+            return self.segments.segment_of(products, accept_language)
+        except ValueError as e:
+            raise ApiError(422, str(e), param="accept-language") from None
+
+    async def _page(
+        self, product_id: str, user_id: str | None, wait_ms: str | int | None = None, accept_language: str | None = None
+    ):
+        """The page: sections (for the shopper's segment), the personalized note and 'you may also
+        like' with reasons. Cached or template copy at once (generation queued for misses); a
+        client's `wait_ms` is one budget for all three, waited at the same time."""
         await self._sync()
         raw_user = user_id
-        user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
+        target = self._page_request(product_id, user_id, accept_language)
+        user_id, product, fhash = target.user_id, target.product, target.fhash
         wait_s = _wait_param(wait_ms, self.budgets.max_wait_ms) / 1000
         self._started()
         started = time.perf_counter()
         deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
         until = min(time.monotonic() + wait_s, deadline)
         also_req = RecommendationRequest(user_id=user_id, recent_items=[product_id], k=6, with_reasons=True)
-        sections_task = asyncio.create_task(self._sections(facts, key, until))
+        sections_task = asyncio.create_task(self._sections(target, until))
         note_task = asyncio.create_task(self._note(product_id, user_id, until)) if user_id else None
         try:
             ranked, _, info = await self._recommend(also_req, deadline, exclude={product_id})
             reasons, _, reasons_lost = await self._reasons(ranked, info["history"], until, user=user_id)
-            sections, source, page_lost = await sections_task
+            sections, source, page_lost, sections_segment = await sections_task
             note, note_source, note_lost = await note_task if note_task else (None, "none", False)
         finally:
             for task in (sections_task, note_task):
@@ -1044,6 +1121,8 @@ class Ingress:
             in_stock=product.in_stock,
             sections=PageSections(**sections),
             sections_source=source,
+            segment=target.segment.id,
+            sections_segment=sections_segment,
             personalized_note=note,
             note_source=note_source,
             also_like=[self._item(s, r) for s, r in zip(ranked, reasons)],
@@ -1062,14 +1141,19 @@ class Ingress:
         responses={404: {"model": ErrorBody}, 410: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
     async def product_page(
-        self, product_id: ProductIdPath, user_id: UserIdQuery = None, wait_ms: WaitQuery = None
+        self,
+        product_id: ProductIdPath,
+        user_id: UserIdQuery = None,
+        wait_ms: WaitQuery = None,
+        accept_language: AcceptLanguageHeader = None,
     ) -> ProductPage:
         """Product-page sections (title, highlights, description), a personalized note and 'you may also like'.
 
         Answers at once with cached, else template copy (`*_source` says which) and queues generation
         for what was missing; `wait_ms` (0 to serve.budgets.max_wait_ms) lets it wait that long for
-        the generations, all at once. `degraded` names any stage the answer had to do without."""
-        page, _ = await self._page(product_id, user_id, wait_ms)
+        the generations, all at once. `degraded` names any stage the answer had to do without.
+        The sections are written for the shopper's `segment` (`all` when anonymous or new)."""
+        page, _ = await self._page(product_id, user_id, wait_ms, accept_language)
         return page
 
     async def _note(self, product_id: str, user_id: str, until: float) -> tuple[str | None, str, bool]:
@@ -1106,13 +1190,17 @@ class Ingress:
         if final and final.get("sections"):
             self.cache.put(key, final["sections"])
 
-    async def _stream_sections(self, facts: dict, key, deadline: float, out: dict):
+    async def _stream_sections(self, target: PageTarget, deadline: float, out: dict):
         """Grounded section pieces from the generator within min(page budget, deadline); the final
-        sections, their source and the fallback reason (None, "budget", "ungrounded", an error
-        name, "down" when the generator's breaker is open) are left in `out`. Past the request's
-        deadline the generation is left to finish within the page budget and be cached."""
+        sections, their source, the segment they were written for and the fallback reason (None,
+        "budget", "ungrounded", an error name, "down" when the generator's breaker is open) are
+        left in `out`. Past the request's deadline the generation is left to finish within the
+        page budget and be cached. Without the segment's own page, the fallback is the cached page
+        of segment "all" in the segment's order, else the segment's template."""
+        from ml.segments import ALL
         from serve.content import template_page
 
+        facts, key, profile = target.facts, target.key, target.profile
         sections, source, why = self.cache.get(key), "cached", None
         if sections is None and self._generates() and not self._usable("generator"):
             why = "down"  # skipped at once, not after its budget
@@ -1120,7 +1208,8 @@ class Ingress:
             stop_at = time.monotonic() + self.budgets.page_ms / 1000
             budget_end = min(stop_at, deadline)
             started = time.perf_counter()
-            stream = self.generator.options(stream=True).stream_page.remote(facts)
+            streamer = self.generator.options(stream=True).stream_page
+            stream = streamer.remote(facts, profile) if profile else streamer.remote(facts)
             events, nxt, final, settled = stream.__aiter__(), None, None, False
             try:
                 while True:
@@ -1163,9 +1252,12 @@ class Ingress:
                 why = final.get("why", "ungrounded")
             if why:
                 self.m_fallback.labels("stream_page", why).inc()
+        written_for = key.segment
+        if sections is None and (generic := self._generic(target)) is not None:
+            sections, source, written_for = generic, "cached", ALL
         if sections is None:
-            sections, source = template_page(facts), "template"
-        out.update(sections=sections, source=source, fallback=why)
+            sections, source = template_page(facts, target.cares), "template"
+        out.update(sections=sections, source=source, fallback=why, segment=written_for)
 
     @api.get(
         "/v1/products/{product_id}/page/stream",
@@ -1180,7 +1272,11 @@ class Ingress:
         },
     )
     async def product_page_stream(
-        self, product_id: ProductIdPath, user_id: UserIdQuery = None, wait_ms: WaitQuery = None
+        self,
+        product_id: ProductIdPath,
+        user_id: UserIdQuery = None,
+        wait_ms: WaitQuery = None,
+        accept_language: AcceptLanguageHeader = None,
     ) -> StreamingResponse:
         """Server-sent events: grounded section text as each sentence completes, then the final sections
         (generated, cached or template, as on the page), the personalized note, and `done`.
@@ -1188,7 +1284,8 @@ class Ingress:
         The sections stream as they are generated (within serve.budgets.page_ms); the note waits
         `wait_ms` at most (default 0: cached or template), at the same time as the sections."""
         await self._sync()
-        user_id, product, facts, fhash, key = self._page_request(product_id, user_id)
+        target = self._page_request(product_id, user_id, accept_language)
+        user_id, fhash = target.user_id, target.fhash
         wait_s = _wait_param(wait_ms, self.budgets.max_wait_ms) / 1000
         self._started()
         started = time.perf_counter()
@@ -1206,17 +1303,23 @@ class Ingress:
                         "product_id": product_id,
                         "facts_hash": fhash,
                         "model_version": self.model_version,
+                        "segment": target.segment.id,
                     },
                 )
                 final: dict[str, Any] = {}
-                async with contextlib.aclosing(self._stream_sections(facts, key, deadline, final)) as pieces:
+                async with contextlib.aclosing(self._stream_sections(target, deadline, final)) as pieces:
                     async for piece in pieces:  # aclosing: a client that goes away stops the generation
                         yield _sse("section", piece)
                 self.m_content.labels("page", final["source"]).inc()
                 sections = PageSections(**final["sections"]).model_dump()
                 yield _sse(
                     "sections",
-                    {"sections": sections, "sections_source": final["source"], "fallback": final["fallback"]},
+                    {
+                        "sections": sections,
+                        "sections_source": final["source"],
+                        "sections_segment": final["segment"],
+                        "fallback": final["fallback"],
+                    },
                 )
                 if note_task is not None:
                     note, note_source, _ = await note_task
@@ -1259,6 +1362,7 @@ class Ingress:
         user_id: UserIdQuery = None,
         debug: Annotated[str | None, Query(max_length=8, description="1 shows where each text came from.")] = None,
         shopgraph_user: Annotated[str | None, Cookie(max_length=3 * MAX_ID_CHARS)] = None,  # percent-encoded
+        accept_language: AcceptLanguageHeader = None,
     ) -> HTMLResponse:
         """The demo product page: generated sections, the personalized note, recommendations with reasons.
 
@@ -1269,7 +1373,7 @@ class Ingress:
         try:
             show_debug = _flag(debug, "debug")
             user = self._user_param(user_id if user_id is not None else unquote(shopgraph_user or "") or None)
-            page, product = await self._page(product_id, user)
+            page, product = await self._page(product_id, user, accept_language=accept_language)
         except ApiError as e:
             return HTMLResponse(error_page(e.status, e.message), status_code=e.status)
         response = HTMLResponse(render_page(page, product, self.catalog.currency, debug=show_debug))

@@ -82,7 +82,10 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
         reviews = f'<h3>What reviewers say</h3><p id="reviews">{escape(page.reviews.note)}</p>'
 
     footer = (
-        f'<p class="src" id="debug">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}</p>'
+        f'<p class="src" id="debug">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}'
+        f" · segment {escape(page.segment)}"
+        + (f" (copy of {escape(page.sections_segment)})" if page.sections_segment != page.segment else "")
+        + "</p>"
         if debug
         else ""
     )

@@ -3,9 +3,9 @@
 The Serve deployments (`serve.app`) wrap these classes; tests and the graph-overhead
 benchmark call them in-process on the same inputs.
 
-Retrieval: the recommender's user vector against a FAISS inner-product index of its item
-vectors (exact: the dot product *is* the model's score, and a catalog of this size searches
-in well under a millisecond). Cold start: a user with no usable history gets the most popular
+Retrieval: the recommender's user vector against the FAISS index of its item vectors that the
+export built (`ml.index.ItemIndex`: exact inner product, or IVF / HNSW with the candidates
+re-scored exactly, so scores are the model's). Cold start: a user with no usable history gets the most popular
 items (within the request's filters); items the recommender never saw (new products) are
 reached through the MiniLM text index, queried with the centroid of the user's recent items.
 """
@@ -68,17 +68,26 @@ class TextIndex:
 
 class RetrieverCore:
     def __init__(self, cfg, catalog: Catalog):
+        import time
+
+        import faiss
         import torch
 
         from core.layout import ArtifactLayout
+        from core.manifest import read_manifest
         from core.runtime import local_dir
-        from ml.index import inner_product_index
+        from ml.index import load_item_index
         from ml.sasrec import load_exported
 
+        t0 = time.perf_counter()
         layout = ArtifactLayout(cfg.artifacts.root)
         self.model, self.model_cfg, vectors = load_exported(layout.recommender)
         torch.set_num_threads(1)  # many small requests: one thread each beats contention
-        self.index = inner_product_index(vectors)
+        faiss.omp_set_num_threads(1)  # the same for FAISS: OpenMP's spinning threads cost a loaded node 10x at p99
+        # The index the export built (train.recommender.item_index), read as it is: no rebuild here.
+        meta = read_manifest(local_dir(layout.recommender))["meta"]
+        self.index = load_item_index(local_dir(layout.recommender), vectors, meta)
+        self.load_s = {"recommender_and_item_index": round(time.perf_counter() - t0, 3)}
         self.text_dirs = [local_dir(layout.index), local_dir(layout.embeddings)]
         self.text = TextIndex.load(*self.text_dirs)
         self.catalog = catalog
@@ -126,8 +135,9 @@ class RetrieverCore:
                     torch.from_numpy(pad_left([histories[i] for i in warm], self.model_cfg.max_len))
                 ).numpy()
             # History items stay candidates, as in the ranker's training (train/ranker.py):
-            # the ranker and the business rules decide whether a seen item comes back.
-            scores, rows = self.index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, self.index.ntotal))
+            # the ranker and the business rules decide whether a seen item comes back. Deleted
+            # products are left out here, with over-fetch, so k candidates remain.
+            scores, rows = self.index.search(q, min(k, self.index.ntotal), self._excluded(hidden))
             for j, i in enumerate(warm):
                 keep = rows[j] >= 0
                 out[i] = Candidates((rows[j][keep] + 1).astype(np.int64), scores[j][keep])
@@ -135,6 +145,19 @@ class RetrieverCore:
             out[i].new_items = self._text_neighbours(h, unknown[i], hidden=hidden)
             out[i].cold_start = not len(h) and not out[i].new_items
         return out
+
+    def _excluded(self, hidden: Collection[str]) -> np.ndarray | None:
+        """Index rows of `hidden` products the recommender knows (row = item id - 1), as a mask."""
+        rows = [
+            i - 1
+            for i in (self.catalog.item_idx(pid) for pid in hidden)
+            if i is not None and 0 < i <= self.index.ntotal
+        ]
+        if not rows:
+            return None
+        mask = np.zeros(self.index.ntotal, bool)
+        mask[rows] = True
+        return mask
 
     def _text_neighbours(
         self, history: np.ndarray, unknown: list[str], k: int = 20, hidden: Collection[str] = ()

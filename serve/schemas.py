@@ -177,6 +177,14 @@ class ProductPage(BaseModel):
     in_stock: bool | None
     sections: PageSections
     sections_source: ContentSource
+    segment: str = Field(
+        "all",
+        description="The shopper's segment (ml.segments), e.g. `cat:Electronics|brand:Voltix|price:low|lang:en`; `all` for anonymous or new shoppers.",
+    )
+    sections_segment: str = Field(
+        "all",
+        description="The segment the sections were written for: `segment`, or `all` while the segment's own page is not cached yet.",
+    )
     personalized_note: str | None
     note_source: ContentSource
     also_like: list[RecommendedItem]

@@ -164,12 +164,12 @@ class LocalGenerator:
 
     @property
     def page(self) -> _Call:
-        return _Call(lambda facts: asyncio.ensure_future(self.core.page(facts)))
+        return _Call(lambda facts, segment=None: asyncio.ensure_future(self.core.page(facts, segment)))
 
     @property
     def stream_page(self) -> _Call:
-        def start(facts: dict[str, Any]) -> _LocalStream:
-            self.streams.append(_LocalStream(self.core.stream_page(facts)))
+        def start(facts: dict[str, Any], segment: dict[str, Any] | None = None) -> _LocalStream:
+            self.streams.append(_LocalStream(self.core.stream_page(facts, segment)))
             return self.streams[-1]
 
         return _Call(start)

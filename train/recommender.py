@@ -14,6 +14,7 @@ protocols with baselines and exports:
         model.pt             state dict
         model_config.json    SASRecConfig
         item_vectors.npy     (num_items, hidden [+ 1: item bias]) float32, row i-1 = item i: the FAISS index input
+        item_index.faiss     the index main retrieval searches (train.recommender.item_index; ml.index.ItemIndex)
         item_ids.parquet     the item id map it was trained with (product_id, item_idx): what --warm-start maps from
         metrics.json         evaluation (both protocols, baselines) + training curves
         report.html, curves.png
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.index import write_item_index
 from ml.metrics import sample_negatives
 from ml.sasrec import SASRec, SASRecConfig, load_exported, pad_left, sequence_loss
 from train.evaluate import LooData, ModelScorer, evaluate_with_baselines, item_counts, write_report
@@ -496,15 +498,47 @@ def train_recommender(
         "warm_start": warm,  # None: trained from random weights
     }
     item_ids = _item_ids(layout)
+    vectors = model.item_vectors().detach().float().numpy()
+    item_index, meta["item_index"] = export_item_index(model, vectors, loo, hp, seed=cfg.train.seed)
     with staged_dir(out) as staging:
         torch.save(model.state_dict(), staging / "model.pt")
         if item_ids is not None:
             pq.write_table(item_ids, staging / "item_ids.parquet")
         (staging / "model_config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
-        np.save(staging / "item_vectors.npy", model.item_vectors().detach().float().numpy())
+        np.save(staging / "item_vectors.npy", vectors)
+        write_item_index(staging, item_index)
         write_report(staging, results, curves, title="shopgraph recommender (SASRec) — test set")
         write_manifest(staging, meta)
     return meta
+
+
+def export_item_index(model, vectors: np.ndarray, loo, hp, *, seed: int):
+    """The index main retrieval will search (train.recommender.item_index), and its manifest record:
+    effective params, build seconds, recall@10 against exact search on the query vectors of a
+    seeded sample of test users."""
+    import torch
+
+    from ml.index import ItemIndex, build_item_index, inner_product_index
+
+    t0 = time.perf_counter()
+    index, params = build_item_index(vectors, hp.item_index, seed=seed)
+    record: dict[str, Any] = params | {
+        "overfetch": hp.item_index.overfetch,
+        "items": len(vectors),
+        "build_s": round(time.perf_counter() - t0, 3),
+    }
+    _, histories, _ = loo.stage("test")
+    n = min(hp.item_index.recall_sample, len(histories))
+    if n and params["type"] != "flat":
+        pick = np.sort(np.random.default_rng(seed).choice(len(histories), n, replace=False))
+        with torch.inference_mode():
+            q = model.predict(torch.from_numpy(pad_left([histories[i] for i in pick], hp.max_len))).numpy()
+        k = min(10, len(vectors))
+        _, got = ItemIndex(index, vectors, params, hp.item_index.overfetch).search(q, k)
+        _, truth = inner_product_index(vectors).search(np.ascontiguousarray(q, dtype=np.float32), k)
+        record["recall@10"] = round(float(np.mean([len(set(g) & set(t)) / k for g, t in zip(got, truth)])), 4)
+        record["recall_queries"] = n
+    return index, record
 
 
 def _item_ids(layout):

@@ -6,6 +6,7 @@ once, merged, when the application is built (STYLE habit 3).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -261,6 +262,45 @@ class GenerationConfig(BaseModel):
     )
 
 
+class SegmentsConfig(BaseModel):
+    """Shopper segments (`ml.segments`): product pages are written and cached per segment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="Segment known shoppers; False serves every shopper the one page of segment 'all'."
+    )
+    dimensions: list[Literal["category", "brand", "price", "language"]] = Field(
+        default_factory=lambda: ["category", "brand", "price", "language"],
+        description="What a segment is made of; fewer dimensions mean fewer segments and more cache hits.",
+    )
+    top_categories: int = Field(
+        6, ge=1, le=100, description="Top-level categories (most products first) named in a segment; the rest 'other'."
+    )
+    top_brands: int = Field(
+        8, ge=1, le=100, description="Brands (most products first) named in a segment; the rest 'other'."
+    )
+    min_share: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="Share of a shopper's history a category or brand needs to be their affinity; below it 'any'.",
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: ["en", "zh"],
+        min_length=1,
+        description="Languages a segment may name (Accept-Language, else the script of the history's titles); the first is the default.",
+    )
+
+    @field_validator("languages")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not re.fullmatch(r"[a-z]{2,3}", t)]
+        if bad:
+            raise ValueError(f"languages has {bad}; use two- or three-letter lower-case language codes such as 'en'")
+        return v
+
+
 class CacheConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -331,6 +371,9 @@ class ServeConfig(BaseModel):
     )
     generation: GenerationConfig = Field(
         default_factory=GenerationConfig, description="What the generator writes and how much."
+    )
+    segments: SegmentsConfig = Field(
+        default_factory=SegmentsConfig, description="Shopper segments that product pages are written and cached for."
     )
     cache: CacheConfig = Field(
         default_factory=CacheConfig, description="The content cache shared by the ingress replicas (Redis)."

@@ -42,6 +42,44 @@ class GeneratorEngineConfig(BaseModel):
     )
 
 
+class ItemIndexConfig(BaseModel):
+    """The FAISS index main retrieval searches: the recommender's item vectors, built when the model
+    is exported and loaded by every Retriever replica as it is (ml.index.build_item_index)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["flat", "ivf", "hnsw"] = Field(
+        "hnsw",
+        description="flat: exact inner product (every item scored; fine to ~100k items). ivf / hnsw: approximate, over the item vectors made L2-searchable (ml.index.mips_augment). Catalogs under 1,000 items always get flat.",
+    )
+    nlist: int | None = Field(None, ge=1, description="IVF cells; None = 4*sqrt(N).")
+    nprobe: int = Field(16, ge=1, description="IVF cells searched per query.")
+    hnsw_m: int = Field(32, ge=4, le=256, description="HNSW neighbours per node (M).")
+    ef_construction: int = Field(80, ge=8, description="HNSW candidate list size while building.")
+    ef_search: int = Field(
+        128, ge=10, description="HNSW candidate list size per query; at least the candidates asked for times overfetch."
+    )
+    overfetch: float = Field(
+        2.0,
+        ge=1.0,
+        le=20.0,
+        description="Candidates fetched per candidate asked for; all are re-scored exactly with the model's vectors and the best kept.",
+    )
+    recall_sample: int = Field(
+        1000,
+        ge=0,
+        description="Seeded sample of users' query vectors for the export manifest's recall@10 vs exact; 0 = skip.",
+    )
+
+    @model_validator(mode="after")
+    def _nprobe_within_nlist(self) -> ItemIndexConfig:
+        if self.nlist is not None and self.nprobe > self.nlist:
+            raise ValueError(
+                f"nprobe ({self.nprobe}) exceeds nlist ({self.nlist}); set train.recommender.item_index.nprobe <= nlist"
+            )
+        return self
+
+
 class RecommenderConfig(BaseModel):
     """SASRec hyper-parameters. Defaults follow the SASRec paper for sparse Amazon data
     (d=64, 2 blocks, dropout 0.5 is the paper's choice for Amazon; 0.2 with full softmax CE),
@@ -105,6 +143,9 @@ class RecommenderConfig(BaseModel):
         ge=1,
         le=64,
         description="Attribute slots per item when item_attributes is on; an item's extra attributes are dropped.",
+    )
+    item_index: ItemIndexConfig = Field(
+        default_factory=ItemIndexConfig, description="The index main retrieval searches, built at export."
     )
 
     @model_validator(mode="after")

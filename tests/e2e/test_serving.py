@@ -162,6 +162,59 @@ def test_product_questions_through_vllm_answer_grounded_or_fall_back_labelled(li
     print(f"\nanswer ({meta['source']}, {meta['fallback']}): {text!r}; streamed: {streamed!r}")
 
 
+def _segment_pair(catalog, overrides):
+    """(product, bargain shopper, other shopper, their segments): two shoppers the catalog's
+    segments (`ml.segments`) set apart on one product: one reads the price first, one not."""
+    from core.config import load_config
+    from ml.segments import SegmentIndex
+    from serve.catalog import facts_of
+
+    index = SegmentIndex(catalog.products.values(), load_config(overrides=overrides).serve.segments)
+    shoppers = {}
+    for user in sorted(catalog.user_history):
+        items = [
+            catalog.products[catalog.by_item_idx[int(i)]]
+            for i in catalog.user_history[user]
+            if int(i) in catalog.by_item_idx
+        ]
+        shoppers[user] = index.segment_of(items)
+    for pid in catalog.popular[2:60]:  # not the other tests' products: generated here, not cached
+        facts = facts_of(catalog.products[pid], catalog.currency)
+        cares = {u: index.cares_about(s, facts) for u, s in shoppers.items()}
+        price = [u for u, c in cares.items() if c[:1] == ["price"]]
+        other = [u for u, c in cares.items() if c and "price" not in c]
+        if price and other:
+            return pid, price[0], other[0], shoppers[price[0]].id, shoppers[other[0]].id
+    pytest.fail("the sample shop has no product whose page two segments read differently")
+
+
+def test_two_segments_get_different_grounded_pages_through_vllm(live, serving_artifacts):
+    from ml.grounding import check, pdp_visible_text
+    from serve.catalog import facts_of
+
+    catalog, _ = live
+    pid, bargain, other, bargain_segment, other_segment = _segment_pair(catalog, serving_artifacts)
+    facts = facts_of(catalog.products[pid], catalog.currency)
+    brands = sorted({p.brand for p in catalog.products.values() if p.brand})
+    pages = {}
+    for user, segment in ((bargain, bargain_segment), (other, other_segment)):
+        r = httpx.get(f"{BASE}/v1/products/{pid}/page", params={"user_id": user, "wait_ms": 60000}, timeout=300)
+        assert r.status_code == 200, r.text
+        page = pages[segment] = r.json()
+        assert page["segment"] == page["sections_segment"] == segment, page
+        assert page["sections_source"] in ("generated", "template"), page
+        assert not check(pdp_visible_text(page["sections"]), facts, known_brands=brands).unsupported, page["sections"]
+    a, b = pages[bargain_segment]["sections"], pages[other_segment]["sections"]
+    assert a["highlights"][0].startswith("Price:") and (a["highlights"], a["description"]) != (
+        b["highlights"],
+        b["description"],
+    )
+    anonymous = httpx.get(f"{BASE}/v1/products/{pid}/page", timeout=300).json()
+    assert anonymous["segment"] == "all"
+    print(f"\nsegments {bargain_segment} ({a['highlights'][:2]}) vs {other_segment} ({b['highlights'][:2]}); "
+          f"sources {pages[bargain_segment]['sections_source']}, {pages[other_segment]['sections_source']}")  # fmt: skip
+
+
 @pytest.mark.skipif(
     shutil.which("chromium") is None,
     reason="Debian chromium is not installed (scripts/setup.sh installs it with apt-get as root)",

@@ -116,11 +116,12 @@ def test_refreshed_content_replaces_the_entries_it_supersedes():
     old = CacheKey("p1", "page", "all", "m1", "facts-old")
     other = CacheKey("p2", "page", "all", "m1", "facts-2")
     reason = CacheKey("p1", "reason", "seg", "m1", "facts-old")
-    for key in (old, other, reason):
+    segment = CacheKey("p1", "page", "price:low", "m1", "facts-old")  # a shopper segment's page (ml.segments)
+    for key in (old, other, reason, segment):
         cache.put(key, key.product_id)
     new = CacheKey("p1", "page", "all", "m1", "facts-new")
-    assert cache.replace([(new, {"title": "new"})]) == 1
-    assert cache.peek(old) is None and cache.peek(new) == {"title": "new"}
+    assert cache.replace([(new, {"title": "new"})]) == 2
+    assert cache.peek(old) is None and cache.peek(segment) is None and cache.peek(new) == {"title": "new"}
     assert cache.peek(other) == "p2" and cache.peek(reason) == "p1"  # other products and kinds stay
 
 

@@ -53,6 +53,32 @@ def test_export_is_complete_and_loadable(trained):
     vectors = np.load(export / "item_vectors.npy")
     assert vectors.shape == (NUM_ITEMS, 32 + 1) and vectors.dtype == np.float32  # + the item bias (default on)
     assert manifest["meta"]["test"]["sasrec"]["full"]["users"] == 400
+    # the index main retrieval searches, built at export: a catalog this small is searched exactly
+    assert "item_index.faiss" in manifest["files"] and manifest["meta"]["item_index"]["type"] == "flat"
+
+
+def test_a_large_catalog_exports_an_ann_item_index_with_its_recall():
+    """At 3,000 items the configured HNSW is built; the manifest says how well it finds the exact
+    top 10 for real query vectors of the model (test users' histories)."""
+    import torch
+
+    from core.config.train import RecommenderConfig
+    from ml.index import ItemIndex
+    from ml.sasrec import SASRec, SASRecConfig
+    from train.evaluate import LooData
+    from train.recommender import export_item_index
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    loo = LooData.from_sequences([list(rng.integers(1, 3001, 8)) for _ in range(300)], 3000)
+    model = SASRec(SASRecConfig(num_items=3000, hidden=16, num_heads=1, item_bias=True)).eval()
+    vectors = model.item_vectors().detach().numpy()
+    hp = RecommenderConfig(hidden=16, num_heads=1, item_index={"type": "hnsw", "recall_sample": 200})
+    index, record = export_item_index(model, vectors, loo, hp, seed=0)
+    assert record["type"] == "hnsw" and record["items"] == 3000 and record["recall_queries"] == 200
+    assert record["recall@10"] >= 0.9 and record["overfetch"] == hp.item_index.overfetch
+    _, rows = ItemIndex(index, vectors, record).search(vectors[:2, :] * 0 + 1, 5)
+    assert (rows >= 0).all()
 
 
 def test_sasrec_beats_popularity_under_both_protocols(trained):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import httpx
 import pytest
 
+from tests.cluster.ray_ports import free_ports
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -54,9 +54,11 @@ def live(tmp_path_factory, models_dir):
     assert cfg.data.currency == "CNY" and cfg.serve.generation.languages == ["en"]
     run_pipeline(cfg, echo=lambda _: None)
     ray.shutdown()
-    saved = {k: os.environ.get(k) for k in _PROXY_ENV}
-    if not _haproxy_ports_free():  # another Serve app's HAProxy holds its fixed stats ports on this box
-        os.environ.update(_PROXY_ENV)
+    # Serve's HAProxy binds fixed stats and metrics ports (8404, 9101) unless told: free ones, so
+    # another Serve app on this machine does not make it crash.
+    proxy_env = dict(zip(_HAPROXY_PORTS, map(str, free_ports(2)), strict=True))
+    saved = {k: os.environ.get(k) for k in proxy_env}
+    os.environ.update(proxy_env)
     ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"overrides": overrides, "engine": "fake"}), name="shopgraph", route_prefix="/")
@@ -72,19 +74,7 @@ def live(tmp_path_factory, models_dir):
             os.environ[k] = v
 
 
-# Serve's HAProxy binds fixed stats/metrics ports (8404, 9101): with another Serve app running on
-# the same box it cannot start, so this test then runs on Ray's own proxy (the page is the same).
-_PROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
-
-
-def _haproxy_ports_free() -> bool:
-    for port in (8404, 9101):
-        with socket.socket() as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                return False
-    return True
+_HAPROXY_PORTS = ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT")
 
 
 def test_chinese_page_api_is_chinese_template_copy_and_grounded(live):

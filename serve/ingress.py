@@ -54,6 +54,7 @@ from serve.schemas import (
     RecommendationRequest,
     RecommendationResponse,
     RecommendedItem,
+    ReviewSummary,
 )
 from serve.security import RateLimiter
 
@@ -1326,6 +1327,9 @@ class Ingress:
                         "segment": target.segment.id,
                     },
                 )
+                summary = self.review_summaries.get(product_id)
+                if summary is not None:  # precomputed (train sentiment): what reviewers say, at once
+                    yield _sse("reviews", {"reviews": ReviewSummary(**summary).model_dump()})
                 final: dict[str, Any] = {}
                 async with contextlib.aclosing(self._stream_sections(target, deadline, final)) as pieces:
                     async for piece in pieces:  # aclosing: a client that goes away stops the generation

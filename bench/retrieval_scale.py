@@ -62,13 +62,14 @@ def main() -> None:
     p.add_argument("--deleted", type=int, default=100, help="deleted products excluded from every search")
     p.add_argument("--set", nargs="*", default=[], help="train.recommender.item_index overrides, e.g. ef_search=96")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", help="keep each export under KEEP/<type> and reuse it on the next run (same --n, --seed)")
     args = p.parse_args()
 
     import faiss
     import torch
 
     from core.config import load_config, profile_path
-    from core.manifest import read_manifest, write_manifest
+    from core.manifest import MANIFEST_NAME, read_manifest, write_manifest
     from ml.index import build_item_index, inner_product_index, load_item_index, write_item_index
     from ml.sasrec import SASRec, SASRecConfig, pad_left
 
@@ -93,16 +94,18 @@ def main() -> None:
     deleted[rng.choice(args.n, args.deleted, replace=False)] = True
     for kind in args.types:
         with tempfile.TemporaryDirectory(prefix="shopgraph-retrieval-") as tmp:
-            folder = Path(tmp)
-            t0 = time.perf_counter()
-            index, params = build_item_index(items, icfg.model_copy(update={"type": kind}), seed=args.seed)
-            build_s = time.perf_counter() - t0
-            params |= {"overfetch": icfg.overfetch}
-            np.save(folder / "item_vectors.npy", items)
-            if kind != "flat":
-                write_item_index(folder, index)
-            write_manifest(folder, {"item_index": params if kind != "flat" else {}})
-            del index
+            folder = Path(args.keep) / kind if args.keep else Path(tmp)
+            build_s = None
+            if not (folder / MANIFEST_NAME).exists():
+                folder.mkdir(parents=True, exist_ok=True)
+                t0 = time.perf_counter()
+                index, params = build_item_index(items, icfg.model_copy(update={"type": kind}), seed=args.seed)
+                build_s = round(time.perf_counter() - t0, 1)
+                np.save(folder / "item_vectors.npy", items)
+                write_item_index(folder, index)  # as the export writes it, exact ones too
+                write_manifest(folder, {"item_index": params | {"overfetch": icfg.overfetch}, "build_s": build_s})
+                del index
+            build_s = build_s or read_manifest(folder)["meta"]["build_s"]
             t0 = time.perf_counter()
             loaded = load_item_index(folder, np.load(folder / "item_vectors.npy"), read_manifest(folder)["meta"])
             start_s = time.perf_counter() - t0
@@ -120,7 +123,7 @@ def main() -> None:
                     total_ms.append((t2 - t0) * 1000)
             out["indexes"][kind] = {
                 "params": {k: v for k, v in loaded.params.items()},
-                "build_s": round(build_s, 1),
+                "build_s": build_s,
                 "replica_start_s": round(start_s, 2),
                 "recall@10": round(recall, 4),
                 "search_ms": {"p50": percentile(search_ms, 50), "p99": percentile(search_ms, 99)},

@@ -136,6 +136,14 @@ def submit_stage(
     return 1
 
 
+def node_group(resources: dict[str, float]) -> dict[str, str | None]:
+    """{"group": "cpu", "name": "shopgraph-cpu-1"} from a node's resources (`shopgraph cluster up --workers`,
+    the KubeRay groups), None where the node has none."""
+    groups = sorted(k.removeprefix("group_") for k in resources if k.startswith("group_"))
+    names = sorted(k for k in resources if k.startswith("shopgraph-"))
+    return {"group": ",".join(groups) or None, "name": ",".join(names) or None}
+
+
 def cluster_status(address: str) -> dict[str, Any]:
     """Nodes with their resources, Serve applications and unfinished jobs of the cluster at `address`."""
     from ray.util.state import list_nodes
@@ -164,6 +172,7 @@ def cluster_status(address: str) -> dict[str, Any]:
                 "head": n.is_head_node,
                 "state": n.state,
                 "resources": n.resources_total,
+                **node_group(n.resources_total),
             }
             for n in nodes
         ],

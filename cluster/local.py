@@ -1,8 +1,16 @@
-"""A single-node Ray head on this machine, for development and for `shopgraph cluster submit`.
+"""A Ray head on this machine, alone or with worker nodes, for development and `shopgraph cluster submit`.
 
     shopgraph cluster up [--set cluster.ray.num_cpus=2]
+    shopgraph cluster up --workers 2 [--gpu-workers 1]     # a multi-node Ray cluster on one machine
     shopgraph cluster status
     shopgraph cluster down
+
+With `--workers N` (cluster.local), each worker node is its own raylet joined to the head
+(`ray start --address ... --block`, in its own process group and temp dir) with its own CPU
+share and two custom resources: its node group's (`group_cpu` / `group_gpu`, as the KubeRay
+worker groups in k8s/, which `serve.deployments.*.node_group` asks for) and one naming it
+(`shopgraph-cpu-1`). To Ray, Serve and Ray Train that is a multi-node cluster. The state file
+records every process group; `down` ends the workers', then the head's.
 
 `up` runs `ray start --head --block` in its own process group, detached, with the ports and
 resources of `cluster.ray`, and records the group in a small state file next to Ray's session
@@ -39,11 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.config import PATHS_BASE_ENV, RayConfig
+from core.config import PATHS_BASE_ENV, LocalClusterConfig, LocalWorkersConfig, RayConfig
+from core.config.k8s import GROUP_CAPACITY, group_resource
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 PROMETHEUS_TARGETS = "prom_metrics_service_discovery.json"  # written into the temp dir by the head's dashboard
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class LocalClusterError(RuntimeError):
@@ -245,6 +255,8 @@ def head_env(extra: dict[str, str] | None, auth_mode: str, paths_base: Path) -> 
         **os.environ,
         # The job driver runs `python -m ...` through the head's PATH: put this venv's python first.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Serve replicas and tasks import shopgraph's packages: from this checkout, as the pods do from app_dir.
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
         AUTH_MODE_ENV: auth_mode,
         PATHS_BASE_ENV: str(paths_base),
     }
@@ -394,6 +406,34 @@ def _kill_group(pgid: int, grace: float = 5.0) -> None:
         pass
 
 
+def _kill_groups(pgids: list[int], grace: float = 5.0) -> None:
+    """`_kill_group` for several process groups at once: SIGTERM all, one grace period, SIGKILL the rest."""
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        for pgid in pgids:
+            _alive(pgid)  # reaps a leader that is our child
+        if not any(_group_alive(p) for p in pgids):
+            return
+        time.sleep(0.3)
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    until = time.monotonic() + 10  # SIGKILLed processes go at once; `down` returns when they are gone
+    while time.monotonic() < until:
+        for pgid in pgids:
+            _alive(pgid)
+        if not any(_group_alive(p) for p in pgids):
+            return
+        time.sleep(0.2)
+
+
 def read_state(ray: RayConfig) -> dict[str, Any] | None:
     path = state_path(ray)
     try:
@@ -463,9 +503,139 @@ def stop_head(ray: RayConfig) -> str:
                 "stop it the way it was started (`ray stop` stops every Ray process of your user on this machine)"
             )
         return f"no Ray head started by shopgraph on these ports (dashboard {url}); nothing to stop"
+    workers = state.get("workers") or []
+    _kill_groups([int(w["pid"]) for w in workers])
+    for w in workers:
+        shutil.rmtree(w["temp_dir"], ignore_errors=True)
+        Path(w["log_path"]).unlink(missing_ok=True)
     _kill_group(int(state["pid"]))
     state_path(ray).unlink(missing_ok=True)
     Path(state["log_path"]).unlink(missing_ok=True)
     done = _restore(state) if "temp_dir" in state else []
     stopped = f"stopped the Ray head at {state['dashboard_url']} (process group {state['pid']})"
+    if workers:
+        listed = ", ".join(f"{w['name']}: {w['pid']}" for w in workers)
+        stopped += f" and {len(workers)} worker node(s) (process groups {listed})"
     return stopped + "".join(f"; {d}" for d in done)
+
+
+# ----------------------------------------------------------------------------- worker nodes
+
+
+@dataclass(frozen=True)
+class WorkerNode:
+    name: str  # also a custom resource of the node (1 of it): `{"shopgraph-cpu-1": 0.01}` pins a task to it
+    group: str  # node group (cpu, gpu): the node offers GROUP_CAPACITY of `group_<group>`
+    pid: int  # process group of its `ray start --block`
+    temp_dir: str
+    log_path: str
+
+
+def worker_plan(local: LocalClusterConfig) -> list[tuple[str, str, LocalWorkersConfig]]:
+    """(name, group, settings) of every worker node the config asks for, CPU group first."""
+    return [
+        (f"shopgraph-{group}-{i}", group, spec)
+        for group, spec in (("cpu", local.cpu_workers), ("gpu", local.gpu_workers))
+        for i in range(1, spec.workers + 1)
+    ]
+
+
+def worker_command(
+    gcs_address: str, name: str, group: str, spec: LocalWorkersConfig, temp_dir: Path, agent_port: int
+) -> list[str]:
+    resources = {group_resource(group): GROUP_CAPACITY, name: 1}
+    return [
+        _ray_executable(), "start", f"--address={gcs_address}", "--block", "--disable-usage-stats",
+        f"--num-cpus={spec.num_cpus}",
+        f"--num-gpus={spec.num_gpus}",
+        f"--resources={json.dumps(resources)}",
+        f"--object-store-memory={spec.object_store_memory_mb * 2**20}",
+        # Ray 2.60 takes --temp-dir per node: each worker keeps its session files apart from the head's.
+        f"--temp-dir={temp_dir}",
+        # Every raylet's dashboard agent listens on 52365 unless told otherwise: one port each here.
+        f"--dashboard-agent-listen-port={agent_port}",
+    ]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive_nodes(url: str) -> list[dict[str, Any]]:
+    try:
+        nodes = get_json(f"{url}/api/v0/nodes?limit=1000&detail=1", timeout=5.0)["data"]["result"]["result"]
+    except (OSError, ValueError, KeyError, TypeError, urllib.error.URLError):
+        return []
+    return [n for n in nodes if n.get("state") == "ALIVE"]
+
+
+def start_cluster(
+    ray: RayConfig,
+    local: LocalClusterConfig,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+    paths_base: Path | None = None,
+) -> tuple[HeadInfo, list[WorkerNode]]:
+    """Start the head, then the worker nodes `local` asks for, and wait until every node is ALIVE.
+
+    Without worker nodes this is `start_head`. With them the head gets `local.head_num_cpus`
+    (0: it schedules, the workers run tasks and replicas, as on KubeRay). Every worker's process
+    group goes into the head's state file before it is waited for, so `stop_head` (`cluster down`)
+    stops exactly these processes, also after a failed start.
+    """
+    plan = worker_plan(local)
+    head_cfg = ray.model_copy(update={"num_cpus": local.head_num_cpus}) if plan else ray
+    info = start_head(head_cfg, timeout=timeout, env=env, paths_base=paths_base)
+    if not plan:
+        return info, []
+    try:
+        return info, _start_workers(ray, info, plan, env, timeout)
+    except BaseException:
+        stop_head(ray)
+        raise
+
+
+def _start_workers(
+    ray: RayConfig,
+    info: HeadInfo,
+    plan: list[tuple[str, str, LocalWorkersConfig]],
+    env: dict[str, str] | None,
+    timeout: float,
+) -> list[WorkerNode]:
+    state = state_path(ray)
+    record = json.loads(state.read_text())
+    temp = Path(record["temp_dir"])
+    node_env = head_env(env, info.auth_mode, Path(info.paths_base))
+    workers: list[WorkerNode] = []
+    procs = []
+    for i, (name, group, spec) in enumerate(plan, start=1):
+        # short: Ray puts unix sockets under it (sun_path is 107 bytes)
+        node_temp = temp / f"n{ray.gcs_port}-{group[0]}{name.rsplit('-', 1)[1]}"
+        log_path = state.with_name(f"{state.stem}-{name}.log")
+        cmd = worker_command(info.gcs_address, name, group, spec, node_temp, _free_port())
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=node_env, start_new_session=True
+            )  # fmt: skip
+        procs.append(proc)
+        workers.append(WorkerNode(name, group, proc.pid, str(node_temp), str(log_path)))
+        record["workers"] = [w.__dict__ for w in workers]
+        state.write_text(json.dumps(record))
+    deadline = time.monotonic() + timeout
+    names = {w.name for w in workers}
+    while time.monotonic() < deadline:
+        for w, proc in zip(workers, procs, strict=True):
+            if proc.poll() is not None:
+                tail = Path(w.log_path).read_text(errors="replace")[-2000:]
+                raise LocalClusterError(
+                    f"worker node {w.name}: `ray start --address` exited with code {proc.returncode}; its log ends with:\n{tail}"
+                )
+        up = {k for n in _alive_nodes(info.dashboard_url) for k in (n.get("resources_total") or {}) if k in names}
+        if up == names:
+            return workers
+        time.sleep(0.5)
+    raise LocalClusterError(
+        f"worker node(s) {', '.join(sorted(names))} did not join the head within {timeout:.0f}s; see {', '.join(w.log_path for w in workers)}"
+    )

@@ -15,6 +15,7 @@ with every Linux capability dropped (`cluster.k8s.pod_security`).
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import yaml
 from cluster.monitoring import METRICS_PORT_NAME, dashboard_config_map, pod_monitor
 from cluster.stages import REPO_ROOT, STAGES, Stage
 from core.config import ConfigError, ShopgraphConfig, dump_config
-from core.config.k8s import K8sConfig, WorkerGroupConfig
+from core.config.k8s import GROUP_CAPACITY, K8sConfig, WorkerGroupConfig, group_resource
 
 K8S_DIR = REPO_ROOT / "k8s"
 CONFIG_MOUNT = "/etc/shopgraph"
@@ -217,9 +218,19 @@ def _worker_group(
         "replicas": group.replicas if replicas is None else replicas,
         "minReplicas": group.min_replicas,
         "maxReplicas": group.max_replicas,
-        "rayStartParams": {"metrics-export-port": str(cfg.cluster.k8s.monitoring.metrics_port)},
+        # The group's custom resource, which deployments placed on it ask for (serve.deployments.*.node_group);
+        # the autoscaler reads it too, to know which group to grow for a pending replica. KubeRay
+        # passes the value to `ray start --resources=` through a shell: the JSON stays quoted.
+        "rayStartParams": {
+            "resources": _quoted_json({group_resource(name): GROUP_CAPACITY}),
+            "metrics-export-port": str(cfg.cluster.k8s.monitoring.metrics_port),
+        },
         "template": pod,
     }
+
+
+def _quoted_json(value: Obj) -> str:
+    return '"' + json.dumps(value).replace('"', '\\"') + '"'
 
 
 def _autoscaling(k8s: K8sConfig) -> Obj:
@@ -299,7 +310,7 @@ def serve_config(cfg: ShopgraphConfig) -> Obj:
     """The Serve deploy config (what `serve deploy` takes) embedded as the RayService's serveConfigV2."""
     app = cfg.cluster.k8s.serve_app
     return {
-        "proxy_location": "EveryNode",
+        "proxy_location": cfg.serve.http.proxy_location,
         "http_options": {"host": "0.0.0.0", "port": cfg.serve.http.port},
         "applications": [
             {

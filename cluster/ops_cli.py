@@ -1,6 +1,7 @@
 """`shopgraph cluster ...`: local Ray head, job submission, KubeRay manifests and deploys.
 
     shopgraph cluster up --set cluster.ray.num_cpus=2
+    shopgraph cluster up --workers 2 [--gpu-workers 1]
     shopgraph cluster submit smoke
     shopgraph cluster status
     shopgraph cluster down
@@ -59,16 +60,48 @@ def register(app: typer.Typer) -> None:
     """Mount the operator commands on the `shopgraph cluster` group."""
 
     @app.command("up")
-    def up(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-        """Start a single-node Ray head here (dashboard on; ports and resources from cluster.ray)."""
-        from cluster.local import LOOPBACK_HOSTS, LocalClusterError, start_head
+    def up(
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                "--workers",
+                help="Worker nodes of the CPU group to start beside the head (default: cluster.local.cpu_workers.workers).",
+                show_default=False,
+            ),
+        ] = None,
+        gpu_workers: Annotated[
+            int | None,
+            typer.Option(
+                "--gpu-workers",
+                help="Worker nodes of the GPU group (default: cluster.local.gpu_workers.workers).",
+                show_default=False,
+            ),
+        ] = None,
+    ) -> None:
+        """Start a Ray head here (dashboard on; ports and resources from cluster.ray), and worker nodes with --workers."""
+        from cluster.local import LOOPBACK_HOSTS, LocalClusterError, start_cluster
 
-        cfg = load_or_exit(config, set_)
+        overrides = list(set_ or [])
+        for flag, key, value in (
+            ("--workers", "cpu_workers", workers),
+            ("--gpu-workers", "gpu_workers", gpu_workers),
+        ):
+            if value is not None:
+                if value < 0 or value > 16:
+                    raise _fail(f"{flag} must be between 0 and 16, got {value}", 2)
+                overrides.append(f"cluster.local.{key}.workers={value}")
+        cfg = load_or_exit(config, overrides)
         try:
-            info = start_head(cfg.cluster.ray, env=cfg.serve.http.ray_env())
+            info, nodes = start_cluster(cfg.cluster.ray, cfg.cluster.local, env=cfg.serve.http.ray_env())
         except LocalClusterError as e:
             raise _fail(str(e)) from None
         typer.echo(f"Ray head started (process group {info.pid}, log {info.log_path})")
+        for node in nodes:
+            typer.echo(
+                f"  worker node: {node.name} (group {node.group}, process group {node.pid}, log {node.log_path})"
+            )
         typer.echo(f"  dashboard:   {info.dashboard_url}")
         smoke = "python -m cluster.smoke_job --config configs/local.yaml"
         typer.echo(f"  submit jobs: ray job submit --address {info.dashboard_url} --working-dir . -- {smoke}")
@@ -87,7 +120,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("down")
     def down(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-        """Stop the Ray head that `shopgraph cluster up` started with this config (and only that one)."""
+        """Stop the Ray head (and its worker nodes) that `shopgraph cluster up` started with this config, and only those."""
         from cluster.local import LocalClusterError, stop_head
 
         cfg = load_or_exit(config, set_)
@@ -115,7 +148,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"nodes ({len(info['nodes'])}):")
         for n in info["nodes"]:
             res = ", ".join(_resource(k, v) for k, v in sorted(n["resources"].items()) if not k.startswith("node:"))
-            typer.echo(f"  {n['node_id']} {n['ip']} {'head' if n['head'] else 'worker'} {n['state']}: {res}")
+            role = "head" if n["head"] else "worker"
+            where = f" group={n['group']}" + (f" name={n['name']}" if n["name"] else "") if n["group"] else ""
+            typer.echo(f"  {n['node_id']} {n['ip']} {role}{where} {n['state']}: {res}")
         if info["usage"]:
             typer.echo("usage:\n  " + "\n  ".join(info["usage"].strip().splitlines()))
         apps = info["serve_applications"]

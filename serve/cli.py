@@ -27,7 +27,10 @@ def start_app(cfg, config_path: str | None, overrides: list[str], engine: str = 
     from serve.app import build_app
 
     ensure_ray(cfg)
-    serve.start(http_options={"host": cfg.serve.http.host, "port": cfg.serve.http.port})
+    serve.start(
+        proxy_location=cfg.serve.http.proxy_location,
+        http_options={"host": cfg.serve.http.host, "port": cfg.serve.http.port},
+    )
     serve.run(
         build_app({"config_path": config_path, "overrides": overrides, "engine": engine}),
         name=cfg.serve.app_name,

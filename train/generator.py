@@ -392,6 +392,7 @@ def train_generator(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker},
+            placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,

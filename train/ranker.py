@@ -239,7 +239,10 @@ def train_ranker(cfg, *, loo_path: str | None = None, run_name: str | None = Non
         train_loop_per_worker,
         train_loop_config={"hp": hp.model_dump(), "seed": cfg.train.seed},
         scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=False, resources_per_worker={"CPU": scaling.cpus_per_worker}
+            num_workers=scaling.num_workers,
+            use_gpu=False,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+            placement_strategy=scaling.placement_strategy,
         ),
         datasets={"train": train_ds},
         run_config=fresh_run_config(

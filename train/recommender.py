@@ -413,6 +413,7 @@ def build_trainer(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker},
+            placement_strategy=scaling.placement_strategy,
         ),
         datasets={"train": train_ds},
         run_config=fresh_run_config(

@@ -144,6 +144,52 @@ class RayConfig(BaseModel):
     )
 
 
+class LocalWorkersConfig(BaseModel):
+    """Worker nodes of one node group that `shopgraph cluster up` starts beside the head, on this machine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int = Field(
+        0, ge=0, le=16, description="Worker nodes of this group (`--workers` / `--gpu-workers` of `cluster up`)."
+    )
+    num_cpus: int = Field(
+        2,
+        ge=0,
+        description="Logical CPUs each worker node offers Ray's scheduler (its share of this machine; logical, so 2 per node on a 2-core box is fine). Below 2 the embed stage cannot run: its encoder actors hold 0.5 each and its read task needs 1.",
+    )
+    num_gpus: int = Field(
+        0,
+        ge=0,
+        description="GPUs each worker node offers; 0 on a machine without one (the node still carries its group's resource, so placement by group works).",
+    )
+    object_store_memory_mb: int = Field(
+        512, ge=75, description="Object store of each worker node, MiB (several nodes share this machine's memory)."
+    )
+
+
+class LocalClusterConfig(BaseModel):
+    """`shopgraph cluster up --workers N [--gpu-workers M]`: a multi-node Ray cluster on one machine.
+
+    Each worker node is its own raylet (`ray start --address ...`) with its own CPU share, temp dir,
+    the custom resource of its node group (`group_cpu` / `group_gpu`, as the KubeRay worker groups
+    of k8s/) and one naming it (`shopgraph-<group>-<i>`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    head_num_cpus: int = Field(
+        0,
+        ge=0,
+        description="CPUs of the head when worker nodes are started: 0, as the KubeRay head (tasks and replicas run on the workers). Without workers the head has cluster.ray.num_cpus.",
+    )
+    cpu_workers: LocalWorkersConfig = Field(
+        default_factory=LocalWorkersConfig, description="Worker nodes of the CPU group (resource group_cpu)."
+    )
+    gpu_workers: LocalWorkersConfig = Field(
+        default_factory=LocalWorkersConfig, description="Worker nodes of the GPU group (resource group_gpu)."
+    )
+
+
 class JobsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -170,6 +216,10 @@ class ClusterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ray: RayConfig = Field(default_factory=RayConfig, description="How to reach (or start) Ray.")
+    local: LocalClusterConfig = Field(
+        default_factory=LocalClusterConfig,
+        description="Worker nodes that `shopgraph cluster up` starts beside the head on this machine (multi-node Ray).",
+    )
     namespace: str = Field(
         "shopgraph",
         pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",

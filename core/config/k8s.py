@@ -18,6 +18,21 @@ QUANTITY = (
 )
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
+# Node groups: the KubeRay worker groups (`cpu`, `gpu`) and the worker nodes `shopgraph cluster up
+# --workers/--gpu-workers` starts. Every node of a group offers the custom Ray resource
+# `group_<name>` (GROUP_CAPACITY of it); a deployment placed on a group asks for GROUP_SHARE of it,
+# so any number of replicas fits on a node and the resource only decides *which* nodes qualify.
+NODE_GROUPS = ("cpu", "gpu")
+GROUP_CAPACITY = 1000
+GROUP_SHARE = 0.001
+
+
+def group_resource(group: str) -> str:
+    """The custom Ray resource that marks the nodes of node group `group` (cpu, gpu)."""
+    if group not in NODE_GROUPS:
+        raise ValueError(f"unknown node group {group!r}; use one of {', '.join(NODE_GROUPS)}")
+    return f"group_{group}"
+
 
 class HeadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.config.k8s import GROUP_SHARE, group_resource
+
 
 class HttpConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -24,6 +26,13 @@ class HttpConfig(BaseModel):
             "replicas, which serve HTTP themselves; user code on the replica's event loop; gRPC between deployments), "
             "about half the CPU per request of 'ray', Ray Serve's Python proxy actor. Read by Ray when it starts: "
             "shopgraph sets it for the Ray instances it starts and for the KubeRay pods it renders."
+        ),
+    )
+    proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
+        "HeadOnly",
+        description=(
+            "Where Serve runs its HTTP proxies: 'HeadOnly' on one machine (the nodes of `shopgraph cluster up "
+            "--workers` share one host, and so one port); 'EveryNode' on a cluster of machines (the RayService)."
         ),
     )
 
@@ -51,6 +60,22 @@ class DeploymentSettings(BaseModel):
     max_ongoing_requests: int = Field(
         64, ge=1, description="Requests a replica accepts at once before the router queues them."
     )
+    upscale_delay_s: float = Field(
+        30.0, ge=0, description="Seconds the load must stay above target before Serve adds replicas (Serve's default)."
+    )
+    downscale_delay_s: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds the load must stay below target before Serve removes replicas (Serve's default: 10 min).",
+    )
+    node_group: Literal["cpu", "gpu", "any"] = Field(
+        "any",
+        description=(
+            "Node group the replicas run on: 'cpu' or 'gpu' (the KubeRay worker groups and the worker nodes of "
+            "`shopgraph cluster up --workers/--gpu-workers`; a replica asks for a share of the group's custom "
+            "resource `group_<name>`), 'any' for whichever node has room (a single-node Ray instance has no group)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> DeploymentSettings:
@@ -62,13 +87,18 @@ class DeploymentSettings(BaseModel):
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options(...)`."""
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.node_group != "any":
+            actor["resources"] = {group_resource(self.node_group): GROUP_SHARE}
         return {
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": actor,
             "autoscaling_config": {
                 "min_replicas": self.min_replicas,
                 "initial_replicas": max(self.min_replicas, 1),
                 "max_replicas": self.max_replicas,
                 "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": self.upscale_delay_s,
+                "downscale_delay_s": self.downscale_delay_s,
             },
             "max_ongoing_requests": self.max_ongoing_requests,
         }

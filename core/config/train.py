@@ -17,6 +17,10 @@ class ScalingSection(BaseModel):
     cpus_per_worker: float = Field(
         0.5, gt=0, description="CPUs reserved per worker; fractional on a 2-CPU node so workers schedule."
     )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK",
+        description="How the workers' placement group lays them over nodes (Ray Train's ScalingConfig): PACK fills one node first; STRICT_SPREAD puts each worker on its own node (one per node of a multi-node cluster).",
+    )
 
 
 class GeneratorEngineConfig(BaseModel):

@@ -267,3 +267,23 @@ def test_the_refresh_runs_on_a_schedule_through_a_cronjob(crd_dir, gpu_cfg):
 def test_a_bad_refresh_schedule_names_the_key():
     result = runner.invoke(app, ["cluster", "render", "--check", "--set", "cluster.k8s.refresh.schedule=hourly"])
     assert result.exit_code == 2 and "cluster.k8s.refresh.schedule" in result.output
+
+
+def test_worker_groups_offer_the_resource_that_deployments_placed_on_them_ask_for(gpu_cfg):
+    import json
+    import shlex
+
+    groups = {g["groupName"]: g for g in ray_service(gpu_cfg)["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    offered = {}
+    for name, group in groups.items():
+        # KubeRay runs `ray start --resources=<value>` through a shell: the value must survive it as JSON
+        (arg,) = shlex.split(f"--resources={group['rayStartParams']['resources']}")
+        offered[name] = json.loads(arg.removeprefix("--resources="))
+    assert offered == {"cpu": {"group_cpu": 1000}, "gpu": {"group_gpu": 1000}}
+    deps = gpu_cfg.serve.deployments
+    for dep in ("ingress", "retriever", "ranker", "generator"):
+        settings = getattr(deps, dep)
+        asked = settings.options()["ray_actor_options"]["resources"]
+        assert asked == {f"group_{settings.node_group}": 0.001}, dep
+        assert all(k in offered[settings.node_group] for k in asked)
+    assert deps.generator.node_group == "gpu" and deps.ingress.node_group == "cpu"

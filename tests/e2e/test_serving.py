@@ -132,6 +132,40 @@ def test_page_stream_through_vllm_shows_only_grounded_text(live):
     )
 
 
+def test_product_questions_through_vllm_answer_grounded_or_fall_back_labelled(live):
+    """The openai client against the real engine: an answer is the generator's grounded sentences
+    or, labelled, the template; streamed or not, nothing it shows has an unsupported claim."""
+    import openai
+
+    from ml.grounding import check
+    from serve.catalog import facts_of
+
+    catalog, _ = live
+    pid = next(p for p in catalog.popular[3:] if catalog.products[p].attributes)
+    key, value = next(iter(catalog.products[pid].attributes.items()))
+    facts = facts_of(catalog.products[pid], catalog.currency)
+    brands = sorted({p.brand for p in catalog.products.values() if p.brand})
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="unused", max_retries=0, timeout=300)
+    question = [{"role": "user", "content": f"What is the {key.replace('_', ' ')} of this product?"}]
+    got = client.chat.completions.create(model="shopgraph-qa", messages=question, metadata={"product_id": pid})
+    meta, text = got.model_extra["shopgraph"], got.choices[0].message.content
+    assert meta["source"] in ("generated", "template") and meta["citations"][0]["key"] == key, meta
+    if meta["source"] == "template":  # vLLM answered, and grounding or relevance said why not
+        assert meta["fallback"] in ("ungrounded", "off_topic", "empty"), meta
+    assert str(value).split(",")[0].lower() in text.lower() and not check(text, facts, known_brands=brands).unsupported
+    chunks = list(client.chat.completions.create(model="shopgraph-qa", messages=question, stream=True,
+                                                 metadata={"product_id": pid}))  # fmt: skip
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop" and not check(streamed, facts, known_brands=brands).unsupported
+    none = client.chat.completions.create(
+        model="shopgraph-qa",
+        messages=[{"role": "user", "content": "Does it have a warranty?"}],
+        metadata={"product_id": pid},
+    )
+    assert none.choices[0].message.content == "That information is not listed for this product."
+    print(f"\nanswer ({meta['source']}, {meta['fallback']}): {text!r}; streamed: {streamed!r}")
+
+
 def _segment_pair(catalog, overrides):
     """(product, bargain shopper, other shopper, their segments): two shoppers the catalog's
     segments (`ml.segments`) set apart on one product: one reads the price first, one not."""

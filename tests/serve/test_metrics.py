@@ -73,3 +73,21 @@ def test_a_failed_completion_is_counted():
     with pytest.raises(RuntimeError):
         asyncio.run(core.page(MUG_FACTS))
     assert _value(core.metrics, "shopgraph_generator_completions_total", event="failed") == 1
+
+
+def test_an_answer_is_counted_with_the_sentences_grounding_dropped():
+    from ml.qa import QuestionMatcher, plan_answer
+
+    plan = plan_answer("What is it made of?", MUG_FACTS, None, QuestionMatcher())
+    core = GeneratorCore(
+        FakeEngine(lambda m: "It is made of ceramic. It weighs 12 kg."), GenerationConfig(), ["Brewly"]
+    )
+
+    async def run():
+        return [e async for e in core.stream_answer("What is it made of?", plan)]
+
+    events = asyncio.run(run())
+    assert events[0] == {"text": "It is made of ceramic."} and events[-1]["dropped"] == 1  # 12 kg: not a fact
+    assert _value(core.metrics, "shopgraph_generator_outputs_total", kind="answer", outcome="accepted") == 1
+    assert _value(core.metrics, "shopgraph_generator_removed_claims_total", kind="answer") == 1
+    assert _value(core.metrics, "shopgraph_generator_completions_total", event="finished") == 1

@@ -367,7 +367,7 @@ class Ingress:
         self.m_content = ms.counter("shopgraph_content_total", "Content served by source", ["kind", "source"])
         self.m_fallback = ms.counter(
             "shopgraph_fallbacks_total",
-            "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page) and cause",
+            "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page; language: a product in a language the generator does not write) and cause",
             ["stage", "why"],
         )
         # Counted by serve.http's middleware for every response (route template, status), errors included.
@@ -493,6 +493,19 @@ class Ingress:
 
     def _generates(self) -> bool:
         return self.generator is not None and self.gen_cfg.enabled
+
+    def _writes(self, facts: dict) -> bool:
+        """Whether generated copy may serve this product: the generator writes its language
+        (serve.generation.languages). Otherwise template copy in the product's own language
+        (`serve.content.template_page`, `ml.reasons.template_reason`): no generation is queued,
+        and no cached or precomputed text is looked up (a batch job may have written some)."""
+        from core.facts import facts_language
+
+        lang = facts_language(facts)
+        if lang in self.gen_cfg.languages:
+            return True
+        self.m_fallback.labels("language", lang).inc()
+        return False
 
     def _remaining(self, deadline: float) -> float:
         return max(0.0, deadline - time.monotonic())
@@ -883,11 +896,13 @@ class Ingress:
             key = CacheKey(s.product_id, "reason", segment, self.model_version, fhash)
             if profile is not None:  # built from this user's history: purged when they are erased
                 self._remember(user, [key])
-            cached = self.cache.get(key)
+            writes = self._writes(facts)
+            cached = self.cache.get(key) if writes else None
             if cached:
                 results[i] = (cached, "cached")
             elif (
                 profile is not None
+                and writes
                 and self._generates()
                 and len(queued) < self.gen_cfg.max_reasons_per_request
                 and not lost
@@ -937,6 +952,8 @@ class Ingress:
         from serve.content import template_page
 
         facts, key = target.facts, target.key
+        if not self._writes(facts):
+            return template_page(facts, target.cares), "template", False, key.segment
         sections = self.cache.get(key)
         if sections is not None:
             return sections, "cached", False, key.segment
@@ -1184,8 +1201,11 @@ class Ingress:
         from serve.content import template_page
 
         facts, key, profile = target.facts, target.key, target.profile
-        sections, source, why = self.cache.get(key), "cached", None
-        if sections is None and self._generates() and not self._usable("generator"):
+        writes = self._writes(facts)
+        sections, source, why = self.cache.get(key) if writes else None, "cached", None if writes else "language"
+        if not writes:
+            pass  # template copy in the product's language, below
+        elif sections is None and self._generates() and not self._usable("generator"):
             why = "down"  # skipped at once, not after its budget
         elif sections is None and self._generates():
             stop_at = time.monotonic() + self.budgets.page_ms / 1000
@@ -1236,7 +1256,7 @@ class Ingress:
             if why:
                 self.m_fallback.labels("stream_page", why).inc()
         written_for = key.segment
-        if sections is None and (generic := self._generic(target)) is not None:
+        if sections is None and writes and (generic := self._generic(target)) is not None:
             sections, source, written_for = generic, "cached", ALL
         if sections is None:
             sections, source = template_page(facts, target.cares), "template"

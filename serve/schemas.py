@@ -158,7 +158,9 @@ class AspectSummary(BaseModel):
     aspect: str = Field(..., description="What the reviews talk about: battery, fit, size, material, delivery, ...")
     mentions: int = Field(..., description="Reviews that name the aspect.")
     positive: int = Field(..., description="Of those, the reviews whose clauses on it read positive.")
-    sentence: str = Field(..., description="'fit: 9 of 12 reviews positive': the counts, as a sentence.")
+    sentence: str = Field(
+        ..., description="'fit: 9 of 12 reviews positive' ('版型：12条评价中9条好评'): the counts, as a sentence."
+    )
     quote: str | None = Field(
         None, description="A clause copied verbatim from one of the reviews, on the majority's side."
     )
@@ -168,6 +170,7 @@ class ReviewSummary(BaseModel):
     reviews: int = Field(..., description="Reviews with text the summary was made from.")
     aspects: list[AspectSummary] = Field(default_factory=list, description="Most-named aspects first.")
     note: str | None = Field(None, description="Why there is no summary (too few reviews, no aspect named).")
+    language: str = Field("en", description="The summary's language, the reviews' (en, or zh for Chinese reviews).")
 
 
 class ProductPage(BaseModel):

@@ -30,12 +30,40 @@ class GeneratorCore:
     and its output is held to the same standard it was measured by.
     """
 
-    def __init__(self, engine, generation_cfg, known_brands: list[str] | None = None):
+    def __init__(self, engine, generation_cfg, known_brands: list[str] | None = None, metrics=None):
+        from serve.metrics import MetricSet
+
         self.engine = engine
         self.cfg = generation_cfg
         self.known_brands = known_brands or []
         self.chunks = 0
         self.completions = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0}
+        # In a replica, also exported through Ray's metrics: every replica's outcomes in one scrape.
+        self.metrics = metrics if metrics is not None else MetricSet()
+        ms = self.metrics
+        self.m_completions = ms.counter(
+            "shopgraph_generator_completions_total",
+            "Engine completions by event (started, finished, cancelled, failed)",
+            ["event"],
+        )
+        self.m_outputs = ms.counter(
+            "shopgraph_generator_outputs_total",
+            "Generated outputs by kind (reason, page, stream_page, answer) and outcome: accepted, or the gate that "
+            "rejected it (reason: accept_reason's why; page: invalid_json, instruction_in_facts, ungrounded, degenerate)",
+            ["kind", "outcome"],
+        )
+        self.m_removed = ms.counter(
+            "shopgraph_generator_removed_claims_total",
+            "Highlights and descriptions of accepted pages, and sentences of answers, that lost unsupported claims to the grounding check",
+            ["kind"],
+        )
+        self.m_latency = ms.histogram("shopgraph_replica_latency_seconds", "Time inside a replica per stage", ["stage"])
+
+    def _outcome(self, kind: str, why: str | None, started: float, removed: int = 0) -> None:
+        self.m_outputs.labels(kind, why or "accepted").inc()
+        if removed:
+            self.m_removed.labels(kind).inc(removed)
+        self.m_latency.labels(f"generate_{kind}").observe(time.perf_counter() - started)
 
     @property
     def model_version(self) -> str:
@@ -46,6 +74,7 @@ class GeneratorCore:
 
         parts = []
         self.completions["started"] += 1
+        self.m_completions.labels("started").inc()
         try:
             # aclosing: a cancelled call (Serve's request cancellation raises CancelledError here)
             # closes the engine's stream at once, which aborts the engine request.
@@ -55,9 +84,12 @@ class GeneratorCore:
                     parts.append(delta)
                     self.chunks += 1
         except BaseException as e:
-            self.completions["cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"] += 1
+            event = "cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"
+            self.completions[event] += 1
+            self.m_completions.labels(event).inc()
             raise
         self.completions["finished"] += 1
+        self.m_completions.labels("finished").inc()
         return "".join(parts).strip()
 
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
@@ -72,6 +104,7 @@ class GeneratorCore:
         rest = await self._complete(reason_messages(profile, facts, prefix), self.cfg.reason_max_tokens)
         raw = join_continuation(prefix, rest)
         kept, why = accept_reason(raw, facts, profile, known_brands=self.known_brands)
+        self._outcome("reason", (why or "rejected") if kept is None else None, started)
         return {"text": kept, "why": why, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
     async def page(self, facts: dict, segment: dict | None = None) -> dict[str, Any]:
@@ -82,7 +115,14 @@ class GeneratorCore:
         started = time.perf_counter()
         raw = await self._complete(pdp_messages(facts, segment), self.cfg.page_max_tokens, json_schema=PDP_SCHEMA)
         cares = (segment or {}).get("cares_about")
-        return {**ground_page(raw, facts, self.known_brands, cares), "ms": 1000 * (time.perf_counter() - started)}
+        page = ground_page(raw, facts, self.known_brands, cares)
+        self._outcome(
+            "page",
+            (page.get("why") or "rejected") if page["sections"] is None else None,
+            started,
+            page.get("removed", 0),
+        )
+        return {**page, "ms": 1000 * (time.perf_counter() - started)}
 
     async def stream_page(self, facts: dict, segment: dict | None = None):
         """Yields {"section": {"field", "text"[, "index"]}} for grounded text only, as each
@@ -109,6 +149,12 @@ class GeneratorCore:
         for section in grounded.finish():
             yield {"section": section}
         page = ground_page("".join(parts), facts, self.known_brands, cares)
+        self._outcome(
+            "stream_page",
+            (page.get("why") or "rejected") if page["sections"] is None else None,
+            started,
+            page.get("removed", 0),
+        )
         yield {**page, "ms": 1000 * (time.perf_counter() - started)}
 
     async def stream_answer(self, question: str, plan, max_tokens: int | None = None):
@@ -121,7 +167,9 @@ class GeneratorCore:
         grounded = GroundedAnswerStream(plan, self.known_brands)
         tokens = max_tokens or self.cfg.reason_max_tokens
         raw = []
+        started = time.perf_counter()
         self.completions["started"] += 1
+        self.m_completions.labels("started").inc()
         try:
             async for delta in self.engine.stream(answer_messages(question, plan), max_tokens=tokens):
                 self.chunks += 1
@@ -129,11 +177,15 @@ class GeneratorCore:
                 for sentence in grounded.feed(delta):
                     yield {"text": sentence}
         except BaseException as e:
-            self.completions["cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"] += 1
+            event = "cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"
+            self.completions[event] += 1
+            self.m_completions.labels(event).inc()
             raise
         self.completions["finished"] += 1
+        self.m_completions.labels("finished").inc()
         for sentence in grounded.finish():
             yield {"text": sentence}
+        self._outcome("answer", grounded.why(), started, grounded.dropped)
         yield {
             "done": True,
             "why": grounded.why(),

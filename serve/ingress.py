@@ -311,10 +311,11 @@ class Ingress:
         online database's rows when there is one (`live`, serve.live.LiveState), else nothing."""
         from collections import OrderedDict
 
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry
 
         from core.privacy import UserDataStore
         from serve.content import ContentCache, shared_cache
+        from serve.metrics import MetricSet
 
         self.pseudonymizer, self.tombstones, self.privacy = pseudonymizer, tombstones, privacy
         if user_store is None and live is not None:
@@ -358,74 +359,48 @@ class Ingress:
         self.generator_name = "generator"
         self.created = int(time.time())
         self.reloader = None  # serve.reload.Reloader of a real replica (__init__); None in unit tests
-        self.registry = CollectorRegistry()
-        self.m_latency = Histogram(
-            "shopgraph_stage_latency_seconds",
-            "Latency per stage",
-            ["stage"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
-        self.m_content = Counter(
-            "shopgraph_content_total", "Content served by source", ["kind", "source"], registry=self.registry
-        )
-        self.m_fallback = Counter(
+        # Written to this replica's registry (/metrics) and, in a Ray actor, to Ray's metrics (serve.metrics).
+        self.metrics = MetricSet(CollectorRegistry())
+        self.registry = self.metrics.registry
+        ms = self.metrics
+        self._gauge_task: asyncio.Task | None = None
+        self.m_latency = ms.histogram("shopgraph_stage_latency_seconds", "Latency per stage", ["stage"])
+        self.m_content = ms.counter("shopgraph_content_total", "Content served by source", ["kind", "source"])
+        self.m_fallback = ms.counter(
             "shopgraph_fallbacks_total",
             "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page; language: a product in a language the generator does not write) and cause",
             ["stage", "why"],
-            registry=self.registry,
         )
         # Counted by serve.http's middleware for every response (route template, status), errors included.
-        self.m_requests = Counter(
-            "shopgraph_requests_total",
-            "Requests by endpoint (route template) and status",
-            ["endpoint", "status"],
-            registry=self.registry,
+        self.m_requests = ms.counter(
+            "shopgraph_requests_total", "Requests by endpoint (route template) and status", ["endpoint", "status"]
         )
         api.state.requests = self.m_requests
-        self.m_tokens = Counter(
-            "shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry
-        )
-        self.m_jobs = Counter(
+        self.m_tokens = ms.counter("shopgraph_generated_chars_total", "Characters of generated text served")
+        self.m_jobs = ms.counter(
             "shopgraph_generation_jobs_total",
             "Background generation jobs by event (submitted, deduplicated, shed, expired, refused, done, failed, timeout, cancelled)",
             ["event"],
-            registry=self.registry,
         )
-        self.m_queue = Gauge(
-            "shopgraph_generation_queue",
-            "Background generation jobs waiting / running",
-            ["what"],
-            registry=self.registry,
-        )
-        self.m_stage = Gauge(
-            "shopgraph_stage_up",
-            "Last health probe per stage: 1 ok, 0.5 busy, 0 down",
-            ["stage"],
-            registry=self.registry,
-        )
-        self.m_events = Counter(
+        self.m_queue = ms.gauge("shopgraph_generation_queue", "Background generation jobs waiting / running", ["what"])
+        self.m_stage = ms.gauge("shopgraph_stage_up", "Last health probe per stage: 1 ok, 0.5 busy, 0 down", ["stage"])
+        self.m_events = ms.counter(
             "shopgraph_events_total",
             "Events received through POST /v1/events by outcome (stored, duplicate, flagged)",
             ["outcome"],
-            registry=self.registry,
         )
-        self.m_served = Counter(
+        self.m_served = ms.counter(
             "shopgraph_served_log_rows_total",
             "Served items for online evaluation by outcome: written, dropped (queue full or closing), failed (the write failed); never the request",
             ["outcome"],
-            registry=self.registry,
         )
-        self.m_served_queue = Gauge(
-            "shopgraph_served_log_queue",
-            "Served items waiting to be written to the online database",
-            registry=self.registry,
+        self.m_served_queue = ms.gauge(
+            "shopgraph_served_log_queue", "Served items waiting to be written to the online database"
         )
-        self.m_cache = Gauge(
+        self.m_cache = ms.gauge(
             "shopgraph_content_cache",
             "Content cache of this replica: entries, hits, misses, shared_hits (found in Redis), shared_errors (Redis calls that failed and were skipped)",
             ["what"],
-            registry=self.registry,
         )
         self.served = self.online_gauges = None
         if live is not None and live.cfg.served_log.enabled:
@@ -471,6 +446,14 @@ class Ingress:
             self.served.start()
         if self.online_gauges is not None:
             self.online_gauges.start()
+        if self.metrics.ray and self._gauge_task is None:  # Ray's endpoint is scraped without asking us
+            self._gauge_task = asyncio.get_running_loop().create_task(self._export_gauges())
+
+    async def _export_gauges(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a metric is never worth a replica
+                self._refresh_gauges()
+            await asyncio.sleep(self.monitor.interval_s)
 
     def __del__(self) -> None:
         """Serve calls this at graceful shutdown: write the served items still waiting."""
@@ -1936,6 +1919,12 @@ class Ingress:
         log, and the online evaluation gauges (shopgraph_online_*, recomputed in the background, not here)."""
         from prometheus_client import generate_latest
 
+        self._refresh_gauges()
+        return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")
+
+    def _refresh_gauges(self) -> None:
+        """The gauges read from state (queue, served log, cache, stage health): at each /metrics
+        scrape, and every probe interval for Ray's endpoint (`_export_gauges`)."""
         self.m_queue.labels("waiting").set(len(self.queue))
         self.m_queue.labels("running").set(self.queue.running)
         self.m_served_queue.set(len(self.served) if self.served is not None else 0)
@@ -1945,4 +1934,3 @@ class Ingress:
             self.m_cache.labels(what).set(value)
         for name, h in self.monitor.health.items():
             self.m_stage.labels(name).set({"ok": 1.0, "busy": 0.5}.get(h.state, 0.0))
-        return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")

@@ -48,6 +48,6 @@ COPY --chown=ray:users bench/ bench/
 RUN pip install --no-cache-dir --no-deps -e .
 
 ENV PYTHONPATH=/app
-# GCS, dashboard, Ray client, Serve HTTP, dashboard agent (health probes)
-EXPOSE 6379 8265 10001 8000 52365
+# GCS, dashboard, Ray client, Serve HTTP, dashboard agent (health probes), metrics agent (Prometheus)
+EXPOSE 6379 8265 10001 8000 52365 8080
 CMD ["shopgraph", "--help"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from cluster.monitoring import METRICS_PORT_NAME, dashboard_config_map, pod_monitor
 from cluster.stages import REPO_ROOT, STAGES, Stage
 from core.config import ConfigError, ShopgraphConfig, dump_config
 from core.config.k8s import GROUP_CAPACITY, K8sConfig, WorkerGroupConfig, group_resource
@@ -176,10 +177,11 @@ def _head(cfg: ShopgraphConfig, component: str, *, serve: bool, num_cpus_zero: b
         {"containerPort": GCS_PORT, "name": "gcs-server"},
         {"containerPort": DASHBOARD_PORT, "name": "dashboard"},
         {"containerPort": CLIENT_PORT, "name": "client"},
+        _metrics_port(cfg),
     ]
     if serve:
         ports.append({"containerPort": cfg.serve.http.port, "name": "serve"})
-    params = {"dashboard-host": "0.0.0.0"}
+    params = {"dashboard-host": "0.0.0.0", "metrics-export-port": str(k8s.monitoring.metrics_port)}
     if num_cpus_zero:
         params["num-cpus"] = "0"  # the head schedules, it does not run tasks or replicas
     pod = _pod(
@@ -194,6 +196,11 @@ def _head(cfg: ShopgraphConfig, component: str, *, serve: bool, num_cpus_zero: b
     return {"rayStartParams": params, "template": pod}
 
 
+def _metrics_port(cfg: ShopgraphConfig) -> Obj:
+    """Ray's metrics agent on every Ray pod, named for the PodMonitor (cluster.monitoring)."""
+    return {"containerPort": cfg.cluster.k8s.monitoring.metrics_port, "name": METRICS_PORT_NAME}
+
+
 def _worker_group(
     cfg: ShopgraphConfig, name: str, group: WorkerGroupConfig, component: str, replicas: int | None = None
 ) -> Obj:
@@ -201,7 +208,7 @@ def _worker_group(
         cfg,
         "ray-worker",
         _resources(group.cpu, group.memory, group.gpus),
-        [],
+        [_metrics_port(cfg)],
         ("/api/local_raylet_healthz", AGENT_PORT),
         gpu=group.gpus > 0,
         component=component,
@@ -214,7 +221,10 @@ def _worker_group(
         # The group's custom resource, which deployments placed on it ask for (serve.deployments.*.node_group);
         # the autoscaler reads it too, to know which group to grow for a pending replica. KubeRay
         # passes the value to `ray start --resources=` through a shell: the JSON stays quoted.
-        "rayStartParams": {"resources": _quoted_json({group_resource(name): GROUP_CAPACITY})},
+        "rayStartParams": {
+            "resources": _quoted_json({group_resource(name): GROUP_CAPACITY}),
+            "metrics-export-port": str(cfg.cluster.k8s.monitoring.metrics_port),
+        },
         "template": pod,
     }
 
@@ -471,6 +481,18 @@ def core_objects(cfg: ShopgraphConfig) -> list[Obj]:
     ]
 
 
+# Components whose pods run Ray (a head or a worker): the ones the PodMonitor scrapes.
+RAY_COMPONENTS = ["rayservice", "rayjob", "raycluster-dev"]
+
+
+def monitoring_objects(cfg: ShopgraphConfig) -> list[Obj]:
+    """The PodMonitor for the Ray pods' metrics port and the Grafana dashboard (cluster.monitoring)."""
+    return [
+        pod_monitor(cfg, _labels(cfg, "monitoring"), RAY_COMPONENTS),
+        dashboard_config_map(cfg, _labels(cfg, "monitoring")),
+    ]
+
+
 def render(cfg: ShopgraphConfig) -> dict[str, list[Obj]]:
     """File name under k8s/ -> the objects it holds, in apply order."""
     check_renderable(cfg)
@@ -482,6 +504,8 @@ def render(cfg: ShopgraphConfig) -> dict[str, list[Obj]]:
     for stage in STAGES.values():
         files[f"rayjob-{stage.name}.yaml"] = [ray_job(cfg, stage)]
     files["cronjob-refresh.yaml"] = refresh_schedule(cfg)
+    if cfg.cluster.k8s.monitoring.enabled:
+        files["monitoring.yaml"] = monitoring_objects(cfg)
     return files
 
 

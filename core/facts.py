@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -121,3 +122,28 @@ def parse_facts(serialized: str) -> dict[str, Any]:
 
 def facts_hash(product: Mapping[str, Any], currency: str | None = None) -> str:
     return hashlib.sha256(serialize_facts(product, currency).encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------- language
+
+_CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+ZH_SHARE = 0.5  # a Chinese character is about one word: 李宁 Running Shoes is English, 优衣库 X12 纯棉T恤 Chinese
+
+
+def language_of(text: str | None) -> str:
+    """ "zh" when Chinese characters are at least half of the text's words (each CJK character
+    counts as one, each Latin word of 2+ letters as one), else "en". Digits and codes ("X12",
+    "128GB" in a Chinese title) do not count either way."""
+    text = text or ""
+    cjk = len(_CJK_CHAR.findall(text))
+    latin = len(_LATIN_WORD.findall(text))
+    return "zh" if cjk and cjk >= ZH_SHARE * (cjk + latin) else "en"
+
+
+def facts_language(facts: Mapping[str, Any]) -> str:
+    """The language of one product, from its own text: title, category and attribute values
+    (the brand alone does not decide: a Chinese brand in an English shop is still English copy)."""
+    attributes = facts.get("attributes") or {}
+    values = " ".join(attribute_text(v) for v in attributes.values()) if isinstance(attributes, Mapping) else ""
+    return language_of(" ".join([str(facts.get("title") or ""), str(facts.get("category") or ""), values]))

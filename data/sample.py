@@ -2,6 +2,7 @@
 
     shopgraph data sample --out raw/sample          # write products.jsonl + events.csv
     python -m data.sample --out raw/sample --set data.sample.num_events=20000
+    shopgraph data sample --out raw/sample-zh --set data.sample.language=zh   # a Chinese shop (data/sample_zh.py)
 
 What a recommender should be able to recover (and what the tests check is there):
 
@@ -248,10 +249,22 @@ P_SAME_BRAND = 0.6  # a complement of the same brand as the previous item (a Vol
 EVENT_MIX = (("view", 0.62), ("cart", 0.18), ("purchase", 0.12), ("rating", 0.08))
 RATING_P = (0.05, 0.07, 0.15, 0.33, 0.40)
 
-_LEAVES = [(dept, leaf) for dept, (_, leaves) in DEPARTMENTS.items() for leaf in leaves]
-_LEAF_INDEX = {leaf: i for i, (_, leaf) in enumerate(_LEAVES)}
-_BRANDS = [b for dept, (brands, _) in DEPARTMENTS.items() for b in brands]
-_DEPTS = list(DEPARTMENTS)
+
+class Shop:
+    """One embedded shop: departments, complements, colours, review lines and how its copy reads.
+    `en` is the original sample; `zh` (data/sample_zh.py) a Chinese apparel-and-gadgets shop
+    with the same planted structure (same shapes, same sampling), only its words differ."""
+
+    def __init__(self, language, departments, complements, colors, review_aspects, delivery, product_text, prices):
+        self.language = language
+        self.departments, self.complements, self.colors = departments, complements, colors
+        self.review_aspects, self.delivery = review_aspects, delivery
+        self.product_text = product_text  # (leaf_i, brand_i, rng, shop) -> (title, attributes, description)
+        self.prices = prices  # (lo, hi, rng) -> price per product
+        self.leaves = [(dept, leaf) for dept, (_, leaves) in departments.items() for leaf in leaves]
+        self.leaf_index = {leaf: i for i, (_, leaf) in enumerate(self.leaves)}
+        self.brands = [b for dept, (brands, _) in departments.items() for b in brands]
+        self.depts = list(departments)
 
 
 class _GroupSampler:
@@ -276,27 +289,27 @@ class _GroupSampler:
         return self.items[np.minimum(pos, len(self.items) - 1)]
 
 
-def _catalog(n: int, rng: np.random.Generator) -> dict[str, np.ndarray | list]:
+def _catalog(n: int, rng: np.random.Generator, shop: Shop) -> dict[str, np.ndarray | list]:
     """Which leaf and brand each product is, with its price, stock and popularity."""
-    leaf_traffic = rng.lognormal(0.0, 0.6, size=len(_LEAVES))  # some categories draw more visits
+    leaf_traffic = rng.lognormal(0.0, 0.6, size=len(shop.leaves))  # some categories draw more visits
     leaf = (
         np.concatenate(
             [
-                np.arange(len(_LEAVES)),
-                rng.choice(len(_LEAVES), size=n - len(_LEAVES), p=leaf_traffic / leaf_traffic.sum()),
+                np.arange(len(shop.leaves)),
+                rng.choice(len(shop.leaves), size=n - len(shop.leaves), p=leaf_traffic / leaf_traffic.sum()),
             ]
         )
-        if n >= len(_LEAVES)
-        else rng.choice(len(_LEAVES), size=n)
+        if n >= len(shop.leaves)
+        else rng.choice(len(shop.leaves), size=n)
     )
-    dept_of_leaf = np.array([_DEPTS.index(d) for d, _ in _LEAVES])
-    brand_start = np.cumsum([0] + [len(DEPARTMENTS[d][0]) for d in _DEPTS])
+    dept_of_leaf = np.array([shop.depts.index(d) for d, _ in shop.leaves])
+    brand_start = np.cumsum([0] + [len(shop.departments[d][0]) for d in shop.depts])
     dept = dept_of_leaf[leaf]
     n_brands = brand_start[dept + 1] - brand_start[dept]
     brand = brand_start[dept] + (rng.random(n) * n_brands).astype(np.int64)
     # Zipf popularity within each leaf: rank by a random permutation
     rank = np.empty(n, dtype=np.float64)
-    for g in range(len(_LEAVES)):
+    for g in range(len(shop.leaves)):
         idx = np.flatnonzero(leaf == g)
         rank[idx] = rng.permutation(len(idx)) + 1
     popularity = rank**-1.07
@@ -304,13 +317,13 @@ def _catalog(n: int, rng: np.random.Generator) -> dict[str, np.ndarray | list]:
 
 
 def _product_text(
-    i: int, leaf_i: int, brand_i: int, rng: np.random.Generator
+    leaf_i: int, brand_i: int, rng: np.random.Generator, shop: Shop
 ) -> tuple[str, dict[str, str], str | None]:
-    dept, leaf = _LEAVES[leaf_i]
-    noun, _, attrs = DEPARTMENTS[dept][1][leaf]
-    brand = _BRANDS[brand_i]
+    dept, leaf = shop.leaves[leaf_i]
+    noun, _, attrs = shop.departments[dept][1][leaf]
+    brand = shop.brands[brand_i]
     values = {k: v[int(rng.integers(len(v)))] for k, v in attrs.items()}
-    color = COLORS[int(rng.integers(len(COLORS)))]
+    color = shop.colors[int(rng.integers(len(shop.colors)))]
     values["color"] = color
     model = f"{'AXKLMPRSTVZ'[int(rng.integers(11))]}{int(rng.integers(1, 99))}"
     main_key = next(iter(attrs))
@@ -332,22 +345,23 @@ def _product_text(
     return title, values, " ".join(s for s in sentences if s)
 
 
-def _products_table(cat: dict, rng: np.random.Generator) -> pa.Table:
+def _usd_prices(lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return np.floor(np.exp(rng.uniform(np.log(lo), np.log(hi)))) + 0.99
+
+
+def _products_table(cat: dict, rng: np.random.Generator, shop: Shop) -> pa.Table:
     n = len(cat["leaf"])
-    lo_hi = np.array([DEPARTMENTS[d][1][leaf][1] for d, leaf in _LEAVES])
+    lo_hi = np.array([shop.departments[d][1][leaf][1] for d, leaf in shop.leaves])
     lo, hi = lo_hi[cat["leaf"], 0], lo_hi[cat["leaf"], 1]
-    price = np.floor(np.exp(rng.uniform(np.log(lo), np.log(hi)))) + 0.99
-    text = [
-        _product_text(i, int(li), int(bi), rng)
-        for i, (li, bi) in enumerate(zip(cat["leaf"], cat["brand"], strict=True))
-    ]
-    categories = [f"{d} > {leaf}" for d, leaf in _LEAVES]
+    price = shop.prices(lo, hi, rng)
+    text = [shop.product_text(int(li), int(bi), rng, shop) for li, bi in zip(cat["leaf"], cat["brand"], strict=True)]
+    categories = [f"{d} > {leaf}" for d, leaf in shop.leaves]
     return pa.table(
         {
             "product_id": [f"P{k:06d}" for k in range(n)],
             "title": [t for t, _, _ in text],
             "category": [categories[li] for li in cat["leaf"].tolist()],
-            "brand": [_BRANDS[b] for b in cat["brand"].tolist()],
+            "brand": [shop.brands[b] for b in cat["brand"].tolist()],
             "price": price,
             "attributes": [list(v.items()) for _, v, _ in text],
             "description": [d for _, _, d in text],
@@ -367,8 +381,8 @@ def _lengths(cfg: SampleConfig, rng: np.random.Generator) -> np.ndarray:
     return lengths
 
 
-def _events_table(cfg: SampleConfig, cat: dict, rng: np.random.Generator) -> pa.Table:
-    n_leaves, n_brands, n_users = len(_LEAVES), len(_BRANDS), cfg.num_users
+def _events_table(cfg: SampleConfig, cat: dict, rng: np.random.Generator, shop: Shop) -> pa.Table:
+    n_leaves, n_brands, n_users = len(shop.leaves), len(shop.brands), cfg.num_users
     leaf, brand, pop = cat["leaf"], cat["brand"], cat["popularity"]
     by_leaf = _GroupSampler(leaf, pop, n_leaves)
     by_leaf_brand = _GroupSampler(leaf * n_brands + brand, pop, n_leaves * n_brands)
@@ -378,22 +392,24 @@ def _events_table(cfg: SampleConfig, cat: dict, rng: np.random.Generator) -> pa.
     # complement table: leaf -> up to 3 complement leaves (leaves without any: itself)
     comp = np.tile(np.arange(n_leaves)[:, None], (1, 3))
     comp_n = np.ones(n_leaves, dtype=np.int64)
-    for name, targets in COMPLEMENTS.items():
-        comp[_LEAF_INDEX[name], : len(targets)] = [_LEAF_INDEX[t] for t in targets]
-        comp_n[_LEAF_INDEX[name]] = len(targets)
-    anchors = np.array([_LEAF_INDEX[name] for name in COMPLEMENTS if all(name not in t for t in COMPLEMENTS.values())])
-    dept_of_leaf = np.array([_DEPTS.index(d) for d, _ in _LEAVES])
-    anchors_of_dept = [anchors[dept_of_leaf[anchors] == d] for d in range(len(_DEPTS))]
+    for name, targets in shop.complements.items():
+        comp[shop.leaf_index[name], : len(targets)] = [shop.leaf_index[t] for t in targets]
+        comp_n[shop.leaf_index[name]] = len(targets)
+    anchors = np.array(
+        [shop.leaf_index[name] for name in shop.complements if all(name not in t for t in shop.complements.values())]
+    )
+    dept_of_leaf = np.array([shop.depts.index(d) for d, _ in shop.leaves])
+    anchors_of_dept = [anchors[dept_of_leaf[anchors] == d] for d in range(len(shop.depts))]
     anchor_table = np.array([[a[k % len(a)] for k in range(4)] for a in anchors_of_dept])
-    leaves_of_dept = [np.flatnonzero(dept_of_leaf == d) for d in range(len(_DEPTS))]
+    leaves_of_dept = [np.flatnonzero(dept_of_leaf == d) for d in range(len(shop.depts))]
     dept_leaf_n = np.array([len(x) for x in leaves_of_dept])
     dept_leaf_table = np.array([[x[k % len(x)] for k in range(dept_leaf_n.max())] for x in leaves_of_dept])
 
     # user tastes: a favourite department (and a second one), a favourite brand in each
-    fav_dept = rng.integers(0, len(_DEPTS), size=(n_users, 2))
-    brand_start = np.cumsum([0] + [len(DEPARTMENTS[d][0]) for d in _DEPTS])
-    fav_brand = np.zeros((n_users, len(_DEPTS)), dtype=np.int64)
-    for d in range(len(_DEPTS)):
+    fav_dept = rng.integers(0, len(shop.depts), size=(n_users, 2))
+    brand_start = np.cumsum([0] + [len(shop.departments[d][0]) for d in shop.depts])
+    fav_brand = np.zeros((n_users, len(shop.depts)), dtype=np.int64)
+    for d in range(len(shop.depts)):
         fav_brand[:, d] = rng.integers(brand_start[d], brand_start[d + 1], size=n_users)
 
     def pick(leaves: np.ndarray, brands: np.ndarray, prefer: np.ndarray) -> np.ndarray:
@@ -504,7 +520,7 @@ REVIEW_ASPECTS: dict[str, list[tuple[str, str]]] = {
 DELIVERY = ("Delivery was fast and the packaging was neat", "Delivery was late and the package was dented")
 
 
-def _review_texts(events: pa.Table, cat: dict, rng: np.random.Generator) -> pa.Table:
+def _review_texts(events: pa.Table, cat: dict, rng: np.random.Generator, shop: Shop) -> pa.Table:
     """The ratings' text column filled: one or two aspects of the product's department, said the
     way the rating goes (4-5 positive, 1-2 negative, 3 one of each), sometimes the delivery too."""
     rated = np.flatnonzero(events["event"].to_numpy(zero_copy_only=False) == "rating")
@@ -514,30 +530,43 @@ def _review_texts(events: pa.Table, cat: dict, rng: np.random.Generator) -> pa.T
     values = events["value"].to_numpy(zero_copy_only=False)[rated]
     texts: list[str | None] = [None] * events.num_rows
     for row, pid, value in zip(rated.tolist(), pids.tolist(), values.tolist(), strict=True):
-        lines = REVIEW_ASPECTS[_DEPTS[int(cat["dept"][int(pid[1:])])]]
+        lines = shop.review_aspects[shop.depts[int(cat["dept"][int(pid[1:])])]]
         picks = rng.permutation(len(lines))[: 1 + int(rng.random() < 0.5)]
         sides = [value >= 4] * len(picks) if value != 3 else [True, False][: len(picks)]
         said = [lines[k][0 if good else 1] for k, good in zip(picks.tolist(), sides)]
         if rng.random() < 0.3:
-            said.append(DELIVERY[0 if rng.random() < 0.8 else 1])
-        texts[row] = ". ".join(said) + "."
+            said.append(shop.delivery[0 if rng.random() < 0.8 else 1])
+        texts[row] = "。".join(said) + "。" if shop.language == "zh" else ". ".join(said) + "."
     return events.set_column(events.schema.get_field_index("text"), "text", pa.array(texts, pa.string()))
 
 
+@functools.cache
+def shop(language: str = "en") -> Shop:
+    """The embedded shop of `language` (data.sample.language)."""
+    if language == "zh":
+        from data import sample_zh
+
+        return sample_zh.shop(Shop)
+    return Shop("en", DEPARTMENTS, COMPLEMENTS, COLORS, REVIEW_ASPECTS, DELIVERY, _product_text, _usd_prices)
+
+
 @functools.lru_cache(maxsize=2)
-def _generate(num_products: int, num_users: int, num_events: int, seed: int) -> tuple[pa.Table, pa.Table]:
-    cfg = SampleConfig(num_products=num_products, num_users=num_users, num_events=num_events)
+def _generate(
+    num_products: int, num_users: int, num_events: int, seed: int, language: str = "en"
+) -> tuple[pa.Table, pa.Table]:
+    cfg = SampleConfig(num_products=num_products, num_users=num_users, num_events=num_events, language=language)
+    which = shop(language)
     rng = np.random.default_rng(seed)
-    cat = _catalog(cfg.num_products, rng)
-    events = _events_table(cfg, cat, np.random.default_rng([seed, 1]))
-    events = _review_texts(events, cat, np.random.default_rng([seed, 3]))  # own stream: the rest is unchanged
-    products = _products_table(cat, np.random.default_rng([seed, 2]))
+    cat = _catalog(cfg.num_products, rng, which)
+    events = _events_table(cfg, cat, np.random.default_rng([seed, 1]), which)
+    events = _review_texts(events, cat, np.random.default_rng([seed, 3]), which)  # own stream: the rest is unchanged
+    products = _products_table(cat, np.random.default_rng([seed, 2]), which)
     return products, events
 
 
 def generate(cfg: SampleConfig, seed: int = 0) -> tuple[pa.Table, pa.Table]:
     """(products, events) in the contract schemas; identical for the same config and seed."""
-    return _generate(cfg.num_products, cfg.num_users, cfg.num_events, seed)
+    return _generate(cfg.num_products, cfg.num_users, cfg.num_events, seed, cfg.language)
 
 
 def leaf_category(category: str) -> str:
@@ -560,7 +589,7 @@ def transition_share(products: pa.Table, events: pa.Table) -> float:
             continue
         a, b = leaf_of[items[k - 1]], leaf_of[items[k]]
         total += 1
-        hits += a == b or b in COMPLEMENTS.get(a, ())
+        hits += a == b or b in COMPLEMENTS.get(a, ()) or b in shop("zh").complements.get(a, ())
     return hits / max(total, 1)
 
 

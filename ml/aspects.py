@@ -31,6 +31,12 @@ ASPECTS: dict[str, tuple[str, ...]] = {
     "taste": ("taste", "flavor", "flavour", "味道", "口感", "好吃"),
     "comfort": ("comfortable", "comfort", "soft", "舒服", "舒适", "柔软"),
 }
+# The aspect as a Chinese page names it (a Chinese product's reviews are summarized in Chinese).
+ASPECT_ZH = {
+    "battery": "电池", "fit": "版型", "size": "尺码", "material": "面料", "quality": "质量", "sound": "音质",
+    "screen": "屏幕", "delivery": "物流", "price": "价格", "taste": "口味", "comfort": "舒适度",
+}  # fmt: skip
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
 _WORD = {w: a for a, words in ASPECTS.items() for w in words if w.isascii()}
 _CJK = {w: a for a, words in ASPECTS.items() for w in words if not w.isascii()}
 _CLAUSE = re.compile(r"[^.!?;。！？；，,\n]+[.!?;。！？；，,]*")
@@ -46,15 +52,33 @@ def aspects_of(clause: str) -> set[str]:
     return found | {a for w, a in _CJK.items() if w in clause}
 
 
+def language_of(texts: list[str]) -> str:
+    """ "zh" when most of the reviews are written in Chinese, else "en": the summary's language."""
+    zh = sum(1 for t in texts if len(_CJK_CHAR.findall(t)) * 2 >= len(re.sub(r"\W", "", t)) > 0)
+    return "zh" if texts and zh * 2 > len(texts) else "en"
+
+
+def sentence(aspect: str, positive: int, mentions: int, language: str = "en") -> str:
+    """One summary sentence: the counts, in the reviews' language."""
+    if language == "zh":
+        return f"{ASPECT_ZH.get(aspect, aspect)}：{mentions}条评价中{positive}条好评"
+    return f"{aspect}: {positive} of {mentions} reviews positive"
+
+
 def summarize(texts: list[str], model, min_reviews: int = 5, max_aspects: int = 4) -> dict[str, Any]:
-    """The per-aspect summary of one product's reviews (texts already scrubbed of personal data)."""
+    """The per-aspect summary of one product's reviews (texts already scrubbed of personal data),
+    written in the reviews' language (`language_of`)."""
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    lang = language_of(texts)
     if len(texts) < min_reviews:
-        return {"reviews": len(texts), "aspects": [], "note": f"{len(texts)} reviews; a summary needs {min_reviews}"}
+        note = (f"共{len(texts)}条评价，至少{min_reviews}条才作总结" if lang == "zh"
+                else f"{len(texts)} reviews; a summary needs {min_reviews}")  # fmt: skip
+        return {"reviews": len(texts), "aspects": [], "note": note, "language": lang}
     spans = [(r, c, aspects_of(c)) for r, t in enumerate(texts) for c in clauses(t)]
     spans = [(r, c, found) for r, c, found in spans if found]
     if not spans:
-        return {"reviews": len(texts), "aspects": [], "note": "no review names an aspect this summary knows"}
+        note = "评价未提到可总结的方面" if lang == "zh" else "no review names an aspect this summary knows"
+        return {"reviews": len(texts), "aspects": [], "note": note, "language": lang}
     p = model.predict_proba([c for _, c, _ in spans])
     votes: dict[str, dict[int, list[tuple[float, str]]]] = {}
     for (r, clause, found), prob in zip(spans, p.tolist()):
@@ -74,12 +98,12 @@ def summarize(texts: list[str], model, min_reviews: int = 5, max_aspects: int = 
                 "aspect": aspect,
                 "mentions": mentions,
                 "positive": positive,
-                "sentence": f"{aspect}: {positive} of {mentions} reviews positive",
+                "sentence": sentence(aspect, positive, mentions, lang),
                 "quote": quote,
             }
         )
     out.sort(key=lambda a: (-a["mentions"], a["aspect"]))
-    return {"reviews": len(texts), "aspects": out[:max_aspects], "note": None}
+    return {"reviews": len(texts), "aspects": out[:max_aspects], "note": None, "language": lang}
 
 
 def check_summary(summary: dict[str, Any], texts: list[str]) -> list[str]:
@@ -90,7 +114,7 @@ def check_summary(summary: dict[str, Any], texts: list[str]) -> list[str]:
             problems.append(
                 f"{a['aspect']}: counts {a['positive']}/{a['mentions']} impossible for {len(texts)} reviews"
             )
-        if a["sentence"] != f"{a['aspect']}: {a['positive']} of {a['mentions']} reviews positive":
+        if a["sentence"] not in {sentence(a["aspect"], a["positive"], a["mentions"], lang) for lang in ("en", "zh")}:
             problems.append(f"{a['aspect']}: sentence {a['sentence']!r} is not its counts")
         if a["quote"] is not None and not any(a["quote"] in t for t in texts):
             problems.append(f"{a['aspect']}: quote {a['quote']!r} is in no review")

@@ -96,7 +96,11 @@ def evidence_names(profile: Mapping[str, Any]) -> list[str]:
 
 
 def _zh(text: str | None) -> bool:
-    return bool(text and _CJK.search(text))
+    """Chinese copy for a Chinese title (`core.facts.language_of`: by the share of Chinese words,
+    so an English title with a Chinese brand keeps English reasons)."""
+    from core.facts import language_of
+
+    return language_of(text) == "zh"
 
 
 def reason_prefix(profile: Mapping[str, Any] | None, title: str) -> str:
@@ -155,7 +159,7 @@ def reason_variants(evidence: Iterable[Mapping[str, Any]], title: str) -> list[s
         )
     else:  # popular: about the product, not the shopper; never generated
         if zh:
-            return [f"这款{where + '里' if where else ''}正受欢迎。"]
+            return [f"这款{'在' + where + '里' if where else ''}正受欢迎。"]
         return [f"It is popular with shoppers right now{' in ' + where if where else ''}."]
     prefix = reason_prefix(reason_profile([e]), title)
     if zh:
@@ -584,7 +588,9 @@ def names_evidence(text: str, evidence: Iterable[Mapping[str, Any]]) -> bool:
     if e is None:
         return False
     if e["type"] == "popular":
-        return "popular" in text.lower() and (not e.get("category") or _norm(leaf(e["category"])) in _norm(text))
+        return ("popular" in text.lower() or "受欢迎" in text) and (
+            not e.get("category") or _norm(leaf(e["category"])) in _norm(text)
+        )
     profile = reason_profile([e]) or {}
     low = _norm(text)
     return any(_norm(name) in low for name in evidence_names(profile))

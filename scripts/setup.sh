@@ -40,9 +40,11 @@ fi
 
 # Debian packages the tests start for real: headless Chromium (the demo page's browser test) and
 # PostgreSQL (the online database's cluster backend; fixtures run initdb/pg_ctl in a temp dir) and
-# Redis (shared content cache, GCS fault tolerance; fixtures run redis-server on a free port).
+# Redis (shared content cache, GCS fault tolerance; fixtures run redis-server on a free port), and a
+# CJK font, so Chromium renders a Chinese shop's pages as characters, not boxes.
 system_ok() {
-  command -v chromium >/dev/null 2>&1 && compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && command -v redis-server >/dev/null 2>&1
+  command -v chromium >/dev/null 2>&1 && compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && command -v redis-server >/dev/null 2>&1 \
+    && [[ -e /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ]]
 }
 
 start=$(date +%s)
@@ -102,7 +104,7 @@ venv_ok || { echo "setup: $VENV is missing a required module; see the pip output
 # kind of machine, so apt-get works; elsewhere the tests that need them are skipped, saying why.
 if ! system_ok; then
   if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium postgresql redis-server >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium postgresql redis-server fonts-wqy-zenhei >/dev/null
     # Debian's postgresql-common creates and starts a default cluster on install; shopgraph never uses it.
     if command -v pg_lsclusters >/dev/null 2>&1; then
       pg_lsclusters --no-header 2>/dev/null | while read -r ver name _; do pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true; done

@@ -261,10 +261,14 @@ def template_page(facts: dict[str, Any], cares: list[str] | None = None) -> dict
 
     `cares` (`ml.segments.SegmentIndex.cares_about`) writes it for a segment: the highlights and
     the description's sentences lead with what the segment reads first (the price, the brand,
-    its category's attributes); None or [] is the page of segment "all"."""
+    its category's attributes); None or [] is the page of segment "all". In the product's own
+    language (`core.facts.facts_language`: Chinese for a Chinese title, `template_page_zh`)."""
+    from core.facts import facts_language
     from ml.segments import segment_highlights
 
     cares = list(cares or [])
+    if facts_language(facts) == "zh":
+        return template_page_zh(facts, cares)
     title = facts.get("title", "")
     attributes = facts.get("attributes", {}) or {}
     if cares:  # the segment's attributes first, then the catalog's order
@@ -303,6 +307,44 @@ def template_page(facts: dict[str, Any], cares: list[str] | None = None) -> dict
 def _care_rank(key: str, cares: list[str]) -> int:
     key = key.lower().replace("_", " ")
     return next((i for i, c in enumerate(cares) if c.replace("_", " ") == key), len(cares))
+
+
+def template_page_zh(facts: dict[str, Any], cares: list[str] | None = None) -> dict[str, Any]:
+    """`template_page` in Chinese: '品牌：森屿', '材质：纯棉', and prose that states the facts only:
+    '森屿 A12 纯棉T恤 白色。森屿出品，属于T恤。材质为纯棉，版型为宽松。价格：129元。'
+    `cares` puts a segment's attributes first (the sentences keep their order)."""
+    title = str(facts.get("title", ""))
+    attributes = facts.get("attributes", {}) or {}
+    if cares:
+        attributes = dict(sorted(attributes.items(), key=lambda kv: _care_rank(kv[0], list(cares))))
+
+    def value(v: Any) -> str:
+        return "、".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+
+    highlights = [f"{k}：{value(v)}" for k, v in list(attributes.items())[:5]]
+    brand = facts.get("brand")
+    if brand:
+        highlights.insert(0, f"品牌：{brand}")
+    kind = attributes.get("类型")
+    if title:
+        parts = [title.rstrip("。.") + "。"]
+    else:  # a catalog of attributes only (AdvertiseGen's 类型#裤*风格#简约): what it is, from them
+        parts = [f"这是一款{value(kind)}。"] if kind else []
+    leaf = (facts.get("category") or "").split(">")[-1].strip()
+    if brand and leaf:
+        parts.append(f"{brand}出品，属于{leaf}。")
+    elif brand or leaf:
+        parts.append(f"{brand}出品。" if brand else f"属于{leaf}。")
+    details = [f"{k}为{value(v)}" for k, v in attributes.items() if not (k == "类型" and not title)][:8]
+    if details:
+        parts.append("，".join(details) + "。")
+    if facts.get("price") is not None:
+        currency = facts.get("currency") or ""
+        amount = _price(facts["price"])
+        parts.append(
+            f"价格：{amount}元。" if currency in ("CNY", "RMB") else f"价格：{amount} {currency}".rstrip() + "。"
+        )
+    return {"title": title, "highlights": highlights[:5], "description": "".join(parts)}
 
 
 def _price(value: Any) -> str:

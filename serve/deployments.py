@@ -10,6 +10,8 @@ takes and returns is a pydantic model, not a dict: a wrong field fails where it 
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -84,17 +86,21 @@ class Retriever:
         # a refreshed index + embeddings are swapped in without a restart (serve.reload).
         self.reloader = replica_reloader(cfg, self.core.catalog)
         self.reloader.watch("text index", self.core.text_dirs, self.core.load_text, self.core.use_text, stamp=loaded)
+        self.m_latency, self.m_batch = replica_metrics(batch_sizes=True)
 
     # No wait: a request that finds the replica idle runs at once; the ones that queue up while
     # it works form the next batch (one SASRec forward and one FAISS search for all of them).
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0)
     async def retrieve(self, requests: list[RetrieveRequest]) -> list[Retrieved]:
         self.reloader.start()
+        started = time.perf_counter()
         hidden = self.reloader.live.deleted if self.reloader.live is not None else ()
         resolved = [self.core.history_of(r.user_id, r.recent_items, r.history) for r in requests]
         cands = self.core.retrieve_batch(
             [h for h, _ in resolved], [u for _, u in resolved], max(r.n for r in requests), hidden
         )
+        self.m_latency.labels("retrieve_batch").observe(time.perf_counter() - started)
+        self.m_batch.labels("retrieve").observe(len(requests))
         return [Retrieved(history=h, candidates=c) for (h, _), c in zip(resolved, cands, strict=True)]
 
     async def reload_status(self) -> dict:
@@ -120,13 +126,17 @@ class Ranker:
         # ones never come back, the rules and filters see stock and price as the database has them
         # (the model's own item features stay the trained ones) (serve.reload).
         self.reloader = replica_reloader(cfg, self.core.catalog)
+        self.m_latency, _ = replica_metrics()
 
     # Not batched: ranking is per request (features, rules, evidence), so a batch saved no work
     # and its 2 ms wait was pure latency.
     async def rank(self, r: RankRequest) -> list[Scored]:
         self.reloader.start()
+        started = time.perf_counter()
         hidden = self.reloader.live.deleted if self.reloader.live is not None else ()
-        return self.core.rank(r.user_id, r.history, r.candidates, r.k, r.filters.model_dump(), hidden)
+        out = self.core.rank(r.user_id, r.history, r.candidates, r.k, r.filters.model_dump(), hidden)
+        self.m_latency.labels("rank").observe(time.perf_counter() - started)
+        return out
 
     async def reload_status(self) -> dict:
         self.reloader.start()
@@ -134,3 +144,19 @@ class Ranker:
 
     async def check_health(self) -> None:
         self.reloader.start()
+
+
+def replica_metrics(batch_sizes: bool = False):
+    """The time a retriever or ranker replica spends on a call (queueing and transport excluded, which
+    the ingress's `shopgraph_stage_latency_seconds` include), and its batch sizes; exported through
+    Ray's metrics (serve.metrics), so one scrape holds every replica."""
+    from serve.metrics import MetricSet
+
+    ms = MetricSet()
+    latency = ms.histogram("shopgraph_replica_latency_seconds", "Time inside a replica per stage", ["stage"])
+    batch = (
+        ms.histogram("shopgraph_batch_size", "Requests per batched call", ["stage"], buckets=(1, 2, 4, 8, 16, 32))
+        if batch_sizes
+        else None
+    )
+    return latency, batch

@@ -46,7 +46,8 @@ class VLLMEngine:
         # The same structured-output backend as evaluation and batch generation (xgrammar, no
         # free whitespace), so a served page is held to the JSON validity measured offline.
         self.engine = AsyncLLM.from_engine_args(
-            AsyncEngineArgs(**vllm_engine_kwargs(model_dir, engine_cfg), **STRUCTURED_ENGINE_KWARGS)
+            AsyncEngineArgs(**vllm_engine_kwargs(model_dir, engine_cfg), **STRUCTURED_ENGINE_KWARGS),
+            stat_loggers=engine_stat_loggers(),
         )
         self.model_version = model_version
         # Small models loop ("..., and the X, and the X"); a mild penalty stops it.
@@ -96,6 +97,20 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+
+def engine_stat_loggers() -> list | None:
+    """vLLM's own Ray stat logger inside a Ray actor (a Generator replica): the engine's tokens,
+    time to first token, queue (running / waiting requests) and KV-cache use go to Ray's metrics
+    endpoint as `ray_vllm_*`, tagged with the Serve replica. It replaces vLLM's process-local
+    Prometheus logger, whose registry no endpoint serves here. None elsewhere (vLLM's default)."""
+    from serve.metrics import in_ray_actor
+
+    if not in_ray_actor():
+        return None
+    from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
+
+    return [RayPrometheusStatLogger]
 
 
 class FakeEngine:

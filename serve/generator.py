@@ -15,6 +15,7 @@ is removed from the final page.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any, ClassVar
 
@@ -29,12 +30,40 @@ class GeneratorCore:
     and its output is held to the same standard it was measured by.
     """
 
-    def __init__(self, engine, generation_cfg, known_brands: list[str] | None = None):
+    def __init__(self, engine, generation_cfg, known_brands: list[str] | None = None, metrics=None):
+        from serve.metrics import MetricSet
+
         self.engine = engine
         self.cfg = generation_cfg
         self.known_brands = known_brands or []
         self.chunks = 0
         self.completions = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0}
+        # In a replica, also exported through Ray's metrics: every replica's outcomes in one scrape.
+        self.metrics = metrics if metrics is not None else MetricSet()
+        ms = self.metrics
+        self.m_completions = ms.counter(
+            "shopgraph_generator_completions_total",
+            "Engine completions by event (started, finished, cancelled, failed)",
+            ["event"],
+        )
+        self.m_outputs = ms.counter(
+            "shopgraph_generator_outputs_total",
+            "Generated outputs by kind (reason, page, stream_page, answer) and outcome: accepted, or the gate that "
+            "rejected it (reason: accept_reason's why; page: invalid_json, instruction_in_facts, ungrounded, degenerate)",
+            ["kind", "outcome"],
+        )
+        self.m_removed = ms.counter(
+            "shopgraph_generator_removed_claims_total",
+            "Highlights and descriptions of accepted pages, and sentences of answers, that lost unsupported claims to the grounding check",
+            ["kind"],
+        )
+        self.m_latency = ms.histogram("shopgraph_replica_latency_seconds", "Time inside a replica per stage", ["stage"])
+
+    def _outcome(self, kind: str, why: str | None, started: float, removed: int = 0) -> None:
+        self.m_outputs.labels(kind, why or "accepted").inc()
+        if removed:
+            self.m_removed.labels(kind).inc(removed)
+        self.m_latency.labels(f"generate_{kind}").observe(time.perf_counter() - started)
 
     @property
     def model_version(self) -> str:
@@ -45,6 +74,7 @@ class GeneratorCore:
 
         parts = []
         self.completions["started"] += 1
+        self.m_completions.labels("started").inc()
         try:
             # aclosing: a cancelled call (Serve's request cancellation raises CancelledError here)
             # closes the engine's stream at once, which aborts the engine request.
@@ -54,9 +84,12 @@ class GeneratorCore:
                     parts.append(delta)
                     self.chunks += 1
         except BaseException as e:
-            self.completions["cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"] += 1
+            event = "cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"
+            self.completions[event] += 1
+            self.m_completions.labels(event).inc()
             raise
         self.completions["finished"] += 1
+        self.m_completions.labels("finished").inc()
         return "".join(parts).strip()
 
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
@@ -71,6 +104,7 @@ class GeneratorCore:
         rest = await self._complete(reason_messages(profile, facts, prefix), self.cfg.reason_max_tokens)
         raw = join_continuation(prefix, rest)
         kept, why = accept_reason(raw, facts, profile, known_brands=self.known_brands)
+        self._outcome("reason", (why or "rejected") if kept is None else None, started)
         return {"text": kept, "why": why, "raw": raw, "ms": 1000 * (time.perf_counter() - started)}
 
     async def page(self, facts: dict, segment: dict | None = None) -> dict[str, Any]:
@@ -81,7 +115,14 @@ class GeneratorCore:
         started = time.perf_counter()
         raw = await self._complete(pdp_messages(facts, segment), self.cfg.page_max_tokens, json_schema=PDP_SCHEMA)
         cares = (segment or {}).get("cares_about")
-        return {**ground_page(raw, facts, self.known_brands, cares), "ms": 1000 * (time.perf_counter() - started)}
+        page = ground_page(raw, facts, self.known_brands, cares)
+        self._outcome(
+            "page",
+            (page.get("why") or "rejected") if page["sections"] is None else None,
+            started,
+            page.get("removed", 0),
+        )
+        return {**page, "ms": 1000 * (time.perf_counter() - started)}
 
     async def stream_page(self, facts: dict, segment: dict | None = None):
         """Yields {"section": {"field", "text"[, "index"]}} for grounded text only, as each
@@ -108,7 +149,145 @@ class GeneratorCore:
         for section in grounded.finish():
             yield {"section": section}
         page = ground_page("".join(parts), facts, self.known_brands, cares)
+        self._outcome(
+            "stream_page",
+            (page.get("why") or "rejected") if page["sections"] is None else None,
+            started,
+            page.get("removed", 0),
+        )
         yield {**page, "ms": 1000 * (time.perf_counter() - started)}
+
+    async def stream_answer(self, question: str, plan, max_tokens: int | None = None):
+        """Yields {"text": sentence} for each sentence of the answer that is grounded in the plan's
+        evidence (`ml.qa.Plan`: the facts and review summaries it cites), then {"done", "why",
+        "kept", "dropped", "raw"}; `why` is None when something was sent, else why nothing was;
+        `raw` is the whole generation (for evaluation; the ingress never shows it)."""
+        from ml.qa import answer_messages
+
+        grounded = GroundedAnswerStream(plan, self.known_brands)
+        tokens = max_tokens or self.cfg.reason_max_tokens
+        raw = []
+        started = time.perf_counter()
+        self.completions["started"] += 1
+        self.m_completions.labels("started").inc()
+        try:
+            async for delta in self.engine.stream(answer_messages(question, plan), max_tokens=tokens):
+                self.chunks += 1
+                raw.append(delta)
+                for sentence in grounded.feed(delta):
+                    yield {"text": sentence}
+        except BaseException as e:
+            event = "cancelled" if isinstance(e, asyncio.CancelledError | GeneratorExit) else "failed"
+            self.completions[event] += 1
+            self.m_completions.labels(event).inc()
+            raise
+        self.completions["finished"] += 1
+        self.m_completions.labels("finished").inc()
+        for sentence in grounded.finish():
+            yield {"text": sentence}
+        self._outcome("answer", grounded.why(), started, grounded.dropped)
+        yield {
+            "done": True,
+            "why": grounded.why(),
+            "kept": grounded.kept,
+            "dropped": grounded.dropped,
+            "raw": "".join(raw),
+        }
+
+
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+
+
+class GroundedAnswerStream:
+    """The grounded sentences of a generated answer while it streams: `feed(delta)` / `finish()`
+    return the sentences that may be shown. A sentence is checked once the text after it fixes
+    where it ends (`ml.grounding.sentences`, as the page stream), with the page's checker against
+    the plan's evidence; one with an unsupported claim, a review count that is not a cited
+    aspect's, a repeat, a question (the shopper's echoed), English for a Chinese question, the
+    prompt's own words or the
+    abstention (the question was answerable) is dropped. Kept sentences are held until one names
+    a value the question asked for (`ml.qa.mentions_value`), so an answer that never answers
+    the question shows nothing and the caller falls back to the template answer. An unfinished
+    last piece (cut by the token limit) is shown only if it names such a value."""
+
+    def __init__(self, plan, known_brands: list[str]):
+        from ml.reasons import instruction_in_facts
+
+        self.plan, self.known_brands = plan, list(known_brands)
+        self.blocked = instruction_in_facts(plan.evidence) is not None
+        self.pending, self.held, self.seen = "", [], set()
+        self.answered = False
+        self.kept = self.dropped = self.passed = 0
+
+    def _ok(self, text: str) -> bool:
+        from ml.grounding import check
+        from ml.qa import counts_agree, is_abstention
+        from ml.reasons import leaks_prompt
+
+        norm = " ".join(text.lower().split())
+        if self.blocked or not norm or norm in self.seen or norm.endswith(("?", "？")):
+            return False  # a question (a small model echoes the shopper's) is no answer
+        if self.plan.language == "zh" and not _CJK_CHAR.search(text):
+            return False  # a Chinese question is answered in Chinese
+        self.seen.add(norm)
+        return not (
+            check(text, self.plan.evidence, known_brands=self.known_brands).unsupported
+            or not counts_agree(text, self.plan)
+            or is_abstention(text)
+            or leaks_prompt(text)
+        )
+
+    def _take(self, pieces: list[str], final: bool = False) -> list[str]:
+        from ml.qa import mentions_value
+
+        out = []
+        for piece in pieces:
+            if not piece.strip():
+                continue
+            complete = piece.rstrip().endswith(_SENTENCE_END[:-1])
+            if final and not complete and not mentions_value(piece, self.plan.values):
+                self.dropped += 1
+                continue
+            if not self._ok(piece):
+                self.dropped += 1
+                continue
+            self.held.append(piece)
+            self.passed += 1
+            self.answered = self.answered or mentions_value(piece, self.plan.values)
+            if self.answered:
+                out += self.held
+                self.kept += len(self.held)
+                self.held = []
+        if out:
+            out[0] = out[0].lstrip() if self.kept == len(out) else out[0]
+        return out
+
+    def feed(self, delta: str) -> list[str]:
+        from ml.grounding import sentences
+
+        pieces = sentences(self.pending + delta)
+        if not pieces:
+            return []
+        self.pending = pieces[-1]  # the last piece may still grow ("$75." -> "$75.99")
+        return self._take(pieces[:-1])
+
+    def finish(self) -> list[str]:
+        from ml.grounding import sentences
+
+        pieces, self.pending = sentences(self.pending), ""
+        out = self._take(pieces, final=True)
+        self.dropped += len(self.held)
+        self.held = []
+        return out
+
+    def why(self) -> str | None:
+        if self.kept:
+            return None
+        if self.blocked:
+            return "instruction_in_facts"
+        if self.passed:
+            return "off_topic"  # grounded, but it never named what was asked
+        return "ungrounded" if self.dropped else "empty"
 
 
 def ground_page(raw: str, facts: dict, known_brands: list[str], cares: list[str] | None = None) -> dict[str, Any]:
@@ -372,6 +551,10 @@ class Generator:
 
     async def stream_page(self, facts: dict, segment: dict | None = None):
         async for event in self.core.stream_page(facts, segment):
+            yield event
+
+    async def stream_answer(self, question: str, plan, max_tokens: int | None = None):
+        async for event in self.core.stream_answer(question, plan, max_tokens):
             yield event
 
     async def stats(self) -> dict[str, Any]:

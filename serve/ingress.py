@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Annotated, Any, NamedTuple
@@ -37,6 +38,9 @@ from serve.http import ApiError, make_api, require_scope
 from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited
 from serve.schemas import (
     MAX_ID_CHARS,
+    QA_MODEL,
+    QA_TEMPLATE_MODEL,
+    ChatCompletionRequest,
     ErrorBody,
     ErrorDetail,
     EventsRequest,
@@ -50,6 +54,7 @@ from serve.schemas import (
     RecommendationRequest,
     RecommendationResponse,
     RecommendedItem,
+    ReviewSummary,
 )
 from serve.security import RateLimiter
 
@@ -189,6 +194,40 @@ def _self_scored(product_id: str, history: np.ndarray, catalog):
     return Scored(product_id, 0.0, evidence or [{"type": "popular", "category": product.category}])
 
 
+_PRODUCT_IN_SYSTEM = re.compile(r"product[ _-]?id\s*[:=：]\s*[\"']?([^\s\"',;，；]+)", re.IGNORECASE)
+
+
+def _qa_matcher(cfg):
+    """The question matcher of a replica: cue words, and the text encoder (loaded on the first
+    question without a cue word, off the event loop: `plan_answer` runs in a thread)."""
+    from ml.qa import QuestionMatcher
+
+    def load():
+        from ml.encoder import TextEncoder, resolve_encoder_dir
+
+        return TextEncoder(resolve_encoder_dir(cfg.models.dir, cfg.models.encoder))
+
+    return QuestionMatcher(loader=load)
+
+
+def _stop_at(emitted: str, piece: str, stops: list[str]) -> tuple[str, bool]:
+    """`piece` cut before the first stop string found in the answer so far (OpenAI's `stop`)."""
+    if not stops:
+        return piece, False
+    full = emitted + piece
+    start = max(0, len(emitted) - max(len(s) for s in stops))
+    found = [i for i in (full.find(s, start) for s in stops) if i >= 0]
+    if not found:
+        return piece, False
+    return full[len(emitted) : max(min(found), len(emitted))], True
+
+
+def _chunk(completion_id: str, created: int, model: str, delta: dict, finish: str | None = None, **extra) -> str:
+    body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}  # fmt: skip
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
 # The ingress class comes last: `serve.ingress` serializes it when the class is defined,
 # so every module-level helper it uses must already exist at that point.
 
@@ -236,6 +275,8 @@ class Ingress:
         from serve.content import load_review_summaries
 
         self.review_summaries = load_review_summaries(self.cfg)
+        self.qa_matcher = _qa_matcher(self.cfg)
+        self.generator_name = str(self.cfg.models.generator)
         if self.gen_cfg.precomputed_content:
             root = content_dir(self.cfg)
             loaded = manifest_stamp([root])  # before the load: a commit racing with it is reloaded
@@ -270,10 +311,11 @@ class Ingress:
         online database's rows when there is one (`live`, serve.live.LiveState), else nothing."""
         from collections import OrderedDict
 
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry
 
         from core.privacy import UserDataStore
         from serve.content import ContentCache, shared_cache
+        from serve.metrics import MetricSet
 
         self.pseudonymizer, self.tombstones, self.privacy = pseudonymizer, tombstones, privacy
         if user_store is None and live is not None:
@@ -311,75 +353,54 @@ class Ingress:
         self.segments = SegmentIndex(catalog.products.values(), serve_cfg.segments)
         self.precomputed = 0
         self.review_summaries: dict[str, dict] = {}  # product_id -> ml.aspects summary (train.sentiment)
+        from ml.qa import QuestionMatcher
+
+        self.qa_matcher = QuestionMatcher()  # cue words only; a real replica adds the encoder (__init__)
+        self.generator_name = "generator"
+        self.created = int(time.time())
         self.reloader = None  # serve.reload.Reloader of a real replica (__init__); None in unit tests
-        self.registry = CollectorRegistry()
-        self.m_latency = Histogram(
-            "shopgraph_stage_latency_seconds",
-            "Latency per stage",
-            ["stage"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-        )
-        self.m_content = Counter(
-            "shopgraph_content_total", "Content served by source", ["kind", "source"], registry=self.registry
-        )
-        self.m_fallback = Counter(
+        # Written to this replica's registry (/metrics) and, in a Ray actor, to Ray's metrics (serve.metrics).
+        self.metrics = MetricSet(CollectorRegistry())
+        self.registry = self.metrics.registry
+        ms = self.metrics
+        self._gauge_task: asyncio.Task | None = None
+        self.m_latency = ms.histogram("shopgraph_stage_latency_seconds", "Latency per stage", ["stage"])
+        self.m_content = ms.counter("shopgraph_content_total", "Content served by source", ["kind", "source"])
+        self.m_fallback = ms.counter(
             "shopgraph_fallbacks_total",
-            "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page) and cause",
+            "Fallbacks by stage (retriever, ranker, generator, generate_page, generate_reason, stream_page; language: a product in a language the generator does not write) and cause",
             ["stage", "why"],
-            registry=self.registry,
         )
         # Counted by serve.http's middleware for every response (route template, status), errors included.
-        self.m_requests = Counter(
-            "shopgraph_requests_total",
-            "Requests by endpoint (route template) and status",
-            ["endpoint", "status"],
-            registry=self.registry,
+        self.m_requests = ms.counter(
+            "shopgraph_requests_total", "Requests by endpoint (route template) and status", ["endpoint", "status"]
         )
         api.state.requests = self.m_requests
-        self.m_tokens = Counter(
-            "shopgraph_generated_chars_total", "Characters of generated text served", registry=self.registry
-        )
-        self.m_jobs = Counter(
+        self.m_tokens = ms.counter("shopgraph_generated_chars_total", "Characters of generated text served")
+        self.m_jobs = ms.counter(
             "shopgraph_generation_jobs_total",
             "Background generation jobs by event (submitted, deduplicated, shed, expired, refused, done, failed, timeout, cancelled)",
             ["event"],
-            registry=self.registry,
         )
-        self.m_queue = Gauge(
-            "shopgraph_generation_queue",
-            "Background generation jobs waiting / running",
-            ["what"],
-            registry=self.registry,
-        )
-        self.m_stage = Gauge(
-            "shopgraph_stage_up",
-            "Last health probe per stage: 1 ok, 0.5 busy, 0 down",
-            ["stage"],
-            registry=self.registry,
-        )
-        self.m_events = Counter(
+        self.m_queue = ms.gauge("shopgraph_generation_queue", "Background generation jobs waiting / running", ["what"])
+        self.m_stage = ms.gauge("shopgraph_stage_up", "Last health probe per stage: 1 ok, 0.5 busy, 0 down", ["stage"])
+        self.m_events = ms.counter(
             "shopgraph_events_total",
             "Events received through POST /v1/events by outcome (stored, duplicate, flagged)",
             ["outcome"],
-            registry=self.registry,
         )
-        self.m_served = Counter(
+        self.m_served = ms.counter(
             "shopgraph_served_log_rows_total",
             "Served items for online evaluation by outcome: written, dropped (queue full or closing), failed (the write failed); never the request",
             ["outcome"],
-            registry=self.registry,
         )
-        self.m_served_queue = Gauge(
-            "shopgraph_served_log_queue",
-            "Served items waiting to be written to the online database",
-            registry=self.registry,
+        self.m_served_queue = ms.gauge(
+            "shopgraph_served_log_queue", "Served items waiting to be written to the online database"
         )
-        self.m_cache = Gauge(
+        self.m_cache = ms.gauge(
             "shopgraph_content_cache",
             "Content cache of this replica: entries, hits, misses, shared_hits (found in Redis), shared_errors (Redis calls that failed and were skipped)",
             ["what"],
-            registry=self.registry,
         )
         self.served = self.online_gauges = None
         if live is not None and live.cfg.served_log.enabled:
@@ -425,6 +446,14 @@ class Ingress:
             self.served.start()
         if self.online_gauges is not None:
             self.online_gauges.start()
+        if self.metrics.ray and self._gauge_task is None:  # Ray's endpoint is scraped without asking us
+            self._gauge_task = asyncio.get_running_loop().create_task(self._export_gauges())
+
+    async def _export_gauges(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a metric is never worth a replica
+                self._refresh_gauges()
+            await asyncio.sleep(self.monitor.interval_s)
 
     def __del__(self) -> None:
         """Serve calls this at graceful shutdown: write the served items still waiting."""
@@ -465,6 +494,19 @@ class Ingress:
 
     def _generates(self) -> bool:
         return self.generator is not None and self.gen_cfg.enabled
+
+    def _writes(self, facts: dict) -> bool:
+        """Whether generated copy may serve this product: the generator writes its language
+        (serve.generation.languages). Otherwise template copy in the product's own language
+        (`serve.content.template_page`, `ml.reasons.template_reason`): no generation is queued,
+        and no cached or precomputed text is looked up (a batch job may have written some)."""
+        from core.facts import facts_language
+
+        lang = facts_language(facts)
+        if lang in self.gen_cfg.languages:
+            return True
+        self.m_fallback.labels("language", lang).inc()
+        return False
 
     def _remaining(self, deadline: float) -> float:
         return max(0.0, deadline - time.monotonic())
@@ -855,11 +897,13 @@ class Ingress:
             key = CacheKey(s.product_id, "reason", segment, self.model_version, fhash)
             if profile is not None:  # built from this user's history: purged when they are erased
                 self._remember(user, [key])
-            cached = self.cache.get(key)
+            writes = self._writes(facts)
+            cached = self.cache.get(key) if writes else None
             if cached:
                 results[i] = (cached, "cached")
             elif (
                 profile is not None
+                and writes
                 and self._generates()
                 and len(queued) < self.gen_cfg.max_reasons_per_request
                 and not lost
@@ -909,6 +953,8 @@ class Ingress:
         from serve.content import template_page
 
         facts, key = target.facts, target.key
+        if not self._writes(facts):
+            return template_page(facts, target.cares), "template", False, key.segment
         sections = self.cache.get(key)
         if sections is not None:
             return sections, "cached", False, key.segment
@@ -1156,8 +1202,11 @@ class Ingress:
         from serve.content import template_page
 
         facts, key, profile = target.facts, target.key, target.profile
-        sections, source, why = self.cache.get(key), "cached", None
-        if sections is None and self._generates() and not self._usable("generator"):
+        writes = self._writes(facts)
+        sections, source, why = self.cache.get(key) if writes else None, "cached", None if writes else "language"
+        if not writes:
+            pass  # template copy in the product's language, below
+        elif sections is None and self._generates() and not self._usable("generator"):
             why = "down"  # skipped at once, not after its budget
         elif sections is None and self._generates():
             stop_at = time.monotonic() + self.budgets.page_ms / 1000
@@ -1208,7 +1257,7 @@ class Ingress:
             if why:
                 self.m_fallback.labels("stream_page", why).inc()
         written_for = key.segment
-        if sections is None and (generic := self._generic(target)) is not None:
+        if sections is None and writes and (generic := self._generic(target)) is not None:
             sections, source, written_for = generic, "cached", ALL
         if sections is None:
             sections, source = template_page(facts, target.cares), "template"
@@ -1261,6 +1310,9 @@ class Ingress:
                         "segment": target.segment.id,
                     },
                 )
+                summary = self.review_summaries.get(product_id)
+                if summary is not None:  # precomputed (train sentiment): what reviewers say, at once
+                    yield _sse("reviews", {"reviews": ReviewSummary(**summary).model_dump()})
                 final: dict[str, Any] = {}
                 async with contextlib.aclosing(self._stream_sections(target, deadline, final)) as pieces:
                     async for piece in pieces:  # aclosing: a client that goes away stops the generation
@@ -1632,6 +1684,201 @@ class Ingress:
         live.apply(row, self.catalog, self._forget)
         return {"product_id": product_id, "deleted": True, "deleted_at": row["deleted_at"]}
 
+    # -- product Q&A, OpenAI-compatible (ml.qa decides what answers; the generator may word it)
+
+    def _chat_input(self, req: ChatCompletionRequest) -> tuple[str, Any]:
+        """(the question, the product) of a chat request; bad input is a 4xx naming the field."""
+        if req.model not in (QA_MODEL, QA_TEMPLATE_MODEL):
+            raise ApiError(404, f"the model {req.model[:64]!r} does not exist; use {QA_MODEL} or "
+                           f"{QA_TEMPLATE_MODEL} (GET /v1/models)", "not_found_error", "model")  # fmt: skip
+        last = req.messages[-1]
+        if last.role != "user":
+            raise ApiError(422, f"the last message is from {last.role!r}; end with the shopper's question "
+                           "(role 'user')", param=f"messages.{len(req.messages) - 1}.role")  # fmt: skip
+        question = last.text().strip()
+        if not question:
+            raise ApiError(
+                422, "the question (the last user message) is empty", param=f"messages.{len(req.messages) - 1}.content"
+            )
+        if len(question) > self.limits.max_text_chars:
+            raise ApiError(422, f"the question is {len(question)} characters long; the limit is "
+                           f"{self.limits.max_text_chars}", param=f"messages.{len(req.messages) - 1}.content")  # fmt: skip
+        product_id = (req.metadata or {}).get("product_id")
+        param = "metadata.product_id"
+        if product_id is None:
+            for m in req.messages:
+                found = _PRODUCT_IN_SYSTEM.search(m.text()) if m.role in ("system", "developer") else None
+                if found:
+                    product_id, param = found.group(1), "messages"
+        if not product_id or not product_id.strip():
+            raise ApiError(422, "which product? send metadata.product_id, or a system message "
+                           "'product_id: <id>'", param="metadata.product_id")  # fmt: skip
+        self._check_ids([product_id], param)
+        product = self.catalog.products.get(product_id)
+        if product is None:
+            raise ApiError(404, f"unknown product {product_id!r}", "not_found_error", param)
+        if self.live is not None and product_id in self.live.deleted:
+            raise ApiError(410, f"product {product_id!r} was deleted", "not_found_error", param)
+        return question, product
+
+    async def _answer_pieces(self, req: ChatCompletionRequest, question: str, plan, deadline: float, out: dict):
+        """The answer's text, piece by piece: generated sentences that passed grounding (within
+        min(serve.budgets.reasons_ms, the deadline)), else the template answer, else the
+        abstention. `out` gets the source (generated | template | abstain) and the fallback."""
+        source, why = "abstain", None
+        if plan.kind != "abstain":
+            source = "template"
+            if req.model == QA_TEMPLATE_MODEL:
+                why = "requested"
+            elif not self._generates():
+                why = "disabled"
+            elif not self._usable("generator"):
+                why = "down"
+            else:
+                sent = 0
+                stop_at = min(time.monotonic() + self.budgets.reasons_ms / 1000, deadline)
+                started = time.perf_counter()
+                stream = self.generator.options(stream=True).stream_answer.remote(question, plan, req.answer_tokens())
+                events, nxt, settled = stream.__aiter__(), None, False
+                try:
+                    while True:
+                        nxt = asyncio.ensure_future(events.__anext__())
+                        done, _ = await asyncio.wait([nxt], timeout=max(0.0, stop_at - time.monotonic()))
+                        if not done:
+                            why = "budget"
+                            break
+                        try:
+                            event = nxt.result()
+                        except StopAsyncIteration:
+                            settled = True
+                            break
+                        self.breakers["generator"].success()
+                        if "text" in event:
+                            sent += 1
+                            source = "generated"
+                            self.m_tokens.inc(len(event["text"]))
+                            yield event["text"]
+                        elif event.get("why"):
+                            why = event["why"]
+                except Exception as e:  # down or failed: the template answers
+                    why = type(e).__name__
+                    self.breakers["generator"].failure()
+                finally:
+                    if not settled:  # past the budget, failed, or the client went away: stop generating
+                        if nxt is not None and not nxt.done():
+                            nxt.cancel()
+                        with contextlib.suppress(Exception):
+                            stream.cancel()
+                    self.m_latency.labels("generate_answer").observe(time.perf_counter() - started)
+                if why:
+                    self.m_fallback.labels("generate_answer", why).inc()
+                if sent:
+                    out.update(source=source, fallback=why)
+                    return
+        out.update(source=source, fallback=why)
+        yield plan.text
+
+    def _qa_meta(self, product_id: str, plan, out: dict) -> dict:
+        return {"source": out["source"], "fallback": out["fallback"], "product_id": product_id,
+                "language": plan.language, "citations": plan.citations, "matched_by": plan.matched_by,
+                "model_version": self.model_version if out["source"] == "generated" else None}  # fmt: skip
+
+    @api.post(
+        "/v1/chat/completions",
+        responses={s: {"model": ErrorBody} for s in (400, 401, 404, 410, 413, 422)}
+        | {
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "A chat.completion, or chunks when stream is true.",
+            }
+        },
+    )
+    async def chat_completions(self, req: ChatCompletionRequest, authorization: AuthHeader = None):
+        """Answer a shopper's question about one product, OpenAI-style (the `openai` client works).
+
+        The product: `metadata.product_id`, or a system message naming it (`product_id: P1`).
+        The answer states only the product's facts and review summaries that the question asks
+        about, checked by the pages' grounding checker, and cites them (`shopgraph.citations`);
+        when neither answers it: "That information is not listed for this product." (Chinese
+        for a Chinese question). `shopgraph.source`: `generated` (the generator's grounded
+        sentences), `template` (the facts themselves: model shopgraph-qa-template, or the
+        generator slow, down, off or ungrounded, `fallback` says which) or `abstain`."""
+        from ml.qa import plan_answer
+
+        self._started()
+        await self._sync()
+        if self.live is not None and not self.live.cfg.public_reads:
+            self._authorize(authorization, None)
+        question, product = self._chat_input(req)
+        facts, _ = self._facts(product)
+        deadline = time.monotonic() + self.budgets.request_deadline_ms / 1000
+        summary = self.review_summaries.get(product.product_id)
+        plan = await asyncio.to_thread(plan_answer, question, facts, summary, self.qa_matcher)
+        completion_id, created, stops = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), req.stops()
+        out: dict[str, Any] = {}
+        if not req.stream:
+            text, stopped = "", False
+            async with contextlib.aclosing(self._answer_pieces(req, question, plan, deadline, out)) as pieces:
+                async for piece in pieces:
+                    piece, stopped = _stop_at(text, piece, stops)
+                    text += piece
+                    if stopped:
+                        break
+            out.setdefault("source", "template" if plan.kind != "abstain" else "abstain")
+            out.setdefault("fallback", None)
+            self.m_content.labels("answer", out["source"]).inc()
+            return {
+                "id": completion_id, "object": "chat.completion", "created": created, "model": req.model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text.strip()}, "finish_reason": "stop"}],
+                "shopgraph": self._qa_meta(product.product_id, plan, out),
+            }  # fmt: skip
+
+        async def chunks():
+            text = ""
+            try:
+                yield _chunk(completion_id, created, req.model, {"role": "assistant", "content": ""})
+                async with contextlib.aclosing(self._answer_pieces(req, question, plan, deadline, out)) as pieces:
+                    async for piece in pieces:  # aclosing: a client that goes away stops the generation
+                        piece, stopped = _stop_at(text, piece, stops)
+                        piece = piece if text else piece.lstrip()
+                        text += piece
+                        if piece:
+                            yield _chunk(completion_id, created, req.model, {"content": piece})
+                        if stopped:
+                            break
+                out.setdefault("source", "template" if plan.kind != "abstain" else "abstain")
+                out.setdefault("fallback", None)
+                self.m_content.labels("answer", out["source"]).inc()
+                meta = self._qa_meta(product.product_id, plan, out)
+                yield _chunk(completion_id, created, req.model, {}, "stop", shopgraph=meta)
+            except Exception as e:  # a bug (a slow or failed generator falls back above); the status was 200 already
+                log.exception("answer stream failed")
+                self.m_fallback.labels("answer_stream", type(e).__name__).inc()
+                detail = ErrorDetail(
+                    message=f"internal error ({type(e).__name__}); the stream stopped", type="server_error", code=500
+                )
+                yield f"data: {json.dumps(ErrorBody(error=detail).model_dump())}\n\n"
+            yield "data: [DONE]\n\n"
+
+        no_buffering = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(chunks(), media_type="text/event-stream", headers=no_buffering)
+
+    @api.get("/v1/models")
+    async def list_models(self) -> dict:
+        """What answers `POST /v1/chat/completions`, OpenAI-style: `shopgraph-qa` (the generator's
+        grounded answers where it serves, the template otherwise; `shopgraph.generator` names the
+        generator model and version) and `shopgraph-qa-template` (the facts-only answerer)."""
+        generator = {"model": self.generator_name, "version": self.model_version, "enabled": self._generates()}
+        return {
+            "object": "list",
+            "data": [
+                {"id": QA_MODEL, "object": "model", "created": self.created, "owned_by": "shopgraph",
+                 "shopgraph": {"answers": "generated, else template" if self._generates() else "template", "generator": generator}},
+                {"id": QA_TEMPLATE_MODEL, "object": "model", "created": self.created, "owned_by": "shopgraph",
+                 "shopgraph": {"answers": "template"}},
+            ],
+        }  # fmt: skip
+
     @api.get("/healthz")
     async def healthz(self) -> dict:
         """Liveness: the ingress replica answers."""
@@ -1672,6 +1919,12 @@ class Ingress:
         log, and the online evaluation gauges (shopgraph_online_*, recomputed in the background, not here)."""
         from prometheus_client import generate_latest
 
+        self._refresh_gauges()
+        return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")
+
+    def _refresh_gauges(self) -> None:
+        """The gauges read from state (queue, served log, cache, stage health): at each /metrics
+        scrape, and every probe interval for Ray's endpoint (`_export_gauges`)."""
         self.m_queue.labels("waiting").set(len(self.queue))
         self.m_queue.labels("running").set(self.queue.running)
         self.m_served_queue.set(len(self.served) if self.served is not None else 0)
@@ -1681,4 +1934,3 @@ class Ingress:
             self.m_cache.labels(what).set(value)
         for name, h in self.monitor.health.items():
             self.m_stage.labels(name).set({"ok": 1.0, "busy": 0.5}.get(h.state, 0.0))
-        return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")

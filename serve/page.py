@@ -48,14 +48,40 @@ def _source(source: str, debug: bool) -> str:
     return f'<span class="src">{escape(source)}</span>' if debug else ""
 
 
+# The page's own words, in the product's language (`core.facts.facts_language`); catalog and
+# generated text is shown as it is.
+LABELS = {
+    "en": {"shop": "shopgraph demo shop", "highlights": "Highlights", "reviews": "What reviewers say",
+           "also_like": "You may also like", "in_stock": "in stock", "out_of_stock": "out of stock"},
+    "zh": {"shop": "shopgraph 演示商店", "highlights": "商品亮点", "reviews": "买家评价",
+           "also_like": "猜你喜欢", "in_stock": "有货", "out_of_stock": "缺货"},
+}  # fmt: skip
+
+
+def page_language(product) -> str:
+    """ "zh" or "en": the product's language, from its title, category and attribute values."""
+    from core.facts import facts_language
+
+    attributes = getattr(product, "attributes", None)
+    return facts_language(
+        {
+            "title": product.title,
+            "category": product.category,
+            "attributes": attributes if isinstance(attributes, dict) else {},
+        }
+    )
+
+
 def render_page(page: ProductPage, product, currency: str, debug: bool = False) -> str:
     s = page.sections
+    lang = page_language(product)
+    words = LABELS[lang]
     q = "?debug=1" if debug else ""
     highlights = "".join(f"<li>{escape(h)}</li>" for h in s.highlights)
     stock = (
-        '<span class="stock">in stock</span>'
+        f'<span class="stock">{words["in_stock"]}</span>'
         if page.in_stock
-        else '<span class="stock">out of stock</span>'
+        else f'<span class="stock">{words["out_of_stock"]}</span>'
         if page.in_stock is False
         else ""
     )
@@ -77,9 +103,9 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
             f"<li>{escape(a.sentence)}" + (f" <q>{escape(a.quote)}</q>" if a.quote else "") + "</li>"
             for a in page.reviews.aspects
         )
-        reviews = f'<h3>What reviewers say</h3><ul class="hl" id="reviews">{said}</ul>'
+        reviews = f'<h3>{words["reviews"]}</h3><ul class="hl" id="reviews">{said}</ul>'
     elif page.reviews is not None and page.reviews.note:
-        reviews = f'<h3>What reviewers say</h3><p id="reviews">{escape(page.reviews.note)}</p>'
+        reviews = f'<h3>{words["reviews"]}</h3><p id="reviews">{escape(page.reviews.note)}</p>'
 
     footer = (
         f'<p class="src" id="debug">model {escape(page.model_version)} · facts {escape(page.facts_hash[:12])}'
@@ -90,18 +116,18 @@ def render_page(page: ProductPage, product, currency: str, debug: bool = False) 
         else ""
     )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{escape(s.title)} · shopgraph</title><style>{PAGE_CSS}</style></head>
-<body><header>shopgraph demo shop</header>
+<html lang="{lang}"><head><meta charset="utf-8"><title>{escape(s.title)} · shopgraph</title><style>{PAGE_CSS}</style></head>
+<body><header>{words["shop"]}</header>
 <main>
 <div class="meta">{crumbs}{(" · " + escape(product.brand)) if product.brand else ""}</div>
 <h1 id="title">{escape(s.title)}</h1>
 <div><span class="price">{_price(page.price, currency)}</span>{stock}</div>
 {note}
-<h3>Highlights{_source(page.sections_source, debug)}</h3>
+<h3>{words["highlights"]}{_source(page.sections_source, debug)}</h3>
 <ul class="hl" id="highlights">{highlights}</ul>
 <p id="description">{escape(s.description)}</p>
 {reviews}
-<h3>You may also like</h3>
+<h3>{words["also_like"]}</h3>
 <div class="strip" id="also-like">{cards}</div>
 {footer}
 </main></body></html>"""

@@ -158,7 +158,9 @@ class AspectSummary(BaseModel):
     aspect: str = Field(..., description="What the reviews talk about: battery, fit, size, material, delivery, ...")
     mentions: int = Field(..., description="Reviews that name the aspect.")
     positive: int = Field(..., description="Of those, the reviews whose clauses on it read positive.")
-    sentence: str = Field(..., description="'fit: 9 of 12 reviews positive': the counts, as a sentence.")
+    sentence: str = Field(
+        ..., description="'fit: 9 of 12 reviews positive' ('版型：12条评价中9条好评'): the counts, as a sentence."
+    )
     quote: str | None = Field(
         None, description="A clause copied verbatim from one of the reviews, on the majority's side."
     )
@@ -168,6 +170,7 @@ class ReviewSummary(BaseModel):
     reviews: int = Field(..., description="Reviews with text the summary was made from.")
     aspects: list[AspectSummary] = Field(default_factory=list, description="Most-named aspects first.")
     note: str | None = Field(None, description="Why there is no summary (too few reviews, no aspect named).")
+    language: str = Field("en", description="The summary's language, the reviews' (en, or zh for Chinese reviews).")
 
 
 class ProductPage(BaseModel):
@@ -333,3 +336,110 @@ class ProductOut(BaseModel):
     source: Literal["database", "catalog"] = Field(
         description="`database`: written through this API; `catalog`: as the last `data prepare` read it."
     )
+
+
+# ----------------------------------------------------------------------------- OpenAI-compatible Q&A
+
+MAX_ANSWER_TOKENS = 1024  # an answer is a sentence or two; a client asking more is told the limit
+MAX_MESSAGES = 64
+MAX_MESSAGE_CHARS = 8_000
+QA_MODEL = "shopgraph-qa"  # generated answers where the generator serves, template answers otherwise
+QA_TEMPLATE_MODEL = "shopgraph-qa-template"  # the facts-only answerer, never the generator
+QA_MODELS = (QA_MODEL, QA_TEMPLATE_MODEL)
+
+
+class TextPart(BaseModel):
+    """One part of a message's content array: only text parts (no images, audio or files)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"] = Field(..., description='Only "text" parts are read.')
+    text: str = Field(..., max_length=MAX_MESSAGE_CHARS, strict=True, description="The text.")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        ..., description="Who wrote it; the last message must be the shopper's (`user`) question."
+    )
+    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS, strict=True)] | list[TextPart] = Field(
+        ..., description="The text, or an array of text parts (OpenAI's content-part form)."
+    )
+    name: str | None = Field(None, max_length=64, strict=True, description="Ignored (OpenAI's participant name).")
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_shape(cls, v):
+        # one clear message instead of the union's two ("not a string; not a list")
+        if isinstance(v, str):
+            return v
+        if not isinstance(v, list):
+            raise ValueError(
+                f'must be a string or an array of text parts [{{"type": "text", "text": "..."}}], not {type(v).__name__}'
+            )
+        for i, part in enumerate(v):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"part {i} is {kind!r}; only text parts are read (no images, audio or files)")
+        return v
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat-completions request, with the parameters a product answer uses.
+
+    The product is `metadata.product_id`, or named in a system message (`product_id: <id>`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    body_hint: ClassVar[str] = (
+        'with "model" and "messages", e.g. {"model": "shopgraph-qa", "messages": [{"role": "user", '
+        '"content": "What colour is it?"}], "metadata": {"product_id": "P00001"}}'
+    )
+
+    model: str = Field(
+        ..., min_length=1, max_length=128, strict=True, description=f"One of {', '.join(QA_MODELS)} (GET /v1/models)."
+    )
+    messages: list[ChatMessage] = Field(
+        ..., min_length=1, max_length=MAX_MESSAGES, description="The conversation; the last is the question."
+    )
+    stream: bool = Field(
+        False, strict=True, description="Server-sent `chat.completion.chunk` events ending with `data: [DONE]`."
+    )
+    max_tokens: int | None = Field(
+        None, ge=1, le=MAX_ANSWER_TOKENS, strict=True, description="Most tokens the generator may write."
+    )
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=MAX_ANSWER_TOKENS, strict=True, description="Same as max_tokens (OpenAI's newer name)."
+    )
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Accepted; answers are decoded greedily (grounded answers are reproducible)."
+    )
+    top_p: float | None = Field(None, gt=0, le=1, description="Accepted; decoding is greedy.")
+    n: int | None = Field(None, ge=1, le=1, strict=True, description="One answer per request.")
+    stop: (
+        Annotated[str, Field(min_length=1, max_length=64)]
+        | list[Annotated[str, Field(min_length=1, max_length=64)]]
+        | None
+    ) = Field(None, description="Up to 4 strings; the answer ends before the first one it contains.")
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=MAX_ID_CHARS)]] | None = Field(
+        None, description="`product_id`: the product asked about."
+    )
+    user: str | None = Field(None, max_length=MAX_ID_CHARS, strict=True, description="Ignored (OpenAI's end-user id).")
+    stream_options: dict[str, bool] | None = Field(None, description="Accepted (`include_usage` is not reported).")
+    seed: int | None = Field(None, description="Accepted; decoding is greedy.")
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError(f"stop has {len(v)} strings; send at most 4")
+        return v
+
+    def answer_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

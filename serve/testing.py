@@ -48,8 +48,11 @@ def _profile(messages: list[dict[str, str]]) -> dict:
 
 
 def echo_facts(messages: list[dict[str, str]]) -> str:
-    """A well-behaved model: pages from the facts, reasons to "you" that name their evidence."""
+    """A well-behaved model: pages from the facts, reasons to "you" that name their evidence,
+    answers that state the facts (or review counts) they were given."""
     facts = _facts(messages)
+    if messages[0]["content"].startswith("You answer a shopper"):
+        return _answer(messages, facts)
     title = facts.get("title", "This product")
     if "PDP" in messages[0]["content"] or "highlights" in messages[-1]["content"].lower():
         highlights = [f"{k}: {v}" for k, v in (facts.get("attributes") or {}).items()][:3]
@@ -69,9 +72,19 @@ def echo_facts(messages: list[dict[str, str]]) -> str:
     return f"You may like the {title} too."
 
 
+def _answer(messages: list[dict[str, str]], facts: dict) -> str:
+    m = re.search(r"<reviews>\s*(\[.*?\])\s*</reviews>", messages[-1]["content"], re.S)
+    reviews = json.loads(m.group(1)) if m else []
+    said = [f"The {k} is {v}." for k, v in (facts.get("attributes") or {}).items()]
+    said += [f"{r['positive']} of {r['mentions']} reviews on {r['aspect']} are positive." for r in reviews]
+    return " ".join(said) or f"It is the {facts.get('title', 'product')}."
+
+
 def invent_claims(messages: list[dict[str, str]]) -> str:
     """A hallucinating model: every answer carries a claim the facts do not support."""
     facts = _facts(messages)
+    if messages[0]["content"].startswith("You answer a shopper"):
+        return "It is made of titanium and weighs 12 kg."
     title = facts.get("title", "This product")
     if "highlights" in messages[-1]["content"].lower():
         return json.dumps(
@@ -88,11 +101,21 @@ GROUNDED_SENTENCE = "It comes from {brand}, and you can have it."
 INVENTED_SENTENCE = "It is made of titanium and weighs 12 kg."
 
 
+def echo_question(messages: list[dict[str, str]]) -> str:
+    """A small model's habit: the shopper's question repeated (naming the product) before the answer."""
+    facts = _facts(messages)
+    return f"Is the {facts.get('title', 'product')} {(facts.get('attributes') or {}).get('color', 'it')}? " + _answer(
+        messages, facts
+    )
+
+
 def half_grounded(messages: list[dict[str, str]]) -> str:
     """A page whose description has one grounded and one invented sentence (and one highlight
     of each kind): what a stream must never show is `INVENTED_SENTENCE`."""
     facts = _facts(messages)
     title = facts.get("title", "This product")
+    if messages[0]["content"].startswith("You answer a shopper"):
+        return f"{_answer(messages, facts)} {INVENTED_SENTENCE}"
     if "highlights" in messages[-1]["content"].lower():
         first = next(iter((facts.get("attributes") or {}).items()), ("brand", facts.get("brand", "")))
         description = f"{GROUNDED_SENTENCE.format(brand=facts.get('brand', 'our shop'))} {INVENTED_SENTENCE}"
@@ -147,6 +170,14 @@ class LocalGenerator:
     def stream_page(self) -> _Call:
         def start(facts: dict[str, Any], segment: dict[str, Any] | None = None) -> _LocalStream:
             self.streams.append(_LocalStream(self.core.stream_page(facts, segment)))
+            return self.streams[-1]
+
+        return _Call(start)
+
+    @property
+    def stream_answer(self) -> _Call:
+        def start(question: str, plan, max_tokens: int | None = None) -> _LocalStream:
+            self.streams.append(_LocalStream(self.core.stream_answer(question, plan, max_tokens)))
             return self.streams[-1]
 
         return _Call(start)

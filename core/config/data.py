@@ -157,8 +157,11 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    currency: str = Field(
-        "USD", min_length=3, max_length=3, description="ISO 4217 code of every `price` in the products table."
+    currency: str | None = Field(
+        None,
+        min_length=3,
+        max_length=3,
+        description="ISO 4217 code of every `price` in the products table; null = the embedded sample's own (USD, or CNY for data.sample.language zh) when data.sources is empty, else USD.",
     )
     seed: int = Field(
         0, description="Seed for the embedded sample generator and every sampled split, so reruns are identical."
@@ -188,3 +191,9 @@ class DataConfig(BaseModel):
         default_factory=RefreshConfig,
         description="`shopgraph data refresh`: products changed in the online database -> embeddings, index, content.",
     )
+
+    @model_validator(mode="after")
+    def _resolve_currency(self) -> DataConfig:
+        if self.currency is None:  # resolved here, so every stage (and its fingerprint) sees one code
+            self.currency = "CNY" if not self.sources and self.sample.language == "zh" else "USD"
+        return self

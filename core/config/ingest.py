@@ -240,6 +240,10 @@ class SampleConfig(BaseModel):
     num_events: int = Field(
         100_000, ge=1, description="Events in total (views, carts, purchases, ratings); each user gets at least 3."
     )
+    language: Literal["en", "zh"] = Field(
+        "en",
+        description="Language of the generated shop: en (electronics to toys, USD) or zh (a Chinese apparel and gadgets shop: Chinese titles, 服饰 > 上衣 > T恤 categories, AdvertiseGen-style attributes 材质/版型/领型, Chinese reviews, CNY prices).",
+    )
 
     @model_validator(mode="after")
     def _enough_events(self) -> SampleConfig:

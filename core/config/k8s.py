@@ -164,6 +164,46 @@ class RefreshScheduleConfig(BaseModel):
     )
 
 
+# A Kubernetes label as key=value: an optional DNS prefix, a name, a value of at most 63 characters.
+LABEL_PAIR = (
+    r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?=([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$"
+)
+
+
+class MonitoringConfig(BaseModel):
+    """Prometheus and Grafana for the Ray pods (k8s/monitoring.yaml): a PodMonitor (Prometheus
+    Operator) that scrapes every node's Ray metrics agent, and the graph's dashboard as a ConfigMap
+    that Grafana's dashboard sidecar loads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Render k8s/monitoring.yaml (PodMonitor + Grafana dashboard ConfigMap).")
+    metrics_port: int = Field(
+        8080,
+        ge=1,
+        le=65535,
+        description="Port of Ray's metrics agent on every Ray pod (`metrics-export-port`; 8080 is Ray's default), a container port named `metrics`.",
+    )
+    scrape_interval: str = Field(
+        "15s", pattern=r"^[0-9]+(ms|s|m)$", description="How often Prometheus scrapes each pod (PodMonitor interval)."
+    )
+    prometheus_label: str = Field(
+        "release=prometheus",
+        pattern=LABEL_PAIR,
+        description="`key=value` label on the PodMonitor that the Prometheus resource's podMonitorSelector matches (kube-prometheus-stack: release=<its release name>).",
+    )
+    grafana_label: str = Field(
+        "grafana_dashboard=1",
+        pattern=LABEL_PAIR,
+        description="`key=value` label on the dashboard ConfigMap that Grafana's dashboard sidecar looks for.",
+    )
+
+    @staticmethod
+    def label(pair: str) -> dict[str, str]:
+        key, _, value = pair.partition("=")
+        return {key: value}
+
+
 class K8sConfig(BaseModel):
     """What `shopgraph cluster render` writes into k8s/ and `shopgraph cluster deploy` applies."""
 
@@ -206,6 +246,10 @@ class K8sConfig(BaseModel):
     refresh: RefreshScheduleConfig = Field(
         default_factory=RefreshScheduleConfig,
         description="Scheduled incremental refresh: a CronJob that creates the refresh RayJob (k8s/cronjob-refresh.yaml).",
+    )
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig,
+        description="Prometheus PodMonitor for the Ray metrics port and the Grafana dashboard (k8s/monitoring.yaml).",
     )
     kubernetes_version: str = Field(
         "1.33", pattern=r"^\d+\.\d+$", description="Kubernetes minor version the core objects are validated against."

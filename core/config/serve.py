@@ -286,6 +286,10 @@ class GenerationConfig(BaseModel):
         True,
         description="Load the batch job's precomputed content (product pages, reasons) into the cache at start-up.",
     )
+    languages: list[Literal["en", "zh"]] = Field(
+        default_factory=lambda: ["en"],
+        description="Languages the configured generator writes usable copy in; a product in another language (core.facts.facts_language: its text's share of Chinese) is never sent to it and gets template copy in its own language, labelled template. The embedded SmolLM2-135M writes no usable Chinese (bench/advertisegen.py): en only; add zh for a generator that does.",
+    )
     cache_entries: int = Field(50_000, ge=0, description="Content cache size (LRU).")
     queue: QueueConfig = Field(
         default_factory=QueueConfig, description="The background queue generation for cache misses runs through."

@@ -100,3 +100,47 @@ def test_sample_files_read_back(tmp_path):
 def test_sample_size_is_validated():
     with pytest.raises(ConfigError, match="num_events"):
         load_config(overrides=["data.sample.num_users=100", "data.sample.num_events=10"])
+
+
+def _digest(table: pa.Table) -> str:
+    import hashlib
+
+    return hashlib.sha256(str(table.to_pylist()).encode()).hexdigest()[:16]
+
+
+def test_english_sample_is_unchanged_by_the_chinese_shop():
+    """Pinned before the Chinese shop existed: the en tables are byte-for-byte what they were."""
+    _generate.cache_clear()
+    products, events = generate(TINY, seed=3)
+    assert (_digest(products), _digest(events)) == ("96acc951552d9262", "1982e791d8078066")
+    assert generate(SampleConfig(num_products=60, num_users=20, num_events=400, language="en"), seed=3)[0] == products
+
+
+ADVERTISEGEN_KEYS = {"类型", "材质", "颜色", "风格", "图案", "版型", "领型", "袖长", "裙长", "裤长", "裤型", "裙型"}
+
+
+def test_chinese_shop_is_chinese_and_keeps_the_planted_structure():
+    from core.facts import language_of
+    from ml.aspects import aspects_of
+
+    cfg = SampleConfig(num_products=1500, num_users=300, num_events=9000, language="zh")
+    products, events = generate(cfg, seed=1)
+    assert products.schema == PRODUCTS and events.schema == EVENTS
+    assert generate(cfg, seed=1)[0].equals(products)
+    rows = products.to_pylist()
+    assert all(language_of(r["title"]) == "zh" for r in rows)
+    assert all(len(r["category"].split(" > ")) == 3 for r in rows) and "服饰 > 上衣 > T恤" in {
+        r["category"] for r in rows
+    }
+    keys = {k for r in rows for k, _ in r["attributes"]}
+    assert len(keys & ADVERTISEGEN_KEYS) >= 10 and all(language_of(k) == "zh" for k in keys)
+    assert all(r["price"] > 0 and r["price"] % 10 == 9 for r in rows)  # whole yuan: 39, 129, 1299
+    assert load_config(overrides=["data.sample.language=zh"]).data.currency == "CNY"
+    for r in [r for r in rows if r["description"]][:300]:
+        assert r["brand"] in r["description"] and r["description"].count("。") >= 2
+        assert all(value in r["description"] for key, value in r["attributes"] if key != "颜色")
+    reviews = [t for t in events["text"].to_pylist() if t]
+    assert reviews and all(language_of(t) == "zh" and t.endswith("。") for t in reviews)
+    named = collections.Counter(a for t in reviews for a in aspects_of(t))
+    assert {"size", "material", "quality", "delivery", "fit"} <= set(named)  # 尺码, 面料, 做工, 物流, 版型
+    assert 0.5 < transition_share(products, events) < 0.8

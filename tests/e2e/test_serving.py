@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 PORT = 8124
 BASE = f"http://127.0.0.1:{PORT}"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ENGINE: dict[str, str] = {}  # the fixture's Ray metrics URL
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,14 @@ def live(serving_artifacts):
         "serve.budgets.max_wait_ms=60000",  # these tests wait for generation (`wait_ms`); the shop never does
         "serve.generation.max_reasons_per_request=2",
     ]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
+    from tests.serve.test_ray_metrics import init_ray_exporting_metrics
+
+    metrics_url = init_ray_exporting_metrics()  # Ray's endpoint: the engine's metrics (ray_vllm_*)
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(build_app({"overrides": overrides, "engine": "vllm"}), name="shopgraph", route_prefix="/")
     catalog = load_catalog(load_config(overrides=overrides))
     user = sorted(catalog.user_history, key=lambda u: (-len(catalog.user_history[u]), u))[0]
+    ENGINE["metrics_url"] = metrics_url
     yield catalog, user
     serve.shutdown()
     ray.shutdown()
@@ -126,6 +130,40 @@ def test_page_stream_through_vllm_shows_only_grounded_text(live):
         f"\nstream: {len(streamed)} grounded pieces, first generated piece at {first_section} s, {total:.1f} s in all, "
         f"sections {final['sections_source']} ({final['fallback']})"
     )
+
+
+def test_product_questions_through_vllm_answer_grounded_or_fall_back_labelled(live):
+    """The openai client against the real engine: an answer is the generator's grounded sentences
+    or, labelled, the template; streamed or not, nothing it shows has an unsupported claim."""
+    import openai
+
+    from ml.grounding import check
+    from serve.catalog import facts_of
+
+    catalog, _ = live
+    pid = next(p for p in catalog.popular[3:] if catalog.products[p].attributes)
+    key, value = next(iter(catalog.products[pid].attributes.items()))
+    facts = facts_of(catalog.products[pid], catalog.currency)
+    brands = sorted({p.brand for p in catalog.products.values() if p.brand})
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="unused", max_retries=0, timeout=300)
+    question = [{"role": "user", "content": f"What is the {key.replace('_', ' ')} of this product?"}]
+    got = client.chat.completions.create(model="shopgraph-qa", messages=question, metadata={"product_id": pid})
+    meta, text = got.model_extra["shopgraph"], got.choices[0].message.content
+    assert meta["source"] in ("generated", "template") and meta["citations"][0]["key"] == key, meta
+    if meta["source"] == "template":  # vLLM answered, and grounding or relevance said why not
+        assert meta["fallback"] in ("ungrounded", "off_topic", "empty"), meta
+    assert str(value).split(",")[0].lower() in text.lower() and not check(text, facts, known_brands=brands).unsupported
+    chunks = list(client.chat.completions.create(model="shopgraph-qa", messages=question, stream=True,
+                                                 metadata={"product_id": pid}))  # fmt: skip
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop" and not check(streamed, facts, known_brands=brands).unsupported
+    none = client.chat.completions.create(
+        model="shopgraph-qa",
+        messages=[{"role": "user", "content": "Does it have a warranty?"}],
+        metadata={"product_id": pid},
+    )
+    assert none.choices[0].message.content == "That information is not listed for this product."
+    print(f"\nanswer ({meta['source']}, {meta['fallback']}): {text!r}; streamed: {streamed!r}")
 
 
 def _segment_pair(catalog, overrides):
@@ -217,3 +255,30 @@ def test_demo_page_in_headless_chromium(live):
         browser.close()
     assert shot.stat().st_size > 10_000
     print(f"\nscreenshot: {shot}")
+
+
+def test_the_engines_metrics_reach_rays_endpoint(live):
+    """vLLM's Ray stat logger (serve.engine.engine_stat_loggers) in the Generator replica: tokens,
+    time to first token, queue and KV-cache use in one scrape of Ray's metrics endpoint."""
+    from serve.metrics import ENGINE_METRICS, ray_name
+    from tests.serve.test_ray_metrics import poll, total
+
+    catalog, user = live
+    r = httpx.get(f"{BASE}/v1/products/{catalog.popular[1]}/page", params={"wait_ms": 60000}, timeout=300)
+    assert r.status_code == 200, r.text
+
+    def seen(got):
+        return (
+            total(got.get(ray_name("vllm_generation_tokens_total"), [])) > 0
+            and ray_name("vllm_time_to_first_token_seconds_count") in got
+        )
+
+    got = poll(ENGINE["metrics_url"], seen)
+    assert total(got[ray_name("vllm_prompt_tokens_total")]) > 0
+    assert total(got[ray_name("vllm_generation_tokens_total")]) > 0
+    assert total(got[ray_name("vllm_time_to_first_token_seconds_count")]) >= 1
+    for name, kind in ENGINE_METRICS.items():
+        series = ray_name(f"{name}_count" if kind == "histogram" else name)
+        assert series in got, f"{series} not exported"
+    replicas = {labels.get("ReplicaId") for labels, _ in got[ray_name("vllm_generation_tokens_total")]}
+    assert replicas and "" not in replicas  # tagged with the Generator replica

@@ -61,3 +61,19 @@ def test_the_check_catches_what_the_reviews_do_not_back():
     assert any("is in no review" in p for p in problems) and any(
         "reviews name it" in p or "impossible" in p for p in problems
     )
+
+
+ZH_REVIEWS = ["尺码很好，物流太慢了。", "尺码偏小，面料好。", "面料好，物流好。", "做工好。", "尺码好，发货慢。"]
+
+
+def test_chinese_reviews_are_summarized_in_chinese():
+    summary = summarize(ZH_REVIEWS, KeywordReader(), min_reviews=5)
+    by = {a["aspect"]: a for a in summary["aspects"]}
+    assert summary["language"] == "zh"
+    assert by["size"]["sentence"] == f"尺码：{by['size']['mentions']}条评价中{by['size']['positive']}条好评"
+    assert by["delivery"]["sentence"].startswith("物流：")
+    assert check_summary(summary, ZH_REVIEWS) == []
+    few = summarize(ZH_REVIEWS[:2], KeywordReader(), min_reviews=5)
+    assert few["note"] == "共2条评价，至少5条才作总结" and few["language"] == "zh"
+    mixed = summarize(REVIEWS, KeywordReader(), min_reviews=5)  # one Chinese review of five: English
+    assert mixed["language"] == "en"

@@ -186,6 +186,34 @@ def test_dead_generator_degrades_to_template_copy_and_says_so(client, app):
     assert r.json()["degraded"] == ["generator"] and not r.json()["cold_start"]
 
 
+def test_the_openai_client_asks_about_a_product_streaming_and_not(app):
+    import openai
+
+    pid = next(p for p in app.popular if app.products[p].attributes)
+    key, value = next(iter(app.products[pid].attributes.items()))
+    client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="unused", max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list()] == ["shopgraph-qa", "shopgraph-qa-template"]
+    question = [{"role": "user", "content": f"What is the {key.replace('_', ' ')}?"}]
+    got = client.chat.completions.create(model="shopgraph-qa", messages=question, metadata={"product_id": pid})
+    meta = got.model_extra["shopgraph"]
+    assert meta["source"] in ("generated", "template") and meta["citations"][0]["key"] == key, meta
+    assert str(value).lower() in got.choices[0].message.content.lower()
+    chunks = list(client.chat.completions.create(model="shopgraph-qa", messages=question, stream=True,
+                                                 metadata={"product_id": pid}))  # fmt: skip
+    assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].model_extra["shopgraph"]["citations"]
+    assert str(value).lower() in "".join(c.choices[0].delta.content or "" for c in chunks).lower()
+    unknown = [{"role": "user", "content": "Does it come with a warranty?"}]
+    none = client.chat.completions.create(model="shopgraph-qa", messages=unknown, metadata={"product_id": pid})
+    assert none.choices[0].message.content == "That information is not listed for this product."
+    down = openai.OpenAI(base_url=f"{BASE}/down/v1", api_key="unused", max_retries=0, timeout=60)
+    templated = down.chat.completions.create(model="shopgraph-qa", messages=question, metadata={"product_id": pid})
+    assert templated.model_extra["shopgraph"]["source"] == "template"  # the dead generator: labelled, never a 5xx
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="shopgraph-qa", messages=question, metadata={"product_id": "no-such"})
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="shopgraph-qa", messages=[])
+
+
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status"),
     [

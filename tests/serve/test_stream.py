@@ -347,3 +347,26 @@ def test_highlights_without_a_value_or_repeated_are_never_streamed():
     page = ground_page(raw, FACTS, BRANDS)["sections"]
     assert [p["text"] for p in pieces if p["field"] == "highlights"] == page["highlights"]
     assert page["highlights"] == ["Color: green", "Capacity: 350 ml"]
+
+
+def test_the_stream_says_what_reviewers_say_at_once():
+    summary = {
+        "reviews": 6,
+        "aspects": [
+            {
+                "aspect": "size",
+                "mentions": 5,
+                "positive": 4,
+                "sentence": "size: 4 of 5 reviews positive",
+                "quote": "true to size",
+            }
+        ],  # fmt: skip
+        "note": None,
+        "language": "en",
+    }
+    ingress = _ingress()
+    ingress.review_summaries = {"p1": summary}
+    events = _stream(ingress)
+    assert [e for e, _ in events][:2] == ["start", "reviews"]  # before any section: it is precomputed
+    assert dict(events)["reviews"]["reviews"] == summary
+    assert "reviews" not in [e for e, _ in _stream(ingress, "p2")]  # no summary built for p2: no event

@@ -189,3 +189,17 @@ def test_a_killed_worker_node_costs_under_one_percent_and_its_replicas_come_back
                 break
         time.sleep(1)
     assert placed and all(dict(nodes) == {"shopgraph-cpu-1": REPLICAS} for nodes in placed.values()), placed
+
+
+def test_gcs_ft_env_puts_redis_on_the_head_only():
+    head, every = gcs_ft_env("127.0.0.1:6379", "ns")
+    assert head == {"RAY_REDIS_ADDRESS": "127.0.0.1:6379", "RAY_external_storage_namespace": "ns"}
+    assert "RAY_REDIS_ADDRESS" not in every and int(every["RAY_gcs_rpc_server_reconnect_timeout_s"]) >= 60
+
+
+def test_killing_a_node_of_no_cluster_says_so():
+    from cluster.local import LocalClusterError
+
+    ray_cfg = load_config(overrides=head_overrides()).cluster.ray
+    with pytest.raises(LocalClusterError, match="no cluster started by `shopgraph cluster up`"):
+        kill_worker_node(ray_cfg, VICTIM)

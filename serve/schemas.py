@@ -357,15 +357,19 @@ class TextPart(BaseModel):
     text: str = Field(..., max_length=MAX_MESSAGE_CHARS, strict=True, description="The text.")
 
 
+MAX_TEXT_PARTS = 16  # text parts in one message (OpenAI's content-part form)
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"] = Field(
         ..., description="Who wrote it; the last message must be the shopper's (`user`) question."
     )
-    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS, strict=True)] | list[TextPart] = Field(
-        ..., description="The text, or an array of text parts (OpenAI's content-part form)."
-    )
+    content: (
+        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS, strict=True)]
+        | Annotated[list[TextPart], Field(min_length=1, max_length=MAX_TEXT_PARTS)]
+    ) = Field(..., description="The text, or an array of text parts (OpenAI's content-part form).")
     name: str | None = Field(None, max_length=64, strict=True, description="Ignored (OpenAI's participant name).")
 
     @field_validator("content", mode="before")
@@ -421,7 +425,7 @@ class ChatCompletionRequest(BaseModel):
     n: int | None = Field(None, ge=1, le=1, strict=True, description="One answer per request.")
     stop: (
         Annotated[str, Field(min_length=1, max_length=64)]
-        | list[Annotated[str, Field(min_length=1, max_length=64)]]
+        | Annotated[list[Annotated[str, Field(min_length=1, max_length=64)]], Field(max_length=4)]
         | None
     ) = Field(None, description="Up to 4 strings; the answer ends before the first one it contains.")
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=MAX_ID_CHARS)]] | None = Field(
@@ -431,9 +435,9 @@ class ChatCompletionRequest(BaseModel):
     stream_options: dict[str, bool] | None = Field(None, description="Accepted (`include_usage` is not reported).")
     seed: int | None = Field(None, description="Accepted; decoding is greedy.")
 
-    @field_validator("stop")
+    @field_validator("stop", mode="before")
     @classmethod
-    def _stops(cls, v):
+    def _stops(cls, v):  # before the schema's bound (maxItems 4), for the clearer message
         if isinstance(v, list) and len(v) > 4:
             raise ValueError(f"stop has {len(v)} strings; send at most 4")
         return v

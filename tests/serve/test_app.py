@@ -136,10 +136,15 @@ def test_streaming_page_sends_grounded_sections_then_the_page_then_done(client, 
     described = "".join(d["text"] for e, d in events if e == "section" and d["field"] == "description")
     assert described == final["sections"]["description"]
     assert dict(events)["note"]["personalized_note"]
-    # The page endpoint serves what the stream generated; an empty user_id is anonymous on both.
-    page = client.get(f"/v1/products/{pid}/page", params={"user_id": ""})
+    # The page endpoint serves what the stream generated, to the same shopper's segment; an empty
+    # user_id is anonymous (segment "all", no note).
+    segment = dict(events)["start"]["segment"]
+    page = client.get(f"/v1/products/{pid}/page", params={"user_id": _heavy_user(app)})
     assert page.status_code == 200, page.text
-    assert page.json()["sections_source"] == "cached" and page.json()["personalized_note"] is None
+    assert page.json()["sections_source"] == "cached" and page.json()["segment"] == segment
+    anonymous = client.get(f"/v1/products/{pid}/page", params={"user_id": ""})
+    assert anonymous.status_code == 200, anonymous.text
+    assert anonymous.json()["segment"] == "all" and anonymous.json()["personalized_note"] is None
 
 
 def test_streaming_page_of_a_dead_generator_is_template_copy_then_done(client, app):

@@ -19,17 +19,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.store.pgserver import _free_port
+
 
 def missing_reason() -> str | None:
     if shutil.which("redis-server") is None:
         return "redis-server not found; install Debian's `redis-server` (scripts/setup.sh)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:

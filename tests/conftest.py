@@ -11,25 +11,18 @@ from pathlib import Path
 import pytest
 
 from core.config.serve import HttpConfig
+from tests.cluster.ray_ports import free_ports
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # Serve's HAProxy binds its stats and metrics ports (8404, 9101 by default) on every start: a second
 # Serve on the machine (another checkout's tests, a leftover proxy) would crash every app test. Free
 # ports for this session, inherited by the Ray processes the tests start; a test may set its own.
-for _var in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
-    os.environ.setdefault(_var, str(_free_port()))
+for _var, _port in zip(("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"), free_ports(2)):
+    os.environ.setdefault(_var, str(_port))
 # Every Ray instance a test starts serves the way the product does (serve.http.proxy's default).
 for _key, _value in HttpConfig().ray_env().items():
     os.environ.setdefault(_key, _value)

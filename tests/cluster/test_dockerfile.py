@@ -15,6 +15,7 @@ import pytest
 
 from cluster.manifests import render
 from core.config import load_config, profile_path
+from tests.cluster.test_manifests import _containers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,18 +47,6 @@ def cfg():
 @pytest.fixture(scope="module")
 def manifests(cfg):
     return [o for objs in render(cfg).values() for o in objs]
-
-
-def _containers(obj):
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if key == "containers":
-                yield from value
-            else:
-                yield from _containers(value)
-    elif isinstance(obj, list):
-        for item in obj:
-            yield from _containers(item)
 
 
 def _ray_containers(manifests):

@@ -22,6 +22,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -284,6 +285,19 @@ def _endpoint(scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
+class ReplicaState(State):
+    """`app.state` for settings a replica puts there at start-up (limits, its key check, its counters).
+
+    They belong to the process that set them: a copy of the app (`serve.ingress` freezes one with the
+    class, and deploying pickles the class again) starts with an empty state. Otherwise a replica
+    built in this process, as unit tests and tools do, would ship its live objects inside every later
+    deployment of the class, and one that cannot be pickled (a lock, a weak reference, a bound
+    metric) makes `serve.run` fail."""
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
 def make_api() -> FastAPI:
     """The ingress's FastAPI app with shopgraph's error handlers, body checks and request counter.
     Also puts `core.pii`'s scrubbing filter on the shopgraph loggers of this process."""
@@ -295,6 +309,7 @@ def make_api() -> FastAPI:
         # every route may answer 429 when serve.security.rate_limit is on
         responses={429: {"model": ErrorBody, "description": "Rate limit exceeded; see the Retry-After header."}},
     )
+    api.state = ReplicaState()
     api.add_exception_handler(ApiError, _api_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)

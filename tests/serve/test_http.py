@@ -246,3 +246,24 @@ def test_pages_carry_the_review_summary_and_the_demo_page_shows_it_as_text(clien
     assert "What reviewers say" in html and "size: 4 of 5 reviews positive" in html
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html  # review text is shown as text
     assert "2 reviews; a summary needs 5" in client.get("/shop/products/p2").text
+
+
+def test_a_replica_built_in_this_process_does_not_travel_with_the_deployed_class(ingress):
+    """Deploying pickles the Ingress class with its app; what a replica set on `app.state` stays here.
+    Before, an in-process replica's objects rode along and a weak reference among them failed `serve.run`."""
+    import threading
+    import weakref
+
+    import ray.cloudpickle as cloudpickle
+
+    from serve.ingress import Ingress
+
+    ingress.http_app.state.lock = threading.Lock()  # neither of these two can be pickled
+    ingress.http_app.state.ref = weakref.ref(ingress)
+    assert ingress.http_app.state.requests is not None
+
+    copy = cloudpickle.loads(cloudpickle.dumps(Ingress.func_or_class))
+    frozen = next(c for c in copy.__mro__[1:] if c.__name__ == "Ingress")._setup.__globals__["api"]
+    assert frozen is not ingress.http_app
+    assert vars(frozen.state) == {"_state": {}}
+    assert ingress.http_app.state.requests is not None  # this process's replica keeps its own

@@ -82,9 +82,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.999, help="success rate a scenario must reach")
     p.add_argument(
         "--haproxy-retry-on",
-        default="conn-failure empty-response",
-        help="HAProxy's retry-on (RAY_SERVE_HAPROXY_RETRY_ON): replay a request whose ingress replica died "
-        "before answering; '' for Serve's default (conn-failure)",
+        default=None,
+        help="HAProxy's retry-on (serve.http.retry_on; default from the config: replay a request whose ingress "
+        "replica died before answering); 'conn-failure' for Serve's default",
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -450,15 +450,13 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
             # gcs-kill: a proxy on every node, all on one port of this host: Serve's Python proxies share it
             # (SO_REUSEPORT); HAProxy's per-node admin socket and stats port would collide.
             *(["serve.http.proxy=ray"] if name == "gcs-kill" else []),
+            *([f"serve.http.retry_on={args.haproxy_retry_on}"] if args.haproxy_retry_on else []),
         ],
     )
     ray_cfg = cfg.cluster.ray
     # Serve's HAProxy binds fixed stats and metrics ports (8404, 9101) unless told: free ones, so another
     # Serve on this machine does not make it crash.
-    # `--haproxy-retry-on`: what HAProxy replays on another ingress replica (Serve's default: conn-failure).
     haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
-    if args.haproxy_retry_on:
-        haproxy["RAY_SERVE_HAPROXY_RETRY_ON"] = args.haproxy_retry_on
     proxy = "HeadOnly" if name == "worker-kill" else "EveryNode"
     out: dict = {
         "scenario": name,

@@ -65,9 +65,6 @@ def served(serving_artifacts):
         haproxy = {
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port),
             "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
-            # A request whose ingress replica died before answering is replayed on the other one, as a load
-            # balancer does (Serve's default replays connection failures only).
-            "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
         }
         try:
             info, _ = start_cluster(

@@ -42,4 +42,19 @@ def test_rendered_pods_carry_the_env():
 
     spec = ray_service(load_config("configs/gpu-cluster.yaml", []))["spec"]["rayClusterConfig"]
     for template in [spec["headGroupSpec"]["template"], *(g["template"] for g in spec["workerGroupSpecs"])]:
-        assert {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"} in template["spec"]["containers"][0]["env"]
+        env = template["spec"]["containers"][0]["env"]
+        assert {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"} in env
+        assert {"name": "RAY_SERVE_HAPROXY_RETRY_ON", "value": "conn-failure empty-response"} in env
+
+
+def test_haproxy_replays_requests_whose_replica_died_unless_told_otherwise():
+    assert load_config(overrides=[]).serve.http.ray_env()["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure empty-response"
+    env = load_config(overrides=["serve.http.retry_on=conn-failure  503"]).serve.http.ray_env()
+    assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == "conn-failure 503"
+    assert "RAY_SERVE_HAPROXY_RETRY_ON" not in load_config(overrides=["serve.http.proxy=ray"]).serve.http.ray_env()
+
+
+@pytest.mark.parametrize("value", ["", "conn-failure bogus", "none conn-failure", "418"])
+def test_a_retry_on_haproxy_would_reject_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="serve.http.retry_on"):
+        load_config(overrides=[f"serve.http.retry_on={value}"])

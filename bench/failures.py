@@ -134,8 +134,16 @@ def app_overrides(replicas: int) -> list[str]:
 def _in_child(fn, *args, timeout: float = 600.0):
     """Run `fn(*args)` in a fresh (spawned) Python process and return its result."""
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx)
+    try:
         return pool.submit(_call, fn, *args).result(timeout=timeout)
+    finally:
+        # A child stuck on a cluster that is gone (ray.init retries for minutes) must not hold the bench:
+        # kill it instead of waiting for it.
+        for proc in list((pool._processes or {}).values()):
+            if proc.is_alive():
+                proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _call(fn, *args):
@@ -501,7 +509,7 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
                     state["killed_at"] = killed.at
                     gone_s = wait_head_gone(head)
                     state["head_gone_at"] = time.time()
-                    restart_s = restart_head(ray_cfg, head, timeout=args.recover_timeout)
+                    restart_s, starts = restart_head(ray_cfg, head, timeout=args.recover_timeout)
                     state["head_back_at"] = time.time()
                     watch = _in_child(
                         watch_head_recovery, address, dashboard, replicas, killed.at, args.recover_timeout, http_port,
@@ -512,6 +520,7 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
                         "head_exited_after_s": round(gone_s, 2),
                         "head_restarted_after_s": round(state["head_back_at"] - killed.at, 2),
                         "head_restart_took_s": round(restart_s, 2),
+                        "head_starts": starts,
                         **watch,
                     }
 

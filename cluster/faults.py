@@ -140,16 +140,7 @@ def wait_head_gone(head: HeadProcess, timeout: float = 60.0) -> float:
             f"the head's `ray start` ({head.pid}) still runs {timeout:.0f} s after its GCS was killed"
         )
     exited = time.monotonic() - t
-    for _ in range(50):
-        live = [p for p in _group_processes(head.pid) if _live(p)]
-        if not live:
-            break
-        for proc in live:
-            try:
-                proc.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                pass
-        time.sleep(0.2)
+    _reap_group(head.pid)
     return exited
 
 
@@ -167,9 +158,27 @@ def _live(proc: psutil.Process) -> bool:
         return False
 
 
-def restart_head(ray: RayConfig, head: HeadProcess, timeout: float = 180.0) -> float:
-    """Start the head again with the command line and environment it had; the state file then names
-    the new process group, so `cluster down` stops it. Returns seconds until its dashboard answered."""
+def restart_head(ray: RayConfig, head: HeadProcess, timeout: float = 180.0, attempts: int = 4) -> tuple[float, int]:
+    """Start the head again with the command line and environment it had, as the kubelet restarts a
+    container: a start that fails is tried again after a back-off (10 s, then 20 s, 40 s), up to
+    `attempts` starts. (Under load a restarted head can miss `ray start`'s fixed 30 s wait for its
+    node to register, and exits.) The state file then names the new process group, so `cluster down`
+    stops it. Returns (seconds until its dashboard answered, starts it took)."""
+    t = time.monotonic()
+    failures: list[str] = []
+    for attempt in range(1, attempts + 1):
+        try:
+            _start_head_again(ray, head, timeout - (time.monotonic() - t))
+            return time.monotonic() - t, attempt
+        except LocalClusterError as e:
+            failures.append(str(e)[-600:])
+            if attempt == attempts or time.monotonic() - t >= timeout:
+                break
+            time.sleep(min(10.0 * 2 ** (attempt - 1), 40.0))
+    raise LocalClusterError(f"the head did not come back in {len(failures)} start(s); the last: {failures[-1]}")
+
+
+def _start_head_again(ray: RayConfig, head: HeadProcess, timeout: float) -> None:
     state = _state(ray)
     path = state_path(ray)
     # `ray start --head` refuses a port whose address is both in the temp dir's "latest cluster" file
@@ -189,11 +198,27 @@ def restart_head(ray: RayConfig, head: HeadProcess, timeout: float = 180.0) -> f
     path.write_text(json.dumps(state))
     while time.monotonic() - t < timeout:
         if proc.poll() is not None:
+            _reap_group(proc.pid)  # what a failed start left (its GCS, dashboard) goes with it, as with a container
             tail = Path(state["log_path"]).read_text(errors="replace")[-1500:]
             raise LocalClusterError(
                 f"the restarted head exited with code {proc.returncode}; its log ends with:\n{tail}"
             )
         if _jobs_api_ready(state["dashboard_url"]):
-            return time.monotonic() - t
+            return
         time.sleep(0.5)
+    _reap_group(proc.pid)
     raise LocalClusterError(f"the restarted head did not answer at {state['dashboard_url']} within {timeout:.0f} s")
+
+
+def _reap_group(pgid: int) -> None:
+    """SIGKILL every live process of process group `pgid` and its descendants."""
+    for _ in range(50):
+        live = [p for p in _group_processes(pgid) if _live(p)]
+        if not live:
+            return
+        for proc in live:
+            try:
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        time.sleep(0.2)

@@ -326,7 +326,7 @@ def serve_config(cfg: ShopgraphConfig) -> Obj:
 
 def ray_service(cfg: ShopgraphConfig) -> Obj:
     app = cfg.cluster.k8s.serve_app
-    return {
+    out = {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": _meta(cfg, app.name, "rayservice"),
@@ -336,6 +336,10 @@ def ray_service(cfg: ShopgraphConfig) -> Obj:
             "rayClusterConfig": _cluster_spec(cfg, "rayservice", serve=True, gpu=True, gcs_ft=True),
         },
     }
+    ft = cfg.cluster.k8s.gcs_ft
+    if ft.enabled and ft.exclude_head_from_serve_service:
+        out["spec"]["excludeHeadPodFromServeSvc"] = True
+    return out
 
 
 def ray_job(cfg: ShopgraphConfig, stage: Stage) -> Obj:

@@ -105,6 +105,15 @@ class GcsFaultToleranceConfig(BaseModel):
         description="Name of the Kubernetes Secret that holds the Redis password; None = Redis without a password. The password itself never appears in a manifest.",
     )
     password_key: str = Field("password", description="Key inside `password_secret` whose value is the Redis password.")
+    exclude_head_from_serve_service: bool = Field(
+        True,
+        description=(
+            "With fault tolerance on, keep the head pod out of the RayService's Serve Service "
+            "(`excludeHeadPodFromServeSvc`): traffic goes to the worker pods' proxies only, so a head restart "
+            "costs no request in flight (bench/failures.py gcs-kill: the only errors were requests on the head's "
+            "proxy when it died)."
+        ),
+    )
 
 
 class AutoscalerConfig(BaseModel):

@@ -169,6 +169,19 @@ def test_gcs_fault_tolerance_references_a_secret_only(crd_dir, gpu_cfg):
     assert "redisPassword" not in no_password["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
 
 
+def test_with_fault_tolerance_the_head_pod_takes_no_serve_traffic(crd_dir, gpu_cfg):
+    """A head restart must not cut requests in flight: KubeRay keeps the head out of the Serve Service."""
+    service = ray_service(gpu_cfg)
+    assert service["spec"]["excludeHeadPodFromServeSvc"] is True
+    assert validate_kuberay(service, crd_dir) == []
+    for overrides in (
+        ["cluster.k8s.gcs_ft.enabled=false"],  # one head, no restart to survive: it serves too
+        ["cluster.k8s.gcs_ft.exclude_head_from_serve_service=false"],
+    ):
+        spec = ray_service(load_config(profile_path("gpu-cluster"), overrides))["spec"]
+        assert "excludeHeadPodFromServeSvc" not in spec
+
+
 def test_the_serving_pods_share_the_content_cache_through_the_gcs_redis(gpu_cfg):
     """serve.cache.redis_url names the Redis of GCS fault tolerance: the RayService's pods get its
     password from that Secret (referenced, never written); batch jobs serve nothing and get none."""

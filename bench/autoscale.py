@@ -26,16 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_common import REPO, machine, request_mix, stats_ms  # noqa: E402  (puts the repository on sys.path)
+from serve_common import REPO, local_cluster, machine, request_mix, stats_ms, stop_local_cluster  # noqa: E402  (puts the repository on sys.path)
 
 DEPLOYMENT_NAMES = {"ingress": "Ingress", "retriever": "Retriever", "ranker": "Ranker"}
 
@@ -101,38 +99,9 @@ def app_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def start_cluster(args: argparse.Namespace):
-    """A head (0 CPUs) and `--workers` CPU-group nodes on free ports; returns (RayConfig, GCS address, dashboard)."""
-    import secrets
-    import socket
-
-    from cluster.local import start_cluster as up
-    from core.config import load_config
-
-    socks = [socket.socket() for _ in range(6)]
-    for s in socks:  # all bound at once: six different ports
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    temp = Path(tempfile.gettempdir()) / f"sgas-{secrets.token_hex(4)}"  # short: Ray puts sockets under it
-    cfg = load_config(
-        args.config,
-        [
-            f"cluster.ray.gcs_port={ports[0]}",
-            f"cluster.ray.dashboard_port={ports[1]}",
-            f"cluster.ray.client_server_port={ports[2]}",
-            f"cluster.ray.dashboard_agent_listen_port={ports[3]}",
-            f"cluster.ray.temp_dir={temp}",
-            f"cluster.local.cpu_workers.workers={args.workers}",
-            f"cluster.local.cpu_workers.num_cpus={args.worker_cpus}",
-            "cluster.local.gpu_workers.workers=0",
-        ],
-    )
-    # Serve's HAProxy binds fixed stats and metrics ports (8404, 9101) unless told: free ones, so another
-    # Serve on this machine does not make it crash.
-    haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(ports[4]), "RAY_SERVE_HAPROXY_STATS_PORT": str(ports[5])}
-    info, _ = up(cfg.cluster.ray, cfg.cluster.local, env={**cfg.serve.http.ray_env(), **haproxy})
-    return cfg.cluster.ray, info.gcs_address, info.dashboard_url
+    """A head (0 CPUs) and `--workers` CPU-group nodes on free ports; returns (config, GCS address, dashboard)."""
+    own, info, _ = local_cluster(args.config, args.workers, args.worker_cpus)
+    return own, info.gcs_address, info.dashboard_url
 
 
 def running_replicas(app: str, deployment: str) -> int:
@@ -234,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from cluster.local import get_json, stop_head
+    from cluster.local import get_json
     from cluster.pipeline import run_pipeline
     from core.config import load_config
     from serve.app import build_app
@@ -350,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 ray.shutdown()
         if own is not None:
-            stop_head(own)
-            if own.temp_dir:
-                shutil.rmtree(own.temp_dir, ignore_errors=True)
+            stop_local_cluster(own)
 
 
 if __name__ == "__main__":

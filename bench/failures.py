@@ -45,10 +45,7 @@ import multiprocessing
 import os
 import random
 import secrets
-import shutil
-import socket
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -56,7 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_common import REPO, machine, stats_ms  # noqa: E402  (puts the repository on sys.path)
+from serve_common import REPO, free_ports, local_cluster, machine, stats_ms, stop_local_cluster  # noqa: E402  (puts the repository on sys.path)
 
 APP = "shopgraph"
 DEPLOYMENTS = ("ingress", "retriever", "ranker", "generator")
@@ -425,50 +422,23 @@ def page_labels(records: list[tuple], after: float) -> dict:
 # ----------------------------------------------------------------------------- scenarios
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
     from cluster.faults import gcs_ft_env, kill_gcs, kill_worker_node, restart_head, wait_head_gone
-    from cluster.local import start_cluster, stop_head
     from core.config import load_config
     from core.redisserver import local_redis
 
-    gcs, dash, client, agent, http_port, metrics_port, stats_port = _free_ports(7)
-    temp = Path(tempfile.gettempdir()) / f"sgf-{secrets.token_hex(4)}"  # short: Ray puts sockets under it
-    cfg = load_config(
-        args.config,
-        [
-            f"cluster.ray.gcs_port={gcs}",
-            f"cluster.ray.dashboard_port={dash}",
-            f"cluster.ray.client_server_port={client}",
-            f"cluster.ray.dashboard_agent_listen_port={agent}",
-            f"cluster.ray.temp_dir={temp}",
-            f"cluster.local.cpu_workers.workers={args.workers}",
-            f"cluster.local.cpu_workers.num_cpus={args.worker_cpus}",
-            "cluster.local.gpu_workers.workers=0",
-            # gcs-kill: a proxy on every node, all on one port of this host: Serve's Python proxies share it
-            # (SO_REUSEPORT); HAProxy's per-node admin socket and stats port would collide.
-            *(["serve.http.proxy=ray"] if name == "gcs-kill" else []),
-            *([f"serve.http.retry_on={args.haproxy_retry_on}"] if args.haproxy_retry_on else []),
-        ],
-    )
-    ray_cfg = cfg.cluster.ray
-    # Serve's HAProxy binds fixed stats and metrics ports (8404, 9101) unless told: free ones, so another
-    # Serve on this machine does not make it crash.
-    haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics_port), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port)}
+    (http_port,) = free_ports(1)
+    cluster_overrides = [
+        # gcs-kill: a proxy on every node, all on one port of this host: Serve's Python proxies share it
+        # (SO_REUSEPORT); HAProxy's per-node admin socket and stats port would collide.
+        *(["serve.http.proxy=ray"] if name == "gcs-kill" else []),
+        *([f"serve.http.retry_on={args.haproxy_retry_on}"] if args.haproxy_retry_on else []),
+    ]
+    proxy_cfg = load_config(args.config, cluster_overrides).serve.http
     proxy = "HeadOnly" if name == "worker-kill" else "EveryNode"
     out: dict = {
         "scenario": name,
-        "proxy": cfg.serve.http.proxy,
+        "proxy": proxy_cfg.proxy,
         "proxy_location": proxy,
         "rate": args.rate,
         "duration_s": args.duration,
@@ -476,14 +446,13 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
     with local_redis() as redis:
         head_only, every = gcs_ft_env(f"127.0.0.1:{redis.port}", f"shopgraph-bench-{secrets.token_hex(3)}")
         out["gcs_ft"] = {"RAY_REDIS_ADDRESS": head_only["RAY_REDIS_ADDRESS"], **every}
+        own = None
         try:
             t = time.perf_counter()
-            info, workers = start_cluster(
-                ray_cfg,
-                cfg.cluster.local,
-                env={**cfg.serve.http.ray_env(), **haproxy, **every},
-                head_only_env=head_only,
+            own, info, workers = local_cluster(
+                args.config, args.workers, args.worker_cpus, cluster_overrides, env=every, head_only_env=head_only
             )
+            ray_cfg = own.cluster.ray
             out["cluster_up_s"] = round(time.perf_counter() - t, 1)
             out["nodes"] = ["head", *(w.name for w in workers)]
             address, dashboard = info.gcs_address, info.dashboard_url
@@ -558,8 +527,8 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
             out["error"] = f"{type(e).__name__}: {e}"[:2000]
             out["met_target"] = False
         finally:
-            stop_head(ray_cfg)
-            shutil.rmtree(temp, ignore_errors=True)
+            if own is not None:
+                stop_local_cluster(own)
     return out
 
 

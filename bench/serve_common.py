@@ -3,6 +3,9 @@
 Not a benchmark itself. Each benchmark builds (or reuses) one artifact root with the real
 pipeline (`cluster.pipeline.run_pipeline`, idempotent: finished stages are skipped), starts
 local Ray with 2 CPUs as the tests do, and serves `serve.app:build_app` on 127.0.0.1 only.
+With `--workers N` the app runs on a multi-node cluster instead (`local_cluster`: a head with
+0 CPUs and N CPU-group worker nodes, every deployment placed on the CPU group, the proxy on the
+head), the layout the KubeRay manifests render.
 """
 
 from __future__ import annotations
@@ -10,7 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
+import shutil
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +44,82 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--port", type=int, default=8137, help="Serve HTTP port on 127.0.0.1")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="0: one local Ray node with 2 CPUs; N: a multi-node cluster (head + N CPU-group worker nodes, "
+        "every deployment on the CPU group)",
+    )
+    p.add_argument("--worker-cpus", type=int, default=1, help="logical CPUs of each worker node (--workers)")
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free TCP ports on 127.0.0.1 (all bound at once, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def local_cluster(
+    config: str,
+    workers: int,
+    worker_cpus: int,
+    overrides: list[str] = (),
+    env: dict[str, str] | None = None,
+    head_only_env: dict[str, str] | None = None,
+):
+    """Start a head (0 CPUs) and `workers` CPU-group worker nodes with the project's code
+    (`cluster.local.start_cluster`) on free ports in a private temp dir; returns (config, HeadInfo,
+    worker nodes). Serve's HAProxy gets free stats and metrics ports too (it binds 8404 and 9101
+    unless told), so another Serve on this machine cannot make it crash. `stop_local_cluster` undoes it."""
+    from cluster.local import start_cluster
+    from core.config import load_config
+
+    gcs, dash, client, agent, metrics, stats = free_ports(6)
+    temp = Path(tempfile.gettempdir()) / f"sgb-{secrets.token_hex(4)}"  # short: Ray puts sockets under it
+    cfg = load_config(
+        config,
+        [
+            f"cluster.ray.gcs_port={gcs}",
+            f"cluster.ray.dashboard_port={dash}",
+            f"cluster.ray.client_server_port={client}",
+            f"cluster.ray.dashboard_agent_listen_port={agent}",
+            f"cluster.ray.temp_dir={temp}",
+            f"cluster.local.cpu_workers.workers={workers}",
+            f"cluster.local.cpu_workers.num_cpus={worker_cpus}",
+            "cluster.local.gpu_workers.workers=0",
+            *overrides,
+        ],
+    )
+    haproxy = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics), "RAY_SERVE_HAPROXY_STATS_PORT": str(stats)}
+    info, nodes = start_cluster(
+        cfg.cluster.ray,
+        cfg.cluster.local,
+        env={**cfg.serve.http.ray_env(), **haproxy, **(env or {})},
+        head_only_env=head_only_env,
+    )
+    return cfg, info, nodes
+
+
+def stop_local_cluster(cfg) -> None:
+    from cluster.local import stop_head
+
+    stop_head(cfg.cluster.ray)
+    shutil.rmtree(cfg.cluster.ray.temp_dir, ignore_errors=True)
+
+
+_CLUSTER: dict = {}  # the cluster `prepare` started for --workers, stopped by `stop_app`
+
+
+def placed_on_cpu_group() -> list[str]:
+    """Overrides that put every deployment on the CPU node group (the worker nodes of --workers)."""
+    return [f"serve.deployments.{d}.node_group=cpu" for d in ("ingress", "retriever", "ranker", "generator")]
 
 
 def overrides_of(args: argparse.Namespace) -> list[str]:
@@ -61,6 +144,11 @@ def prepare(args: argparse.Namespace):
     use_serve_env(cfg)  # serve.http.proxy, as `shopgraph serve run` starts Ray
     ray.init(address="local", num_cpus=2, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
     run_pipeline(cfg, echo=lambda line: print(line, file=sys.stderr))
+    if getattr(args, "workers", 0):
+        ray.shutdown()
+        own, info, _ = local_cluster(args.config, args.workers, args.worker_cpus)
+        _CLUSTER["cfg"] = own
+        ray.init(address=info.gcs_address, log_to_driver=False)
     return cfg, load_catalog(cfg)
 
 
@@ -74,12 +162,15 @@ def start_app(
 
     from serve.app import build_app
 
-    serve.start(http_options={"host": "127.0.0.1", "port": args.port})
+    multinode = bool(getattr(args, "workers", 0))
+    serve.start(
+        **({"proxy_location": "HeadOnly"} if multinode else {}), http_options={"host": "127.0.0.1", "port": args.port}
+    )
     serve.run(
         build_app(
             {
                 "config_path": args.config,
-                "overrides": [*overrides_of(args), *extra],
+                "overrides": [*overrides_of(args), *(placed_on_cpu_group() if multinode else []), *extra],
                 "engine": engine,
                 **(app_args or {}),
             }
@@ -105,6 +196,8 @@ def stop_app() -> None:
 
     serve.shutdown()
     ray.shutdown()
+    if "cfg" in _CLUSTER:
+        stop_local_cluster(_CLUSTER.pop("cfg"))
 
 
 def request_mix(

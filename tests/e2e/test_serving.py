@@ -44,9 +44,24 @@ def live(serving_artifacts):
     catalog = load_catalog(load_config(overrides=overrides))
     user = sorted(catalog.user_history, key=lambda u: (-len(catalog.user_history[u]), u))[0]
     ENGINE["metrics_url"] = metrics_url
+    _wait_for_the_generator()
     yield catalog, user
     serve.shutdown()
     ray.shutdown()
+
+
+def _wait_for_the_generator(timeout_s: float = 180.0) -> None:
+    """Until the ingress's health probe reports the generator `ok`, as a shop waits for readiness before
+    sending traffic. Right after start-up, on a busy box, vLLM's first probes can time out: the stage is
+    then `busy` or `down`, and reasons are templated without asking it (correct, but not what these
+    tests are about)."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        last = httpx.get(f"{BASE}/readyz", timeout=30).json()
+        if last.get("generator") == "ok":
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"the generator was not ready within {timeout_s:.0f} s: {last}")
 
 
 def test_recommendations_with_reasons_generated_by_vllm(live):
@@ -61,7 +76,8 @@ def test_recommendations_with_reasons_generated_by_vllm(live):
     # vLLM answered both: each reason is either shown or was judged by the gates and counted under
     # the gate's why (counted only after the engine returned; a budget or a dead engine is not)
     judged = _fallbacks("generate_reason")
-    assert sources[:2].count("generated") + sum(judged.values()) >= 2, (sources, judged)
+    why = {"degraded": r.json().get("degraded"), "readyz": httpx.get(f"{BASE}/readyz", timeout=30).json()}
+    assert sources[:2].count("generated") + sum(judged.values()) >= 2, (sources, judged, why)
 
 
 def _fallbacks(stage: str) -> dict[str, float]:

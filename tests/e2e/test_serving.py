@@ -65,19 +65,25 @@ def _wait_for_the_generator(timeout_s: float = 180.0) -> None:
 
 
 def test_recommendations_with_reasons_generated_by_vllm(live):
+    from ml.reasons import reason_profile
+
     catalog, user = live
-    r = httpx.post(f"{BASE}/v1/recommendations", json={"user_id": user, "k": 4, "wait_ms": 60000}, timeout=300)
+    r = httpx.post(f"{BASE}/v1/recommendations", json={"user_id": user, "k": 8, "wait_ms": 60000}, timeout=300)
     assert r.status_code == 200, r.text
     items = r.json()["items"]
-    assert len(items) == 4
-    sources = [i["reason_source"] for i in items]
-    assert sources[:2].count("generated") + sources[:2].count("template") == 2, sources
+    assert len(items) == 8
     assert all(i["reason"] for i in items)
-    # vLLM answered both: each reason is either shown or was judged by the gates and counted under
+    # Only an item whose evidence gives the generator something to explain is sent to it (no evidence,
+    # or "popular": the template says it); the first max_reasons_per_request (2) of those are.
+    eligible = [i for i in items if reason_profile([{"type": e["type"], **e["detail"]} for e in i["evidence"]])]
+    assert eligible, [i["evidence"] for i in items]
+    sent = eligible[:2]
+    # vLLM answered them: each reason is either shown or was judged by the gates and counted under
     # the gate's why (counted only after the engine returned; a budget or a dead engine is not)
     judged = _fallbacks("generate_reason")
+    generated = sum(i["reason_source"] == "generated" for i in sent)
     why = {"degraded": r.json().get("degraded"), "readyz": httpx.get(f"{BASE}/readyz", timeout=30).json()}
-    assert sources[:2].count("generated") + sum(judged.values()) >= 2, (sources, judged, why)
+    assert generated + sum(judged.values()) >= len(sent), ([i["reason_source"] for i in sent], judged, why)
 
 
 def _fallbacks(stage: str) -> dict[str, float]:

@@ -504,11 +504,15 @@ def stop_head(ray: RayConfig) -> str:
             )
         return f"no Ray head started by shopgraph on these ports (dashboard {url}); nothing to stop"
     workers = state.get("workers") or []
+    # Serve's HAProxy is a child of a Ray worker, outside the node's process group: once its parent is
+    # killed it lives on (holding its ports), so it is found now, while it is still a descendant.
+    proxies = _haproxy_descendants([int(w["pid"]) for w in workers] + [int(state["pid"])])
     _kill_groups([int(w["pid"]) for w in workers])
     for w in workers:
         shutil.rmtree(w["temp_dir"], ignore_errors=True)
         Path(w["log_path"]).unlink(missing_ok=True)
     _kill_group(int(state["pid"]))
+    _kill_all(proxies)
     state_path(ray).unlink(missing_ok=True)
     Path(state["log_path"]).unlink(missing_ok=True)
     done = _restore(state) if "temp_dir" in state else []
@@ -517,6 +521,31 @@ def stop_head(ray: RayConfig) -> str:
         listed = ", ".join(f"{w['name']}: {w['pid']}" for w in workers)
         stopped += f" and {len(workers)} worker node(s) (process groups {listed})"
     return stopped + "".join(f"; {d}" for d in done)
+
+
+def _haproxy_descendants(pgids: list[int]) -> list:
+    """HAProxy processes descended from members of these process groups."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) not in pgids:
+                continue
+            found += [c for c in proc.children(recursive=True) if c.name() == "haproxy"]
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+def _kill_all(procs: list) -> None:
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
 
 
 # ----------------------------------------------------------------------------- worker nodes

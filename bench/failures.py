@@ -53,7 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_common import REPO, free_ports, local_cluster, machine, stats_ms, stop_local_cluster  # noqa: E402  (puts the repository on sys.path)
+from serve_common import REPO, local_cluster, machine, stats_ms, stop_local_cluster  # noqa: E402  (puts the repository on sys.path)
 
 APP = "shopgraph"
 DEPLOYMENTS = ("ingress", "retriever", "ranker", "generator")
@@ -424,6 +424,7 @@ def page_labels(records: list[tuple], after: float) -> dict:
 
 def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
     from cluster.faults import gcs_ft_env, kill_gcs, kill_worker_node, restart_head, wait_head_gone
+    from cluster.local import free_ports
     from core.config import load_config
     from core.redisserver import local_redis
 

@@ -15,7 +15,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -54,18 +53,6 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker-cpus", type=int, default=1, help="logical CPUs of each worker node (--workers)")
 
 
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free TCP ports on 127.0.0.1 (all bound at once, then released)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def local_cluster(
     config: str,
     workers: int,
@@ -78,7 +65,7 @@ def local_cluster(
     (`cluster.local.start_cluster`) on free ports in a private temp dir; returns (config, HeadInfo,
     worker nodes). Serve's HAProxy gets free stats and metrics ports too (it binds 8404 and 9101
     unless told), so another Serve on this machine cannot make it crash. `stop_local_cluster` undoes it."""
-    from cluster.local import start_cluster
+    from cluster.local import free_ports, start_cluster
     from core.config import load_config
 
     gcs, dash, client, agent, metrics, stats = free_ports(6)

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import secrets
-import socket
 import tempfile
 from pathlib import Path
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from cluster.local import free_ports
 
 
 def head_overrides() -> list[str]:

@@ -425,7 +425,6 @@ def page_labels(records: list[tuple], after: float) -> dict:
 def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
     from cluster.faults import gcs_ft_env, kill_gcs, kill_worker_node, restart_head, wait_head_gone
     from cluster.local import free_ports
-    from core.config import load_config
     from core.redisserver import local_redis
 
     (http_port,) = free_ports(1)
@@ -435,11 +434,9 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
         *(["serve.http.proxy=ray"] if name == "gcs-kill" else []),
         *([f"serve.http.retry_on={args.haproxy_retry_on}"] if args.haproxy_retry_on else []),
     ]
-    proxy_cfg = load_config(args.config, cluster_overrides).serve.http
     proxy = "HeadOnly" if name == "worker-kill" else "EveryNode"
     out: dict = {
         "scenario": name,
-        "proxy": proxy_cfg.proxy,
         "proxy_location": proxy,
         "rate": args.rate,
         "duration_s": args.duration,
@@ -454,6 +451,7 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
                 args.config, args.workers, args.worker_cpus, cluster_overrides, env=every, head_only_env=head_only
             )
             ray_cfg = own.cluster.ray
+            out["proxy"] = own.serve.http.proxy
             out["cluster_up_s"] = round(time.perf_counter() - t, 1)
             out["nodes"] = ["head", *(w.name for w in workers)]
             address, dashboard = info.gcs_address, info.dashboard_url

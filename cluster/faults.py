@@ -31,7 +31,15 @@ import psutil
 
 from core.config import RayConfig
 
-from .local import LocalClusterError, _current_cluster_file, _jobs_api_ready, _read_text, read_state, state_path
+from .local import (
+    LocalClusterError,
+    _current_cluster_file,
+    _group_processes,
+    _jobs_api_ready,
+    _read_text,
+    read_state,
+    state_path,
+)
 
 # How long the worker nodes' raylets (and every Ray process) wait for a lost GCS before exiting.
 # Ray's default is 60 s; a head restart on a busy 2-core box takes longer, and KubeRay sets 600 s.
@@ -52,20 +60,6 @@ def _state(ray: RayConfig) -> dict:
     if state is None:
         raise LocalClusterError(f"no cluster started by `shopgraph cluster up` on GCS port {ray.gcs_port}")
     return state
-
-
-def _group_processes(pgid: int) -> list[psutil.Process]:
-    """Live members of process group `pgid` and all their descendants."""
-    members: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid:
-                members[proc.pid] = proc
-                for child in proc.children(recursive=True):
-                    members[child.pid] = child
-        except (ProcessLookupError, psutil.Error):
-            continue
-    return list(members.values())
 
 
 @dataclass(frozen=True)

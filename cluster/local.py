@@ -535,18 +535,34 @@ def stop_head(ray: RayConfig) -> str:
     return stopped + "".join(f"; {d}" for d in done)
 
 
+def _group_processes(pgid: int) -> list:
+    """Live members of process group `pgid` and all their descendants (psutil.Process objects)."""
+    import psutil
+
+    members: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members[proc.pid] = proc
+                for child in proc.children(recursive=True):
+                    members[child.pid] = child
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return list(members.values())
+
+
 def _haproxy_descendants(pgids: list[int]) -> list:
     """HAProxy processes descended from members of these process groups."""
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) not in pgids:
+    for pgid in pgids:
+        for proc in _group_processes(pgid):
+            try:
+                if proc.name() == "haproxy":
+                    found.append(proc)
+            except psutil.Error:
                 continue
-            found += [c for c in proc.children(recursive=True) if c.name() == "haproxy"]
-        except (psutil.Error, OSError):
-            continue
     return found
 
 

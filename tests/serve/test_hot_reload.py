@@ -63,10 +63,13 @@ def app(serving_artifacts, tmp_path_factory):
     catalog = load_catalog(cfg)
     anchor = next(p for p in catalog.popular if catalog.products[p].in_stock)
     yield SimpleNamespace(cfg=cfg, catalog=catalog, anchor=anchor)
-    if _LOOP:
-        _LOOP.pop().call_soon_threadsafe(lambda: None)  # the thread is a daemon: it ends with the process
     serve.shutdown()
     ray.shutdown()
+    if _LOOP:  # stop the handles' loop and its thread: a thread left running into the interpreter's exit can crash it
+        loop, thread = _LOOP.pop(), _THREAD.pop()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+        loop.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +79,7 @@ def client(app):
 
 
 _LOOP: list = []  # one event loop for every handle call of this module, in its own thread
+_THREAD: list = []
 
 
 def _call(deployment: str, method: str, *args):
@@ -88,7 +92,8 @@ def _call(deployment: str, method: str, *args):
 
     if not _LOOP:
         _LOOP.append(asyncio.new_event_loop())
-        threading.Thread(target=_LOOP[0].run_forever, daemon=True).start()
+        _THREAD.append(threading.Thread(target=_LOOP[0].run_forever, daemon=True))
+        _THREAD[0].start()
 
     async def call():
         return await getattr(serve.get_deployment_handle(deployment, app_name=APP), method).remote(*args)

@@ -137,48 +137,60 @@ class Featurizer:
     def evidence(self, history: np.ndarray, candidate: int, feats: np.ndarray) -> list[dict]:
         """Citable facts behind one candidate's rank, strongest first. Never invents: every
         entry names catalog items, categories or brands that exist in the artifacts."""
+        return self.evidence_many(history, np.asarray([candidate]), feats[None, :])[0]
+
+    def evidence_many(self, history: np.ndarray, candidates: np.ndarray, feats: np.ndarray) -> list[list[dict]]:
+        """`evidence` of several candidates (rows of `feats`): one co-occurrence lookup and one
+        text product for all of them, as the ranker needs for the k items it returns."""
         it = self.items
-        f = dict(zip(FEATURES, feats.tolist()))
-        out: list[dict] = []
+        candidates = np.asarray(candidates, np.int64)
         recent = history[::-1][: self.recent]
-        if len(recent):
-            cooc = self._cooc_rows(recent, np.asarray([candidate]))[:, 0]
-            sims = it.text[recent] @ it.text[candidate] if it.text is not None else np.zeros(len(recent))
-            strength = cooc / (cooc.max() + 1e-9) + sims
-            anchor = int(recent[int(np.argmax(strength))])
-            if cooc.max() > 0 or sims.max() > 0.5:
-                out.append(
+        if len(recent) and len(candidates):
+            cooc = self._cooc_rows(recent, candidates)  # (recent, candidates)
+            sims = it.text[recent] @ it.text[candidates].T if it.text is not None else np.zeros(cooc.shape)
+            strength = cooc / (cooc.max(axis=0) + 1e-9) + sims
+            anchors = recent[np.argmax(strength, axis=0)]
+            cooc_max, sims_max = cooc.max(axis=0), sims.max(axis=0)
+        if self._popular_floor is None:
+            self._popular_floor = np.quantile(it.popularity[1:], 0.9)
+        brand_idx, cat_idx = FEATURES.index("brand_affinity"), FEATURES.index("category_affinity")
+        newest_first = history[::-1]
+        out: list[list[dict]] = []
+        for j, candidate in enumerate(candidates.tolist()):
+            ev: list[dict] = []
+            if len(recent) and (cooc_max[j] > 0 or sims_max[j] > 0.5):
+                anchor = int(anchors[j])
+                ev.append(
                     {
                         "type": "because_you_interacted",
                         "product_id": self._pid(anchor),
                         "title": self._title(anchor),
-                        "detail": "often bought next" if cooc.max() > 0 else "similar product",
+                        "detail": "often bought next" if cooc_max[j] > 0 else "similar product",
                     }
                 )
-        cat, brand = int(it.category[candidate]), int(it.brand[candidate])
-        if brand >= 0 and f["brand_affinity"] > 0:
-            latest = int(history[::-1][it.brand[history[::-1]] == brand][0])  # the most recent item of that brand
-            out.append(
-                {
-                    "type": "same_brand",
-                    "brand": self._name(it.brand_names, brand),
-                    "product_id": self._pid(latest),
-                    "title": self._title(latest),
-                }
-            )
-        if cat >= 0 and f["category_affinity"] >= 0.3:
-            out.append(
-                {
-                    "type": "favourite_category",
-                    "category": self._name(it.category_names, cat),
-                    "share": round(f["category_affinity"], 2),
-                }
-            )
-        if self._popular_floor is None:
-            self._popular_floor = np.quantile(it.popularity[1:], 0.9)
-        if it.popularity[candidate] >= self._popular_floor:
-            where = self._name(it.category_names, cat) if cat >= 0 else None
-            out.append({"type": "popular", "category": where})
+            cat, brand = int(it.category[candidate]), int(it.brand[candidate])
+            if brand >= 0 and feats[j, brand_idx] > 0:
+                latest = int(newest_first[it.brand[newest_first] == brand][0])  # the most recent item of that brand
+                ev.append(
+                    {
+                        "type": "same_brand",
+                        "brand": self._name(it.brand_names, brand),
+                        "product_id": self._pid(latest),
+                        "title": self._title(latest),
+                    }
+                )
+            share = float(feats[j, cat_idx])
+            if cat >= 0 and share >= 0.3:
+                ev.append(
+                    {
+                        "type": "favourite_category",
+                        "category": self._name(it.category_names, cat),
+                        "share": round(share, 2),
+                    }
+                )
+            if it.popularity[candidate] >= self._popular_floor:
+                ev.append({"type": "popular", "category": self._name(it.category_names, cat) if cat >= 0 else None})
+            out.append(ev)
         return out
 
     def _pid(self, idx: int) -> str:

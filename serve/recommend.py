@@ -229,17 +229,19 @@ class RankerCore:
             pool = [p for p in pool if p[0] is not None]
         else:
             pool = []
-        picked: list[Scored] = []
         per_category: dict[str | None, int] = {}
         cap = max(1, math.ceil(self.rules.max_per_category * k))
+        chosen = []
         for pid, score, feat, idx in pool:
             product = self.catalog.products[pid]
             if not allowed(product) or per_category.get(product.category, 0) >= cap:
                 continue
             per_category[product.category] = per_category.get(product.category, 0) + 1
-            picked.append(Scored(pid, score, self._evidence(history, idx, feat)))
-            if len(picked) == k:
+            chosen.append((pid, score, feat, idx))
+            if len(chosen) == k:
                 break
+        evidence = self._evidence(history, [c[3] for c in chosen], [c[2] for c in chosen]) if chosen else []
+        picked = [Scored(pid, score, ev) for (pid, score, _, _), ev in zip(chosen, evidence, strict=True)]
         # New items reached through text: one slot in five at most, after the first results.
         floor = min((s.score for s in picked), default=0.0)
         taken = {s.product_id for s in picked}
@@ -281,8 +283,8 @@ class RankerCore:
                 picked.append(Scored(pid, -1.0 - rank * 1e-4, [{"type": "popular", "category": product.category}]))
         return picked
 
-    def _evidence(self, history: np.ndarray, item_idx: int, feats: np.ndarray) -> list[dict]:
-        return self.featurizer.evidence(history, item_idx, feats)
+    def _evidence(self, history: np.ndarray, item_idx: list[int], feats: list[np.ndarray]) -> list[list[dict]]:
+        return self.featurizer.evidence_many(history, np.asarray(item_idx, np.int64), np.stack(feats))
 
     def _allowed(self, user_id: str | None, history: np.ndarray, filters: dict, hidden: Collection[str] = ()):
         return allowed_filter(self.catalog, self.rules, user_id, history, filters, hidden)

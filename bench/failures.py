@@ -228,7 +228,8 @@ def _serve_counts() -> tuple[str, dict[str, int], dict[str, int]]:
     if app is None:
         return "MISSING", {}, {}
     running = {n: int(d.replica_states.get("RUNNING", 0)) for n, d in app.deployments.items()}
-    return str(app.status), running, {}
+    # ApplicationStatus is a str Enum: str() of it reads "ApplicationStatus.RUNNING" on Python 3.11
+    return getattr(app.status, "value", str(app.status)), running, {}
 
 
 def watch_worker_recovery(address: str, dashboard: str, victim: str, replicas: int, killed_at: float, timeout: float):
@@ -435,6 +436,12 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
         *([f"serve.http.retry_on={args.haproxy_retry_on}"] if args.haproxy_retry_on else []),
     ]
     proxy = "HeadOnly" if name == "worker-kill" else "EveryNode"
+    if name == "gcs-kill":
+        # The nodes' environment is this process's over the config's (cluster.local.head_env): an
+        # inherited HAProxy setting (a shell's, or one a Ray start in this process put there) would
+        # give every node an HAProxy on the shared port instead of Serve's proxies.
+        for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
+            os.environ.pop(key, None)
     out: dict = {
         "scenario": name,
         "proxy_location": proxy,

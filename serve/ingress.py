@@ -35,7 +35,7 @@ from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, tidy_highlight
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api, require_scope
-from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited
+from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited, overloaded
 from serve.schemas import (
     MAX_ID_CHARS,
     QA_MODEL,
@@ -518,6 +518,10 @@ class Ingress:
         try:
             out = await awaited(send(), min(budget_ms / 1000, self._remaining(deadline)))
         except Exception as e:
+            if overloaded(e):  # its queue is full: skipped for this request, not a failure of the stage
+                self.m_fallback.labels(stage, "overloaded").inc()
+                log.debug("%s refused the call for overload; serving without it", stage)
+                return None
             self.breakers[stage].failure()
             why = "timeout" if isinstance(e, asyncio.TimeoutError) else type(e).__name__
             self.m_fallback.labels(stage, why).inc()
@@ -554,11 +558,21 @@ class Ingress:
             return Busy(f"generation queue full ({len(self.queue)} waiting, new work is shed)")
         return stats
 
+    def _generator_failed(self, e: Exception) -> str:
+        """The fallback cause of a streamed generation that raised; only a real failure counts
+        against the generator's breaker (one that refused the call for overload is alive)."""
+        if overloaded(e):
+            return "overloaded"
+        self.breakers["generator"].failure()
+        return type(e).__name__
+
     def _job_outcome(self, event: str, cause: str) -> None:
         """Metrics and the generator's breaker, from the background queue's events."""
         self.m_jobs.labels(event).inc()
         if event == "done":
             self.breakers["generator"].success()
+        elif event == "failed" and cause == "BackPressureError":  # refused for overload: alive, not failing
+            self.m_fallback.labels("generator", "overloaded").inc()
         elif event in ("failed", "timeout"):
             self.breakers["generator"].failure()
             self.m_fallback.labels("generator", cause or event).inc()
@@ -1240,8 +1254,7 @@ class Ingress:
                     else:
                         final = event
             except Exception as e:  # the generator is down or failed: template copy, not an error
-                why = type(e).__name__
-                self.breakers["generator"].failure()
+                why = self._generator_failed(e)
             finally:
                 if not settled:  # failed, or the client went away: stop generating
                     if nxt is not None and not nxt.done():
@@ -1760,9 +1773,8 @@ class Ingress:
                             yield event["text"]
                         elif event.get("why"):
                             why = event["why"]
-                except Exception as e:  # down or failed: the template answers
-                    why = type(e).__name__
-                    self.breakers["generator"].failure()
+                except Exception as e:  # down, failed or overloaded: the template answers
+                    why = self._generator_failed(e)
                 finally:
                     if not settled:  # past the budget, failed, or the client went away: stop generating
                         if nxt is not None and not nxt.done():

@@ -47,6 +47,14 @@ async def _plain(response):
     return await response
 
 
+def overloaded(exc: BaseException) -> bool:
+    """Whether `exc` is Serve refusing a call for overload (the callee's `max_queued_requests`
+    reached): the stage is alive and busy, so it must not count as a failure or trip a breaker."""
+    from ray.serve.exceptions import BackPressureError
+
+    return isinstance(exc, BackPressureError)
+
+
 class CircuitBreaker:
     """Consecutive failures open the breaker; an open breaker refuses calls (the caller falls back
     at once) until `cooldown_s` has passed, then lets one trial call through (half-open): its
@@ -332,6 +340,10 @@ class StageMonitor:
                 breaker.trip()
         except Exception as e:
             h.timeouts = 0
+            if overloaded(e):  # it refused the probe because its queue is full: alive, busy
+                h.state, h.detail, h.latency_ms = "busy", f"refused for overload: {str(e)[:200]}", None
+                h.at = self.clock()
+                return
             h.state, h.detail, h.latency_ms = "down", f"probe failed: {type(e).__name__}: {str(e)[:200]}", None
             if breaker is not None:
                 breaker.trip()

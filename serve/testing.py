@@ -202,15 +202,21 @@ class LocalGenerator:
 
 class FakeStage:
     """In-process stand-in for the Retriever or Ranker handle: `handle.<method>.remote(request)`
-    runs `fn(request)` after `delay_s`, or raises when `fail` is set. `delay_s` and `fail` may be
-    changed while a test runs (a stage that hangs, dies, recovers); `calls` counts the calls."""
+    runs `fn(request)` after `delay_s`, or raises when `fail` is set, or raises Serve's own
+    BackPressureError (what a handle raises when the stage's `max_queued_requests` is reached)
+    when `overloaded` is set. These may be changed while a test runs (a stage that hangs, dies,
+    is saturated, recovers); `calls` counts the calls."""
 
-    def __init__(self, method: str, fn, *, delay_s: float = 0.0, fail: bool = False):
-        self.method, self.fn, self.delay_s, self.fail = method, fn, delay_s, fail
+    def __init__(self, method: str, fn, *, delay_s: float = 0.0, fail: bool = False, overloaded: bool = False):
+        self.method, self.fn, self.delay_s, self.fail, self.overloaded = method, fn, delay_s, fail, overloaded
         self.calls = 0
 
     async def _run(self, request):
+        from ray.serve.exceptions import BackPressureError
+
         self.calls += 1
+        if self.overloaded:  # the caller's router refuses at once, before any replica sees it
+            raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
         await asyncio.sleep(self.delay_s)
         if self.fail:
             raise RuntimeError(f"fake {self.method} stage is down")

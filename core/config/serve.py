@@ -101,6 +101,21 @@ class DeploymentSettings(BaseModel):
     max_ongoing_requests: int = Field(
         64, ge=1, description="Requests a replica accepts at once before the router queues them."
     )
+    max_queued_requests: int = Field(
+        -1,
+        ge=-1,
+        description=(
+            "Requests that may wait for a busy replica (at each caller: the proxy, HAProxy's ingress replica, or "
+            "the calling deployment's handle) before new ones are refused at once instead of queued: the ingress "
+            "answers HTTP 503 with Retry-After, a retriever or ranker that refuses is skipped (the answer is "
+            "degraded, not an error). -1 = unbounded (Serve's default): overload then shows as latency, not refusals."
+        ),
+    )
+    retry_after_s: float = Field(
+        1.0,
+        ge=0,
+        description="Retry-After (seconds) of the HTTP 503 a refused request gets (only the ingress answers HTTP).",
+    )
     upscale_delay_s: float = Field(
         30.0, ge=0, description="Seconds the load must stay above target before Serve adds replicas (Serve's default)."
     )
@@ -120,6 +135,8 @@ class DeploymentSettings(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> DeploymentSettings:
+        if self.max_queued_requests == 0:
+            raise ValueError("max_queued_requests must be -1 (unbounded) or at least 1 (0 would refuse every request)")
         if self.min_replicas > self.max_replicas:
             raise ValueError(
                 f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas}); raise max_replicas"
@@ -142,6 +159,8 @@ class DeploymentSettings(BaseModel):
                 "downscale_delay_s": self.downscale_delay_s,
             },
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "backpressure_config": {"status_code": 503, "retry_after_s": self.retry_after_s},
         }
 
 
@@ -149,15 +168,17 @@ class DeploymentsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     ingress: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(num_cpus=0.1, max_replicas=1, max_ongoing_requests=256),
+        default_factory=lambda: DeploymentSettings(
+            num_cpus=0.1, max_replicas=1, max_ongoing_requests=256, max_queued_requests=128
+        ),
         description="HTTP ingress (FastAPI).",
     )
     retriever: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1),
+        default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1, max_queued_requests=16),
         description="FAISS retrieval and cold start.",
     )
     ranker: DeploymentSettings = Field(
-        default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1),
+        default_factory=lambda: DeploymentSettings(num_cpus=0.2, max_replicas=1, max_queued_requests=16),
         description="Ranker and business rules.",
     )
     generator: DeploymentSettings = Field(

@@ -232,6 +232,8 @@ def test_serve_reports_the_autoscaling_settings_of_the_config(cluster, served):
         reported = {k: got["autoscaling_config"][k] for k in want["autoscaling_config"]}
         assert reported == want["autoscaling_config"], name
         assert got["max_ongoing_requests"] == want["max_ongoing_requests"], name
+        assert got["max_queued_requests"] == want["max_queued_requests"], name
+        assert got["backpressure_config"] == want["backpressure_config"], name
         actor = got["ray_actor_options"]
         assert actor["num_cpus"] == want["ray_actor_options"]["num_cpus"], name
         assert actor["resources"] == want["ray_actor_options"]["resources"], name

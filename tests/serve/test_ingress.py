@@ -191,6 +191,34 @@ def test_a_dead_stage_is_labelled_never_cold_start_and_skipped_once_its_breaker_
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("stage", ["retriever", "ranker"])
+def test_an_overloaded_stage_is_skipped_per_request_and_never_counted_as_down(stage):
+    """A stage whose queue is full (Serve's max_queued_requests) refuses at once: that request is
+    answered degraded, as for a dead stage, but the breaker stays closed (the next request tries
+    it again), the probe reads busy, not down, and the metrics name the cause."""
+
+    async def main():
+        ingress = _ingress(generator=False)
+        handle = ingress.retriever if stage == "retriever" else ingress.ranker
+        await _recs(ingress)  # the first request also waits for the first probe round
+        handle.overloaded, calls = True, handle.calls
+        for _ in range(5):  # more than serve.health.breaker_failures
+            r = await _recs(ingress)
+            assert r.degraded == [stage] and not r.cold_start and len(r.items) == 2
+        assert ingress.breakers[stage].state == "closed" and handle.calls == calls + 5  # tried every time
+        await ingress.monitor.probe_once()
+        assert ingress.monitor.state(stage) == "busy" and "overload" in ingress.monitor.health[stage].detail
+        assert ingress.breakers[stage].state == "closed"
+        text = (await INGRESS.metrics(ingress)).body.decode()
+        assert f'shopgraph_fallbacks_total{{stage="{stage}",why="overloaded"}} 5.0' in text
+        handle.overloaded = False  # drained: used again at once
+        r = await _recs(ingress)
+        assert r.degraded == [] and handle.calls == calls + 7  # the probe, then this request
+        await ingress.monitor.close()
+
+    asyncio.run(main())
+
+
 def test_a_hung_stage_costs_its_budget_once_then_nothing():
     async def main():
         ingress = _ingress(generator=False, budgets={"retrieval_ms": 50})

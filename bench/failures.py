@@ -437,9 +437,9 @@ def run_scenario(name: str, args, overrides: list[str], plan) -> dict:
     ]
     proxy = "HeadOnly" if name == "worker-kill" else "EveryNode"
     if name == "gcs-kill":
-        # The nodes' environment is this process's over the config's (cluster.local.head_env): an
-        # inherited HAProxy setting (a shell's, or one a Ray start in this process put there) would
-        # give every node an HAProxy on the shared port instead of Serve's proxies.
+        # The nodes' environment is the user's over the config's (cluster.local.head_env; what an
+        # earlier Ray start in this process set is not the user's): an HAProxy setting exported in
+        # the shell would give every node an HAProxy on the shared port instead of Serve's proxies.
         for key in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"):
             os.environ.pop(key, None)
     out: dict = {

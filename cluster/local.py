@@ -49,6 +49,7 @@ from typing import Any
 
 from core.config import PATHS_BASE_ENV, LocalClusterConfig, LocalWorkersConfig, RayConfig
 from core.config.k8s import GROUP_CAPACITY, group_resource
+from core.runtime import user_environ
 
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
 PROMETHEUS_TARGETS = "prom_metrics_service_discovery.json"  # written into the temp dir by the head's dashboard
@@ -260,11 +261,13 @@ def head_auth_mode() -> str:
 def head_env(extra: dict[str, str] | None, auth_mode: str, paths_base: Path) -> dict[str, str]:
     """Environment of the head's processes (and so of every job driver and worker it starts).
 
-    `extra` (e.g. `serve.http.ray_env()`) comes first: the caller's own environment wins.
+    `extra` (e.g. `serve.http.ray_env()`) comes first: the caller's own environment wins, but
+    not the Serve settings an earlier start in this process put there from another config
+    (`core.runtime.user_environ`).
     """
     return {
         **(extra or {}),
-        **os.environ,
+        **user_environ(),
         # The job driver runs `python -m ...` through the head's PATH: put this venv's python first.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         # Serve replicas and tasks import shopgraph's packages: from this checkout, as the pods do from app_dir.

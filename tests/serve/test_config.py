@@ -10,6 +10,24 @@ from core.runtime import use_serve_env
 HA_KEYS = {"RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED"}
 
 
+@pytest.fixture
+def serve_env():
+    """This process's environment and what `use_serve_env` recorded, put back as they were after the test."""
+    import os
+
+    from core import runtime
+
+    environ, ours = dict(os.environ), dict(runtime._SERVE_ENV_SET)
+    for key in (*HA_KEYS, "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_HAPROXY_RETRY_ON"):
+        os.environ.pop(key, None)
+    runtime._SERVE_ENV_SET.clear()
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    runtime._SERVE_ENV_SET.clear()
+    runtime._SERVE_ENV_SET.update(ours)
+
+
 def test_haproxy_is_the_default_and_sets_throughput_mode():
     env = load_config(overrides=[]).serve.http.ray_env()
     assert {k: env[k] for k in HA_KEYS} == {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
@@ -26,15 +44,36 @@ def test_unknown_proxy_is_a_config_error():
         load_config(overrides=["serve.http.proxy=nginx"])
 
 
-def test_local_ray_gets_the_env_and_the_users_own_values_win(monkeypatch):
-    for key in (*HA_KEYS, "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"):
-        monkeypatch.delenv(key, raising=False)
+def test_local_ray_gets_the_env_and_the_users_own_values_win(serve_env, monkeypatch):
     monkeypatch.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "12")
     use_serve_env(load_config(overrides=[]))
     import os
 
     assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
     assert os.environ["RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"] == "12"
+
+
+def test_a_second_config_replaces_what_the_first_set_but_never_the_users(serve_env, monkeypatch, tmp_path):
+    """One process starting Ray twice (a test session, a benchmark's several clusters): the
+    HAProxy settings the first config put there must not pass for the user's own and turn the
+    second cluster's Serve proxies into HAProxies; a value the user exported still wins."""
+    import os
+
+    from cluster.local import head_env
+    from core.runtime import user_environ
+
+    use_serve_env(load_config(overrides=[]))  # haproxy
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in user_environ()
+    ray_proxy = load_config(overrides=["serve.http.proxy=ray"])
+    nodes = head_env(ray_proxy.serve.http.ray_env(), "disabled", tmp_path)
+    assert not set(HA_KEYS) & set(nodes)  # the nodes of a ray-proxy cluster get no HAProxy settings
+    use_serve_env(ray_proxy)
+    assert not set(HA_KEYS) & set(os.environ)  # removed, not left behind
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the user's choice, over the config's
+    use_serve_env(ray_proxy)
+    assert os.environ["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert head_env(ray_proxy.serve.http.ray_env(), "disabled", tmp_path)["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
 
 
 def test_rendered_pods_carry_the_env():

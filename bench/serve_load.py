@@ -5,7 +5,7 @@
 The artifact root is built with the default sample size of configs/local.yaml when missing,
 reused otherwise. The app runs on local Ray (2 CPUs) with `engine: "none"`; every request has
 `with_reasons: false`. The load comes from a separate process (this file with `--client`): an
-asyncio + httpx open-loop generator that starts request i at t0 + i/rate whether or not earlier
+asyncio + aiohttp open-loop generator that starts request i at t0 + i/rate whether or not earlier
 ones have answered, so a slow server cannot slow the offered load down (no coordinated
 omission: latency is measured from the scheduled start). The mix is 60% known users, 20%
 unknown users, 20% anonymous sessions (1-5 recent items), k=10. Bounded: rate x duration
@@ -46,26 +46,41 @@ TARGET = {"rps": 100.0, "p99_ms": 100.0, "errors": 0}
 
 
 async def _load(url: str, bodies: list[dict], rate: float, max_inflight: int, timeout_s: float) -> dict:
-    import httpx
+    """Open-loop load with aiohttp (httpx costs several times the CPU per request: at 100 req/s on
+    2 cores it fell behind its own schedule and read as a server collapse). Each request's send lag
+    (actual send - scheduled) and the client's CPU are recorded, so a run where the load generator
+    itself fell behind shows it: latency counts from the scheduled start either way."""
+    import aiohttp
 
     latencies: list[float] = []
     done_at: list[float] = []
+    lags: list[float] = []
     errors: dict[str, int] = {}
+    refused: list[float] = []  # latency of the 503s an overloaded server sheds with (max_queued_requests)
+    degraded: dict[str, int] = {}  # answers given without a stage (refused, failed or late)
     inflight = 0
-    limits = httpx.Limits(max_connections=max_inflight, max_keepalive_connections=max_inflight)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    cpu0 = time.process_time()
+    connector = aiohttp.TCPConnector(limit=max_inflight, limit_per_host=max_inflight)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(base_url=url, connector=connector, timeout=timeout) as client:
 
         async def one(body: dict, scheduled: float) -> None:
             nonlocal inflight
             inflight += 1
+            lags.append(time.perf_counter() - scheduled)
             try:
-                r = await client.post("/v1/recommendations", json=body)
-                if r.status_code != 200:
-                    errors[f"http_{r.status_code}"] = errors.get(f"http_{r.status_code}", 0) + 1
+                async with client.post("/v1/recommendations", json=body) as r:
+                    payload = await r.read()
+                if r.status != 200:
+                    errors[f"http_{r.status}"] = errors.get(f"http_{r.status}", 0) + 1
+                    if r.status == 503:
+                        refused.append(time.perf_counter() - scheduled)
                     return
                 latencies.append(time.perf_counter() - scheduled)
                 done_at.append(time.perf_counter())
-            except httpx.HTTPError as e:
+                for stage in json.loads(payload).get("degraded") or ():
+                    degraded[stage] = degraded.get(stage, 0) + 1
+            except (TimeoutError, aiohttp.ClientError) as e:
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
             finally:
                 inflight -= 1
@@ -96,7 +111,14 @@ async def _load(url: str, bodies: list[dict], rate: float, max_inflight: int, ti
         "achieved_rps": round(len(latencies) / elapsed, 2),
         "elapsed_s": round(elapsed, 2),
         "latency_ms": stats_ms(latencies),
+        "degraded": degraded,
+        "refused_503_latency_ms": stats_ms(refused) if refused else None,
         "p99_ms_per_10s": {f"{w}s": stats_ms(v)["p99"] for w, v in sorted(windows.items())},
+        # The load generator's own health: a send lag of more than a few ms means it, not the server, fell behind.
+        "client": {
+            "send_lag_ms": stats_ms(lags),
+            "cpu_ms_per_request": round(1000 * (time.process_time() - cpu0) / max(1, len(bodies)), 3),
+        },
     }
 
 

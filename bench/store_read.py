@@ -1,5 +1,6 @@
 """Cost of the per-request read of a shopper's live events (`Store.recent_events`), the one
-database query on the path of every recommendation of a known user.
+database query on the path of every recommendation of a known user, and of the served log's
+batch writes (`Store.add_served`: k rows per answer, written off the request path).
 
     .venv/bin/python bench/store_read.py [--database sqlite|postgres] [--users 2000] [--n 3000]
 
@@ -8,7 +9,9 @@ tests start it) with `--users` users x 20 events, then times, per call and for u
 without events: the SQLAlchemy Core statement the store used before (built and compiled per
 call), `Store.recent_events` (one fixed SQL string on a pooled DBAPI connection), and the same
 through `asyncio.to_thread` (what a server database costs the ingress's loop). Checks that both
-paths return the same rows. Prints one JSON object.
+paths return the same rows. Then writes batches of `--served-batch` served rows both ways (the
+statement layer's executemany before, `Store.add_served` now) and reports the cost per row.
+Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -48,6 +51,35 @@ def core_statement(store, user_key: str, types: list[str], since_ms: int, limit:
         return [tuple(r) for r in conn.execute(stmt)][::-1]
 
 
+def core_served_insert(store, rows: list[dict]) -> None:
+    """The statement-layer batch insert (the store's `add_served` before the lean path)."""
+    from core.store.models import ServedRow
+
+    with store.engine.begin() as conn:
+        conn.execute(ServedRow.__table__.insert(), rows)
+
+
+def served_rows(batch: int, start: int) -> list[dict]:
+    return [
+        {"request_id": f"req-{(start + i) // 10}", "position": (start + i) % 10 + 1, "product_id": f"p{i % 5000}",
+         "user_key": f"u{i % 300}", "surface": "recommendations", "recommender_version": "sasrec-abc",
+         "generator_version": "gen-abc", "reason_source": "template", "degraded": None, "ts": 1_700_000_000_000 + i}
+        for i in range(batch)
+    ]  # fmt: skip
+
+
+def served_writes(store, batch: int, batches: int) -> dict:
+    out = {"batch_rows": batch}
+    for name, write in (("core_statement", lambda r: core_served_insert(store, r)), ("add_served", store.add_served)):
+        write(served_rows(batch, 0))
+        t0 = time.perf_counter()
+        for b in range(batches):
+            write(served_rows(batch, (b + 1) * batch))
+        out[f"{name}_us_per_row"] = round(1e6 * (time.perf_counter() - t0) / (batch * batches), 2)
+    out["rows_written"] = store.count_served()
+    return out
+
+
 def per_call_us(fn, n: int) -> float:
     fn()
     t0 = time.perf_counter()
@@ -64,7 +96,7 @@ async def per_call_thread_us(fn, n: int) -> float:
     return round(1e6 * (time.perf_counter() - t0) / n, 1)
 
 
-def run(url: str, users: int, n: int) -> dict:
+def run(url: str, users: int, n: int, served_batch: int = 200, served_batches: int = 50) -> dict:
     from core.store import Store, make_engine, upgrade
 
     engine = make_engine(url)
@@ -89,6 +121,7 @@ def run(url: str, users: int, n: int) -> dict:
                 per_call_thread_us(lambda u=user: store.recent_events(u, TYPES, 0, 50), n)
             ),
         }
+    out["served_writes"] = served_writes(store, served_batch, served_batches)
     engine.dispose()
     return out
 
@@ -98,9 +131,11 @@ def main() -> None:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--n", type=int, default=3000, help="calls per measurement")
+    parser.add_argument("--served-batch", type=int, default=200, help="served rows per write (serve.online.served)")
+    parser.add_argument("--served-batches", type=int, default=50, help="served batches per measurement")
     args = parser.parse_args()
-    if args.users < 8 or args.n < 1:
-        parser.error("--users must be at least 8 and --n at least 1")
+    if args.users < 8 or args.n < 1 or args.served_batch < 1 or args.served_batches < 1:
+        parser.error("--users must be at least 8, --n, --served-batch and --served-batches at least 1")
     with contextlib.ExitStack() as stack:
         if args.database == "postgres":
             from core.store.pgserver import local_postgres
@@ -108,7 +143,7 @@ def main() -> None:
             url = stack.enter_context(local_postgres())
         else:
             url = f"sqlite:///{stack.enter_context(tempfile.TemporaryDirectory())}/shop.db"
-        result = {"database": args.database, **run(url, args.users, args.n)}
+        result = {"database": args.database, **run(url, args.users, args.n, args.served_batch, args.served_batches)}
     print(json.dumps(result, indent=2))
 
 

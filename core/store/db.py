@@ -129,6 +129,10 @@ _RECENT_EVENTS_SQL = (
     "ORDER BY ts DESC, id DESC LIMIT {p}"
 )
 
+# Store.add_served: every column but the id, in the table's order; `{p}` is the DBAPI's placeholder.
+_SERVED_COLUMNS = tuple(c.name for c in ServedRow.__table__.columns if c.name != "id")
+_SERVED_INSERT_SQL = f"INSERT INTO {ServedRow.__tablename__} ({', '.join(_SERVED_COLUMNS)}) VALUES ({{values}})"
+
 PRODUCT_FIELDS = ("title", "category", "brand", "price", "attributes", "description", "in_stock", "stock")
 
 
@@ -144,6 +148,7 @@ class Store:
         self._param = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(engine.dialect.paramstyle)
         if self._param is None:
             raise ValueError(f"online database driver {engine.dialect.driver!r}: use SQLite or PostgreSQL (psycopg)")
+        self._served_sql = _SERVED_INSERT_SQL.format(values=", ".join([self._param] * len(_SERVED_COLUMNS)))
 
     # -- events
 
@@ -223,11 +228,29 @@ class Store:
     # -- what was shown (online evaluation: core.store.evaluation)
 
     def add_served(self, rows: list[dict[str, Any]]) -> int:
-        """Insert served items (`ServedRow` columns) in one transaction; returns how many."""
+        """Insert served items (`ServedRow` columns; a missing one is NULL) in one transaction;
+        returns how many.
+
+        Each answer writes k rows, so this runs at ~10x the request rate: one fixed SQL string
+        and the DBAPI's executemany on a pooled connection, not SQLAlchemy's statement layer
+        (`bench/store_read.py --served`)."""
         if not rows:
             return 0
-        with self._writing, self.engine.begin() as conn:
-            conn.execute(ServedRow.__table__.insert(), rows)
+        params = [tuple(r.get(c) for c in _SERVED_COLUMNS) for r in rows]
+        with self._writing:
+            conn = self.engine.raw_connection()
+            try:
+                cur = conn.cursor()
+                try:
+                    cur.executemany(self._served_sql, params)
+                finally:
+                    cur.close()
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                conn.close()
         return len(rows)
 
     def count_served(self) -> int:

@@ -20,17 +20,24 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_small_run_reads_the_same_rows_both_ways():
-    out = _run("--users", "8", "--n", "5")
+    out = _run("--users", "8", "--n", "5", "--served-batch", "10", "--served-batches", "2")
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout)
     assert got["database"] == "sqlite" and got["events"] == 160 and got["same_rows"] is True
     for who in ("user_with_events", "user_without"):
         assert set(got[who]) == {"core_statement_us", "recent_events_us", "recent_events_in_thread_us"}
         assert all(v > 0 for v in got[who].values())
+    served = got["served_writes"]  # both ways wrote every row: 3 writes of 10 each
+    assert (
+        served["rows_written"] == 60 and served["core_statement_us_per_row"] > 0 and served["add_served_us_per_row"] > 0
+    )
 
 
 def test_bad_arguments_name_the_flag():
     out = _run("--users", "2", "--n", "0")
-    assert out.returncode == 2 and "--users must be at least 8 and --n at least 1" in out.stderr
+    assert (
+        out.returncode == 2
+        and "--users must be at least 8, --n, --served-batch and --served-batches at least 1" in out.stderr
+    )
     out = _run("--database", "mysql")
     assert out.returncode == 2 and "invalid choice: 'mysql'" in out.stderr

@@ -85,6 +85,31 @@ def test_a_batch_is_one_transaction(store):
     assert store.count_events() == 1
 
 
+def test_served_rows_round_trip_and_a_failed_batch_keeps_nothing(store):
+    """The served log's batches skip the statement layer (one SQL string, executemany): every
+    column, NULLs and non-ASCII ids come back as written; a bad row fails its whole batch, and
+    the connection it used is clean for the next one."""
+    from sqlalchemy import select
+
+    from core.store.models import ServedRow
+
+    def served(i: int, **kw) -> dict:
+        row = dict(request_id=f"req-{i}", position=i, product_id=f"商品-{i}", user_key=None, surface="recs",
+                   recommender_version="r1", generator_version="g1", reason_source="template", degraded=None, ts=10 + i)  # fmt: skip
+        return row | kw
+
+    assert store.add_served([served(1, user_key="u1", degraded="ranker"), served(2)]) == 2
+    with pytest.raises(Exception):  # NOT NULL product_id missing in the last row
+        store.add_served([served(3), served(4, product_id=None)])
+    assert store.add_served([served(5)]) == 1
+    with store.engine.connect() as conn:
+        rows = [r._asdict() for r in conn.execute(select(ServedRow).order_by(ServedRow.position))]
+    assert [{k: v for k, v in r.items() if k != "id"} for r in rows] == [
+        served(1, user_key="u1", degraded="ranker"), served(2), served(5)
+    ]  # fmt: skip
+    assert store.count_served() == 3
+
+
 def test_recent_events_are_the_users_latest_unflagged_in_time_order(store):
     store.add_events(
         [

@@ -82,7 +82,7 @@ class OnlineEvaluationConfig(BaseModel):
     metrics_refresh_s: int = Field(
         60,
         ge=0,
-        description="How often (at most) each ingress replica recomputes the shopgraph_online_* gauges in the background; 0: no gauges.",
+        description="How often (at most) each ingress replica recomputes the shopgraph_online_* gauges in the background, in a thread at the lowest CPU priority; a refresh that took t seconds waits at least 9t before the next (a day of rows is seconds of CPU on a big shop); 0: no gauges.",
     )
 
     @field_validator("window", "attribution_window", "metrics_window")

@@ -224,3 +224,50 @@ def test_the_cli_passes_online_flags(monkeypatch):
     result = CliRunner().invoke(app, ["train", "evaluate", "--online", "--window", "24h", "--since", "2026-12-01"])
     assert result.exit_code == 0, result.output
     assert seen == [["--since", "2026-12-01", "--window", "24h", "--online"]]
+
+
+def test_a_slow_online_report_runs_niced_and_at_most_a_tenth_of_the_time(monkeypatch, tmp_path):
+    """A day of served rows is seconds of CPU on a big shop: the refresh runs in a thread at the
+    lowest priority, and one that took t seconds waits at least 9t (not metrics_refresh_s) before
+    the next, so it never keeps a core more than 10% busy."""
+    import os
+    import sys
+    import threading
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    import serve.served as served
+
+    engine = make_engine(f"sqlite:///{tmp_path}/shop.db")
+    gauges = served.OnlineGauges(
+        engine, OnlineConfig().evaluation.model_copy(update={"metrics_refresh_s": 1}), CollectorRegistry()
+    )
+    seen = {}
+
+    def slow_report(*args):
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        time.sleep(0.3)
+        return {"groups": [], "unattributed": {}}
+
+    monkeypatch.setattr("core.store.evaluation.online_report", slow_report)
+    waits, real_sleep = [], asyncio.sleep
+
+    async def sleep(delay):
+        waits.append(delay)
+        raise asyncio.CancelledError  # one round is enough
+
+    async def main():
+        monkeypatch.setattr(served.asyncio, "sleep", sleep)
+        try:
+            await gauges._run()
+        except asyncio.CancelledError:
+            pass
+        monkeypatch.setattr(served.asyncio, "sleep", real_sleep)
+
+    asyncio.run(main())
+    gauges.close()
+    engine.dispose()
+    assert gauges.refreshes == 1 and len(waits) == 1 and waits[0] >= 9 * 0.3
+    if sys.platform.startswith("linux"):
+        assert seen["nice"] == 19

@@ -1,0 +1,33 @@
+"""core.runtime's background executor: periodic heavy work next to a serving process runs at the
+lowest priority in its own thread, and leaves the caller's priority alone.
+
+    pytest -q tests/core/test_runtime.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import pytest
+
+from core.runtime import background_executor
+
+
+def _priority() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
+def test_the_work_runs_niced_in_one_thread_and_the_caller_keeps_its_priority():
+    mine = _priority()
+    pool = background_executor("report", nice=19)
+    try:
+        seen = {pool.submit(lambda: (threading.get_native_id(), _priority())).result() for _ in range(3)}
+    finally:
+        pool.shutdown()
+    assert len(seen) == 1  # one thread, reused
+    ((tid, nice),) = seen
+    assert nice == 19 and tid != threading.get_native_id()
+    assert _priority() == mine

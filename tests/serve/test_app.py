@@ -40,8 +40,14 @@ def app(serving_artifacts):
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     overrides = [*serving_artifacts, *LEAN]
     serve.run(build_app({"overrides": overrides, "engine": "fake"}), name="main", route_prefix="/")
+    tight = [  # the slow app's ingress takes 2 requests at once and lets 1 wait: the rest are refused
+        "serve.deployments.ingress.max_ongoing_requests=2",
+        "serve.deployments.ingress.max_queued_requests=1",
+    ]
     serve.run(
-        build_app({"overrides": overrides, "engine": "fake", "fake_delay_s": 3.0}), name="slow", route_prefix="/slow"
+        build_app({"overrides": [*overrides, *tight], "engine": "fake", "fake_delay_s": 3.0}),
+        name="slow",
+        route_prefix="/slow",
     )
     serve.run(
         build_app({"overrides": overrides, "engine": "fake", "fake_fail": True}), name="down", route_prefix="/down"
@@ -163,6 +169,35 @@ def test_slow_generator_never_delays_past_its_budget(client, app):
     assert elapsed < 2.5, elapsed  # nothing waits for the 3 s generation: it runs in the background
     page = client.get(f"/slow/v1/products/{app.popular[1]}/page").json()
     assert page["sections_source"] == "template"
+
+
+def test_an_ingress_past_its_queue_refuses_at_once_with_retry_after_and_serves_the_rest(app):
+    """Overload is shed, not queued: with 2 requests running and 1 waiting (the slow app's
+    ingress), more are answered 503 with Retry-After at once, the admitted ones answer in full,
+    and the app serves normally afterwards."""
+    import asyncio
+
+    user = _heavy_user(app)
+
+    async def one(c: httpx.AsyncClient):
+        started = time.perf_counter()
+        # wait_ms: each admitted request holds its slot ~1.5 s, waiting on the 3 s generator
+        r = await c.post("/slow/v1/recommendations", json={"user_id": user, "k": 2, "wait_ms": 1500})
+        return r, time.perf_counter() - started
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=BASE, timeout=60) as c:
+            return await asyncio.gather(*(one(c) for _ in range(8)))
+
+    got = asyncio.run(burst())
+    refused = [(r, s) for r, s in got if r.status_code == 503]
+    answered = [(r, s) for r, s in got if r.status_code == 200]
+    assert len(refused) + len(answered) == 8 and 1 <= len(answered) <= 3 and refused
+    assert all(r.headers.get("retry-after") == "1" for r, _ in refused)
+    assert max(s for _, s in refused) < min(s for _, s in answered)  # refused before any admitted one answered
+    assert all(len(r.json()["items"]) == 2 for r, _ in answered)
+    after = httpx.post(f"{BASE}/slow/v1/recommendations", json={"user_id": user, "k": 2}, timeout=60)
+    assert after.status_code == 200 and len(after.json()["items"]) == 2
 
 
 def test_late_generations_are_cached_for_the_next_request(client, app):

@@ -72,6 +72,19 @@ def user_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if _SERVE_ENV_SET.get(k) != v}
 
 
+def freeze_startup_heap() -> int:
+    """Exempt what a replica loaded at start (catalog, models, indexes: ~250,000 objects) from
+    the cyclic garbage collector: its full collections then walk only what requests created,
+    instead of stalling every request in flight for ~100 ms each time one runs. Objects freed
+    later are still freed (reference counting); only cycles among them would stay. Returns how
+    many objects were frozen."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def background_executor(name: str, nice: int = 19):
     """A one-thread executor for periodic heavy work next to a serving process (a report over a
     day of rows): its thread runs at the given nice value, so the request threads of this and

@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from core.runtime import freeze_startup_heap
 from serve.recommend import Candidates, Scored
 from serve.schemas import Filters
 
@@ -87,6 +88,7 @@ class Retriever:
         self.reloader = replica_reloader(cfg, self.core.catalog)
         self.reloader.watch("text index", self.core.text_dirs, self.core.load_text, self.core.use_text, stamp=loaded)
         self.m_latency, self.m_batch = replica_metrics(batch_sizes=True)
+        freeze_startup_heap()
 
     # No wait: a request that finds the replica idle runs at once; the ones that queue up while
     # it works form the next batch (one SASRec forward and one FAISS search for all of them).
@@ -127,6 +129,7 @@ class Ranker:
         # (the model's own item features stay the trained ones) (serve.reload).
         self.reloader = replica_reloader(cfg, self.core.catalog)
         self.m_latency, _ = replica_metrics()
+        freeze_startup_heap()
 
     # Not batched: ranking is per request (features, rules, evidence), so a batch saved no work
     # and its 2 ms wait was pure latency.

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Str
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from core.runtime import freeze_startup_heap
 from ml.reasons import reason_key, reason_profile
 from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, tidy_highlight
@@ -288,6 +289,7 @@ class Ingress:
                 self._use_content,
                 stamp=loaded,
             )
+        freeze_startup_heap()
 
     def _setup(
         self,

@@ -248,7 +248,8 @@ class Store:
                     cur.close()
                 conn.commit()
             except BaseException:
-                conn.rollback()
+                with contextlib.suppress(Exception):  # a dead connection: the original error is the one to see
+                    conn.rollback()
                 raise
             finally:
                 conn.close()

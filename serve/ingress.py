@@ -573,7 +573,7 @@ class Ingress:
         self.m_jobs.labels(event).inc()
         if event == "done":
             self.breakers["generator"].success()
-        elif event == "failed" and cause == "BackPressureError":  # refused for overload: alive, not failing
+        elif event == "failed" and cause == "overloaded":  # refused for overload: alive, not failing
             self.m_fallback.labels("generator", "overloaded").inc()
         elif event in ("failed", "timeout"):
             self.breakers["generator"].failure()

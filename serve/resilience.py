@@ -247,8 +247,8 @@ class GenerationQueue:
         except asyncio.CancelledError:
             self._finish(job, None, "cancelled")
             raise
-        except Exception as e:  # the generator failed: the caller keeps its template copy
-            self._finish(job, None, "failed", type(e).__name__)
+        except Exception as e:  # the generator failed or refused for overload: the caller keeps its template copy
+            self._finish(job, None, "failed", "overloaded" if overloaded(e) else type(e).__name__)
         else:
             self._finish(job, value, "done")
 
@@ -342,11 +342,10 @@ class StageMonitor:
             h.timeouts = 0
             if overloaded(e):  # it refused the probe because its queue is full: alive, busy
                 h.state, h.detail, h.latency_ms = "busy", f"refused for overload: {str(e)[:200]}", None
-                h.at = self.clock()
-                return
-            h.state, h.detail, h.latency_ms = "down", f"probe failed: {type(e).__name__}: {str(e)[:200]}", None
-            if breaker is not None:
-                breaker.trip()
+            else:
+                h.state, h.detail, h.latency_ms = "down", f"probe failed: {type(e).__name__}: {str(e)[:200]}", None
+                if breaker is not None:
+                    breaker.trip()
         else:
             h.timeouts = 0
             h.latency_ms = round(1000 * (time.perf_counter() - started), 2)

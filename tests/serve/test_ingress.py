@@ -219,6 +219,26 @@ def test_an_overloaded_stage_is_skipped_per_request_and_never_counted_as_down(st
     asyncio.run(main())
 
 
+def test_a_background_generation_refused_for_overload_never_opens_the_generators_breaker():
+    """The generation queue reports Serve's refusal as cause `overloaded`: counted as a fallback
+    with that cause, never as a failure of the generator; a real failure still counts."""
+
+    async def main():
+        ingress = _ingress(generator=True)
+        failures = ingress.breakers["generator"].failures
+        for _ in range(failures + 1):
+            ingress._job_outcome("failed", "overloaded")
+        assert ingress.breakers["generator"].state == "closed"
+        text = (await INGRESS.metrics(ingress)).body.decode()
+        assert f'shopgraph_fallbacks_total{{stage="generator",why="overloaded"}} {failures + 1}.0' in text
+        for _ in range(failures):
+            ingress._job_outcome("failed", "RuntimeError")
+        assert ingress.breakers["generator"].state == "open"
+        await ingress.monitor.close()
+
+    asyncio.run(main())
+
+
 def test_a_hung_stage_costs_its_budget_once_then_nothing():
     async def main():
         ingress = _ingress(generator=False, budgets={"retrieval_ms": 50})

@@ -118,6 +118,23 @@ def test_failures_resolve_to_none_and_name_the_error():
     asyncio.run(main())
 
 
+def test_a_job_refused_for_overload_names_overload_not_the_exception():
+    """Serve's BackPressureError (the generator's queue is full) is reported as the cause
+    `overloaded`, the same word the ingress uses for every other refused call."""
+    from ray.serve.exceptions import BackPressureError
+
+    async def main():
+        async def refused():
+            raise BackPressureError(num_queued_requests=4, max_queued_requests=4)
+
+        outcomes = []
+        q = _queue(on_outcome=lambda event, cause: outcomes.append((event, cause)))
+        assert await q.submit("k", refused, 1.0) is None
+        assert ("failed", "overloaded") in outcomes and q.events["failed"] == 1
+
+    asyncio.run(main())
+
+
 def test_a_closed_gate_drops_waiting_work():
     async def main():
         open_ = [False]

@@ -233,6 +233,22 @@ def _chunk(completion_id: str, created: int, model: str, delta: dict, finish: st
 # so every module-level helper it uses must already exist at that point.
 
 
+def _with_transport(transport: str, *handles):
+    """The stage handles set to call over `serve.handle_transport` (grpc or actor). Serve's own
+    default is fixed when `ray.serve` is first imported in the process that builds the app, so
+    the CLI, the tests and KubeRay's controller could each end up with a different one."""
+    by_reference = transport == "actor"
+    return [h.options(_by_reference=by_reference) if h is not None else None for h in handles]
+
+
+def _transport_of(handle) -> str:
+    """How calls through `handle` travel: grpc, actor, or in-process (a unit test's stand-in)."""
+    options = getattr(handle, "handle_options", None)
+    if options is None:
+        return "in-process"
+    return "actor" if options._by_reference else "grpc"
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(api)
 class Ingress:
@@ -244,6 +260,7 @@ class Ingress:
 
         self.args = AppArgs(**args)
         self.cfg = self.args.load_config()
+        retriever, ranker, generator = _with_transport(self.cfg.serve.handle_transport, retriever, ranker, generator)
         privacy = self.cfg.privacy
         live = None
         if self.cfg.online.enabled:
@@ -320,6 +337,8 @@ class Ingress:
         from serve.metrics import MetricSet
 
         self.pseudonymizer, self.tombstones, self.privacy = pseudonymizer, tombstones, privacy
+        stages = (("retriever", retriever), ("ranker", ranker), ("generator", generator))
+        self.transport = {name: _transport_of(h) for name, h in stages if h is not None}  # /readyz
         if user_store is None and live is not None:
             from serve.live import OnlineUserData
 
@@ -1917,6 +1936,7 @@ class Ingress:
             "generator": stages["generator"]["state"] if "generator" in stages else "disabled",
             "stages": stages,
             "queue": self.queue.stats(),
+            "transport": self.transport,
             "catalog_products": len(self.catalog.products),
             "cache_entries": len(self.cache),
             "shared_cache": (

@@ -447,6 +447,15 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     http: HttpConfig = Field(default_factory=HttpConfig, description="Serve HTTP proxy address.")
+    handle_transport: Literal["grpc", "actor"] = Field(
+        "grpc",
+        description=(
+            "How the ingress calls the retriever, ranker and generator: `grpc` (Serve's inter-deployment gRPC, what "
+            "throughput-optimized Serve uses; at 100 req/s on 2 CPUs p99 269 ms against 1,082 ms for actor calls, "
+            "bench/serve_load.py) or `actor` (Ray actor calls through the object store). Set on the handles "
+            "themselves, so it holds however the app was started (CLI, tests, KubeRay)."
+        ),
+    )
     app_name: str = Field("shopgraph", description="Serve application name.")
     route_prefix: str = Field("/", description="Route prefix of the application.")
     deployments: DeploymentsConfig = Field(

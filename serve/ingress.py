@@ -236,7 +236,7 @@ def _chunk(completion_id: str, created: int, model: str, delta: dict, finish: st
 def _with_transport(transport: str, *handles):
     """The stage handles set to call over `serve.handle_transport` (grpc or actor). Serve's own
     default is fixed when `ray.serve` is first imported in the process that builds the app, so
-    the CLI, the tests and KubeRay's controller could each end up with a different one."""
+    `shopgraph serve run` (actor calls) and KubeRay's controller (gRPC) differed."""
     by_reference = transport == "actor"
     return [h.options(_by_reference=by_reference) if h is not None else None for h in handles]
 

@@ -453,7 +453,7 @@ class ServeConfig(BaseModel):
             "How the ingress calls the retriever, ranker and generator: `grpc` (Serve's inter-deployment gRPC, what "
             "throughput-optimized Serve uses; at 100 req/s on 2 CPUs p99 269 ms against 1,082 ms for actor calls, "
             "bench/serve_load.py) or `actor` (Ray actor calls through the object store). Set on the handles "
-            "themselves, so it holds however the app was started (CLI, tests, KubeRay)."
+            "themselves, so it holds however the app was started (CLI, a script, KubeRay)."
         ),
     )
     app_name: str = Field("shopgraph", description="Serve application name.")

@@ -344,8 +344,8 @@ def test_openapi_metrics_and_readiness(client):
     assert "no-such-product" not in metrics
     ready = client.get("/readyz").json()
     assert ready["ready"] and ready["recommendations"] == "ok"
-    # serve.handle_transport, read back from the ingress's own handles: the test process imported
-    # ray.serve before any Serve setting was in its environment, which alone would mean actor calls
+    # serve.handle_transport, read back from the ingress's own handles (set on them explicitly:
+    # Serve's default depends on the environment the building process had when it imported ray.serve)
     assert ready["transport"] == {"retriever": "grpc", "ranker": "grpc", "generator": "grpc"}
 
 

@@ -13,9 +13,12 @@ batch; both are counted (`on_outcome("dropped" | "failed", rows)`), never silent
 touches the request that produced the rows. `close` (the ingress's `__del__`, which Serve calls at
 graceful shutdown) writes what is left.
 
-`OnlineGauges` runs `core.store.evaluation.online_report` over the last `online.evaluation.metrics_window`
-every `metrics_refresh_s` in the background and sets the gauges from it; a scrape only reads them.
-Every replica computes the same database-wide numbers: aggregate them with max(), not sum().
+`OnlineGauges` sets the gauges every `metrics_refresh_s`, in the background, from
+`core.store.evaluation.online_report` over the last `online.evaluation.metrics_window`; a scrape
+only reads them. The report is computed once per refresh for all the ingress replicas that share
+the online database (`core.store.evaluation.shared_report`: one replica takes a lease and stores
+the result, the others read it), not once per replica. Every replica shows the same
+database-wide numbers: aggregate them with max(), not sum().
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -146,13 +150,16 @@ class OnlineGauges:
         )
         self.updated = Gauge(
             "shopgraph_online_report_timestamp_seconds",
-            "When the shopgraph_online_* gauges were computed",
+            "When the report behind the shopgraph_online_* gauges was computed (by this replica or another)",
             registry=registry,
         )
         self.failures = Counter(
             "shopgraph_online_report_failures_total", "Online evaluation refreshes that failed", registry=registry
         )
-        self.refreshes = 0
+        self.refreshes = 0  # reports applied to the gauges
+        self.computed = 0  # of those, computed by this replica (the others were another's)
+        self.key = f"online:{self.window_ms}:{self.attribution_ms}"  # replicas with other settings share nothing
+        self.owner = uuid.uuid4().hex
         self._task: asyncio.Task | None = None
         self._executor = background_executor("online-report")
 
@@ -165,33 +172,47 @@ class OnlineGauges:
 
     async def _run(self) -> None:
         while True:
-            started = time.monotonic()
+            started, computed = time.monotonic(), self.computed
             await self.refresh()
-            took = time.monotonic() - started
+            took = time.monotonic() - started if self.computed > computed else 0.0
             # A day of served rows grows with the shop: the report never takes more than a tenth
             # of the time (one core at most 10% busy with it), however long one refresh runs.
             await asyncio.sleep(max(self.cfg.metrics_refresh_s, 9 * took))
 
-    async def refresh(self) -> dict[str, Any] | None:
-        from core.store.evaluation import online_report
+    def _shared(self, now: int):
+        from core.store.evaluation import online_report, shared_report
 
+        refresh_ms = int(self.cfg.metrics_refresh_s * 1000)
+        return shared_report(
+            self.engine,
+            self.key,
+            self.owner,
+            now,
+            fresh_ms=refresh_ms,
+            # a replica that dies while computing holds the report back this long at most
+            lease_ms=max(10 * 60_000, 2 * refresh_ms),
+            compute=lambda: online_report(self.engine, now - self.window_ms, now + 1, self.attribution_ms),
+        )
+
+    async def refresh(self) -> dict[str, Any] | None:
         now = int(time.time() * 1000)
         try:
             # Seconds of CPU over a day of served rows (2.6 s at 860,000 on SQLite): in a thread
             # at the lowest priority, or every refresh was a latency spike for the requests.
-            report = await asyncio.get_running_loop().run_in_executor(
-                self._executor, online_report, self.engine, now - self.window_ms, now + 1, self.attribution_ms
-            )
+            shared = await asyncio.get_running_loop().run_in_executor(self._executor, self._shared, now)
         except Exception as e:
             self.failures.inc()
             log.warning(
                 "online evaluation refresh failed (%s: %s); the gauges keep their last values", type(e).__name__, e
             )
             return None
-        self.apply(report)
-        return report
+        if shared.report is None:  # another replica is computing the first one
+            return None
+        self.computed += shared.computed_here
+        self.apply(shared.report, shared.computed_at / 1000)
+        return shared.report
 
-    def apply(self, report: dict[str, Any]) -> None:
+    def apply(self, report: dict[str, Any], computed_at: float | None = None) -> None:
         """Set every gauge from `report` at once (no await in here: a scrape sees the old set or the
         new one); groups that are gone from the window disappear, rates without impressions are absent."""
         for gauge in (*self.counts.values(), *self.rates.values(), self.unattributed):
@@ -206,7 +227,7 @@ class OnlineGauges:
         for kind, by_event in report["unattributed"].items():
             for event, n in by_event.items():
                 self.unattributed.labels(event, "true" if kind == "with_request_id" else "false").set(n)
-        self.updated.set(time.time())
+        self.updated.set(time.time() if computed_at is None else computed_at)
         self.refreshes += 1
 
     def close(self) -> None:

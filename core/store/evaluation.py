@@ -30,12 +30,14 @@ second one counts the unattributed events.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, and_, case, exists, func, or_, select, text
+from sqlalchemy import Engine, and_, case, exists, func, or_, select, text, update
 
-from core.store.models import EventRow, ServedRow
+from core.store.models import EventRow, ServedRow, SharedReport
 
 OUTCOMES = ("click", "cart", "purchase")
 GROUP_KEYS = ("recommender_version", "generator_version", "reason_source")
@@ -209,3 +211,54 @@ def online_report(engine: Engine, since_ms: int, until_ms: int, attribution_wind
         "groups": [_rates(g) for g in groups],
         "unattributed": unattributed,
     }
+
+
+class Shared(NamedTuple):
+    report: dict[str, Any] | None  # None: nobody has finished one yet
+    computed_at: int  # ms, when the report's window ended; 0 with no report
+    computed_here: bool  # this call ran `compute`
+
+
+def shared_report(
+    engine: Engine, key: str, owner: str, now_ms: int, fresh_ms: int, lease_ms: int, compute: Callable[[], dict]
+) -> Shared:
+    """A report that every process sharing the database computes once per `fresh_ms` between them.
+
+    The stored report is returned while it is fresh (computed at most `fresh_ms` before `now_ms`).
+    When it is stale, one caller takes the row's lease (an UPDATE that only succeeds while nobody
+    holds it and the stored report is still the stale one this caller read) and runs `compute`;
+    the others go on with the stale one meanwhile. A caller that dies while computing holds the
+    lease for `lease_ms`, then another takes over. A failing `compute` gives the lease back and
+    raises. Two callers compute at once only when one of them takes longer than `lease_ms`."""
+    table = SharedReport.__table__
+    from core.store.db import _insert
+
+    with engine.begin() as conn:
+        conn.execute(
+            _insert(engine, SharedReport).values(key=key, lease_until=0, computed_at=0).on_conflict_do_nothing()
+        )
+        row = conn.execute(select(table).where(table.c.key == key)).mappings().one()
+    stored = Shared(
+        json.loads(row["report"]) if row["report"] else None, row["computed_at"] if row["report"] else 0, False
+    )
+    if stored.report is not None and row["computed_at"] >= now_ms - fresh_ms:
+        return stored
+    claim = (
+        update(table)
+        .where(table.c.key == key, table.c.computed_at == row["computed_at"])
+        .where(or_(table.c.lease_until < now_ms, table.c.owner == owner))
+        .values(owner=owner, lease_until=now_ms + lease_ms)
+    )
+    with engine.begin() as conn:
+        if conn.execute(claim).rowcount != 1:
+            return stored  # another caller is computing it, or has just stored a newer one
+    mine = and_(table.c.key == key, table.c.owner == owner)
+    try:
+        report = compute()
+    except BaseException:
+        with engine.begin() as conn:
+            conn.execute(update(table).where(mine).values(lease_until=0))
+        raise
+    with engine.begin() as conn:
+        conn.execute(update(table).where(mine).values(report=json.dumps(report), computed_at=now_ms, lease_until=0))
+    return Shared(report, now_ms, True)

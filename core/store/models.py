@@ -119,3 +119,17 @@ class RefreshWatermark(Base):
     products_updated_at: Mapped[int] = mapped_column(BigInteger, default=0)
     events_id: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SharedReport(Base):
+    """A report computed once for every process that reads it (`core.store.evaluation.shared_report`):
+    the online evaluation gauges of all ingress replicas come from one computation per refresh.
+    `owner` holds the computation until `lease_until` (ms; 0: nobody); `report` is its JSON."""
+
+    __tablename__ = "shared_reports"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[int] = mapped_column(BigInteger, default=0)
+    computed_at: Mapped[int] = mapped_column(BigInteger, default=0)  # ms; 0: never
+    report: Mapped[str | None] = mapped_column(Text)

@@ -15,11 +15,12 @@ from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from core.config.online import OnlineConfig
 from core.config.privacy import PrivacyConfig
 from core.config.serve import ServeConfig
-from core.store import Store, make_engine
+from core.store import Store, make_engine, upgrade
 from core.store.keys import KeyRing, token_hash
 from serve.live import LiveState
 from serve.testing import fake_ranker, fake_retriever, privacy_for_tests
@@ -181,7 +182,11 @@ def test_online_gauges_come_from_the_background_refresh_not_the_scrape(make_clie
     client.get("/metrics")
     client.get("/metrics")
     assert gauges.refreshes == before  # a scrape reads the gauges, it does not query
-    asyncio.run(gauges.refresh())  # what the background task does every metrics_refresh_s
+    # an hour (metrics_refresh_s) later, the background task computes the report again
+    with gauges.engine.begin() as conn:
+        conn.execute(text("UPDATE shared_reports SET computed_at = computed_at - 3600001"))
+    asyncio.run(gauges.refresh())
+    assert gauges.refreshes == before + 1 and gauges.computed == 2
     labels = f'generator_version="gen-1",reason_source="{item["reason_source"]}",recommender_version="t"'
     assert _metric(client, f"shopgraph_online_ctr{{{labels}}}") == 1.0
     assert _metric(client, f"shopgraph_online_impressions{{{labels}}}") == 1.0
@@ -239,6 +244,7 @@ def test_a_slow_online_report_runs_niced_and_at_most_a_tenth_of_the_time(monkeyp
 
     import serve.served as served
 
+    upgrade(f"sqlite:///{tmp_path}/shop.db")
     engine = make_engine(f"sqlite:///{tmp_path}/shop.db")
     gauges = served.OnlineGauges(
         engine, OnlineConfig().evaluation.model_copy(update={"metrics_refresh_s": 1}), CollectorRegistry()
@@ -275,3 +281,34 @@ def test_a_slow_online_report_runs_niced_and_at_most_a_tenth_of_the_time(monkeyp
     assert gauges.refreshes == 1 and len(waits) == 1 and waits[0] >= 9 * 0.3
     if sys.platform.startswith("linux"):
         assert seen["nice"] == 19
+
+
+def test_two_ingress_replicas_share_one_online_report_per_refresh(monkeypatch, tmp_path):
+    """Every ingress replica used to run a day's report every refresh; now one of them does and
+    the others apply what it stored, with the time it was computed."""
+    from prometheus_client import CollectorRegistry
+
+    import serve.served as served
+
+    url = f"sqlite:///{tmp_path}/shop.db"
+    upgrade(url)
+    engine = make_engine(url)
+    cfg = OnlineConfig().evaluation.model_copy(update={"metrics_refresh_s": 60})
+    calls = []
+
+    def report(*args):
+        calls.append(args)
+        return {"groups": [], "unattributed": {"with_request_id": {"click": 3}, "without_request_id": {}}}
+
+    monkeypatch.setattr("core.store.evaluation.online_report", report)
+    replicas = [served.OnlineGauges(engine, cfg, CollectorRegistry()) for _ in range(2)]
+    for gauges in replicas:
+        asyncio.run(gauges.refresh())
+    assert len(calls) == 1
+    assert [(g.refreshes, g.computed) for g in replicas] == [(1, 1), (1, 0)]
+    for g in replicas:
+        assert g.unattributed.labels("click", "true")._value.get() == 3
+    assert replicas[0].updated._value.get() == replicas[1].updated._value.get()
+    for g in replicas:
+        g.close()
+    engine.dispose()

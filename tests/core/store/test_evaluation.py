@@ -163,3 +163,85 @@ def test_durations_and_times_parse_or_say_what_to_write():
     assert parse_time_ms("1796083200000") == 1_796_083_200_000
     with pytest.raises(ValueError, match="--since.*ISO 8601"):
         parse_time_ms("yesterday")
+
+
+# ----------------------------------------------------------------------------- one report for all replicas
+
+
+def _counting(calls: list, report: dict | None = None, delay_s: float = 0.0):
+    def compute():
+        import time
+
+        calls.append(1)
+        time.sleep(delay_s)
+        return report or {"n": len(calls)}
+
+    return compute
+
+
+def test_a_shared_report_is_computed_once_per_refresh_for_every_caller(store):
+    from core.store.evaluation import shared_report
+
+    calls, e = [], store.engine
+    first = shared_report(e, "online:x", "replica-a", 10_000, fresh_ms=1_000, lease_ms=60_000, compute=_counting(calls))
+    assert first == ({"n": 1}, 10_000, True)
+    # another replica within the refresh: the stored report, nothing computed
+    again = shared_report(e, "online:x", "replica-b", 10_900, fresh_ms=1_000, lease_ms=60_000, compute=_counting(calls))
+    assert again == ({"n": 1}, 10_000, False) and len(calls) == 1
+    # a refresh later, whoever asks first computes it, once
+    later = shared_report(e, "online:x", "replica-b", 11_001, fresh_ms=1_000, lease_ms=60_000, compute=_counting(calls))
+    assert later == ({"n": 2}, 11_001, True)
+    assert shared_report(e, "online:x", "replica-a", 11_002, 1_000, 60_000, _counting(calls)).computed_here is False
+    # other settings are another key: shared with nobody
+    assert shared_report(e, "online:y", "replica-a", 11_002, 1_000, 60_000, _counting(calls)).computed_here is True
+
+
+def test_a_held_lease_serves_the_stale_report_until_it_expires(store):
+    """A replica that died while computing holds the report back for lease_ms, no longer."""
+    from sqlalchemy import text
+
+    from core.store.evaluation import shared_report
+
+    calls, e = [], store.engine
+    shared_report(e, "k", "a", 10_000, fresh_ms=1_000, lease_ms=5_000, compute=_counting(calls))
+    with e.begin() as conn:  # replica a took the lease at 20 s and died
+        conn.execute(text("UPDATE shared_reports SET owner = 'a', lease_until = 25000"))
+    stale = shared_report(e, "k", "b", 24_999, fresh_ms=1_000, lease_ms=5_000, compute=_counting(calls))
+    assert stale == ({"n": 1}, 10_000, False) and len(calls) == 1
+    taken = shared_report(e, "k", "b", 25_001, fresh_ms=1_000, lease_ms=5_000, compute=_counting(calls))
+    assert taken == ({"n": 2}, 25_001, True)
+
+
+def test_a_failed_computation_gives_the_lease_back(store):
+    from core.store.evaluation import shared_report
+
+    def broken():
+        raise RuntimeError("database went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        shared_report(store.engine, "k", "a", 10_000, fresh_ms=1_000, lease_ms=60_000, compute=broken)
+    # nothing stored, nobody holding it: the next caller computes at once, not a minute later
+    assert shared_report(store.engine, "k", "b", 10_001, 1_000, 60_000, _counting([])) == ({"n": 1}, 10_001, True)
+
+
+def test_callers_racing_on_a_stale_report_compute_it_once(store):
+    """Four replicas' refreshes at the same moment, each on its own connection: one computes, the
+    others go on with what is stored (nothing yet: None) and never wait for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.store.evaluation import shared_report
+
+    calls = []
+    with ThreadPoolExecutor(4) as pool:
+        results = list(
+            pool.map(
+                lambda owner: shared_report(
+                    store.engine, "k", owner, 10_000, 1_000, 60_000, _counting(calls, {"n": 1}, delay_s=0.5)
+                ),
+                ["a", "b", "c", "d"],
+            )
+        )
+    assert len(calls) == 1
+    assert sorted(r.computed_here for r in results) == [False, False, False, True]
+    assert all(r.report in (None, {"n": 1}) for r in results)
+    assert shared_report(store.engine, "k", "e", 10_500, 1_000, 60_000, _counting(calls)).report == {"n": 1}

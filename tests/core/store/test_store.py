@@ -39,7 +39,7 @@ def test_migrations_create_the_tables_and_run_twice(db_url):
     upgrade(db_url)  # already at head: nothing to do, no error
     engine = make_engine(db_url)
     tables = set(inspect(engine).get_table_names())
-    assert {"products", "events", "refresh_watermarks", "alembic_version"} <= tables
+    assert {"products", "events", "refresh_watermarks", "served_items", "shared_reports", "alembic_version"} <= tables
     unique = inspect(engine).get_unique_constraints("events") + [
         i for i in inspect(engine).get_indexes("events") if i["unique"]
     ]

@@ -188,7 +188,9 @@ class OnlineGauges:
             self.key,
             self.owner,
             now,
-            fresh_ms=refresh_ms,
+            # a little under the refresh: the replica that computed it recomputes on its next
+            # refresh, another one that asks in between takes the stored report
+            fresh_ms=int(0.9 * refresh_ms),
             # a replica that dies while computing holds the report back this long at most
             lease_ms=max(10 * 60_000, 2 * refresh_ms),
             compute=lambda: online_report(self.engine, now - self.window_ms, now + 1, self.attribution_ms),

@@ -31,6 +31,7 @@ second one counts the unattributed events.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -224,8 +225,9 @@ def shared_report(
 ) -> Shared:
     """A report that every process sharing the database computes once per `fresh_ms` between them.
 
-    The stored report is returned while it is fresh (computed at most `fresh_ms` before `now_ms`).
-    When it is stale, one caller takes the row's lease (an UPDATE that only succeeds while nobody
+    The stored report is returned while it is fresh: computed at most `fresh_ms` before `now_ms`,
+    or 9 times as long as computing it took, whichever is longer, so that computing it never keeps
+    more than a tenth of one core busy across all the callers. When it is stale, one caller takes the row's lease (an UPDATE that only succeeds while nobody
     holds it and the stored report is still the stale one this caller read) and runs `compute`;
     the others go on with the stale one meanwhile. A caller that dies while computing holds the
     lease for `lease_ms`, then another takes over. A failing `compute` gives the lease back and
@@ -241,7 +243,7 @@ def shared_report(
     stored = Shared(
         json.loads(row["report"]) if row["report"] else None, row["computed_at"] if row["report"] else 0, False
     )
-    if stored.report is not None and row["computed_at"] >= now_ms - fresh_ms:
+    if stored.report is not None and row["computed_at"] >= now_ms - max(fresh_ms, 9 * row["took_ms"]):
         return stored
     claim = (
         update(table)
@@ -253,6 +255,7 @@ def shared_report(
         if conn.execute(claim).rowcount != 1:
             return stored  # another caller is computing it, or has just stored a newer one
     mine = and_(table.c.key == key, table.c.owner == owner)
+    started = time.monotonic()
     try:
         report = compute()
     except BaseException:
@@ -260,5 +263,14 @@ def shared_report(
             conn.execute(update(table).where(mine).values(lease_until=0))
         raise
     with engine.begin() as conn:
-        conn.execute(update(table).where(mine).values(report=json.dumps(report), computed_at=now_ms, lease_until=0))
+        conn.execute(
+            update(table)
+            .where(mine)
+            .values(
+                report=json.dumps(report),
+                computed_at=now_ms,
+                took_ms=int((time.monotonic() - started) * 1000),
+                lease_until=0,
+            )
+        )
     return Shared(report, now_ms, True)

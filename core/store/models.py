@@ -132,4 +132,5 @@ class SharedReport(Base):
     owner: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[int] = mapped_column(BigInteger, default=0)
     computed_at: Mapped[int] = mapped_column(BigInteger, default=0)  # ms; 0: never
+    took_ms: Mapped[int] = mapped_column(BigInteger, default=0)  # how long computing it took
     report: Mapped[str | None] = mapped_column(Text)

@@ -245,3 +245,15 @@ def test_callers_racing_on_a_stale_report_compute_it_once(store):
     assert sorted(r.computed_here for r in results) == [False, False, False, True]
     assert all(r.report in (None, {"n": 1}) for r in results)
     assert shared_report(store.engine, "k", "e", 10_500, 1_000, 60_000, _counting(calls)).report == {"n": 1}
+
+
+def test_a_slow_shared_report_stays_fresh_nine_times_as_long_as_it_took(store):
+    """0.3 s to compute: no caller starts another within 2.7 s, whatever the refresh says."""
+    from core.store.evaluation import shared_report
+
+    calls = []
+    shared_report(
+        store.engine, "k", "a", 10_000, fresh_ms=1_000, lease_ms=60_000, compute=_counting(calls, delay_s=0.3)
+    )
+    assert shared_report(store.engine, "k", "b", 12_600, 1_000, 60_000, _counting(calls)).computed_here is False
+    assert shared_report(store.engine, "k", "b", 20_000, 1_000, 60_000, _counting(calls)).computed_here is True

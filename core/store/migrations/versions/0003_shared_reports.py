@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(64)),
         sa.Column("lease_until", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("computed_at", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("took_ms", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("report", sa.Text()),
     )
 

@@ -163,6 +163,17 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("{{stage}}", f"min by (stage) ({_q('shopgraph_stage_up')})")],
     ),
     (
+        "Garbage-collector pauses by deployment (every request in the process waits them out)",
+        "s",
+        [
+            ("{{deployment}} p99", _hist("shopgraph_gc_pause_seconds", "deployment", 0.99)),
+            (
+                "{{deployment}} paused per second",
+                f"sum by (deployment) (rate({_q('shopgraph_gc_pause_seconds')}_sum{RATE}))",
+            ),
+        ],
+    ),
+    (
         "Engine tokens per second",
         "none",
         [

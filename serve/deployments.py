@@ -152,10 +152,12 @@ class Ranker:
 def replica_metrics(batch_sizes: bool = False):
     """The time a retriever or ranker replica spends on a call (queueing and transport excluded, which
     the ingress's `shopgraph_stage_latency_seconds` include), and its batch sizes; exported through
-    Ray's metrics (serve.metrics), so one scrape holds every replica."""
-    from serve.metrics import MetricSet
+    Ray's metrics (serve.metrics), so one scrape holds every replica. The replica's garbage-collector
+    pauses too (`serve.metrics.GcPauses`)."""
+    from serve.metrics import GC_PAUSES, MetricSet
 
     ms = MetricSet()
+    GC_PAUSES.watch(ms)
     latency = ms.histogram("shopgraph_replica_latency_seconds", "Time inside a replica per stage", ["stage"])
     batch = (
         ms.histogram("shopgraph_batch_size", "Requests per batched call", ["stage"], buckets=(1, 2, 4, 8, 16, 32))

@@ -540,8 +540,10 @@ class Generator:
     def __init__(self, engine_spec: dict, generation: dict, known_brands: list[str]):
         from core.config.serve import GenerationConfig
         from serve.engine import build_engine
+        from serve.metrics import GC_PAUSES
 
         self.core = GeneratorCore(build_engine(engine_spec), GenerationConfig(**generation), known_brands)
+        GC_PAUSES.watch(self.core.metrics)
 
     async def reason(self, facts: dict, profile: dict) -> dict[str, Any]:
         return await self.core.reason(facts, profile)

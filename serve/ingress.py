@@ -36,6 +36,7 @@ from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, tidy_highlight
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api, require_scope
+from serve.metrics import GC_PAUSES
 from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited, overloaded
 from serve.schemas import (
     MAX_ID_CHARS,
@@ -384,6 +385,7 @@ class Ingress:
         self.metrics = MetricSet(CollectorRegistry())
         self.registry = self.metrics.registry
         ms = self.metrics
+        GC_PAUSES.watch(ms)  # shopgraph_gc_pause_seconds: the collector's pauses every request waits out
         self._gauge_task: asyncio.Task | None = None
         self.m_latency = ms.histogram("shopgraph_stage_latency_seconds", "Latency per stage", ["stage"])
         self.m_content = ms.counter("shopgraph_content_total", "Content served by source", ["kind", "source"])
@@ -1954,6 +1956,7 @@ class Ingress:
         from prometheus_client import generate_latest
 
         self._refresh_gauges()
+        GC_PAUSES.flush()  # the pauses since the last flush, so a scrape sees them all
         return PlainTextResponse(generate_latest(self.registry).decode(), media_type="text/plain; version=0.0.4")
 
     def _refresh_gauges(self) -> None:

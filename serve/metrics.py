@@ -148,6 +148,80 @@ class MetricSet:
         return self._add("gauge", name, doc, labelnames)
 
 
+# Seconds; a young-generation pass is ~0.1-1 ms, a full one over an unfrozen heap ~100 ms.
+GC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class GcPauses:
+    """The cyclic garbage collector's pauses in this process: while one runs, every request the
+    process holds waits, so they show in the tail latency and nowhere else.
+
+    One `gc.callbacks` entry per process times each collection and appends (generation, seconds)
+    to a bounded queue, nothing more (a collection can start inside any allocation, even inside a
+    metrics call: observing there could deadlock on the metric's own lock). A daemon thread moves
+    the queue into `shopgraph_gc_pause_seconds{generation}` of the replica's MetricSet every
+    `flush_s`. `watch(ms)` points it at a replica's metrics (the latest replica in the process
+    wins: Serve runs one per process)."""
+
+    def __init__(self, flush_s: float = 5.0):
+        from collections import deque
+
+        self.flush_s = flush_s
+        self.pending: deque[tuple[int, float]] = deque(maxlen=100_000)  # a full one drops the oldest
+        self.histogram: DualMetric | None = None
+        self._started_at: float | None = None
+        self._thread = None
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        import time
+
+        if phase == "start":
+            self._started_at = time.perf_counter()
+        elif self._started_at is not None:
+            self.pending.append((info["generation"], time.perf_counter() - self._started_at))
+            self._started_at = None
+
+    def watch(self, ms: MetricSet) -> DualMetric:
+        import gc
+        import threading
+
+        self.histogram = ms.histogram(
+            "shopgraph_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector in this replica's process, by generation (2: full)",
+            ["generation"],
+            buckets=GC_BUCKETS,
+        )
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._flush_forever, name="gc-pauses", daemon=True)
+            self._thread.start()
+        return self.histogram
+
+    def flush(self) -> int:
+        """Observe what is queued; returns how many pauses."""
+        n = 0
+        while self.pending:
+            generation, seconds = self.pending.popleft()
+            if self.histogram is not None:
+                self.histogram.labels(generation).observe(seconds)
+            n += 1
+        return n
+
+    def _flush_forever(self) -> None:
+        import time
+
+        while True:
+            time.sleep(self.flush_s)
+            try:
+                self.flush()
+            except Exception:  # a metric is never worth a replica
+                pass
+
+
+GC_PAUSES = GcPauses()
+
+
 # Every shopgraph metric and the labels it carries, for the dashboard test and the README: the
 # ingress's (serve.ingress), the retriever's and ranker's (serve.recommend), the generator's
 # (serve.generator). The engine's are vLLM's own (`vllm_*`, see `ENGINE_METRICS`).

@@ -91,3 +91,44 @@ def test_an_answer_is_counted_with_the_sentences_grounding_dropped():
     assert _value(core.metrics, "shopgraph_generator_outputs_total", kind="answer", outcome="accepted") == 1
     assert _value(core.metrics, "shopgraph_generator_removed_claims_total", kind="answer") == 1
     assert _value(core.metrics, "shopgraph_generator_completions_total", event="finished") == 1
+
+
+def test_gc_pauses_are_queued_by_the_collector_and_observed_by_the_flush():
+    """A collection can start inside any allocation, a metrics call included: the callback only
+    queues (generation, seconds); the flush (a thread every few seconds, and each /metrics scrape)
+    observes them."""
+    import gc
+
+    from serve.metrics import GcPauses
+
+    pauses, ms = GcPauses(flush_s=3600), MetricSet(ray=False)
+    hist = pauses.watch(ms)
+    try:
+        gc.collect()
+        gc.collect(0)
+        assert len(pauses.pending) >= 2
+        assert _value(ms, "shopgraph_gc_pause_seconds_count", generation="2") == 0  # not yet observed
+        assert pauses.flush() >= 2 and not pauses.pending
+        assert _value(ms, "shopgraph_gc_pause_seconds_count", generation="2") >= 1
+        assert _value(ms, "shopgraph_gc_pause_seconds_count", generation="0") >= 1
+        assert 0 < _value(ms, "shopgraph_gc_pause_seconds_sum", generation="2") < 10
+        assert hist.name == "shopgraph_gc_pause_seconds"
+        pauses.watch(ms2 := MetricSet(ray=False))  # the process's latest replica gets them
+        gc.collect()
+        pauses.flush()
+        assert _value(ms2, "shopgraph_gc_pause_seconds_count", generation="2") == 1
+    finally:
+        gc.callbacks.remove(pauses._on_gc)
+
+
+def test_a_gc_pause_queue_nobody_flushes_stays_bounded():
+    from serve.metrics import GcPauses
+
+    pauses = GcPauses(flush_s=3600)
+    for _ in range(pauses.pending.maxlen + 10):
+        pauses._on_gc("start", {"generation": 0})
+        pauses._on_gc("stop", {"generation": 0})
+    assert len(pauses.pending) == pauses.pending.maxlen
+    assert pauses.flush() == pauses.pending.maxlen and not pauses.pending  # no metric to observe into: dropped
+    pauses._on_gc("stop", {"generation": 1})  # a stop without its start (installed mid-collection)
+    assert not pauses.pending

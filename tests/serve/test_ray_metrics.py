@@ -144,6 +144,15 @@ def test_one_scrape_of_rays_endpoint_sums_both_ingress_replicas(cluster):
     assert total(got[ray_name("shopgraph_generator_completions_total")], event="finished") >= PAGES
     assert total(got[ray_name("shopgraph_content_total")], kind="page") == PAGES
 
+    # the garbage collector's pauses of every process that served something, by deployment
+    def pauses(got):
+        return total(got.get(ray_name("shopgraph_gc_pause_seconds_count"), []), by="deployment")
+
+    got = poll(urls["metrics"], lambda g: {"Ingress", "Retriever", "Ranker", "Generator"} <= set(pauses(g)))
+    assert {"Ingress", "Retriever", "Ranker", "Generator"} <= set(pauses(got)), pauses(got)
+    seconds = total(got[ray_name("shopgraph_gc_pause_seconds_sum")], by="deployment")
+    assert all(0 < seconds[d] < 60 for d in ("Ingress", "Retriever", "Ranker")), seconds
+
     # each replica's own /metrics still shows only itself: its share, never all N
     own = scrape(f"{urls['base']}/metrics")
     mine = total(own["shopgraph_requests_total"], endpoint="/v1/recommendations", status="200")

@@ -59,6 +59,19 @@ class HttpConfig(BaseModel):
         ),
     )
 
+    drain_s: float = Field(
+        2.0,
+        gt=0,
+        le=600,
+        description=(
+            "Seconds a stopping replica keeps taking new requests on its own port (proxy 'haproxy': "
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S), so that whatever routes to it has stopped "
+            "first. On one machine that is Serve's own HAProxy, which reloads in under a second: Ray's "
+            "30 s default only made every scale-down, redeploy and `serve shutdown` wait 30 s. Clusters "
+            "whose load balancers reach replicas directly keep 30 (configs/gpu-cluster.yaml)."
+        ),
+    )
+
     @field_validator("retry_on")
     @classmethod
     def _retry_on_keywords(cls, value: str) -> str:
@@ -82,6 +95,7 @@ class HttpConfig(BaseModel):
                 "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
                 "RAY_SERVE_ENABLE_HA_PROXY": "1",
                 "RAY_SERVE_HAPROXY_RETRY_ON": self.retry_on,
+                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": f"{self.drain_s:g}",
             }
         return env
 

@@ -97,3 +97,21 @@ def test_haproxy_replays_requests_whose_replica_died_unless_told_otherwise():
 def test_a_retry_on_haproxy_would_reject_is_a_config_error(value):
     with pytest.raises(ConfigError, match="serve.http.retry_on"):
         load_config(overrides=[f"serve.http.retry_on={value}"])
+
+
+def test_a_stopping_replica_drains_2_s_on_one_machine_and_30_s_on_the_cluster_profile():
+    """Ray's 30 s direct-ingress drain made every `serve shutdown`, redeploy and scale-down on one
+    machine wait 30 s for a load balancer that is Serve's own HAProxy."""
+    from core.config import profile_path
+
+    key = "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"
+    assert load_config(overrides=[]).serve.http.ray_env()[key] == "2"
+    assert load_config(profile_path("gpu-cluster")).serve.http.ray_env()[key] == "30"
+    assert load_config(overrides=["serve.http.drain_s=0.5"]).serve.http.ray_env()[key] == "0.5"
+    assert key not in load_config(overrides=["serve.http.proxy=ray"]).serve.http.ray_env()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "601"])
+def test_a_drain_time_serve_cannot_use_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="serve.http.drain_s"):
+        load_config(overrides=[f"serve.http.drain_s={value}"])

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_common import REPO, local_cluster, machine, request_mix, stats_ms, stop_local_cluster  # noqa: E402  (puts the repository on sys.path)
+from serve_common import REPO, local_cluster, machine, request_mix, stats_ms, stop_local_cluster, wait_ready  # noqa: E402  (puts the repository on sys.path)
 
 DEPLOYMENT_NAMES = {"ingress": "Ingress", "retriever": "Retriever", "ranker": "Ranker"}
 
@@ -199,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the mode `cluster up` pins its head to, unless told
-    import httpx
     import ray
     from ray import serve
 
@@ -241,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             route_prefix="/",
         )
         url = f"http://127.0.0.1:{port}"
-        while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
-            time.sleep(0.5)
+        wait_ready(url)
         ready_s = time.perf_counter() - t
         deployment = DEPLOYMENT_NAMES[args.deployment]
         reported = get_json(f"{dashboard}/api/serve/applications/", timeout=30)["applications"][app]["deployments"][

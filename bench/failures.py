@@ -53,7 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_common import REPO, local_cluster, machine, stats_ms, stop_local_cluster  # noqa: E402  (puts the repository on sys.path)
+from serve_common import REPO, local_cluster, machine, stats_ms, stop_local_cluster, wait_ready  # noqa: E402  (puts the repository on sys.path)
 
 APP = "shopgraph"
 DEPLOYMENTS = ("ingress", "retriever", "ranker", "generator")
@@ -204,7 +204,6 @@ def _placement(dashboard: str) -> dict[str, dict[str, int]]:
 def deploy(address: str, dashboard: str, config: str, overrides: list[str], proxy: str, port: int) -> dict:
     """serve.start + serve.run of the real app; returns seconds and where the replicas run."""
     _child_init(address)
-    import httpx
     import ray
     from ray import serve
 
@@ -213,8 +212,7 @@ def deploy(address: str, dashboard: str, config: str, overrides: list[str], prox
     t = time.perf_counter()
     serve.start(proxy_location=proxy, http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"config_path": config, "overrides": overrides, "engine": "fake"}), name=APP, route_prefix="/")
-    while httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code != 200:
-        time.sleep(0.5)
+    wait_ready(f"http://127.0.0.1:{port}")
     out = {"ready_s": round(time.perf_counter() - t, 1), "placement": _placement(dashboard)}
     ray.shutdown()
     return out

@@ -144,7 +144,6 @@ def start_app(
 ) -> str:
     """Serve the application on 127.0.0.1:port; returns its base URL once /readyz answers.
     `app_args`: more `build_app` arguments (e.g. `fake_delay_s`)."""
-    import httpx
     from ray import serve
 
     from serve.app import build_app
@@ -165,8 +164,14 @@ def start_app(
         name=name,
         route_prefix="/",
     )
-    base = f"http://127.0.0.1:{args.port}"
-    deadline = time.monotonic() + 120
+    return wait_ready(f"http://127.0.0.1:{args.port}")
+
+
+def wait_ready(base: str, timeout_s: float = 120.0) -> str:
+    """`base` once its /readyz answers 200; RuntimeError after `timeout_s`."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/readyz", timeout=10).status_code == 200:
@@ -174,7 +179,52 @@ def start_app(
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    raise RuntimeError(f"the app on {base} did not become ready in 120 s")
+    raise RuntimeError(f"the app on {base} did not become ready in {timeout_s:.0f} s")
+
+
+def run_load(
+    base: str,
+    bodies: list[dict],
+    rate: float,
+    workdir: str,
+    label: str,
+    max_inflight: int = 512,
+    timeout_s: float = 10.0,
+) -> dict:
+    """Send `bodies` to `base` at `rate` per second, open loop, from a separate client process
+    (bench/serve_load.py --client, so the client's CPU is not the server's); its JSON result
+    with `server_cpu_ms_per_request` added (the Serve processes' CPU over the run, per request)."""
+    import json
+    import subprocess
+
+    path = Path(workdir) / f"{label}.json"
+    path.write_text(json.dumps(bodies))
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve().parent / "serve_load.py"),
+        "--client",
+        "--url",
+        base,
+        "--bodies",
+        str(path),
+        "--rate",
+        str(rate),
+        "--max-inflight",
+        str(max_inflight),
+        "--timeout",
+        str(timeout_s),
+    ]
+    procs = serve_processes()
+    before = cpu_seconds(procs)
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=len(bodies) / rate + 2 * timeout_s + 60, check=True
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    # replicas started during the run count too
+    res["server_cpu_ms_per_request"] = cpu_ms_per_request(
+        before, cpu_seconds({**procs, **serve_processes()}), res["offered"]
+    )
+    return res
 
 
 def stop_app() -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,19 +31,7 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_common import (
-    add_common_args,
-    cpu_ms_per_request,
-    cpu_seconds,
-    machine,
-    prepare,
-    request_mix,
-    serve_processes,
-    start_app,
-    stop_app,
-)
-
-LOAD = Path(__file__).resolve().parent / "serve_load.py"
+from serve_common import add_common_args, machine, prepare, request_mix, run_load, start_app, stop_app, wait_ready
 
 
 class Body(BaseModel):
@@ -112,23 +99,7 @@ def floor_app(cfg):
     return Ingress.bind(Retriever.bind(), Ranker.bind())
 
 
-def drive(base: str, bodies: list[dict], args, tmp: str, label: str) -> dict:
-    path = Path(tmp) / f"{label}.json"
-    path.write_text(json.dumps(bodies))
-    cmd = [sys.executable, str(LOAD), "--client", "--url", base, "--bodies", str(path), "--rate", str(args.rate)]
-    procs = serve_processes()
-    before = cpu_seconds(procs)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=len(bodies) / args.rate + 90, check=True)
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    res["server_cpu_ms_per_request"] = cpu_ms_per_request(before, cpu_seconds(procs), res["offered"])
-    return res
-
-
 def main() -> None:
-    import time
-
-    import httpx
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
     p.add_argument("--rate", type=float, default=100.0)
@@ -150,26 +121,16 @@ def main() -> None:
             if args.only in (None, "floor"):
                 serve.start(http_options={"host": "127.0.0.1", "port": args.port})
                 serve.run(floor_app(cfg), name="floor", route_prefix="/")
-                base = f"http://127.0.0.1:{args.port}"
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    try:
-                        if httpx.get(f"{base}/readyz", timeout=10).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    time.sleep(0.5)
-                else:
-                    raise RuntimeError(f"the floor app on {base} did not become ready in 120 s")
-                drive(base, warm, args, tmp, "floor-warmup")
-                results["floor"] = drive(base, load, args, tmp, "floor")
+                base = wait_ready(f"http://127.0.0.1:{args.port}")
+                run_load(base, warm, args.rate, tmp, "floor-warmup")
+                results["floor"] = run_load(base, load, args.rate, tmp, "floor")
                 if not results["floor"]["ok"]:  # a floor that answers nothing measures nothing
                     raise RuntimeError(f"the floor app failed every request: {results['floor'].get('error_kinds')}")
                 serve.delete("floor")
             if args.only in (None, "graph"):
                 base = start_app(args, engine="none")
-                drive(base, warm, args, tmp, "graph-warmup")
-                results["graph"] = drive(base, load, args, tmp, "graph")
+                run_load(base, warm, args.rate, tmp, "graph-warmup")
+                results["graph"] = run_load(base, load, args.rate, tmp, "graph")
         finally:
             stop_app()
 

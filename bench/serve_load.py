@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,12 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serve_common import (
     add_common_args,
-    cpu_ms_per_request,
-    cpu_seconds,
     machine,
     prepare,
     request_mix,
-    serve_processes,
+    run_load,
     start_app,
     stats_ms,
     stop_app,
@@ -156,34 +153,8 @@ def main() -> None:
             for phase, seconds in (("warmup", args.warmup), ("load", args.duration)):
                 if seconds <= 0:
                     continue
-                path = Path(tmp) / f"{phase}.json"
-                path.write_text(
-                    json.dumps(request_mix(catalog, int(args.rate * seconds), args.seed + (phase == "load")))
-                )
-                cmd = [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    "--url",
-                    base,
-                    "--bodies",
-                    str(path),
-                    "--rate",
-                    str(args.rate),
-                    "--max-inflight",
-                    str(args.max_inflight),
-                    "--timeout",
-                    str(args.timeout),
-                ]
-                procs = serve_processes()
-                cpu_before = cpu_seconds(procs)
-                out = subprocess.run(
-                    cmd, capture_output=True, text=True, timeout=seconds + 2 * args.timeout + 60, check=True
-                )
-                results[phase] = json.loads(out.stdout.strip().splitlines()[-1])
-                results[phase]["server_cpu_ms_per_request"] = cpu_ms_per_request(
-                    cpu_before, cpu_seconds({**procs, **serve_processes()}), results[phase]["offered"]
-                )
+                bodies = request_mix(catalog, int(args.rate * seconds), args.seed + (phase == "load"))
+                results[phase] = run_load(base, bodies, args.rate, tmp, phase, args.max_inflight, args.timeout)
     finally:
         stop_app()
 

@@ -36,7 +36,6 @@ from serve.app import AppArgs
 from serve.content import generator_version, load_precomputed, tidy_highlight
 from serve.deployments import RankFilters, RankRequest, RetrieveRequest
 from serve.http import ApiError, make_api, require_scope
-from serve.metrics import GC_PAUSES
 from serve.resilience import Busy, CircuitBreaker, GenerationQueue, StageMonitor, awaited, overloaded
 from serve.schemas import (
     MAX_ID_CHARS,
@@ -335,7 +334,7 @@ class Ingress:
 
         from core.privacy import UserDataStore
         from serve.content import ContentCache, shared_cache
-        from serve.metrics import MetricSet
+        from serve.metrics import GC_PAUSES, MetricSet
 
         self.pseudonymizer, self.tombstones, self.privacy = pseudonymizer, tombstones, privacy
         stages = (("retriever", retriever), ("ranker", ranker), ("generator", generator))
@@ -1954,6 +1953,9 @@ class Ingress:
         """Prometheus metrics of this ingress replica: stage latency, content sources, fallbacks, the served
         log, and the online evaluation gauges (shopgraph_online_*, recomputed in the background, not here)."""
         from prometheus_client import generate_latest
+
+        # imported here: a module global would travel with the class Serve pickles by value
+        from serve.metrics import GC_PAUSES
 
         self._refresh_gauges()
         GC_PAUSES.flush()  # the pauses since the last flush, so a scrape sees them all

@@ -17,6 +17,7 @@ Ray prefixes application metrics with `ray_`: `shopgraph_requests_total` here is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from time import perf_counter
 from typing import Any
 
 # Tags every Ray-exported shopgraph metric carries (Serve's own metrics use the same names).
@@ -173,12 +174,11 @@ class GcPauses:
         self._thread = None
 
     def _on_gc(self, phase: str, info: dict) -> None:
-        import time
-
+        # runs at every collection, several per second under load: nothing but the clock and an append
         if phase == "start":
-            self._started_at = time.perf_counter()
+            self._started_at = perf_counter()
         elif self._started_at is not None:
-            self.pending.append((info["generation"], time.perf_counter() - self._started_at))
+            self.pending.append((info["generation"], perf_counter() - self._started_at))
             self._started_at = None
 
     def watch(self, ms: MetricSet) -> DualMetric:
@@ -201,12 +201,14 @@ class GcPauses:
     def flush(self) -> int:
         """Observe what is queued; returns how many pauses."""
         n = 0
-        while self.pending:
-            generation, seconds = self.pending.popleft()
+        while True:
+            try:  # the flush thread and a /metrics scrape may drain at once: popleft, not check-then-pop
+                generation, seconds = self.pending.popleft()
+            except IndexError:
+                return n
             if self.histogram is not None:
                 self.histogram.labels(generation).observe(seconds)
             n += 1
-        return n
 
     def _flush_forever(self) -> None:
         import time

@@ -227,8 +227,9 @@ def shared_report(
 
     The stored report is returned while it is fresh: computed at most `fresh_ms` before `now_ms`,
     or 9 times as long as computing it took, whichever is longer, so that computing it never keeps
-    more than a tenth of one core busy across all the callers. When it is stale, one caller takes the row's lease (an UPDATE that only succeeds while nobody
-    holds it and the stored report is still the stale one this caller read) and runs `compute`;
+    more than a tenth of one core busy across all the callers. When it is stale, one caller takes
+    the row's lease (an UPDATE that only succeeds while nobody holds it and the stored report is
+    still the stale one this caller read) and runs `compute`;
     the others go on with the stale one meanwhile. A caller that dies while computing holds the
     lease for `lease_ms`, then another takes over. A failing `compute` gives the lease back and
     raises. Two callers compute at once only when one of them takes longer than `lease_ms`."""
